@@ -1,0 +1,1 @@
+"""The `linetrace` command and its settings."""

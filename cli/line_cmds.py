@@ -1,0 +1,153 @@
+"""Commands that run the line: broker, worker, simulate (need the [worker] extra)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from linetrace.ledger.keys import SystemEvent, enroll_station, load_or_create_plant_key
+from linetrace.schemas import signing
+
+from .ledger_cmds import open_ledger, publish_system_events
+from .settings import Settings
+
+
+def _need_worker_extra() -> None:
+    try:
+        import aiokafka  # noqa: F401
+        import faust  # noqa: F401
+    except ImportError:
+        raise SystemExit("linetrace: this command needs the worker extra: "
+                         "pip install 'linetrace[worker]'") from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    _need_worker_extra()
+    from linetrace.streams.broker import EmbeddedBroker, ensure_topics
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    (settings.data_dir / "logs").mkdir(exist_ok=True)
+    broker = EmbeddedBroker(args.port or None, log_file=settings.data_dir / "logs" / "tansu.log")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    broker.start()
+    try:
+        done = asyncio.run(ensure_topics(broker.bootstrap, fix_wrong_counts=True))
+        write_atomic(settings.broker_file, f"kafka://{broker.bootstrap}\n")
+        print(f"embedded broker on kafka://{broker.bootstrap} ({len(done)} topics ready); "
+              f"wrote {settings.broker_file}", flush=True)
+        while not stop.wait(0.5):
+            if broker.proc is not None and broker.proc.poll() is not None:
+                print(f"linetrace: embedded broker exited with {broker.proc.returncode}",
+                      file=sys.stderr)
+                return 1
+        return 0
+    finally:
+        try:
+            if settings.broker_file.read_text().strip() == f"kafka://{broker.bootstrap}":
+                settings.broker_file.unlink()
+        except OSError:
+            pass
+        broker.stop()
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    """Check (or --create) the topics of CONTRACTS.md on the configured broker (own Kafka)."""
+    _need_worker_extra()
+    from linetrace.schemas.topics import ALL_TOPICS
+    from linetrace.streams.broker import ensure_topics, partition_counts_of
+
+    bootstrap = settings.bootstrap()
+    if args.create:
+        done = asyncio.run(ensure_topics(bootstrap, fix_wrong_counts=False))
+        for name, what in done.items():
+            print(f"{name:24} {ALL_TOPICS[name]:3}  {what}")
+        return 0
+    counts = asyncio.run(partition_counts_of(bootstrap, list(ALL_TOPICS)))
+    bad = 0
+    for name, want in ALL_TOPICS.items():
+        have = counts.get(name)
+        ok = have == want
+        bad += not ok
+        print(f"{name:24} {want:3}  {'ok' if ok else f'MISSING' if have is None else f'has {have}'}")
+    if bad:
+        print(f"linetrace: {bad} topic(s) missing or with the wrong partition count; "
+              "`linetrace topics --create` creates missing ones", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    _need_worker_extra()
+    from linetrace.streams.worker import WorkerConfig, run_worker
+
+    bootstrap = settings.bootstrap()
+    open_ledger(settings).close()  # creates the SQLite file's folder and schema
+    run_worker(WorkerConfig(bootstrap=bootstrap, db_url=settings.db, data_dir=settings.data_dir,
+                            group=settings.group, batch_size=settings.batch_size,
+                            batch_window=settings.batch_window, log_level=settings.log_level))
+    return 0
+
+
+def station_key(stations_dir: Path, station_id: str) -> Ed25519PrivateKey:
+    """The simulated station's own key, generated where it "runs" (its folder), 0600."""
+    folder = stations_dir / station_id
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "key.pem"
+    if path.exists():
+        return signing.load_private_key_pem(path.read_bytes())
+    key = signing.generate_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(signing.private_key_pem(key))
+    return key
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    _need_worker_extra()
+    from linetrace.stations.simulator import LineConfig, run_line, station_roster
+
+    bootstrap = settings.bootstrap()
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
+    if args.seed is None:
+        print(f"seed {seed} (run again with --seed {seed} to reproduce)", flush=True)
+    seeds_file = settings.data_dir / "sim" / "seeds.json"
+    seeds_file.parent.mkdir(parents=True, exist_ok=True)
+    seeds = json.loads(seeds_file.read_text()) if seeds_file.exists() else []
+    if seed in seeds:
+        print(f"linetrace: seed {seed} was already simulated into {settings.data_dir}; its serials "
+              "and event ids would collide. Use another --seed or another --data-dir.",
+              file=sys.stderr)
+        return 2
+    plant, _ = load_or_create_plant_key(settings.keys_dir)
+    ledger = open_ledger(settings)
+    stations_dir = settings.data_dir / "stations"
+    keys = {}
+    enrolled: list[SystemEvent] = []
+    for station_id, station_type in station_roster():
+        keys[station_id] = station_key(stations_dir, station_id)
+        event, _new = enroll_station(ledger, plant, station_id, station_type,
+                                     keys[station_id].public_key())
+        enrolled.append(event)
+    ledger.close()
+    publish_system_events(settings, enrolled)
+    write_atomic(seeds_file, json.dumps(seeds + [seed]))
+    config = LineConfig(units=args.units, seed=seed, speed=args.speed)
+    summary = asyncio.run(run_line(config, keys, bootstrap, stations_dir))
+    print(f"simulation done: {summary}", flush=True)
+    return 0

@@ -1,0 +1,137 @@
+"""The `linetrace` command: parses arguments, loads settings once, dispatches to the rooms."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from . import ledger_cmds as lc
+from . import line_cmds as ln
+from .output import print_json, print_table
+from .settings import SETTINGS, ConfigurationError, Settings, load
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    rows = settings.masked()
+    if args.json:
+        print_json({env: {"value": v, "source": src} for env, v, src, _ in rows})
+    else:
+        print_table([[env, v, src] for env, v, src, _ in rows], ["SETTING", "VALUE", "FROM"])
+        if args.verbose:
+            print()
+            for s in SETTINGS:
+                print(f"{s.env}\n    {s.doc}\n    default: {s.default}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from .supervisor import run_up
+
+    return run_up(settings, args.units, args.seed, args.until_idle, args.speed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default=argparse.SUPPRESS,
+                        help="data directory (default $LINETRACE_DATA_DIR, else ./linetrace-data)")
+    p = argparse.ArgumentParser(prog="linetrace", parents=[common],
+                                description="Orchestration and verifiable traceability for "
+                                            "AI-server assembly lines.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Handler, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    c = add("config", cmd_config, "print the effective LINETRACE_* settings (secrets masked)")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("-v", "--verbose", action="store_true", help="also describe every setting")
+
+    up = add("up", cmd_up, "start broker, worker and line simulator; print where to look")
+    up.add_argument("--units", type=int, default=10)
+    up.add_argument("--seed", type=int)
+    up.add_argument("--speed", type=float, default=0.0,
+                    help="simulated seconds per wall second (0 = as fast as possible)")
+    up.add_argument("--until-idle", action="store_true",
+                    help="stop once the simulator is done and the worker has drained")
+
+    b = add("broker", ln.cmd_broker, "run the embedded Kafka-compatible broker and create topics")
+    b.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    tp = add("topics", ln.cmd_topics,
+             "check the topics and partition counts on the configured broker")
+    tp.add_argument("--create", action="store_true",
+                    help="create missing topics (a wrong count on your own Kafka is an error)")
+    add("worker", ln.cmd_worker, "run the Faust worker: ingest, ledger writer")
+    sim = add("simulate", ln.cmd_simulate, "simulate the line against the configured broker")
+    sim.add_argument("--units", type=int, default=10)
+    sim.add_argument("--seed", type=int)
+    sim.add_argument("--speed", type=float, default=0.0)
+
+    u = add("units", lc.cmd_units, "list units with state and step")
+    u.add_argument("--json", action="store_true")
+    u.add_argument("--kind", choices=["server", "assembly"])
+    u.add_argument("--state")
+    u.add_argument("--product")
+    t = add("trace", lc.cmd_trace, "one unit's genealogy: parts (as-built tree) and operations")
+    t.add_argument("serial")
+    t.add_argument("--json", action="store_true")
+
+    keys = sub.add_parser("keys", help="the plant key").add_subparsers(dest="keys_cmd",
+                                                                       required=True)
+    ki = keys.add_parser("init", parents=[common], help="create the plant key if absent")
+    ki.set_defaults(fn=lc.cmd_keys_init)
+
+    st = sub.add_parser("stations", help="station keys and enrolment").add_subparsers(
+        dest="stations_cmd", required=True)
+    kg = st.add_parser("keygen", parents=[common], help="generate a station key pair")
+    kg.add_argument("--out", default="station.key", help="private key file (PEM, 0600)")
+    kg.set_defaults(fn=lc.cmd_stations_keygen)
+    en = st.add_parser("enroll", parents=[common],
+                       help="register a station's public key (plant-signed station.enrolled)")
+    en.add_argument("station_id")
+    en.add_argument("--type", required=True, help="station type, e.g. smt, ict, burnin")
+    en.add_argument("--public-key", required=True, help="PEM or base64 of the 32 raw bytes")
+    en.set_defaults(fn=lc.cmd_stations_enroll)
+    ls = st.add_parser("list", parents=[common], help="enrolled stations and their keys")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(fn=lc.cmd_stations_list)
+
+    try:
+        from . import proof_cmds
+    except ImportError:
+        pass
+    else:
+        proof_cmds.register(sub, common)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load(data_dir=getattr(args, "data_dir", None))
+    except ConfigurationError as e:
+        print(f"linetrace: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        rc: int = args.fn(args, settings)
+        return rc
+    except ConfigurationError as e:
+        print(f"linetrace: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        code = getattr(e, "code", None)
+        if code is None:
+            raise
+        print(f"linetrace: {e} [{code}]", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

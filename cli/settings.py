@@ -1,0 +1,144 @@
+"""Every LINETRACE_* setting, declared once: variable, default, and what it does.
+
+The CLI reads the environment here, once, and passes plain values into the rooms (rooms never
+read environment variables). `linetrace config` prints this table with secrets masked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+class ConfigurationError(Exception):
+    code = "config.invalid"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    default: str
+    doc: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "LINETRACE_DATA_DIR", "./linetrace-data",
+            "Where the embedded defaults keep their files: ledger.db, keys/, broker.url, "
+            "station state. `--data-dir` overrides it."),
+    Setting("db", "LINETRACE_DB", "sqlite:///<data dir>/ledger.db",
+            "SQLAlchemy URL of the ledger database. `postgresql://user:pw@host:5432/db` is "
+            "accepted and normalised to psycopg 3.", secret=True),
+    Setting("broker", "LINETRACE_BROKER", "<data dir>/broker.url",
+            "Kafka bootstrap as `kafka://host:port[,host:port]`. Unset: read from "
+            "<data dir>/broker.url, which `linetrace up` / `linetrace broker` write."),
+    Setting("origin", "LINETRACE_ORIGIN", "linetrace.local/ledger/v1",
+            "Name of the plant key and origin line of the log's checkpoints; auditors pin it."),
+    Setting("group", "LINETRACE_GROUP", "linetrace-worker",
+            "Kafka consumer group of the workers."),
+    Setting("batch_size", "LINETRACE_BATCH_SIZE", "500",
+            "Most events the worker writes in one DB transaction."),
+    Setting("batch_window", "LINETRACE_BATCH_WINDOW", "0.05",
+            "Seconds the worker waits to fill a batch before writing what it has."),
+    Setting("log_level", "LINETRACE_LOG_LEVEL", "info", "debug, info, warning or error."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    db: str
+    broker: str | None
+    origin: str
+    group: str
+    batch_size: int
+    batch_window: float
+    log_level: str
+    sources: Mapping[str, str]
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def broker_file(self) -> Path:
+        return self.data_dir / "broker.url"
+
+    def bootstrap(self) -> str:
+        """host:port list of the broker, or a ConfigurationError saying how to get one."""
+        url = self.broker
+        if url is None and self.broker_file.exists():
+            url = self.broker_file.read_text().strip()
+        if not url:
+            raise ConfigurationError(
+                f"no broker configured: set LINETRACE_BROKER=kafka://host:port, or start the "
+                f"embedded one with `linetrace broker --data-dir {self.data_dir}` (or "
+                f"`linetrace up`), which writes {self.broker_file}")
+        return parse_broker_url(url)
+
+    def masked(self) -> list[tuple[str, str, str, str]]:
+        """(env var, effective value, where it came from, doc) with secrets masked."""
+        out = []
+        for s in SETTINGS:
+            value = str(getattr(self, s.name))
+            if s.name == "broker" and self.broker is None:
+                try:
+                    value = "kafka://" + self.bootstrap()
+                except ConfigurationError:
+                    value = "(none: no broker.url yet)"
+            if s.secret:
+                value = mask_url(value)
+            out.append((s.env, value, self.sources.get(s.name, "default"), s.doc))
+        return out
+
+
+def mask_url(url: str) -> str:
+    return re.sub(r"(//[^:/@]+:)[^@]+@", r"\1****@", url)
+
+
+def parse_broker_url(url: str) -> str:
+    if not url.startswith("kafka://"):
+        raise ConfigurationError(
+            f"broker URL {url!r} must look like kafka://host:port (LINETRACE_BROKER)")
+    hosts = url[len("kafka://"):].rstrip("/")
+    for h in hosts.split(","):
+        if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}", h):
+            raise ConfigurationError(f"broker address {h!r} is not host:port")
+    return hosts
+
+
+def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -> Settings:
+    env = os.environ if env is None else env
+    sources: dict[str, str] = {}
+    raw: dict[str, str] = {}
+    for s in SETTINGS:
+        if s.env in env and env[s.env] != "":
+            raw[s.name] = env[s.env]
+            sources[s.name] = s.env
+    if data_dir is not None:
+        raw["data_dir"], sources["data_dir"] = data_dir, "--data-dir"
+    ddir = Path(raw.get("data_dir", "./linetrace-data")).expanduser().resolve()
+    db = raw.get("db", f"sqlite:///{ddir / 'ledger.db'}")
+    try:
+        batch_size = int(raw.get("batch_size", "500"))
+        batch_window = float(raw.get("batch_window", "0.05"))
+    except ValueError as e:
+        raise ConfigurationError(f"LINETRACE_BATCH_SIZE / LINETRACE_BATCH_WINDOW: {e}") from None
+    if batch_size < 1 or batch_window <= 0:
+        raise ConfigurationError("LINETRACE_BATCH_SIZE must be >= 1 and LINETRACE_BATCH_WINDOW > 0")
+    broker = raw.get("broker")
+    if broker is not None:
+        parse_broker_url(broker)
+    level = raw.get("log_level", "info").lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise ConfigurationError(f"LINETRACE_LOG_LEVEL={level!r}: use debug, info, warning or error")
+    return Settings(data_dir=ddir, db=db, broker=broker, origin=raw.get("origin", "linetrace.local/ledger/v1"),
+                    group=raw.get("group", "linetrace-worker"), batch_size=batch_size,
+                    batch_window=batch_window, log_level=level, sources=sources)
+
+
+assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)} - {"sources"}

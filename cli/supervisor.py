@@ -1,0 +1,184 @@
+"""`linetrace up`: broker, worker and simulator as supervised child processes.
+
+Children get their own process group and die with us (PR_SET_PDEATHSIG), so Ctrl-C or a
+crash of `up` leaves no orphans. With --until-idle, `up` stops everything once the simulator
+has finished and the worker has written every input record (its positions in the ledger reach
+the end of every input partition), then prints a summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from linetrace.ledger.db import Ledger
+from linetrace.ledger.models import EventRow, IngestPosition, Rejected, Unit
+
+from .settings import Settings
+
+
+def _die_with_parent() -> None:
+    os.setpgrp()
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Child:
+    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.proc = subprocess.Popen(argv, stdout=self.log_path.open("ab"),
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, preexec_fn=_die_with_parent)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if not self.alive():
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _end_offsets(bootstrap: str) -> dict[tuple[str, int], int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from linetrace.schemas.topics import INPUT_TOPICS
+
+    async def go() -> dict[tuple[str, int], int]:
+        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await c.start()
+        try:
+            tps = [TopicPartition(t.name, p) for t in INPUT_TOPICS for p in range(t.partitions)]
+            ends = await c.end_offsets(tps)
+            return {(tp.topic, tp.partition): o for tp, o in ends.items()}
+        finally:
+            await c.stop()
+
+    return asyncio.run(go())
+
+
+def drained(ledger: Ledger, bootstrap: str) -> bool:
+    ends = _end_offsets(bootstrap)
+    with ledger.reader() as s:
+        pos = {(r.topic, r.partition): r.next_offset for r in s.scalars(select(IngestPosition))}
+    return all(pos.get(k, 0) >= end for k, end in ends.items())
+
+
+def summary(ledger: Ledger) -> dict[str, object]:
+    with ledger.reader() as s:
+        states = dict(s.execute(select(Unit.state, func.count()).where(Unit.kind == "server")
+                                .group_by(Unit.state)).all())
+        accepted = s.scalar(select(func.count()).select_from(EventRow)) or 0
+        by_dest = dict(s.execute(select(Rejected.destination, func.count())
+                                 .group_by(Rejected.destination)).all())
+    dlq = sum(n for d, n in by_dest.items() if d.endswith(".dlq"))
+    return {"servers": sum(states.values()), "states": states, "events_accepted": accepted,
+            "dead_lettered": dlq, "quarantined": by_dest.get("line.quarantine", 0)}
+
+
+def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
+           speed: float) -> int:
+    data = settings.data_dir
+    logs = data / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    if settings.broker is None and settings.broker_file.exists():
+        settings.broker_file.unlink()  # left by a previous run that was killed
+    env = {**os.environ, "LINETRACE_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
+    base = [sys.executable, "-m", "linetrace.cli.main"]
+    children: list[Child] = []
+
+    def on_signal(*_: object) -> None:
+        raise Interrupted
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if settings.broker is None:
+            children.append(Child("broker", base + ["broker"], logs, env))
+            deadline = time.monotonic() + 60
+            while not settings.broker_file.exists():
+                if not children[0].alive() or time.monotonic() > deadline:
+                    print(f"linetrace: the broker did not start; see {children[0].log_path}",
+                          file=sys.stderr)
+                    return 1
+                time.sleep(0.1)
+        bootstrap = settings.bootstrap()
+        children.append(Child("worker", base + ["worker"], logs, env))
+        sim_args = base + ["simulate", "--units", str(units), "--speed", str(speed)]
+        if seed is not None:
+            sim_args += ["--seed", str(seed)]
+        sim = Child("simulate", sim_args, logs, env)
+        children.append(sim)
+        print(f"linetrace is up (data dir {data})")
+        print(f"  broker   kafka://{bootstrap}")
+        print(f"  ledger   {settings.db if not settings.db.startswith('sqlite') else settings.db[10:]}")
+        print(f"  logs     {logs}/{{broker,worker,simulate}}.log")
+        print(f"  look     linetrace units --data-dir {data}   |   linetrace trace SERIAL --data-dir {data}")
+        print("  stop     Ctrl-C" if not until_idle else "  running until the line is idle...",
+              flush=True)
+        ledger = Ledger(settings.db)
+        while sim.alive():
+            for c in children:
+                if c is not sim and not c.alive():
+                    print(f"linetrace: {c.name} exited with {c.proc.returncode}; see {c.log_path}",
+                          file=sys.stderr)
+                    return 1
+            time.sleep(0.2)
+        if sim.proc.returncode != 0:
+            print(f"linetrace: simulator failed ({sim.proc.returncode}); see {sim.log_path}",
+                  file=sys.stderr)
+            return 1
+        if not until_idle:
+            print("simulation finished; broker and worker keep running (Ctrl-C stops)", flush=True)
+            while all(c.alive() for c in children if c is not sim):
+                time.sleep(0.5)
+            return 1
+        deadline = time.monotonic() + 300
+        stable = 0
+        while stable < 2:
+            worker = children[-2]
+            if not worker.alive():
+                print(f"linetrace: worker exited; see {worker.log_path}", file=sys.stderr)
+                return 1
+            if time.monotonic() > deadline:
+                print("linetrace: worker did not drain within 300 s", file=sys.stderr)
+                return 1
+            stable = stable + 1 if drained(ledger, bootstrap) else 0
+            time.sleep(0.5)
+        s = summary(ledger)
+        ledger.close()
+        states = ", ".join(f"{n} {k}" for k, n in sorted(s["states"].items()))  # type: ignore[attr-defined]
+        print(f"idle: {s['servers']} servers ({states}); {s['events_accepted']} events accepted, "
+              f"{s['dead_lettered']} dead-lettered, {s['quarantined']} quarantined")
+        return 0
+    except Interrupted:
+        print("\nstopping broker, worker and simulator...", file=sys.stderr)
+        return 0
+    finally:
+        for c in reversed(children):
+            c.stop()
+        for s_, h in old.items():
+            signal.signal(s_, h)

@@ -1,0 +1,1 @@
+"""The supervisors' web console and REST API (arrives with the console issue)."""

@@ -1,0 +1,1 @@
+"""linetrace ledger room."""

@@ -1,0 +1,153 @@
+"""The plant key and station enrolment (system events recorded in the ledger first).
+
+The plant key signs linetrace's own system events and the log checkpoints. It is created on
+first use (private key file mode 0600); its public half is registered in `station_keys` under
+the reserved source `linetrace`, so ingest verifies system events like any other.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from linetrace.schemas import bodies as b
+from linetrace.schemas import signing
+from linetrace.schemas.envelope import SYSTEM_SOURCE, decode_event, deterministic_id, encode_event
+from linetrace.schemas.topics import STATIONS
+
+from .db import Ledger
+from .errors import LedgerError
+from .models import EventRow, Station, StationKey
+from .projections import record_station_key
+from .records import Candidate, SourceRecord
+from .writer import record_system_event
+
+PLANT_KEY_FILE = "plant.key"
+
+
+class KeyError_(LedgerError):
+    code = "key.error"
+
+
+def load_or_create_plant_key(keys_dir: Path) -> tuple[Ed25519PrivateKey, bool]:
+    """The plant's private key, created (0600) if absent. Returns (key, created)."""
+    path = keys_dir / PLANT_KEY_FILE
+    if path.exists():
+        return signing.load_private_key_pem(path.read_bytes()), False
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    key = signing.generate_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(signing.private_key_pem(key))
+        f.flush()
+        os.fsync(f.fileno())
+    (keys_dir / "plant.pub").write_bytes(signing.public_key_pem(key.public_key()))
+    return key, True
+
+
+@dataclass(frozen=True)
+class SystemEvent:
+    """A system event recorded in the ledger, ready to publish to its topic."""
+
+    topic: str
+    key: str
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def _register_plant(session: Session, plant: Ed25519PrivateKey, now: datetime) -> None:
+    pub_b64 = signing.public_key_b64(plant.public_key())
+    if session.get(StationKey, signing.keyid_of(plant.public_key())) is None:
+        record_station_key(session, SYSTEM_SOURCE, "linetrace", pub_b64, now, None)
+
+
+def enroll_station(
+    ledger: Ledger,
+    plant: Ed25519PrivateKey,
+    station_id: str,
+    station_type: str,
+    public_key: Ed25519PublicKey,
+    *,
+    now: datetime | None = None,
+) -> tuple[SystemEvent, bool]:
+    """Record a plant-signed `station.enrolled` for this key; (event, newly enrolled).
+
+    Enrolling the same key again returns the recorded event unchanged. A key already enrolled
+    for another station is refused.
+    """
+    now = now or datetime.now(UTC)
+    keyid = signing.keyid_of(public_key)
+    with ledger.transaction() as session:
+        existing = session.get(StationKey, keyid)
+        if existing is not None and existing.station_id != station_id:
+            raise KeyError_(f"key {keyid} is already enrolled for station {existing.station_id}; "
+                            "generate a new key pair for this station (`linetrace stations keygen`)")
+        station = session.get(Station, station_id)
+        if station is not None and station.station_type != station_type:
+            raise KeyError_(f"station {station_id} is enrolled with type {station.station_type}, "
+                            f"not {station_type}")
+        _register_plant(session, plant, now)
+        event_id = deterministic_id("station.enrolled", station_id, keyid)
+        row = session.execute(select(EventRow).where(
+            EventRow.source == SYSTEM_SOURCE, EventRow.event_id == event_id)).scalar_one_or_none()
+        if row is not None:
+            return SystemEvent(STATIONS, station_id, row.value, _headers(row.keyid, row.signature)), False
+        body = b.StationEnrolled(station_id=station_id, station_type=station_type,
+                                 public_key=signing.public_key_b64(public_key), keyid=keyid)
+        value = encode_event(event_type="station.enrolled", source=SYSTEM_SOURCE,
+                             subject=station_id, body=body, time=now, event_id=event_id)
+        headers = signing.sign_value(value, plant)
+        kid, sig = signing.read_signature(headers)
+        cand = Candidate(record=SourceRecord(STATIONS, None, None, station_id.encode(), value,
+                                             headers),
+                         event=decode_event(value), keyid=kid, signature=sig, cause=keyid)
+        record_system_event(session, cand)
+        return SystemEvent(STATIONS, station_id, value, headers + _content_type()), True
+
+
+def _content_type() -> list[tuple[str, bytes]]:
+    return [(signing.CONTENT_TYPE_HEADER, b"application/cloudevents+json")]
+
+
+def _headers(keyid: str, signature: bytes) -> list[tuple[str, bytes]]:
+    import base64
+
+    return [(signing.KEYID_HEADER, keyid.encode()),
+            (signing.SIGNATURE_HEADER, base64.b64encode(signature))] + _content_type()
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    keyid: str
+    station_id: str
+    public_key: Ed25519PublicKey
+    revoked_after: dict[str, int] | None
+
+
+def known_keys(ledger: Ledger) -> dict[str, KnownKey]:
+    """Every enrolled key (stations and the plant), for ingest's signature checks."""
+    with ledger.reader() as session:
+        rows = session.scalars(select(StationKey)).all()
+        return {r.keyid: KnownKey(r.keyid, r.station_id, signing.load_public_key(r.public_key),
+                                  dict(r.revoked_after) if r.revoked_after else None)
+                for r in rows}
+
+
+def list_stations(ledger: Ledger) -> list[dict[str, object]]:
+    with ledger.reader() as session:
+        stations = session.scalars(select(Station).order_by(Station.station_id)).all()
+        keys = session.scalars(select(StationKey)).all()
+        by_station: dict[str, list[StationKey]] = {}
+        for k in keys:
+            by_station.setdefault(k.station_id, []).append(k)
+        return [{"station_id": s.station_id, "station_type": s.station_type,
+                 "enrolled": s.enrolled_at,
+                 "keys": [{"keyid": k.keyid, "revoked": k.revoked_at is not None}
+                          for k in by_station.get(s.station_id, [])]}
+                for s in stations if s.station_id != SYSTEM_SOURCE]

@@ -1,0 +1,249 @@
+"""The ledger's tables.
+
+`events` keeps every accepted event's exact bytes: it is the system of record. The genealogy
+tables (units, operations, installs, tests, firmware, lots) are projections derived from those
+events and can be rebuilt from them; history is appended (an uninstall stamps the removal on
+the install row, it never deletes it).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(36))
+    type: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(128))
+    time: Mapped[datetime]
+    stationseq: Mapped[int | None] = mapped_column(BigInteger)
+    topic: Mapped[str] = mapped_column(String(64))
+    partition: Mapped[int | None]
+    offset: Mapped[int | None] = mapped_column(BigInteger)
+    cause: Mapped[str | None] = mapped_column(String(36))
+    keyid: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    recorded: Mapped[datetime]
+    __table_args__ = (
+        UniqueConstraint("source", "event_id", name="uq_events_source_id"),
+        Index("ix_events_subject_time", "subject", "time"),
+    )
+
+
+class Unit(Base):
+    __tablename__ = "units"
+    serial: Mapped[str] = mapped_column(String(128), primary_key=True)
+    product: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    step: Mapped[int | None]
+    work_order: Mapped[str | None] = mapped_column(String(128))
+    created: Mapped[datetime]
+    updated: Mapped[datetime]
+    installed_in: Mapped[str | None] = mapped_column(String(128))
+    order: Mapped[str | None] = mapped_column(String(128))
+    carton: Mapped[str | None] = mapped_column(String(128))
+    __table_args__ = (Index("ix_units_state", "state"), Index("ix_units_product", "product"))
+
+
+class Operation(Base):
+    __tablename__ = "operations"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    serial: Mapped[str] = mapped_column(String(128))
+    transaction_id: Mapped[str] = mapped_column(String(36))
+    step: Mapped[int]
+    operation: Mapped[str] = mapped_column(String(256))
+    station: Mapped[str] = mapped_column(String(64))
+    operator: Mapped[str | None] = mapped_column(String(128))
+    work_order: Mapped[str | None] = mapped_column(String(128))
+    started: Mapped[datetime | None]
+    completed: Mapped[datetime | None]
+    result: Mapped[str | None] = mapped_column(String(16))
+    __table_args__ = (
+        UniqueConstraint("serial", "transaction_id", name="uq_operations_txn"),
+        Index("ix_operations_serial", "serial", "started"),
+    )
+
+
+class Install(Base):
+    __tablename__ = "installs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    unit: Mapped[str] = mapped_column(String(128))
+    parent: Mapped[str] = mapped_column(String(128))
+    serial: Mapped[str | None] = mapped_column(String(128))
+    mpn: Mapped[str] = mapped_column(String(128))
+    lot: Mapped[str] = mapped_column(String(128))
+    category: Mapped[str | None] = mapped_column(String(64))
+    pn: Mapped[str | None] = mapped_column(String(128))
+    qty: Mapped[int | None]
+    slot: Mapped[int | None]
+    ref: Mapped[str | None] = mapped_column(String(256))
+    station: Mapped[str] = mapped_column(String(64))
+    installed_at: Mapped[datetime]
+    installed_event: Mapped[str] = mapped_column(String(36))
+    removed_at: Mapped[datetime | None]
+    removed_event: Mapped[str | None] = mapped_column(String(36))
+    removed_reason: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (
+        Index("ix_installs_unit", "unit"),
+        Index("ix_installs_serial", "serial"),
+        Index("ix_installs_lot", "lot"),
+        Index("ix_installs_mpn", "mpn"),
+    )
+
+
+class TestRun(Base):
+    __tablename__ = "tests"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    serial: Mapped[str] = mapped_column(String(128))
+    event_id: Mapped[str] = mapped_column(String(36))
+    station: Mapped[str] = mapped_column(String(64))
+    time: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(16))  # inspection or test
+    method: Mapped[str] = mapped_column(String(16))
+    result: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]]
+    __table_args__ = (Index("ix_tests_serial", "serial", "time"),)
+
+
+class Measurement(Base):
+    __tablename__ = "measurements"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    test_id: Mapped[int] = mapped_column(ForeignKey("tests.id"))
+    test: Mapped[str] = mapped_column(String(256))
+    name: Mapped[str] = mapped_column(String(256))
+    value: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(32))
+    expected: Mapped[float | None] = mapped_column(Float)
+    min: Mapped[float | None] = mapped_column(Float)
+    max: Mapped[float | None] = mapped_column(Float)
+    __table_args__ = (Index("ix_measurements_test", "test_id"),)
+
+
+class Firmware(Base):
+    __tablename__ = "firmware"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    serial: Mapped[str] = mapped_column(String(128))
+    component: Mapped[str] = mapped_column(String(128))
+    image: Mapped[str] = mapped_column(String(256))
+    version: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(128))
+    station: Mapped[str] = mapped_column(String(64))
+    time: Mapped[datetime]
+    event_id: Mapped[str] = mapped_column(String(36))
+    __table_args__ = (Index("ix_firmware_serial", "serial"),)
+
+
+class Lot(Base):
+    __tablename__ = "lots"
+    lot: Mapped[str] = mapped_column(String(128), primary_key=True)
+    mpn: Mapped[str] = mapped_column(String(128))
+    supplier: Mapped[str] = mapped_column(String(128))
+    date_code: Mapped[str] = mapped_column(String(64))
+    qty: Mapped[int]
+    received_at: Mapped[datetime]
+    station: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(36))
+    documents: Mapped[dict[str, Any]]
+
+
+class LotSerial(Base):
+    __tablename__ = "lot_serials"
+    lot: Mapped[str] = mapped_column(String(128), primary_key=True)
+    serial: Mapped[str] = mapped_column(String(128), primary_key=True)
+    __table_args__ = (Index("ix_lot_serials_serial", "serial"),)
+
+
+class Station(Base):
+    __tablename__ = "stations"
+    station_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    station_type: Mapped[str] = mapped_column(String(64))
+    enrolled_at: Mapped[datetime]
+
+
+class StationKey(Base):
+    __tablename__ = "station_keys"
+    keyid: Mapped[str] = mapped_column(String(16), primary_key=True)
+    station_id: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    enrolled_event: Mapped[str | None] = mapped_column(String(36))
+    enrolled_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    revoked_after: Mapped[dict[str, Any] | None]  # topic -> last valid stationseq
+    __table_args__ = (Index("ix_station_keys_station", "station_id"),)
+
+
+class StationPosition(Base):
+    """Last accepted stationseq per (station, topic, partition): ingest rule 4."""
+
+    __tablename__ = "station_positions"
+    station_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(64), primary_key=True)
+    partition: Mapped[int] = mapped_column(primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class IngestPosition(Base):
+    """Next offset to read per input partition, written in the batch transaction."""
+
+    __tablename__ = "ingest_positions"
+    topic: Mapped[str] = mapped_column(String(64), primary_key=True)
+    partition: Mapped[int] = mapped_column(primary_key=True)
+    next_offset: Mapped[int] = mapped_column(BigInteger)
+    updated: Mapped[datetime]
+
+
+class Rejected(Base):
+    """Every record ingest refused, raw bytes and reason: nothing is lost."""
+
+    __tablename__ = "rejected"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    destination: Mapped[str] = mapped_column(String(80))
+    code: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(String(2048))
+    stage: Mapped[str] = mapped_column(String(32))
+    topic: Mapped[str] = mapped_column(String(64))
+    partition: Mapped[int | None]
+    offset: Mapped[int | None] = mapped_column(BigInteger)
+    key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    value: Mapped[bytes | None] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, Any]]
+    source: Mapped[str | None] = mapped_column(String(64))
+    event_id: Mapped[str | None] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)  # replays store nothing twice
+    recorded: Mapped[datetime]
+    __table_args__ = (
+        Index("ix_rejected_code", "code"),
+    )
+
+
+def create_schema(engine: Engine) -> None:
+    Base.metadata.create_all(engine)

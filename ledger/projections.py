@@ -1,0 +1,240 @@
+"""Derive the genealogy tables from accepted events (one function per event type).
+
+Every function is given the already-stored event and appends to or stamps the derived rows;
+nothing here reads Kafka. Replaying the events from `events` into empty genealogy tables
+rebuilds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from linetrace.schemas import bodies as b
+from linetrace.schemas.envelope import Event, parse_time
+from linetrace.schemas.signing import keyid_of, load_public_key, raw_public_key
+
+from .models import Firmware, Install, Lot, LotSerial, Measurement, Operation, Station
+from .models import StationKey, TestRun, Unit
+
+REPAIR_STATION_TYPE = "repair"
+FINAL_STATES = frozenset({"packed", "shipped", "scrapped"})
+
+
+def _unit(session: Session, serial: str, t: datetime, *, product: str | None = None,
+          kind: str | None = None) -> Unit:
+    unit = session.get(Unit, serial)
+    if unit is None:
+        unit = Unit(serial=serial, product=product or "unknown", kind=kind or "server",
+                    state="in_progress", step=None, created=t, updated=t)
+        session.add(unit)
+    else:
+        if product and unit.product == "unknown":
+            unit.product = product
+        if kind and unit.kind != kind and unit.state != "installed":
+            unit.kind = kind
+        if t > _aware(unit.updated):
+            unit.updated = t
+    return unit
+
+
+def _aware(t: datetime) -> datetime:
+    # SQLite returns naive datetimes; every time we store is UTC.
+    from datetime import UTC
+
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _station_type(session: Session, station_id: str) -> str | None:
+    st = session.get(Station, station_id)
+    return st.station_type if st else None
+
+
+def _work_started(s: Session, e: Event, t: datetime) -> None:
+    body = e.body
+    assert isinstance(body, b.WorkStarted)
+    unit = _unit(s, e.subject, t, product=body.product, kind=body.kind)
+    unit.work_order = body.work_order
+    if unit.state not in FINAL_STATES:
+        unit.step = body.step
+        at_repair = _station_type(s, e.source) == REPAIR_STATION_TYPE
+        unit.state = "in_repair" if at_repair else "in_progress"
+    s.add(Operation(serial=e.subject, transaction_id=body.transaction_id, step=body.step,
+                    operation=body.operation, station=e.source, operator=body.operator,
+                    work_order=body.work_order, started=t))
+
+
+def _work_completed(s: Session, e: Event, t: datetime) -> None:
+    body = e.body
+    assert isinstance(body, b.WorkCompleted)
+    _unit(s, e.subject, t)
+    s.flush()
+    s.execute(update(Operation)
+              .where(Operation.serial == e.subject,
+                     Operation.transaction_id == body.transaction_id)
+              .values(completed=t, result=body.result))
+
+
+def _moved(s: Session, e: Event, t: datetime) -> None:
+    _unit(s, e.subject, t)
+
+
+def _test(s: Session, e: Event, t: datetime) -> None:
+    body = e.body
+    assert isinstance(body, (b.UnitTested, b.UnitInspected))
+    _unit(s, e.subject, t)
+    if isinstance(body, b.UnitTested):
+        row = TestRun(serial=e.subject, event_id=e.id, station=e.source, time=t, kind="test",
+                      method=body.method, result=body.result,
+                      detail={"fixture": body.fixture, "tests": [
+                          {"name": x.name, "result": x.result} for x in body.tests]})
+        s.add(row)
+        s.flush()
+        s.add_all(Measurement(test_id=row.id, test=x.name, name=m.name, value=m.value,
+                              unit=m.unit, expected=m.expected, min=m.min, max=m.max)
+                  for x in body.tests for m in x.measurements)
+    else:
+        s.add(TestRun(serial=e.subject, event_id=e.id, station=e.source, time=t,
+                      kind="inspection", method=body.method, result=body.result,
+                      detail={"defects": [{"code": d.code, "category": d.category,
+                                           "ref": d.ref, "confidence": d.confidence}
+                                          for d in body.defects]}))
+
+
+def _installed(s: Session, e: Event, t: datetime) -> None:
+    body = e.body
+    assert isinstance(body, b.MaterialsInstalled)
+    _unit(s, e.subject, t)
+    for item in body.items:
+        s.add(Install(unit=e.subject, parent=item.parent or e.subject, serial=item.serial,
+                      mpn=item.mpn, lot=item.lot, category=item.category, pn=item.pn,
+                      qty=item.qty, slot=item.slot, ref=item.ref, station=e.source,
+                      installed_at=t, installed_event=e.id))
+        if item.serial is not None:
+            sub = s.get(Unit, item.serial)
+            if sub is not None:  # a sub-assembly with a route of its own
+                sub.state = "installed"
+                sub.installed_in = e.subject
+                sub.updated = max(_aware(sub.updated), t)
+
+
+def _uninstalled(s: Session, e: Event, t: datetime) -> None:
+    body = e.body
+    assert isinstance(body, b.MaterialsUninstalled)
+    _unit(s, e.subject, t)
+    s.flush()
+    for item in body.items:
+        q = select(Install).where(Install.unit == e.subject, Install.removed_at.is_(None))
+        if item.serial is not None:
+            q = q.where(Install.serial == item.serial)
+        elif item.slot is not None:
+            q = q.where(Install.slot == item.slot)
+        elif item.ref is not None:
+            q = q.where(Install.ref == item.ref)
+        elif item.lot is not None:
+            q = q.where(Install.lot == item.lot)
+        for row in s.scalars(q):
+            row.removed_at, row.removed_event, row.removed_reason = t, e.id, body.reason
+        if item.serial is not None:
+            sub = s.get(Unit, item.serial)
+            if sub is not None and sub.installed_in == e.subject:
+                sub.state, sub.installed_in = "in_repair", None
+
+
+def _repaired(s: Session, e: Event, t: datetime) -> None:
+    body = e.body
+    assert isinstance(body, b.UnitRepaired)
+    unit = _unit(s, e.subject, t)
+    if body.result == "Scrap":
+        unit.state = "scrapped"
+    elif unit.state not in FINAL_STATES:
+        unit.state = "in_progress" if body.result == "RepairSuccessful" else "in_repair"
+        if body.return_step is not None:
+            unit.step = body.return_step
+
+
+def _scrapped(s: Session, e: Event, t: datetime) -> None:
+    _unit(s, e.subject, t).state = "scrapped"
+
+
+def _firmware(s: Session, e: Event, t: datetime) -> None:
+    body = e.body
+    assert isinstance(body, b.FirmwareFlashed)
+    _unit(s, e.subject, t)
+    s.add(Firmware(serial=e.subject, component=body.component, image=body.image,
+                   version=body.version, sha256=body.sha256, target=body.target,
+                   station=e.source, time=t, event_id=e.id))
+
+
+def _packed(s: Session, e: Event, t: datetime) -> None:
+    body = e.body
+    assert isinstance(body, b.UnitPacked)
+    unit = _unit(s, e.subject, t)
+    unit.state, unit.order, unit.carton = "packed", body.order, body.carton
+
+
+def _shipped(s: Session, e: Event, t: datetime) -> None:
+    body = e.body
+    assert isinstance(body, b.UnitShipped)
+    unit = _unit(s, e.subject, t)
+    unit.state, unit.order, unit.carton = "shipped", body.order, body.carton
+
+
+def _received(s: Session, e: Event, t: datetime) -> None:
+    body = e.body
+    assert isinstance(body, b.MaterialReceived)
+    if s.get(Lot, body.lot) is not None:
+        return  # a lot is received once; a second receipt stays in `events`
+    s.add(Lot(lot=body.lot, mpn=body.mpn, supplier=body.supplier, date_code=body.date_code,
+              qty=body.qty, received_at=t, station=e.source, event_id=e.id,
+              documents={"documents": [{"kind": d.kind, "sha256": d.sha256, "name": d.name}
+                                       for d in body.documents]}))
+    s.add_all(LotSerial(lot=body.lot, serial=x) for x in dict.fromkeys(body.serials))
+
+
+def _enrolled(s: Session, e: Event, t: datetime) -> None:
+    body = e.body
+    assert isinstance(body, b.StationEnrolled)
+    record_station_key(s, body.station_id, body.station_type, body.public_key, t, e.id)
+
+
+def record_station_key(s: Session, station_id: str, station_type: str, public_key_b64: str,
+                       t: datetime, event_id: str | None) -> str:
+    """Register a station (if new) and one of its public keys; returns the key id."""
+    raw = load_public_key(public_key_b64)
+    keyid = keyid_of(raw)
+    if s.get(Station, station_id) is None:
+        s.add(Station(station_id=station_id, station_type=station_type, enrolled_at=t))
+    if s.get(StationKey, keyid) is None:
+        s.add(StationKey(keyid=keyid, station_id=station_id, public_key=raw_public_key(raw),
+                         enrolled_event=event_id, enrolled_at=t))
+    s.flush()
+    return keyid
+
+
+PROJECTIONS: dict[str, Callable[[Session, Event, datetime], None]] = {
+    "work.started": _work_started,
+    "work.completed": _work_completed,
+    "unit.arrived": _moved,
+    "unit.departed": _moved,
+    "unit.inspected": _test,
+    "unit.tested": _test,
+    "materials.installed": _installed,
+    "materials.uninstalled": _uninstalled,
+    "unit.repaired": _repaired,
+    "unit.scrapped": _scrapped,
+    "firmware.flashed": _firmware,
+    "unit.packed": _packed,
+    "unit.shipped": _shipped,
+    "material.received": _received,
+    "station.enrolled": _enrolled,
+}
+
+
+def project(session: Session, event: Event) -> None:
+    fn = PROJECTIONS.get(event.type)
+    if fn is not None:
+        fn(session, event, parse_time(event.envelope.time))

@@ -1,0 +1,33 @@
+"""Dialect-neutral statements the writer needs (insert-or-ignore, upsert)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+
+def insert_ignore(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING, one executemany."""
+    if not rows:
+        return
+    ins = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(ins(table).on_conflict_do_nothing(), list(rows))
+
+
+def upsert(
+    session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE SET the other columns."""
+    if not rows:
+        return
+    ins = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = ins(table)
+    cols = [c for c in rows[0] if c not in keys]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={c: stmt.excluded[c] for c in cols}
+    )
+    session.execute(stmt, list(rows))

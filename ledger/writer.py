@@ -1,0 +1,178 @@
+"""The idempotent batch writer: ingest rules 3 and 4, events, projections, rejections.
+
+One DB transaction per batch. `(source, id)` is unique; an identical replay is a silent
+duplicate, the same id with other bytes is equivocation (quarantine), and a station event
+whose `stationseq` does not advance on its (station, topic, partition) is reordered
+(quarantine). Every rejection, from any rule, is stored in `rejected` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from linetrace.schemas.envelope import SYSTEM_SOURCE, parse_time
+from linetrace.schemas.topics import QUARANTINE
+
+from . import log as merkle_log
+from .db import Ledger
+from .system_events import SystemContext, derive
+from .models import EventRow, IngestPosition, Rejected, StationPosition
+from .projections import project
+from .records import BatchOutcome, Candidate, Rejection
+from .sql import insert_ignore, upsert
+
+_CHUNK = 400
+
+
+def _existing(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+    found: dict[tuple[str, str], bytes] = {}
+    for i in range(0, len(keys), _CHUNK):
+        chunk = keys[i : i + _CHUNK]
+        rows = session.execute(
+            select(EventRow.source, EventRow.event_id, EventRow.value).where(
+                tuple_(EventRow.source, EventRow.event_id).in_(chunk)
+            )
+        )
+        found.update({(r[0], r[1]): r[2] for r in rows})
+    return found
+
+
+def _positions(
+    session: Session, keys: Iterable[tuple[str, str, int]]
+) -> dict[tuple[str, str, int], int]:
+    wanted = list(dict.fromkeys(keys))
+    out: dict[tuple[str, str, int], int] = {}
+    for i in range(0, len(wanted), _CHUNK):
+        rows = session.execute(
+            select(StationPosition).where(
+                tuple_(StationPosition.station_id, StationPosition.topic,
+                       StationPosition.partition).in_(wanted[i : i + _CHUNK])
+            )
+        ).scalars()
+        out.update({(r.station_id, r.topic, r.partition): r.last_seq for r in rows})
+    return out
+
+
+def _quarantine(c: Candidate, code: str, message: str, stage: str) -> Rejection:
+    return Rejection(record=c.record, destination=QUARANTINE, code=code, message=message,
+                     stage=stage, source=c.event.source, event_id=c.event.id)
+
+
+def rejection_row(r: Rejection, now: datetime) -> dict[str, object]:
+    rec = r.record
+    digest = hashlib.sha256()
+    for part in (rec.topic.encode(), str(rec.partition).encode(), str(rec.offset).encode(),
+                 rec.key or b"", rec.value or b"", r.code.encode()):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return {
+        "destination": r.destination, "code": r.code, "message": r.message[:2048],
+        "stage": r.stage, "topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
+        "key": rec.key, "value": rec.value,
+        "headers": {"headers": [[k, v.decode("utf-8", "replace")] for k, v in rec.headers]},
+        "source": r.source, "event_id": r.event_id, "digest": digest.hexdigest(),
+        "recorded": now,
+    }
+
+
+def store_events(session: Session, candidates: Sequence[Candidate],
+                 ctx: SystemContext | None = None) -> BatchOutcome:
+    """Rules 3 and 4, store and project the accepted events, append their leaves, and record
+    the system events they cause (inside the caller's transaction).
+
+    The system events caused by this batch are in `outcome.system`, already recorded, for the
+    caller to publish after commit.
+    """
+    out = BatchOutcome()
+    existing = _existing(session, [(c.event.source, c.event.id) for c in candidates])
+    last = _positions(session, [(c.event.source, c.record.topic, c.record.partition)
+                                for c in candidates
+                                if c.event.seq is not None and c.record.partition is not None])
+    moved: dict[tuple[str, str, int], int] = {}
+    now = datetime.now(UTC)
+    for c in candidates:
+        ev = c.event
+        key = (ev.source, ev.id)
+        prior = existing.get(key)
+        if prior is not None:
+            if prior == c.record.value:
+                out.duplicates += 1
+            else:
+                out.rejections.append(_quarantine(
+                    c, "event.equivocation",
+                    f"{ev.source} already sent event {ev.id} with different bytes; an event id "
+                    "is used once (a resend must be byte-identical)", "dedupe"))
+            continue
+        seq = ev.seq
+        if seq is not None and c.record.partition is not None:
+            pos = (ev.source, c.record.topic, c.record.partition)
+            prev = moved.get(pos, last.get(pos))
+            if prev is not None and seq <= prev:
+                out.rejections.append(_quarantine(
+                    c, "seq.reordered",
+                    f"stationseq {seq} from {ev.source} on {c.record.topic}[{c.record.partition}] "
+                    f"is not after the last accepted {prev}; send events in order and never "
+                    "reuse a number", "sequence"))
+                continue
+            moved[pos] = seq
+        existing[key] = ev.value
+        session.add(EventRow(
+            source=ev.source, event_id=ev.id, type=ev.type, subject=ev.subject,
+            time=parse_time(ev.envelope.time), stationseq=seq, topic=c.record.topic,
+            partition=c.record.partition, offset=c.record.offset, cause=c.cause,
+            keyid=c.keyid, signature=c.signature, value=ev.value, recorded=now))
+        project(session, ev)
+        out.stored.append(c)
+    upsert(session, StationPosition.__table__,  # type: ignore[arg-type]
+           [{"station_id": k[0], "topic": k[1], "partition": k[2], "last_seq": v}
+            for k, v in moved.items()], ["station_id", "topic", "partition"])
+    merkle_log.append_events(session, out.stored)
+    caused = derive(session, out.stored, ctx)
+    if caused:
+        nested = store_events(session, caused, ctx)
+        out.system.extend(nested.stored)
+        out.system.extend(nested.system)
+    return out
+
+
+def write_batch(
+    ledger: Ledger,
+    candidates: Sequence[Candidate],
+    rejections: Sequence[Rejection] = (),
+    positions: Mapping[tuple[str, int], int] | None = None,
+    ctx: SystemContext | None = None,
+) -> BatchOutcome:
+    """One batch, one transaction. Retried once if a concurrent writer raced us on a key."""
+    for attempt in range(3):
+        try:
+            with ledger.transaction() as session:
+                out = store_events(session, candidates, ctx)
+                out.rejections[:0] = rejections
+                now = datetime.now(UTC)
+                insert_ignore(session, Rejected.__table__,  # type: ignore[arg-type]
+                              [rejection_row(r, now) for r in out.rejections])
+                if positions:
+                    upsert(session, IngestPosition.__table__,  # type: ignore[arg-type]
+                           [{"topic": t, "partition": p, "next_offset": o, "updated": now}
+                            for (t, p), o in positions.items()], ["topic", "partition"])
+                return out
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def record_system_event(session: Session, candidate: Candidate) -> bool:
+    """Record one of linetrace's own events before it is published (True if new)."""
+    assert candidate.event.source == SYSTEM_SOURCE
+    out = store_events(session, [candidate])
+    if out.rejections:
+        raise ValueError(out.rejections[0].message)
+    return bool(out.stored)
+
+

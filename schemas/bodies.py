@@ -1,0 +1,314 @@
+"""The `data` bodies of every event type, modelled on IPC-CFX (DOMAIN.md §2).
+
+Bodies accept unknown optional fields (new schema versions only add optional fields), so
+these structs do not forbid unknown fields; the envelope does. The JSON Schema files under
+`schemas/json/` are generated from these models (`python -m linetrace.schemas.jsonschema`)
+and a test keeps the two in agreement.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+Text = Annotated[str, Meta(max_length=4096)]
+Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+Uuid = Annotated[
+    str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+]
+Step = Annotated[int, Meta(ge=0, le=100000)]
+Count = Annotated[int, Meta(ge=0)]
+GpuIndex = Annotated[int, Meta(ge=0, le=63)]
+
+
+class Body(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Base of every body."""
+
+
+# --- unit lifecycle (line.events) -------------------------------------------------------
+
+
+class UnitArrived(Body, kw_only=True):
+    step: Step
+    lane: Count = 0
+
+
+class UnitDeparted(Body, kw_only=True):
+    step: Step
+    lane: Count = 0
+
+
+class WorkStarted(Body, kw_only=True):
+    transaction_id: Uuid
+    step: Step
+    operation: Text
+    work_order: Id
+    product: Id
+    kind: Literal["server", "assembly"] = "server"
+    recipe: Text | None = None
+    recipe_revision: Text | None = None
+    operator: Id | None = None
+
+
+class WorkCompleted(Body, kw_only=True):
+    transaction_id: Uuid
+    step: Step
+    result: Literal["Completed", "Failed", "Aborted", "Skipped"]
+
+
+class Defect(Body, kw_only=True):
+    code: Id
+    category: Text
+    ref: Text | None = None
+    confidence: Annotated[int, Meta(ge=1, le=100)] | None = None
+    image_ref: Text | None = None
+
+
+class UnitInspected(Body, kw_only=True):
+    transaction_id: Uuid | None = None
+    method: Literal["Human", "AOI", "AXI"]
+    result: Literal["Passed", "Failed"]
+    defects: list[Defect] = []
+
+
+class Measurement(Body, kw_only=True):
+    name: Text
+    value: float
+    unit: Text
+    expected: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class TestResult(Body, kw_only=True):
+    name: Text
+    result: Literal["Passed", "Failed", "Error", "Aborted", "Skipped"]
+    measurements: list[Measurement] = []
+
+
+class UnitTested(Body, kw_only=True):
+    transaction_id: Uuid | None = None
+    method: Literal["ICT", "FCT", "BST", "Burnin"]
+    result: Literal["Passed", "Failed", "Error", "Aborted"]
+    fixture: Id | None = None
+    tests: list[TestResult] = []
+
+
+class InstalledItem(Body, kw_only=True):
+    """One installed part. `lot` always; `serial` for serialized parts, else `qty`.
+
+    `parent` is the serial of the part it is mounted on (a GPU on its baseboard); absent means
+    the unit itself. An item whose serial is a unit with a route of its own (the mainboard PCBA)
+    is a sub-assembly: its own genealogy becomes part of this unit's.
+    """
+
+    lot: Id
+    mpn: Id
+    category: Id | None = None
+    pn: Id | None = None
+    serial: Id | None = None
+    qty: Annotated[int, Meta(ge=1)] | None = None
+    slot: Annotated[int, Meta(ge=0, le=1023)] | None = None
+    ref: Text | None = None
+    parent: Id | None = None
+
+
+class MaterialsInstalled(Body, kw_only=True):
+    transaction_id: Uuid | None = None
+    items: Annotated[list[InstalledItem], Meta(min_length=1)]
+
+
+class RemovedItem(Body, kw_only=True):
+    serial: Id | None = None
+    lot: Id | None = None
+    mpn: Id | None = None
+    slot: Annotated[int, Meta(ge=0, le=1023)] | None = None
+    ref: Text | None = None
+
+
+class MaterialsUninstalled(Body, kw_only=True):
+    transaction_id: Uuid | None = None
+    items: Annotated[list[RemovedItem], Meta(min_length=1)]
+    reason: Literal["DefectiveMaterial", "DefectiveInstallation", "IncorrectMaterial", "Other"]
+    defect: Id | None = None
+    note: Text | None = None
+
+
+class UnitRepaired(Body, kw_only=True):
+    result: Literal["RepairSuccessful", "UnableToRepair", "Scrap"]
+    repairs: list[Id] = []
+    return_step: Step | None = None
+    note: Text | None = None
+
+
+class UnitScrapped(Body, kw_only=True):
+    reason: Text
+
+
+class FirmwareFlashed(Body, kw_only=True):
+    component: Id
+    image: Text
+    version: Text
+    sha256: Sha256Hex
+    target: Id | None = None
+
+
+class UnitPacked(Body, kw_only=True):
+    tamper_seal: Id
+    carton: Id
+    order: Id
+
+
+class UnitShipped(Body, kw_only=True):
+    order: Id
+    carton: Id
+    shipment: Id
+    destination: Text
+
+
+# --- receipts (line.receipts) -----------------------------------------------------------
+
+
+class Document(Body, kw_only=True):
+    kind: Id
+    sha256: Sha256Hex
+    name: Text | None = None
+
+
+class MaterialReceived(Body, kw_only=True):
+    lot: Id
+    mpn: Id
+    supplier: Id
+    date_code: Id
+    qty: Annotated[int, Meta(ge=1)]
+    serials: list[Id] = []
+    documents: list[Document] = []
+
+
+# --- burn-in (line.telemetry) -----------------------------------------------------------
+
+
+class GpuSample(Body, kw_only=True):
+    gpu_index: GpuIndex
+    gpu_serial: Id
+    gpu_uuid: Text
+    temp_c: float
+    mem_temp_c: float | None = None
+    temp_margin_c: float | None = None
+    power_w: float
+    sm_clock_mhz: float
+    mem_clock_mhz: float
+    util_pct: Annotated[float, Meta(ge=0, le=100)]
+    clocks_event_reasons: Count = 0
+    ecc_sbe_vol: Count = 0
+    ecc_dbe_vol: Count = 0
+    remap_unc: Count = 0
+    remap_pending: Count = 0
+    remap_failed: Count = 0
+    pcie_replay: Count = 0
+    pcie_gen: Count | None = None
+    pcie_width: Count | None = None
+    nvlink_crc: Count = 0
+    nvlink_recovery: Count = 0
+    nvlink_links_up: Count | None = None
+
+
+class BurninTelemetry(Body, kw_only=True):
+    run_id: Uuid
+    samples: list[GpuSample]
+
+
+class BurninXid(Body, kw_only=True):
+    run_id: Uuid
+    gpu_index: GpuIndex
+    xid: Annotated[int, Meta(ge=0)]
+    gpu_serial: Id | None = None
+    recovery_action: Text | None = None
+    raw: Text = ""
+
+
+class GpuInventory(Body, kw_only=True):
+    gpu_index: GpuIndex
+    serial: Id
+    uuid: Text
+    board_pn: Text | None = None
+
+
+class Thresholds(Body, kw_only=True):
+    slowdown_c: float
+    shutdown_c: float
+    max_operating_c: float | None = None
+
+
+class BurninRun(Body, kw_only=True):
+    run_id: Uuid
+    phase: Literal["start", "end"]
+    sku: Id | None = None
+    inventory: list[GpuInventory] = []
+    driver: Text | None = None
+    vbios: Text | None = None
+    thresholds: Thresholds | None = None
+    power_limit_w: float | None = None
+
+
+# --- stations (line.stations) -----------------------------------------------------------
+
+E10_STATES = {1000: "PRD", 2000: "SBY", 3000: "ENG", 4000: "SDT", 5000: "USD", 6000: "NST"}
+
+
+class StationState(Body, kw_only=True):
+    state: Literal[1000, 2000, 3000, 4000, 5000, 6000]
+    reason: Text | None = None
+
+
+class FaultOccurred(Body, kw_only=True):
+    fault_id: Id
+    cause: Text
+    severity: Literal["Information", "Warning", "Error", "Alarm"]
+    code: Id
+    description: Text | None = None
+
+
+class FaultCleared(Body, kw_only=True):
+    fault_id: Id
+
+
+class StationEnrolled(Body, kw_only=True):
+    """System event: a station public key, registered by the plant (CONTRACTS.md)."""
+
+    station_id: Id
+    station_type: Id
+    public_key: Annotated[str, Meta(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+    keyid: Annotated[str, Meta(pattern=r"^[0-9a-f]{16}$")]
+
+
+#: Event type -> body model. The single registry used by decoding, schemas and docs.
+BODY_OF_TYPE: dict[str, type[Body]] = {
+    "unit.arrived": UnitArrived,
+    "unit.departed": UnitDeparted,
+    "work.started": WorkStarted,
+    "work.completed": WorkCompleted,
+    "unit.inspected": UnitInspected,
+    "unit.tested": UnitTested,
+    "materials.installed": MaterialsInstalled,
+    "materials.uninstalled": MaterialsUninstalled,
+    "unit.repaired": UnitRepaired,
+    "unit.scrapped": UnitScrapped,
+    "firmware.flashed": FirmwareFlashed,
+    "unit.packed": UnitPacked,
+    "unit.shipped": UnitShipped,
+    "material.received": MaterialReceived,
+    "burnin.telemetry": BurninTelemetry,
+    "burnin.xid": BurninXid,
+    "burnin.run": BurninRun,
+    "station.state": StationState,
+    "fault.occurred": FaultOccurred,
+    "fault.cleared": FaultCleared,
+    "station.enrolled": StationEnrolled,
+}
+
+#: Types only linetrace itself may author (source `linetrace`, no `stationseq`).
+SYSTEM_TYPES = frozenset({"station.enrolled"})

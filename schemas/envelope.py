@@ -1,0 +1,220 @@
+"""The CloudEvents 1.0 envelope: building, encoding and strict decoding of event values.
+
+What is signed is what was sent: `encode_event` produces the value bytes once, and ingest
+keeps those exact bytes. Decoding is strict (closed envelope, duplicate JSON keys refused) and
+uses the msgspec models of `bodies.py`; the published JSON Schemas say the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from .bodies import BODY_OF_TYPE, SYSTEM_TYPES, Body
+from .errors import MalformedEvent
+
+SYSTEM_SOURCE = "linetrace"
+SPECVERSION = "1.0"
+DATACONTENTTYPE = "application/json"
+CONTENT_TYPE = "application/cloudevents+json"
+RFC3339_UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$"
+STATIONSEQ = r"^[0-9]{16}$"
+SOURCE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+#: Current schema version of each type. A new version only adds optional fields.
+SCHEMA_VERSIONS: dict[str, int] = dict.fromkeys(BODY_OF_TYPE, 1)
+
+_UUID_NS = uuid.UUID("6f1d1c1e-3c1a-5b7e-9a51-6c696e657472")  # fixed namespace of linetrace
+
+
+def dataschema_of(event_type: str, version: int | None = None) -> str:
+    return f"urn:linetrace:schema:{event_type}:v{version or SCHEMA_VERSIONS[event_type]}"
+
+
+class Envelope(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A decoded event. `data` stays raw until the body model for `type` decodes it."""
+
+    specversion: Literal["1.0"]
+    id: Annotated[
+        str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+    ]
+    source: Annotated[str, Meta(pattern=SOURCE)]
+    type: Annotated[str, Meta(pattern=r"^[a-z]+\.[a-z]+$")]
+    time: Annotated[str, Meta(pattern=RFC3339_UTC)]
+    subject: Annotated[str, Meta(min_length=1, max_length=128)]
+    datacontenttype: Literal["application/json"]
+    dataschema: Annotated[str, Meta(pattern=r"^urn:linetrace:schema:[a-z]+\.[a-z]+:v[0-9]+$")]
+    stationseq: Annotated[str, Meta(pattern=STATIONSEQ)] | None = None
+    data: msgspec.Raw
+
+
+class Event(msgspec.Struct, frozen=True):
+    """An event decoded from its exact value bytes."""
+
+    envelope: Envelope
+    body: Body
+    value: bytes
+
+    @property
+    def id(self) -> str:
+        return self.envelope.id
+
+    @property
+    def type(self) -> str:
+        return self.envelope.type
+
+    @property
+    def source(self) -> str:
+        return self.envelope.source
+
+    @property
+    def subject(self) -> str:
+        return self.envelope.subject
+
+    @property
+    def seq(self) -> int | None:
+        s = self.envelope.stationseq
+        return int(s) if s is not None else None
+
+
+class _OutEnvelope(msgspec.Struct, kw_only=True, omit_defaults=True):
+    specversion: str
+    id: str
+    source: str
+    type: str
+    time: str
+    subject: str
+    datacontenttype: str
+    dataschema: str
+    stationseq: str | None = None
+    data: Body
+
+
+_encoder = msgspec.json.Encoder()
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+_body_decoders = {t: msgspec.json.Decoder(b) for t, b in BODY_OF_TYPE.items()}
+
+
+def format_time(t: datetime) -> str:
+    """RFC 3339 UTC with millisecond precision, the form every linetrace producer writes."""
+    t = t.astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def parse_time(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def format_seq(seq: int) -> str:
+    if not 0 <= seq < 10**16:
+        raise ValueError(f"stationseq {seq} is outside 0..9999999999999999")
+    return f"{seq:016d}"
+
+
+def deterministic_id(event_type: str, subject: str, cause_id: str) -> str:
+    """UUIDv5 of (type, subject, cause): a redone system event is byte-identical."""
+    return str(uuid.uuid5(_UUID_NS, f"{event_type}\x00{subject}\x00{cause_id}"))
+
+
+def encode_event(
+    *,
+    event_type: str,
+    source: str,
+    subject: str,
+    body: Body,
+    time: str | datetime,
+    event_id: str | None = None,
+    stationseq: int | None = None,
+) -> bytes:
+    """The one canonical encoder of event values (what gets signed and sent)."""
+    if event_type not in BODY_OF_TYPE:
+        raise MalformedEvent(f"unknown event type {event_type!r}", code="event.unknown_type")
+    if not isinstance(body, BODY_OF_TYPE[event_type]):
+        raise TypeError(f"{event_type} needs a {BODY_OF_TYPE[event_type].__name__} body")
+    out = _OutEnvelope(
+        specversion=SPECVERSION,
+        id=event_id or str(uuid.uuid4()),
+        source=source,
+        type=event_type,
+        time=format_time(time) if isinstance(time, datetime) else time,
+        subject=subject,
+        datacontenttype=DATACONTENTTYPE,
+        dataschema=dataschema_of(event_type),
+        stationseq=format_seq(stationseq) if stationseq is not None else None,
+        data=body,
+    )
+    value = _encoder.encode(out)
+    decode_event(value)  # a producer never sends what ingest would dead-letter
+    return value
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in seen:
+            raise MalformedEvent(f"JSON key {k!r} appears twice", code="event.duplicate_keys")
+        seen[k] = v
+    return seen
+
+
+def check_json(value: bytes) -> None:
+    """Reject bytes that are not UTF-8 JSON or that repeat an object key anywhere."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MalformedEvent(f"value is not UTF-8 ({e})", code="event.not_utf8") from None
+    try:
+        json.loads(text, object_pairs_hook=_refuse_duplicates)
+    except json.JSONDecodeError as e:
+        raise MalformedEvent(f"value is not JSON: {e}", code="event.not_json") from None
+
+
+_SEQ_RE = re.compile(STATIONSEQ)
+
+
+def decode_event(value: bytes) -> Event:
+    """Strictly decode and validate an event value (ingest rule 1).
+
+    Raises MalformedEvent with a code from `errors.DLQ_CODES` naming what is wrong.
+    """
+    check_json(value)
+    try:
+        env = _envelope_decoder.decode(value)
+    except msgspec.ValidationError as e:
+        raise MalformedEvent(f"envelope: {e}", code="event.invalid") from None
+    decoder = _body_decoders.get(env.type)
+    if decoder is None:
+        raise MalformedEvent(
+            f"unknown event type {env.type!r}; known types: {', '.join(sorted(BODY_OF_TYPE))}",
+            code="event.unknown_type",
+        )
+    if env.dataschema != dataschema_of(env.type):
+        raise MalformedEvent(
+            f"dataschema {env.dataschema!r} is not {dataschema_of(env.type)!r}",
+            code="event.invalid",
+        )
+    try:
+        body = decoder.decode(env.data)
+    except msgspec.ValidationError as e:
+        raise MalformedEvent(f"data of {env.type}: {e}", code="event.invalid") from None
+    if env.type in SYSTEM_TYPES or env.source == SYSTEM_SOURCE:
+        if env.source != SYSTEM_SOURCE or env.type not in SYSTEM_TYPES:
+            raise MalformedEvent(
+                f"{env.type} from {env.source!r}: source {SYSTEM_SOURCE!r} is reserved for "
+                f"linetrace's own system events ({', '.join(sorted(SYSTEM_TYPES))})",
+                code="event.invalid",
+            )
+        if env.stationseq is not None:
+            raise MalformedEvent("system events carry no stationseq", code="event.invalid")
+    elif env.stationseq is None:
+        raise MalformedEvent(
+            "station events need the `stationseq` extension (16 decimal digits)",
+            code="event.invalid",
+        )
+    return Event(envelope=env, body=body, value=value)

@@ -1,0 +1,56 @@
+"""Errors raised while decoding, validating or verifying events.
+
+Every code here is part of the public contract: it travels in the `error.code` header of
+dead-letter and quarantine records and in the ledger's `rejected` table. The closed list is
+`REJECTION_CODES`; docs/errors.md explains each one.
+"""
+
+from __future__ import annotations
+
+
+class SchemaError(Exception):
+    """Base class: `code` is stable and machine-readable, the message says what to do."""
+
+    code = "schema.error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class MalformedEvent(SchemaError):
+    """The record is not a well-formed, schema-valid event: it goes to `<topic>.dlq`."""
+
+    code = "event.invalid"
+
+
+class ForgedEvent(SchemaError):
+    """Authorship cannot be established: it goes to `line.quarantine`."""
+
+    code = "signature.invalid"
+
+
+#: Rejections that are malformed input (dead-letter topic), with what each means.
+DLQ_CODES: dict[str, str] = {
+    "event.not_utf8": "the value is not UTF-8 text",
+    "event.not_json": "the value is not a JSON document",
+    "event.duplicate_keys": "a JSON object repeats a key",
+    "event.invalid": "the envelope or data does not match the JSON Schema of its type",
+    "event.unknown_type": "the CloudEvents `type` is not one linetrace knows",
+    "event.wrong_topic": "the event type does not belong on the topic it was sent to",
+    "event.key_mismatch": "the Kafka key is not the UTF-8 bytes of the event's `subject`",
+}
+
+#: Rejections for input whose authorship or order cannot be trusted (quarantine topic).
+QUARANTINE_CODES: dict[str, str] = {
+    "signature.missing": "the `linetrace-keyid` or `linetrace-signature` header is absent or unreadable",
+    "station.unknown": "the `source` station was never enrolled",
+    "key.unknown": "the key id is not an enrolled key of the `source` station",
+    "signature.invalid": "the Ed25519 signature does not match the exact value bytes",
+    "key.revoked": "the key was revoked before this `stationseq`",
+    "event.equivocation": "the same (source, id) was already accepted with different bytes",
+    "seq.reordered": "`stationseq` is not greater than the last accepted one for that station and topic-partition",
+}
+
+REJECTION_CODES: dict[str, str] = {**DLQ_CODES, **QUARANTINE_CODES}

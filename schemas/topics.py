@@ -1,0 +1,71 @@
+"""The one place that knows topic names, partition counts and which event goes where."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EVENTS = "line.events"
+TELEMETRY = "line.telemetry"
+RECEIPTS = "line.receipts"
+STATIONS = "line.stations"
+COMMANDS = "line.commands"
+ALERTS = "line.alerts"
+ERP_OUTBOUND = "erp.outbound"
+QUARANTINE = "line.quarantine"
+DLQ_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    keyed_by: str
+
+
+#: Input topics: what stations (and linetrace's own system events) write and ingest reads.
+INPUT_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(EVENTS, 8, "unit serial"),
+    TopicSpec(TELEMETRY, 8, "unit serial"),
+    TopicSpec(RECEIPTS, 4, "lot id"),
+    TopicSpec(STATIONS, 4, "station id"),
+)
+
+OUTPUT_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(COMMANDS, 4, "station id"),
+    TopicSpec(ALERTS, 4, "alert id"),
+    TopicSpec(ERP_OUTBOUND, 4, "work order"),
+    TopicSpec(QUARANTINE, 1, "original key"),
+)
+
+
+def dlq_topic(input_topic: str) -> str:
+    return input_topic + DLQ_SUFFIX
+
+
+#: Every topic linetrace creates at broker start, with its partition count (CONTRACTS.md).
+ALL_TOPICS: dict[str, int] = {
+    **{t.name: t.partitions for t in INPUT_TOPICS},
+    **{t.name: t.partitions for t in OUTPUT_TOPICS},
+    **{dlq_topic(t.name): 1 for t in INPUT_TOPICS},
+}
+
+#: Event type -> the topic it travels on.
+TOPIC_OF_TYPE: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "unit.arrived", "unit.departed", "work.started", "work.completed",
+            "unit.inspected", "unit.tested", "materials.installed", "materials.uninstalled",
+            "unit.repaired", "unit.scrapped", "firmware.flashed", "unit.packed",
+            "unit.shipped",
+        ],
+        EVENTS,
+    ),
+    **dict.fromkeys(["burnin.telemetry", "burnin.xid", "burnin.run"], TELEMETRY),
+    **dict.fromkeys(["material.received"], RECEIPTS),
+    **dict.fromkeys(
+        ["station.state", "fault.occurred", "fault.cleared", "station.enrolled"], STATIONS
+    ),
+}
+
+#: Types whose accepted events become leaves of the Merkle log (CONTRACTS.md).
+LEAF_TOPICS = frozenset({EVENTS, RECEIPTS, STATIONS})

@@ -1,0 +1,1 @@
+"""What runs at a station: the StationClient, the line simulator, the burn-in runner."""

@@ -1,0 +1,1 @@
+"""The Faust worker: ingest, ledger writing, orchestration and detectors."""

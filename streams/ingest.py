@@ -1,0 +1,114 @@
+"""Ingest rules 1 and 2 (CONTRACTS.md): decode and validate, then establish authorship.
+
+Pure functions over a record and the directory of enrolled keys: no Kafka, no DB. Rules 3 and
+4 need the ledger's state and run inside the batch transaction (ledger.writer).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from linetrace.ledger.keys import KnownKey
+from linetrace.ledger.records import Candidate, Rejection, SourceRecord
+from linetrace.schemas import signing
+from linetrace.schemas.envelope import decode_event
+from linetrace.schemas.errors import ForgedEvent, MalformedEvent
+from linetrace.schemas.topics import QUARANTINE, TOPIC_OF_TYPE, dlq_topic
+
+log = logging.getLogger("linetrace.ingest")
+
+
+class KeyDirectory:
+    """Enrolled keys by key id, reloaded from the ledger when an unknown id shows up.
+
+    Enrolment commits to the ledger before the command returns, so a key a station uses is
+    in the DB by then; the reload is rate-limited so a flood of forged ids costs one query
+    per `min_reload` seconds.
+    """
+
+    def __init__(self, load: Callable[[], Mapping[str, KnownKey]], min_reload: float = 1.0):
+        self._load = load
+        self._keys: Mapping[str, KnownKey] = load()
+        self._stations = {k.station_id for k in self._keys.values()}
+        self._loaded = time.monotonic()
+        self.min_reload = min_reload
+
+    def reload(self) -> None:
+        self._keys = self._load()
+        self._stations = {k.station_id for k in self._keys.values()}
+        self._loaded = time.monotonic()
+
+    def lookup(self, keyid: str, station: str) -> KnownKey | None:
+        key = self._keys.get(keyid)
+        if (key is None or station not in self._stations) and \
+                time.monotonic() - self._loaded >= self.min_reload:
+            self.reload()
+            key = self._keys.get(keyid)
+        return key
+
+    def has_station(self, station: str) -> bool:
+        return station in self._stations
+
+
+def _reject(record: SourceRecord, dest: str, code: str, message: str, stage: str,
+            source: str | None = None, event_id: str | None = None) -> Rejection:
+    return Rejection(record=record, destination=dest, code=code, message=message, stage=stage,
+                     source=source, event_id=event_id)
+
+
+def screen(record: SourceRecord, keys: KeyDirectory) -> Candidate | Rejection:
+    """Rule 1 (-> `<topic>.dlq`) then rule 2 (-> quarantine)."""
+    dlq = dlq_topic(record.topic)
+    if record.value is None:
+        return _reject(record, dlq, "event.not_json", "record has no value (tombstone)", "decode")
+    try:
+        event = decode_event(record.value)
+    except MalformedEvent as e:
+        return _reject(record, dlq, e.code, str(e), "decode")
+    env = event.envelope
+    if TOPIC_OF_TYPE.get(env.type) != record.topic:
+        return _reject(record, dlq, "event.wrong_topic",
+                       f"{env.type} events go to {TOPIC_OF_TYPE.get(env.type)}, not {record.topic}",
+                       "decode", env.source, env.id)
+    if record.key != env.subject.encode("utf-8"):
+        return _reject(record, dlq, "event.key_mismatch",
+                       f"Kafka key {record.key!r} must be the UTF-8 bytes of subject "
+                       f"{env.subject!r} (one unit, one partition)", "decode", env.source, env.id)
+    try:
+        keyid, signature = signing.read_signature(record.headers)
+        key = keys.lookup(keyid, env.source)
+        if not keys.has_station(env.source):
+            raise ForgedEvent(f"station {env.source} is not enrolled; run `linetrace stations "
+                              f"enroll {env.source} --type TYPE --public-key FILE`",
+                              code="station.unknown")
+        if key is None or key.station_id != env.source:
+            raise ForgedEvent(f"key {keyid} is not an enrolled key of {env.source}; enrol it "
+                              "(`linetrace stations enroll`) before using it", code="key.unknown")
+        signing.verify_value(record.value, signature, key.public_key)
+        if key.revoked_after is not None:
+            last = key.revoked_after.get(record.topic)
+            seq = event.seq
+            if last is None or seq is None or seq > last:
+                raise ForgedEvent(f"key {keyid} of {env.source} was revoked (last valid "
+                                  f"stationseq on {record.topic}: {last}); this event is "
+                                  f"{seq}", code="key.revoked")
+    except ForgedEvent as e:
+        return _reject(record, QUARANTINE, e.code, str(e), "verify", env.source, env.id)
+    return Candidate(record=record, event=event, keyid=keyid, signature=signature)
+
+
+def error_headers(r: Rejection) -> list[tuple[str, bytes]]:
+    """The original headers plus the documented error headers (UTF-8)."""
+    rec = r.record
+    extra = {
+        "error.code": r.code,
+        "error.message": r.message,
+        "error.stage": r.stage,
+        "original.topic": rec.topic,
+        "original.partition": "" if rec.partition is None else str(rec.partition),
+        "original.offset": "" if rec.offset is None else str(rec.offset),
+    }
+    kept = [(k, v) for k, v in rec.headers if k not in extra]
+    return kept + [(k, v.encode("utf-8")) for k, v in extra.items()]
