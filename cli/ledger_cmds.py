@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from linetrace.ledger.db import Ledger
-from linetrace.ledger.genealogy import UNIT_STATES, list_units, trace
+from linetrace.ledger.genealogy import UNIT_STATES, list_units, trace, work_in_progress
+from linetrace.ledger.lookups import show_lot, show_station
+from linetrace.ledger.recall import recall
 from linetrace.ledger.keys import SystemEvent, enroll_station, list_stations, load_or_create_plant_key
 from linetrace.schemas import signing
 
 from .output import print_json, print_table
-from .settings import Settings
+from .settings import ConfigurationError, Settings
 
 
 def open_ledger(settings: Settings) -> Ledger:
@@ -128,4 +132,75 @@ def cmd_stations_list(args: argparse.Namespace, settings: Settings) -> int:
         print_table([[r["station_id"], r["station_type"], ",".join(
             k["keyid"] + ("(revoked)" if k["revoked"] else "") for k in r["keys"])]  # type: ignore[attr-defined]
             for r in rows], ["STATION", "TYPE", "KEYS"])
+    return 0
+
+
+def _time_arg(s: str | None) -> datetime | None:
+    if s is None:
+        return None
+    try:
+        t = datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigurationError(f"{s!r} is not an RFC 3339 time (e.g. 2026-01-05T06:00:00Z)") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def cmd_recall(args: argparse.Namespace, settings: Settings) -> int:
+    with open_ledger(settings).reader() as s:
+        rows = recall(s, lot=args.lot, part=args.part, mpn=args.mpn,
+                      since=_time_arg(args.since), until=_time_arg(args.until))
+    if args.json:
+        print_json(rows)
+    else:
+        print_table([[r["serial"], r["product"], r["state"], r["status"], r["part"], r["lot"],
+                      r["order"], r["carton"]] for r in rows],
+                    ["UNIT", "PRODUCT", "STATE", "STATUS", "PART", "LOT", "ORDER", "CARTON"])
+        print(f"{len({r['serial'] for r in rows})} units")
+    return 0
+
+
+def cmd_wip(args: argparse.Namespace, settings: Settings) -> int:
+    with open_ledger(settings).reader() as s:
+        rows = work_in_progress(s)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table([[r["kind"], r["step"], r["state"], r["units"]] for r in rows],
+                    ["KIND", "STEP", "STATE", "UNITS"])
+    return 0
+
+
+def cmd_lots_show(args: argparse.Namespace, settings: Settings) -> int:
+    with open_ledger(settings).reader() as s:
+        lot = show_lot(s, args.lot)
+    if args.json:
+        print_json(lot)
+        return 0
+    print(f"lot {lot['lot']}  {lot['mpn']}  supplier {lot['supplier']}  date code "
+          f"{lot['date_code']}  qty {lot['qty']}")
+    print(f"received {lot['received']} at {lot['station']}; {len(lot['serials'])} serials; "
+          f"installed {lot['installs']} times in {lot['units']} units")
+    for d in lot["documents"]:
+        print(f"  document {d['kind']}: sha256 {d['sha256']}")
+    for e in lot["events"]:
+        print(f"  {e['time']}  {e['type']}  {e['source']}")
+    return 0
+
+
+def cmd_stations_show(args: argparse.Namespace, settings: Settings) -> int:
+    with open_ledger(settings).reader() as s:
+        st = show_station(s, args.station_id)
+    if args.json:
+        print_json(st)
+        return 0
+    print(f"{st['station_id']} ({st['station_type']})  enrolled {st['enrolled']}  "
+          f"state {st['state']}")
+    for k in st["keys"]:
+        print(f"  key {k['keyid']}  enrolled {k['enrolled']}"
+              + (f"  revoked {k['revoked']}" if k["revoked"] else ""))
+    for f in st["open_faults"]:
+        print(f"  open fault {f['data']['fault_id']}: {f['data']['severity']} {f['data']['cause']}")
+    print("  events: " + ", ".join(f"{t} {n}" for t, n in sorted(st["events_by_type"].items())))
+    for e in st["events"][-20:]:
+        print(f"  {e['time']}  {e['type']}  {json.dumps(e['data'], sort_keys=True)[:100]}")
     return 0

@@ -122,7 +122,6 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     _need_worker_extra()
     from linetrace.stations.simulator import LineConfig, run_line, station_roster
 
-    bootstrap = settings.bootstrap()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     if args.seed is None:
         print(f"seed {seed} (run again with --seed {seed} to reproduce)", flush=True)
@@ -134,6 +133,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
               "and event ids would collide. Use another --seed or another --data-dir.",
               file=sys.stderr)
         return 2
+    bootstrap = settings.bootstrap()
     plant, _ = load_or_create_plant_key(settings.keys_dir)
     ledger = open_ledger(settings)
     stations_dir = settings.data_dir / "stations"

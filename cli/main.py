@@ -81,6 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("serial")
     t.add_argument("--json", action="store_true")
 
+    rc = add("recall", lc.cmd_recall,
+             "every unit that contains or ever contained a lot, part serial or MPN")
+    which = rc.add_mutually_exclusive_group(required=True)
+    which.add_argument("--lot")
+    which.add_argument("--part", help="a part serial")
+    which.add_argument("--mpn")
+    rc.add_argument("--from", dest="since", help="installed at or after (RFC 3339)")
+    rc.add_argument("--to", dest="until", help="installed at or before (RFC 3339)")
+    rc.add_argument("--json", action="store_true")
+    w = add("wip", lc.cmd_wip, "work in progress: open units by step and state")
+    w.add_argument("--json", action="store_true")
+    lots = sub.add_parser("lots", help="received lots").add_subparsers(dest="lots_cmd",
+                                                                       required=True)
+    lsh = lots.add_parser("show", parents=[common], help="a lot's receipt, checks and use")
+    lsh.add_argument("lot")
+    lsh.add_argument("--json", action="store_true")
+    lsh.set_defaults(fn=lc.cmd_lots_show)
+
     keys = sub.add_parser("keys", help="the plant key").add_subparsers(dest="keys_cmd",
                                                                        required=True)
     ki = keys.add_parser("init", parents=[common], help="create the plant key if absent")
@@ -100,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     ls = st.add_parser("list", parents=[common], help="enrolled stations and their keys")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(fn=lc.cmd_stations_list)
+    ss = st.add_parser("show", parents=[common], help="a station's keys, states and faults")
+    ss.add_argument("station_id")
+    ss.add_argument("--json", action="store_true")
+    ss.set_defaults(fn=lc.cmd_stations_show)
 
     try:
         from . import proof_cmds

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+import json
+
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .errors import LedgerError
-from .models import Install, Operation, Unit
+from .models import EventRow, Firmware, Install, Measurement, Operation, TestRun, Unit
 
 UNIT_STATES = ("in_progress", "on_hold", "in_repair", "packed", "shipped", "scrapped", "installed")
 
@@ -84,4 +86,58 @@ def trace(session: Session, serial: str) -> dict[str, Any]:
         "operations": [{"step": o.step, "operation": o.operation, "station": o.station,
                         "operator": o.operator, "result": o.result, "started": iso(o.started),
                         "completed": iso(o.completed)} for o in ops],
+        "removed": _removed(session, serial),
+        "tests": _tests(session, serial),
+        "firmware": [{"component": f.component, "image": f.image, "version": f.version,
+                      "sha256": f.sha256, "target": f.target, "station": f.station,
+                      "time": iso(f.time)}
+                     for f in session.scalars(select(Firmware).where(Firmware.serial == serial)
+                                              .order_by(Firmware.time, Firmware.id))],
+        "history": history(session, serial),
     }
+
+
+def _removed(session: Session, serial: str) -> list[dict[str, Any]]:
+    rows = session.scalars(select(Install).where(Install.unit == serial,
+                                                 Install.removed_at.is_not(None))
+                           .order_by(Install.removed_at, Install.id))
+    return [{**_part(r), "removed": iso(r.removed_at), "reason": r.removed_reason,
+             "removed_event": r.removed_event} for r in rows]
+
+
+def _tests(session: Session, serial: str) -> list[dict[str, Any]]:
+    runs = session.scalars(select(TestRun).where(TestRun.serial == serial)
+                           .order_by(TestRun.time, TestRun.id)).all()
+    ms: dict[int, list[Measurement]] = {}
+    if runs:
+        for m in session.scalars(select(Measurement).where(
+                Measurement.test_id.in_([r.id for r in runs])).order_by(Measurement.id)):
+            ms.setdefault(m.test_id, []).append(m)
+    return [{"kind": r.kind, "method": r.method, "result": r.result, "station": r.station,
+             "time": iso(r.time), **r.detail,
+             "measurements": [{"test": m.test, "name": m.name, "value": m.value, "unit": m.unit,
+                               "expected": m.expected, "min": m.min, "max": m.max}
+                              for m in ms.get(r.id, [])]} for r in runs]
+
+
+def history(session: Session, serial: str) -> list[dict[str, Any]]:
+    """Every accepted event about the unit, in event-time order: who, what, when, where."""
+    rows = session.execute(select(EventRow.time, EventRow.type, EventRow.source,
+                                  EventRow.event_id, EventRow.value)
+                           .where(EventRow.subject == serial, EventRow.topic != "line.telemetry")
+                           .order_by(EventRow.time, EventRow.seq)).all()
+    out = []
+    for t, typ, source, event_id, value in rows:
+        data = json.loads(value)["data"]
+        out.append({"time": iso(t), "type": typ, "station": source, "event_id": event_id,
+                    "operator": data.get("operator"), "step": data.get("step"), "data": data})
+    return out
+
+
+def work_in_progress(session: Session) -> list[dict[str, Any]]:
+    """Units not yet in a final state, counted by current step and state."""
+    rows = session.execute(select(Unit.kind, Unit.step, Unit.state, func.count())
+                           .where(Unit.state.in_(("in_progress", "on_hold", "in_repair")))
+                           .group_by(Unit.kind, Unit.step, Unit.state)
+                           .order_by(Unit.kind, Unit.step, Unit.state)).all()
+    return [{"kind": k, "step": st, "state": state, "units": n} for k, st, state, n in rows]

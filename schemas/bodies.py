@@ -13,11 +13,11 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*\Z")]
 Text = Annotated[str, Meta(max_length=4096)]
-Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}\Z")]
 Uuid = Annotated[
-    str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+    str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 ]
 Step = Annotated[int, Meta(ge=0, le=100000)]
 Count = Annotated[int, Meta(ge=0)]
@@ -281,8 +281,8 @@ class StationEnrolled(Body, kw_only=True):
 
     station_id: Id
     station_type: Id
-    public_key: Annotated[str, Meta(pattern=r"^[A-Za-z0-9+/]{43}=$")]
-    keyid: Annotated[str, Meta(pattern=r"^[0-9a-f]{16}$")]
+    public_key: Annotated[str, Meta(pattern=r"^[A-Za-z0-9+/]{43}=\Z")]
+    keyid: Annotated[str, Meta(pattern=r"^[0-9a-f]{16}\Z")]
 
 
 #: Event type -> body model. The single registry used by decoding, schemas and docs.

@@ -23,9 +23,9 @@ SYSTEM_SOURCE = "linetrace"
 SPECVERSION = "1.0"
 DATACONTENTTYPE = "application/json"
 CONTENT_TYPE = "application/cloudevents+json"
-RFC3339_UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$"
-STATIONSEQ = r"^[0-9]{16}$"
-SOURCE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+RFC3339_UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z\Z"
+STATIONSEQ = r"^[0-9]{16}\Z"
+SOURCE = r"^[a-z0-9][a-z0-9._-]{0,63}\Z"
 
 #: Current schema version of each type. A new version only adds optional fields.
 SCHEMA_VERSIONS: dict[str, int] = dict.fromkeys(BODY_OF_TYPE, 1)
@@ -42,15 +42,15 @@ class Envelope(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_de
 
     specversion: Literal["1.0"]
     id: Annotated[
-        str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+        str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
     ]
     source: Annotated[str, Meta(pattern=SOURCE)]
-    type: Annotated[str, Meta(pattern=r"^[a-z]+\.[a-z]+$")]
+    type: Annotated[str, Meta(pattern=r"^[a-z]+\.[a-z]+\Z")]
     time: Annotated[str, Meta(pattern=RFC3339_UTC)]
     subject: Annotated[str, Meta(min_length=1, max_length=128)]
     datacontenttype: Literal["application/json"]
-    dataschema: Annotated[str, Meta(pattern=r"^urn:linetrace:schema:[a-z]+\.[a-z]+:v[0-9]+$")]
-    stationseq: Annotated[str, Meta(pattern=STATIONSEQ)] | None = None
+    dataschema: Annotated[str, Meta(pattern=r"^urn:linetrace:schema:[a-z]+\.[a-z]+:v[0-9]+\Z")]
+    stationseq: Annotated[str, Meta(pattern=STATIONSEQ)] | msgspec.UnsetType = msgspec.UNSET
     data: msgspec.Raw
 
 
@@ -80,7 +80,7 @@ class Event(msgspec.Struct, frozen=True):
     @property
     def seq(self) -> int | None:
         s = self.envelope.stationseq
-        return int(s) if s is not None else None
+        return int(s) if isinstance(s, str) else None
 
 
 class _OutEnvelope(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -163,6 +163,10 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
+def _refuse_constant(name: str) -> Any:
+    raise MalformedEvent(f"{name} is not a JSON number", code="event.not_json")
+
+
 def check_json(value: bytes) -> None:
     """Reject bytes that are not UTF-8 JSON or that repeat an object key anywhere."""
     try:
@@ -170,7 +174,7 @@ def check_json(value: bytes) -> None:
     except UnicodeDecodeError as e:
         raise MalformedEvent(f"value is not UTF-8 ({e})", code="event.not_utf8") from None
     try:
-        json.loads(text, object_pairs_hook=_refuse_duplicates)
+        json.loads(text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
         raise MalformedEvent(f"value is not JSON: {e}", code="event.not_json") from None
 
@@ -188,6 +192,12 @@ def decode_event(value: bytes) -> Event:
         env = _envelope_decoder.decode(value)
     except msgspec.ValidationError as e:
         raise MalformedEvent(f"envelope: {e}", code="event.invalid") from None
+    except msgspec.DecodeError as e:
+        raise MalformedEvent(f"value is not JSON: {e}", code="event.not_json") from None
+    try:
+        parse_time(env.time)
+    except ValueError as e:
+        raise MalformedEvent(f"time {env.time!r}: {e}", code="event.invalid") from None
     decoder = _body_decoders.get(env.type)
     if decoder is None:
         raise MalformedEvent(
@@ -203,6 +213,8 @@ def decode_event(value: bytes) -> Event:
         body = decoder.decode(env.data)
     except msgspec.ValidationError as e:
         raise MalformedEvent(f"data of {env.type}: {e}", code="event.invalid") from None
+    except msgspec.DecodeError as e:
+        raise MalformedEvent(f"data of {env.type} is not JSON: {e}", code="event.not_json") from None
     if env.type in SYSTEM_TYPES or env.source == SYSTEM_SOURCE:
         if env.source != SYSTEM_SOURCE or env.type not in SYSTEM_TYPES:
             raise MalformedEvent(
@@ -210,9 +222,9 @@ def decode_event(value: bytes) -> Event:
                 f"linetrace's own system events ({', '.join(sorted(SYSTEM_TYPES))})",
                 code="event.invalid",
             )
-        if env.stationseq is not None:
+        if not isinstance(env.stationseq, msgspec.UnsetType):
             raise MalformedEvent("system events carry no stationseq", code="event.invalid")
-    elif env.stationseq is None:
+    elif isinstance(env.stationseq, msgspec.UnsetType):
         raise MalformedEvent(
             "station events need the `stationseq` extension (16 decimal digits)",
             code="event.invalid",

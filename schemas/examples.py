@@ -1,0 +1,227 @@
+"""One realistic, valid example of every event type, from an 8-GPU HGX server line.
+
+The published JSON Schemas embed these (`examples`), the docs quote them, and tests in every
+room build on them. Everything is fixed (ids, times, `stationseq`, keys), so `example_event`
+returns the same bytes on every run and every machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .bodies import (
+    BODY_OF_TYPE,
+    SYSTEM_TYPES,
+    Body,
+    BurninRun,
+    BurninTelemetry,
+    BurninXid,
+    Defect,
+    Document,
+    FaultCleared,
+    FaultOccurred,
+    FirmwareFlashed,
+    GpuInventory,
+    GpuSample,
+    InstalledItem,
+    MaterialReceived,
+    MaterialsInstalled,
+    MaterialsUninstalled,
+    Measurement,
+    RemovedItem,
+    StationEnrolled,
+    StationState,
+    TestResult,
+    Thresholds,
+    UnitArrived,
+    UnitDeparted,
+    UnitInspected,
+    UnitPacked,
+    UnitRepaired,
+    UnitScrapped,
+    UnitShipped,
+    UnitTested,
+    WorkCompleted,
+    WorkStarted,
+)
+from .envelope import SYSTEM_SOURCE, deterministic_id, encode_event
+from .signing import keyid_of, public_key_b64
+
+SERVER = "SRV-S7-000001"
+MAINBOARD = "MB-S7-000001"
+BASEBOARD = "1660823000017"
+GPU_SERIALS = [f"16549230001{i:02d}" for i in range(8)]
+GPU_UUIDS = [f"GPU-5f2d7c1a-8e3b-4c9d-a1f0-7b6e2d9c30{i:02d}" for i in range(8)]
+GPU_LOT = "LOT-H100-2514-0042"
+GPU_MPN = "699-2G520-0200-000"  # NVIDIA H100 SXM5 80GB module board part number
+BASEBOARD_LOT = "LOT-HGX-2512-0007"
+BASEBOARD_MPN = "935-24287-0001-000"  # NVIDIA HGX H100 8-GPU baseboard
+WORK_ORDER = "WO-2025-000417"
+PRODUCT = "HGX-H100-8GPU"
+TRANSACTION = "3b8e6f0a-9d41-4c2b-8f7e-1a2b3c4d5e6f"
+RUN_ID = "c0ffee00-1234-4abc-9def-0123456789ab"
+
+#: Event time and `stationseq` of every example (microseconds since the epoch: a simple,
+#: restart-proof way for a station to keep its sequence increasing, see schemas/README.md).
+EXAMPLE_TIME = "2025-04-03T08:15:30.250Z"
+EXAMPLE_STATIONSEQ = 1743668130250000
+
+#: The station key of the `station.enrolled` example; derived, so never a real secret.
+EXAMPLE_STATION_KEY = Ed25519PrivateKey.from_private_bytes(
+    hashlib.sha256(b"linetrace example station burnin-03").digest()
+)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _gpu_item(slot: int) -> InstalledItem:
+    return InstalledItem(
+        lot=GPU_LOT, mpn=GPU_MPN, category="gpu", pn="H100-SXM5-80GB",
+        serial=GPU_SERIALS[slot], slot=slot, parent=BASEBOARD,
+    )
+
+
+def _sample(i: int) -> GpuSample:
+    return GpuSample(
+        gpu_index=i, gpu_serial=GPU_SERIALS[i], gpu_uuid=GPU_UUIDS[i],
+        temp_c=71.0 + i % 3, mem_temp_c=78.0 + i % 2, temp_margin_c=14.0 - i % 3,
+        power_w=688.5 + i, sm_clock_mhz=1980.0, mem_clock_mhz=2619.0, util_pct=100.0,
+        clocks_event_reasons=0x1 if i == 7 else 0, ecc_sbe_vol=1 if i == 2 else 0,
+        pcie_replay=0, pcie_gen=5, pcie_width=16, nvlink_crc=0, nvlink_links_up=18,
+    )
+
+
+#: Event type -> (source station, subject, body).
+_EXAMPLES: dict[str, tuple[str, str, Body]] = {
+    "unit.arrived": ("gpu-install-01", SERVER, UnitArrived(step=60, lane=1)),
+    "unit.departed": ("gpu-install-01", SERVER, UnitDeparted(step=60, lane=1)),
+    "work.started": ("gpu-install-01", SERVER, WorkStarted(
+        transaction_id=TRANSACTION, step=60, operation="baseboard + GPU install",
+        work_order=WORK_ORDER, product=PRODUCT, kind="server", recipe="hgx-h100-gpu-install",
+        recipe_revision="C", operator="op-1042",
+    )),
+    "work.completed": ("gpu-install-01", SERVER, WorkCompleted(
+        transaction_id=TRANSACTION, step=60, result="Completed",
+    )),
+    "unit.inspected": ("aoi-01", MAINBOARD, UnitInspected(
+        transaction_id="8d1f4a2e-6b3c-4e5f-9a7b-0c1d2e3f4a5b", method="AOI", result="Failed",
+        defects=[Defect(
+            code="TOMBSTONE", category="Solder", ref="C1042", confidence=87,
+            image_ref="aoi-01/2025-04-03/MB-S7-000001/C1042.png",
+        )],
+    )),
+    "unit.tested": ("ict-02", MAINBOARD, UnitTested(
+        transaction_id="1e2d3c4b-5a69-4788-97a6-b5c4d3e2f100", method="ICT", result="Passed",
+        fixture="FX-ICT-0007",
+        tests=[TestResult(name="P12V_MAIN rail", result="Passed", measurements=[
+            Measurement(name="P12V_MAIN", value=12.04, unit="V", expected=12.0, min=11.4, max=12.6),
+        ])],
+    )),
+    "materials.installed": ("gpu-install-01", SERVER, MaterialsInstalled(
+        transaction_id=TRANSACTION,
+        items=[
+            InstalledItem(lot=BASEBOARD_LOT, mpn=BASEBOARD_MPN, category="baseboard",
+                          pn="HGX-H100-BB", serial=BASEBOARD),
+            *(_gpu_item(slot) for slot in range(8)),
+            InstalledItem(lot="LOT-SCR-2509-0311", mpn="M3X6-T10-NI", category="fastener",
+                          qty=32, ref="BB-MOUNT"),
+        ],
+    )),
+    "materials.uninstalled": ("repair-01", SERVER, MaterialsUninstalled(
+        transaction_id="77a1b2c3-d4e5-4f60-8172-93a4b5c6d7e8",
+        items=[RemovedItem(serial=GPU_SERIALS[3], lot=GPU_LOT, mpn=GPU_MPN, slot=3, ref="GPU3")],
+        reason="DefectiveMaterial", defect="DEF-000231",
+        note="XID 79 during burn-in, GPU fell off the bus",
+    )),
+    "unit.repaired": ("repair-01", SERVER, UnitRepaired(
+        result="RepairSuccessful", repairs=["DEF-000231"], return_step=90,
+        note="GPU in slot 3 replaced; unit returns to burn-in",
+    )),
+    "unit.scrapped": ("repair-01", SERVER, UnitScrapped(
+        reason="HGX baseboard NVLink switch failure, not repairable on site",
+    )),
+    "firmware.flashed": ("firmware-01", SERVER, FirmwareFlashed(
+        component="BMC", image="hgx-h100-bmc", version="24.09-1",
+        sha256=_sha("hgx-h100-bmc 24.09-1"), target="bmc0",
+    )),
+    "unit.packed": ("pack-01", SERVER, UnitPacked(
+        tamper_seal="TS-00093121", carton="CTN-2025-004211", order="SO-88120",
+    )),
+    "unit.shipped": ("shipping-01", SERVER, UnitShipped(
+        order="SO-88120", carton="CTN-2025-004211", shipment="SHP-2025-0312",
+        destination="Equinix SV5, 255 Caspian Dr, Sunnyvale CA, US",
+    )),
+    "material.received": ("receiving-01", GPU_LOT, MaterialReceived(
+        lot=GPU_LOT, mpn=GPU_MPN, supplier="NVIDIA", date_code="2514", qty=8,
+        serials=list(GPU_SERIALS),
+        documents=[Document(kind="coc", sha256=_sha("CoC LOT-H100-2514-0042"),
+                            name="CoC-LOT-H100-2514-0042.pdf")],
+    )),
+    "burnin.telemetry": ("burnin-03", SERVER, BurninTelemetry(
+        run_id=RUN_ID, samples=[_sample(i) for i in range(8)],
+    )),
+    "burnin.xid": ("burnin-03", SERVER, BurninXid(
+        run_id=RUN_ID, gpu_index=3, xid=79, gpu_serial=GPU_SERIALS[3],
+        recovery_action="GPU_RESET_REQUIRED",
+        raw="NVRM: Xid (PCI:0000:9d:00): 79, pid=48213, name=dcgmproftester12, "
+            "GPU has fallen off the bus.",
+    )),
+    "burnin.run": ("burnin-03", SERVER, BurninRun(
+        run_id=RUN_ID, phase="start", sku="H100-SXM5-80GB",
+        inventory=[GpuInventory(gpu_index=i, serial=GPU_SERIALS[i], uuid=GPU_UUIDS[i],
+                                board_pn=GPU_MPN) for i in range(8)],
+        driver="550.90.07", vbios="96.00.89.00.01",
+        thresholds=Thresholds(slowdown_c=87.0, shutdown_c=92.0, max_operating_c=85.0),
+        power_limit_w=700.0,
+    )),
+    "station.state": ("burnin-03", "burnin-03", StationState(state=1000, reason="burn-in running")),
+    "fault.occurred": ("burnin-03", "burnin-03", FaultOccurred(
+        fault_id="F-burnin-03-0007", cause="rack PDU B over current", severity="Warning",
+        code="PDU-OC", description="PDU B draw 31.8 A, limit 30 A",
+    )),
+    "fault.cleared": ("burnin-03", "burnin-03", FaultCleared(fault_id="F-burnin-03-0007")),
+    "station.enrolled": (SYSTEM_SOURCE, "burnin-03", StationEnrolled(
+        station_id="burnin-03", station_type="burnin",
+        public_key=public_key_b64(EXAMPLE_STATION_KEY.public_key()),
+        keyid=keyid_of(EXAMPLE_STATION_KEY.public_key()),
+    )),
+}
+
+
+def example_types() -> list[str]:
+    """Every event type that has an example (all of them; a test keeps it so)."""
+    return list(_EXAMPLES)
+
+
+def example_source(event_type: str) -> str:
+    return _EXAMPLES[event_type][0]
+
+
+def example_subject(event_type: str) -> str:
+    return _EXAMPLES[event_type][1]
+
+
+def example_body(event_type: str) -> Body:
+    """A fresh copy of the example body (callers may change it freely)."""
+    body = _EXAMPLES[event_type][2]
+    return msgspec.json.decode(msgspec.json.encode(body), type=BODY_OF_TYPE[event_type])
+
+
+def example_event(event_type: str) -> bytes:
+    """The complete example event value, exactly as a station (or linetrace) would send it."""
+    source, subject, body = _EXAMPLES[event_type]
+    system = event_type in SYSTEM_TYPES
+    return encode_event(
+        event_type=event_type,
+        source=source,
+        subject=subject,
+        body=body,
+        time=EXAMPLE_TIME,
+        event_id=deterministic_id(event_type, subject, "example"),
+        stationseq=None if system else EXAMPLE_STATIONSEQ,
+    )

@@ -1,0 +1,257 @@
+"""The published JSON Schemas (draft 2020-12): one file per event type, generated, never edited.
+
+Each file describes the complete CloudEvent a station sends (closed envelope + `data`), so a
+vendor validating in any language refuses exactly what ingest would dead-letter. The body part
+comes from the msgspec models in `bodies.py`, the envelope part from `envelope.Envelope`; a
+unit test checks, case by case, that decoder and schema agree.
+
+    python -m linetrace.schemas.jsonschema --write   # regenerate schemas/json/*.json
+    python -m linetrace.schemas.jsonschema --check   # exit 1 if a file is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .bodies import BODY_OF_TYPE, SYSTEM_TYPES
+from .envelope import (
+    DATACONTENTTYPE,
+    SCHEMA_VERSIONS,
+    SPECVERSION,
+    SYSTEM_SOURCE,
+    Envelope,
+    dataschema_of,
+)
+from .examples import example_event
+from .topics import INPUT_TOPICS, TOPIC_OF_TYPE
+
+JsonObject = dict[str, Any]
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+PACKAGE = "linetrace.schemas"
+SOURCE_DIR = Path(__file__).resolve().parent / "json"
+
+#: msgspec refuses numbers that overflow an IEEE-754 double (`1e400`); JSON Schema's numbers are
+#: unbounded, so every unbounded `number` gets these limits to say the same.
+DOUBLE_MAX = 1.7976931348623157e308
+
+#: What each event means (DOMAIN.md §2), the `description` of its schema.
+DESCRIPTIONS: dict[str, str] = {
+    "unit.arrived": "A unit arrived at a station for a route step (CFX UnitsArrived).",
+    "unit.departed": "A unit left a station after a route step (CFX UnitsDeparted).",
+    "work.started": "Work on a unit started at a step: transaction, work order, product, "
+    "recipe and operator (CFX WorkStarted).",
+    "work.completed": "Work on a unit ended at a step with a result: Completed, Failed, "
+    "Aborted or Skipped (CFX WorkCompleted).",
+    "unit.inspected": "Result of a Human, AOI or AXI inspection with its defects "
+    "(CFX UnitsInspected).",
+    "unit.tested": "Result of an ICT, FCT, boundary-scan or burn-in test with every "
+    "measurement and its limits (CFX UnitsTested).",
+    "materials.installed": "Parts installed into a unit: lot always, serial for serialized "
+    "parts (else qty), MPN, slot or reference designator, parent part (CFX MaterialsInstalled).",
+    "materials.uninstalled": "Parts removed from a unit, with the reason and the defect that "
+    "caused it (CFX MaterialsUninstalled).",
+    "unit.repaired": "Outcome of a repair and the step the unit returns to (CFX UnitsRepaired).",
+    "unit.scrapped": "A unit was scrapped, with the reason (CFX UnitsDisqualified).",
+    "firmware.flashed": "A firmware image flashed onto one component of a unit, with the "
+    "SHA-256 of the image (compared with the golden baseline).",
+    "unit.packed": "The pack station packed a unit: tamper seal, carton and order. linetrace "
+    "answers with unit.sealed.",
+    "unit.shipped": "The shipping dock shipped a unit: order, carton, shipment, destination.",
+    "material.received": "A lot was received: MPN, supplier, date code, quantity, serials of a "
+    "serialized lot and hashes of its CoC and traceability documents.",
+    "burnin.telemetry": "One burn-in telemetry sample per GPU present in the unit, once per "
+    "sample interval (normally one second); the unit's heartbeat during burn-in.",
+    "burnin.xid": "An NVIDIA XID error reported by one GPU during burn-in.",
+    "burnin.run": "Start or end of a burn-in run: GPU inventory, driver, VBIOS, temperature "
+    "thresholds and enforced power limit.",
+    "station.state": "A station's SEMI E10 state: 1000 PRD, 2000 SBY, 3000 ENG, 4000 SDT, "
+    "5000 USD, 6000 NST.",
+    "fault.occurred": "A station fault was raised (CFX FaultOccurred).",
+    "fault.cleared": "A station fault was cleared (CFX FaultCleared).",
+    "station.enrolled": "System event (authored only by linetrace): a station's Ed25519 public "
+    "key and its key id were enrolled.",
+}
+
+_ENVELOPE_NOTES: dict[str, str] = {
+    "specversion": "CloudEvents version.",
+    "id": "UUID (lower-case hex) of this event; a resend must repeat the exact same bytes.",
+    "source": "Id of the enrolled station that authored the event.",
+    "type": "Event type.",
+    "time": "Event time, RFC 3339 in UTC with a `Z` suffix; 0 to 9 fractional digits.",
+    "subject": "What the event is about; the Kafka record key is exactly its UTF-8 bytes.",
+    "datacontenttype": "Media type of `data`.",
+    "dataschema": "Names this schema (type and version).",
+    "stationseq": "CloudEvents extension: exactly 16 decimal digits, zero-padded, strictly "
+    "increasing per station and topic-partition; gaps are allowed.",
+    "data": "The event body. Unknown extra fields are accepted (later versions only add "
+    "optional fields); `null` is accepted wherever a field is optional.",
+}
+
+_KEYED_BY = {t.name: t.keyed_by for t in INPUT_TOPICS}
+_PARTITIONS = {t.name: t.partitions for t in INPUT_TOPICS}
+
+
+def schema_file_name(event_type: str) -> str:
+    return f"{event_type}.v{SCHEMA_VERSIONS[event_type]}.schema.json"
+
+
+def _walk(node: Any) -> Any:
+    """Post-process msgspec's output into what a non-Python validator needs to say the same.
+
+    - unbounded `number`s get the double range (see DOUBLE_MAX);
+    - a pattern ending in Python's `\\Z` (end of string) is published with ECMA-262's `$`,
+      which means the same there (Python's `$` also matches before a final newline).
+    """
+    if isinstance(node, list):
+        return [_walk(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _walk(v) for k, v in node.items()}
+    pattern = out.get("pattern")
+    if isinstance(pattern, str) and pattern.endswith("\\Z"):
+        out["pattern"] = pattern[:-2] + "$"
+    if out.get("type") == "number":
+        if "minimum" not in out and "exclusiveMinimum" not in out:
+            out["minimum"] = -DOUBLE_MAX
+        if "maximum" not in out and "exclusiveMaximum" not in out:
+            out["maximum"] = DOUBLE_MAX
+    return out
+
+
+def _envelope_properties(event_type: str) -> JsonObject:
+    envelope = msgspec.json.schema(Envelope)["$defs"]["Envelope"]["properties"]
+    system = event_type in SYSTEM_TYPES
+    props: JsonObject = {
+        "specversion": {"const": SPECVERSION},
+        "id": {**envelope["id"], "format": "uuid"},
+        "source": (
+            {"const": SYSTEM_SOURCE}
+            if system
+            else {**envelope["source"], "not": {"const": SYSTEM_SOURCE}}
+        ),
+        "type": {"const": event_type},
+        "time": {**envelope["time"], "format": "date-time"},
+        "subject": envelope["subject"],
+        "datacontenttype": {"const": DATACONTENTTYPE},
+        "dataschema": {"const": dataschema_of(event_type)},
+    }
+    if not system:  # `str | None` or `str | UnsetType` in the model: the string branch
+        seq = envelope["stationseq"]
+        (props["stationseq"],) = [s for s in seq.get("anyOf", [seq]) if s.get("type") == "string"]
+    props["data"] = {"$ref": f"#/$defs/{BODY_OF_TYPE[event_type].__name__}"}
+    return {
+        name: {"description": _ENVELOPE_NOTES[name], **_walk(spec)} for name, spec in props.items()
+    }
+
+
+def build_schema(event_type: str) -> JsonObject:
+    """The JSON Schema of one event type as a complete CloudEvent."""
+    body = BODY_OF_TYPE[event_type]
+    (_,), components = msgspec.json.schema_components([body], ref_template="#/$defs/{name}")
+    topic = TOPIC_OF_TYPE[event_type]
+    system = event_type in SYSTEM_TYPES
+    properties = _envelope_properties(event_type)
+    key = f"the event's `subject` ({_KEYED_BY[topic]}); the Kafka key is its raw UTF-8 bytes"
+    return {
+        "$schema": DRAFT,
+        "$id": dataschema_of(event_type),
+        "title": f"{event_type} v{SCHEMA_VERSIONS[event_type]}",
+        "description": DESCRIPTIONS[event_type]
+        + (
+            " Source `linetrace`, no `stationseq`."
+            if system
+            else " Sent by a station, with the `stationseq` extension."
+        ),
+        "x-topic": topic,
+        "x-partitions": _PARTITIONS[topic],
+        "x-key": key,
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+        "$defs": {name: _walk(components[name]) for name in sorted(components)},
+        "examples": [json.loads(example_event(event_type))],
+    }
+
+
+def render(schema: JsonObject) -> str:
+    """The exact text of a schema file: insertion key order, 2-space indent, final newline."""
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def build_all() -> dict[str, str]:
+    """File name -> file text, for every event type."""
+    return {schema_file_name(t): render(build_schema(t)) for t in BODY_OF_TYPE}
+
+
+def write(directory: Path = SOURCE_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in build_all().items():
+        path = directory / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+    return written
+
+
+def check(directory: Path = SOURCE_DIR) -> list[str]:
+    """What differs between `directory` and the generator (empty when up to date)."""
+    expected = build_all()
+    problems = []
+    for name, text in expected.items():
+        path = directory / name
+        if not path.exists():
+            problems.append(f"{name}: missing")
+        elif path.read_text(encoding="utf-8") != text:
+            problems.append(f"{name}: differs from the generated schema")
+    for path in sorted(directory.glob("*.schema.json")):
+        if path.name not in expected:
+            problems.append(f"{path.name}: no event type generates it")
+    return problems
+
+
+def load_schema(event_type: str) -> JsonObject:
+    """The published schema of `event_type`, read from the installed package data."""
+    if event_type not in BODY_OF_TYPE:
+        raise KeyError(f"unknown event type {event_type!r}")
+    text = resources.files(PACKAGE).joinpath("json", schema_file_name(event_type)).read_text(
+        encoding="utf-8"
+    )
+    schema: JsonObject = json.loads(text)
+    return schema
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m linetrace.schemas.jsonschema",
+        description="Generate or check the published JSON Schemas of linetrace events.",
+    )
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--write", action="store_true", help="(re)write the schema files")
+    mode.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
+    parser.add_argument("--dir", type=Path, default=SOURCE_DIR, help="default: %(default)s")
+    args = parser.parse_args(argv)
+    if args.write:
+        for path in write(args.dir):
+            print(f"wrote {path}")
+        return 0
+    problems = check(args.dir)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print("run `make schemas` (python -m linetrace.schemas.jsonschema --write)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
