@@ -14,6 +14,9 @@ from .settings import SETTINGS, ConfigurationError, Settings, load
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
+#: Modules under cli/ that add their own subcommands with `register(subparsers, common)`.
+COMMAND_MODULES: tuple[str, ...] = ()
+
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     rows = settings.masked()
@@ -123,12 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--json", action="store_true")
     ss.set_defaults(fn=lc.cmd_stations_show)
 
-    try:
-        from . import proof_cmds
-    except ImportError:
-        pass
-    else:
-        proof_cmds.register(sub, common)
+    import importlib
+
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"linetrace.cli.{name}")
+        module.register(sub, common)
     return p
 
 

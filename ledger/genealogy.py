@@ -120,6 +120,21 @@ def _tests(session: Session, serial: str) -> list[dict[str, Any]]:
                               for m in ms.get(r.id, [])]} for r in runs]
 
 
+#: Fields that depend on where events landed in the log (leaf hashes), not on what happened.
+#: Trace leaves them out so the same line history always reads the same; `linetrace evidence`
+#: carries them, with the proofs that make them meaningful.
+LOG_POSITION_FIELDS = frozenset({"chain_head"})
+
+
+def _without_log_positions(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _without_log_positions(v) for k, v in data.items()
+                if k not in LOG_POSITION_FIELDS}
+    if isinstance(data, list):
+        return [_without_log_positions(v) for v in data]
+    return data
+
+
 def history(session: Session, serial: str) -> list[dict[str, Any]]:
     """Every accepted event about the unit, in event-time order: who, what, when, where."""
     rows = session.execute(select(EventRow.time, EventRow.type, EventRow.source,
@@ -128,7 +143,7 @@ def history(session: Session, serial: str) -> list[dict[str, Any]]:
                            .order_by(EventRow.time, EventRow.seq)).all()
     out = []
     for t, typ, source, event_id, value in rows:
-        data = json.loads(value)["data"]
+        data = _without_log_positions(json.loads(value)["data"])
         out.append({"time": iso(t), "type": typ, "station": source, "event_id": event_id,
                     "operator": data.get("operator"), "step": data.get("step"), "data": data})
     return out

@@ -7,6 +7,7 @@ rebuilds them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 
@@ -121,6 +122,43 @@ def _installed(s: Session, e: Event, t: datetime) -> None:
                 sub.updated = max(_aware(sub.updated), t)
 
 
+_REF_RANGE = re.compile(r"^([A-Za-z]+)(\d+)-\1?(\d+)$")
+
+
+def ref_in_group(ref: str, group: str) -> bool:
+    """Is designator `ref` (C212) one of a placed group (C1-C480, or R1,R2,R7)?"""
+    for part in group.split(","):
+        part = part.strip()
+        if part == ref:
+            return True
+        m = _REF_RANGE.match(part)
+        r = re.match(r"^([A-Za-z]+)(\d+)$", ref)
+        if m and r and m.group(1) == r.group(1) and int(m.group(2)) <= int(r.group(2)) <= int(m.group(3)):
+            return True
+    return False
+
+
+def _remove_from_group(s: Session, e: Event, t: datetime, reason: str, item: b.RemovedItem) -> None:
+    """One designator replaced out of a placed group: record that one as removed.
+
+    The group row stays (the rest of the reel's parts are still on the board); a removed row for
+    the single designator keeps the history, and the replacement arrives as its own install.
+    """
+    assert item.ref is not None
+    q = select(Install).where(Install.unit == e.subject, Install.removed_at.is_(None),
+                              Install.serial.is_(None), Install.ref.is_not(None))
+    if item.lot is not None:
+        q = q.where(Install.lot == item.lot)
+    for row in s.scalars(q):
+        if row.ref is not None and ref_in_group(item.ref, row.ref):
+            s.add(Install(unit=row.unit, parent=row.parent, serial=None, mpn=row.mpn,
+                          lot=row.lot, category=row.category, pn=row.pn, qty=1, slot=None,
+                          ref=item.ref, station=row.station, installed_at=row.installed_at,
+                          installed_event=row.installed_event, removed_at=t,
+                          removed_event=e.id, removed_reason=reason))
+            return
+
+
 def _uninstalled(s: Session, e: Event, t: datetime) -> None:
     body = e.body
     assert isinstance(body, b.MaterialsUninstalled)
@@ -136,8 +174,11 @@ def _uninstalled(s: Session, e: Event, t: datetime) -> None:
             q = q.where(Install.ref == item.ref)
         elif item.lot is not None:
             q = q.where(Install.lot == item.lot)
-        for row in s.scalars(q):
+        rows = s.scalars(q).all()
+        for row in rows:
             row.removed_at, row.removed_event, row.removed_reason = t, e.id, body.reason
+        if not rows and item.serial is None and item.ref is not None:
+            _remove_from_group(s, e, t, body.reason, item)
         if item.serial is not None:
             sub = s.get(Unit, item.serial)
             if sub is not None and sub.installed_in == e.subject:

@@ -1,0 +1,43 @@
+"""Errors raised by station software (StationClient, simulators).
+
+Like aiokafka's errors: one hierarchy, a stable machine-readable `code`, and a `retriable` flag
+saying whether trying the same call again later can succeed. Messages say what to do.
+"""
+
+from __future__ import annotations
+
+
+class StationError(Exception):
+    """Base class of every error the `stations` room raises on purpose."""
+
+    code = "station.error"
+    retriable = False
+
+    def __init__(self, message: str, *, code: str | None = None, retriable: bool | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        if retriable is not None:
+            self.retriable = retriable
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {super().__str__()}"
+
+
+#: Every code raised by this room, with what it means. Codes are stable; new ones are added.
+STATION_ERROR_CODES: dict[str, str] = {
+    "station.invalid_id": "the station id is not a valid CloudEvents `source` for linetrace",
+    "station.invalid_event": "the event does not encode to a valid linetrace event (wrong body, bad field)",
+    "station.unknown_type": "the event type has no topic in `linetrace.schemas.topics.TOPIC_OF_TYPE`",
+    "station.state_corrupt": "the station's state file cannot be read; it is never guessed",
+    "station.state_mismatch": "the state directory belongs to another station",
+    "station.seq_exhausted": "`stationseq` reached 10^16 - 1 for a topic",
+    "station.not_started": "`emit` was called before `start()` (or after `stop()`)",
+    "station.stopped": "the client was stopped while an event was still unacknowledged",
+    "station.broker_unreachable": "no broker answered at the bootstrap address in time",
+    "station.delivery_timeout": "the broker did not acknowledge an event in time; it is kept and sent first next time",
+    "station.send_failed": "the broker refused an event with a non-retriable error",
+    "station.no_key": "a station of the line has no private key",
+    "simulator.unknown_product": "the line simulator has no route for this product",
+    "simulator.invalid_config": "a line simulator setting is out of range",
+}
