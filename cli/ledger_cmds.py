@@ -14,7 +14,13 @@ from linetrace.ledger.db import Ledger
 from linetrace.ledger.genealogy import UNIT_STATES, list_units, trace, work_in_progress
 from linetrace.ledger.lookups import show_lot, show_station
 from linetrace.ledger.recall import recall
-from linetrace.ledger.keys import SystemEvent, enroll_station, list_stations, load_or_create_plant_key
+from linetrace.ledger.keys import (
+    SystemEvent,
+    enroll_station,
+    list_stations,
+    load_or_create_plant_key,
+    revoke_station_key,
+)
 from linetrace.schemas import signing
 
 from .output import print_json, print_table
@@ -121,6 +127,40 @@ def cmd_stations_enroll(args: argparse.Namespace, settings: Settings) -> int:
     keyid = signing.keyid_of(public)
     print(f"{'enrolled' if new else 'already enrolled'}: {args.station_id} ({args.type}) key {keyid}"
           f"{'' if published else ' (broker not reachable; the worker learns it from the ledger)'}")
+    return 0
+
+
+def cmd_stations_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    """Enrol a new key for a station already enrolled; optionally revoke the old ones."""
+    try:
+        public = signing.load_public_key_file(Path(args.public_key).read_bytes())
+    except (OSError, ValueError) as e:
+        print(f"linetrace: cannot read public key {args.public_key}: {e}", file=sys.stderr)
+        return 2
+    ledger = open_ledger(settings)
+    with ledger.reader() as s:
+        station = show_station(s, args.station_id)
+    plant, _ = load_or_create_plant_key(settings.keys_dir)
+    event, new = enroll_station(ledger, plant, args.station_id, str(station["station_type"]), public)
+    events = [event]
+    new_id = signing.keyid_of(public)
+    if args.revoke_old:
+        for k in station["keys"]:
+            if k["keyid"] != new_id and not k["revoked"]:
+                events.append(revoke_station_key(ledger, plant, args.station_id, k["keyid"],
+                                                 reason=f"rotated to {new_id}")[0])
+    publish_system_events(settings, events)
+    print(f"{args.station_id}: key {new_id} {'enrolled' if new else 'was already enrolled'}"
+          + (f"; revoked {len(events) - 1} old key(s)" if args.revoke_old else ""))
+    return 0
+
+
+def cmd_stations_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    plant, _ = load_or_create_plant_key(settings.keys_dir)
+    ledger = open_ledger(settings)
+    event, new = revoke_station_key(ledger, plant, args.station_id, args.keyid, reason=args.reason)
+    publish_system_events(settings, [event])
+    print(f"{args.station_id}: key {args.keyid} {'revoked' if new else 'was already revoked'}")
     return 0
 
 

@@ -121,6 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     ls = st.add_parser("list", parents=[common], help="enrolled stations and their keys")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(fn=lc.cmd_stations_list)
+    ro = st.add_parser("rotate", parents=[common],
+                       help="enrol a new key for an enrolled station (old events stay verifiable)")
+    ro.add_argument("station_id")
+    ro.add_argument("--public-key", required=True)
+    ro.add_argument("--revoke-old", action="store_true",
+                    help="also revoke the station's other keys after their last accepted event")
+    ro.set_defaults(fn=lc.cmd_stations_rotate)
+    rv = st.add_parser("revoke", parents=[common],
+                       help="revoke a station key; its later events are quarantined")
+    rv.add_argument("station_id")
+    rv.add_argument("--keyid", required=True)
+    rv.add_argument("--reason")
+    rv.set_defaults(fn=lc.cmd_stations_revoke)
     ss = st.add_parser("show", parents=[common], help="a station's keys, states and faults")
     ss.add_argument("station_id")
     ss.add_argument("--json", action="store_true")

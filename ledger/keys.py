@@ -13,17 +13,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from linetrace.schemas import bodies as b
 from linetrace.schemas import signing
-from linetrace.schemas.envelope import SYSTEM_SOURCE, decode_event, deterministic_id, encode_event
+from linetrace.schemas.envelope import (
+    SYSTEM_SOURCE,
+    decode_event,
+    deterministic_id,
+    encode_event,
+    format_seq,
+)
 from linetrace.schemas.topics import STATIONS
 
 from .db import Ledger
 from .errors import LedgerError
-from .models import EventRow, Station, StationKey
+from .models import EventRow, Station, StationKey, StationPosition
 from .projections import record_station_key
 from .records import Candidate, SourceRecord
 from .writer import record_system_event
@@ -101,6 +107,49 @@ def enroll_station(
         body = b.StationEnrolled(station_id=station_id, station_type=station_type,
                                  public_key=signing.public_key_b64(public_key), keyid=keyid)
         value = encode_event(event_type="station.enrolled", source=SYSTEM_SOURCE,
+                             subject=station_id, body=body, time=now, event_id=event_id)
+        headers = signing.sign_value(value, plant)
+        kid, sig = signing.read_signature(headers)
+        cand = Candidate(record=SourceRecord(STATIONS, None, None, station_id.encode(), value,
+                                             headers),
+                         event=decode_event(value), keyid=kid, signature=sig, cause=keyid)
+        record_system_event(session, cand)
+        return SystemEvent(STATIONS, station_id, value, headers + _content_type()), True
+
+
+def revoke_station_key(
+    ledger: Ledger,
+    plant: Ed25519PrivateKey,
+    station_id: str,
+    keyid: str,
+    *,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> tuple[SystemEvent, bool]:
+    """Record a plant-signed `station.revoked`; (event, newly revoked).
+
+    The last valid stationseq per topic is the last one the ledger accepted from the station:
+    what the key signed up to there stays valid, anything later signed by it is quarantined.
+    """
+    now = now or datetime.now(UTC)
+    with ledger.transaction() as session:
+        key = session.get(StationKey, keyid)
+        if key is None or key.station_id != station_id:
+            raise KeyError_(f"{station_id} has no enrolled key {keyid}; "
+                            f"`linetrace stations show {station_id}` lists its keys")
+        event_id = deterministic_id("station.revoked", station_id, keyid)
+        row = session.execute(select(EventRow).where(
+            EventRow.source == SYSTEM_SOURCE, EventRow.event_id == event_id)).scalar_one_or_none()
+        if row is not None:
+            return SystemEvent(STATIONS, station_id, row.value, _headers(row.keyid, row.signature)), False
+        _register_plant(session, plant, now)
+        last = session.execute(select(StationPosition.topic, func.max(StationPosition.last_seq))
+                               .where(StationPosition.station_id == station_id)
+                               .group_by(StationPosition.topic).order_by(StationPosition.topic)).all()
+        body = b.StationRevoked(station_id=station_id, keyid=keyid, reason=reason,
+                                last_valid=[b.TopicSeq(topic=t, stationseq=format_seq(int(n)))
+                                            for t, n in last])
+        value = encode_event(event_type="station.revoked", source=SYSTEM_SOURCE,
                              subject=station_id, body=body, time=now, event_id=event_id)
         headers = signing.sign_value(value, plant)
         kid, sig = signing.read_signature(headers)

@@ -256,6 +256,15 @@ def record_station_key(s: Session, station_id: str, station_type: str, public_ke
     return keyid
 
 
+def _revoked(s: Session, e: Event, t: datetime) -> None:
+    body = e.body
+    assert isinstance(body, b.StationRevoked)
+    key = s.get(StationKey, body.keyid)
+    if key is not None and key.revoked_at is None:
+        key.revoked_at = t
+        key.revoked_after = {x.topic: int(x.stationseq) for x in body.last_valid}
+
+
 PROJECTIONS: dict[str, Callable[[Session, Event, datetime], None]] = {
     "work.started": _work_started,
     "work.completed": _work_completed,
@@ -272,6 +281,7 @@ PROJECTIONS: dict[str, Callable[[Session, Event, datetime], None]] = {
     "unit.shipped": _shipped,
     "material.received": _received,
     "station.enrolled": _enrolled,
+    "station.revoked": _revoked,
 }
 
 

@@ -22,7 +22,7 @@ from linetrace.schemas.topics import QUARANTINE
 from . import log as merkle_log
 from .db import Ledger
 from .system_events import SystemContext, derive
-from .models import EventRow, IngestPosition, Rejected, StationPosition
+from .models import EventRow, IngestPosition, Rejected, StationKey, StationPosition
 from .projections import project
 from .records import BatchOutcome, Candidate, Rejection
 from .sql import insert_ignore, upsert
@@ -57,6 +57,28 @@ def _positions(
         ).scalars()
         out.update({(r.station_id, r.topic, r.partition): r.last_seq for r in rows})
     return out
+
+
+def revocation_violation(keyid: str, station: str, revoked_after: dict[str, int] | None,
+                         topic: str, seq: int | None) -> str | None:
+    """Why an event signed by a revoked key is refused, or None if the key may sign it."""
+    if revoked_after is None:
+        return None
+    last = revoked_after.get(topic)
+    if last is not None and seq is not None and seq <= last:
+        return None
+    return (f"key {keyid} of {station} was revoked (last valid stationseq on {topic}: {last}); "
+            f"this event is {seq}. Sign with the station's current key.")
+
+
+def _revoked(session: Session, keyids: set[str]) -> dict[str, dict[str, int]]:
+    """Revoked keys among `keyids`, read inside the batch transaction (so a revocation the
+    CLI committed applies to every batch written after it)."""
+    if not keyids:
+        return {}
+    rows = session.execute(select(StationKey.keyid, StationKey.revoked_after).where(
+        StationKey.keyid.in_(sorted(keyids)), StationKey.revoked_at.is_not(None)))
+    return {k: {t: int(n) for t, n in (after or {}).items()} for k, after in rows}
 
 
 def _quarantine(c: Candidate, code: str, message: str, stage: str) -> Rejection:
@@ -94,9 +116,15 @@ def store_events(session: Session, candidates: Sequence[Candidate],
                                 for c in candidates
                                 if c.event.seq is not None and c.record.partition is not None])
     moved: dict[tuple[str, str, int], int] = {}
+    revoked = _revoked(session, {c.keyid for c in candidates})
     now = datetime.now(UTC)
     for c in candidates:
         ev = c.event
+        if c.keyid in revoked:
+            why = revocation_violation(c.keyid, ev.source, revoked[c.keyid], c.record.topic, ev.seq)
+            if why is not None:
+                out.rejections.append(_quarantine(c, "key.revoked", why, "verify"))
+                continue
         key = (ev.source, ev.id)
         prior = existing.get(key)
         if prior is not None:

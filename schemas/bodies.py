@@ -285,6 +285,60 @@ class StationEnrolled(Body, kw_only=True):
     keyid: Annotated[str, Meta(pattern=r"^[0-9a-f]{16}\Z")]
 
 
+
+# --- verifiable ledger (system events, issue 5) -----------------------------------------
+
+
+class MaterialChecked(Body, kw_only=True):
+    """System event on line.receipts: a receipt checked against the approved vendor list."""
+
+    lot: Id
+    mpn: Id
+    supplier: Id
+    receipt: Uuid  # id of the material.received event checked
+    result: Literal["Passed", "Failed"]
+    reason: Text | None = None
+    avl_sha256: Sha256Hex  # which revision of the AVL decided (SHA-256 of its RFC 8785 form)
+
+
+class SealedAssembly(Body, kw_only=True):
+    serial: Id
+    chain_head: Sha256Hex  # leaf hash of the sub-assembly's last leaf when sealed
+
+
+class UnitSealed(Body, kw_only=True):
+    """System event on line.events after `unit.packed`: the frozen HBOM and the unit's chain.
+
+    `chain_head` is the leaf hash (hex) of the unit's previous leaf, so the seal covers every
+    earlier event of the unit; `assemblies` does the same for sub-assemblies installed in it.
+    """
+
+    hbom_sha256: Sha256Hex
+    chain_head: Sha256Hex
+    packed: Uuid  # id of the unit.packed event that caused the seal
+    tamper_seal: Id | None = None
+    assemblies: list[SealedAssembly] = []
+
+
+class TopicSeq(Body, kw_only=True):
+    topic: Id
+    stationseq: Annotated[str, Meta(pattern=r"^[0-9]{16}\Z")]
+
+
+class StationRevoked(Body, kw_only=True):
+    """System event: a station key revoked. Events signed by it stay valid up to `last_valid`.
+
+    `last_valid` names, per topic, the last stationseq (16 digits) accepted from the station
+    there before the revocation; a later stationseq signed by this key is quarantined, and so is
+    any event signed by it on a topic not listed.
+    """
+
+    station_id: Id
+    keyid: Annotated[str, Meta(pattern=r"^[0-9a-f]{16}\Z")]
+    last_valid: list[TopicSeq] = []
+    reason: Text | None = None
+
+
 #: Event type -> body model. The single registry used by decoding, schemas and docs.
 BODY_OF_TYPE: dict[str, type[Body]] = {
     "unit.arrived": UnitArrived,
@@ -308,7 +362,10 @@ BODY_OF_TYPE: dict[str, type[Body]] = {
     "fault.occurred": FaultOccurred,
     "fault.cleared": FaultCleared,
     "station.enrolled": StationEnrolled,
+    "station.revoked": StationRevoked,
+    "material.checked": MaterialChecked,
+    "unit.sealed": UnitSealed,
 }
 
 #: Types only linetrace itself may author (source `linetrace`, no `stationseq`).
-SYSTEM_TYPES = frozenset({"station.enrolled"})
+SYSTEM_TYPES = frozenset({"station.enrolled", "station.revoked", "material.checked", "unit.sealed"})

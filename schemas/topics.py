@@ -56,14 +56,15 @@ TOPIC_OF_TYPE: dict[str, str] = {
             "unit.arrived", "unit.departed", "work.started", "work.completed",
             "unit.inspected", "unit.tested", "materials.installed", "materials.uninstalled",
             "unit.repaired", "unit.scrapped", "firmware.flashed", "unit.packed",
-            "unit.shipped",
+            "unit.shipped", "unit.sealed",
         ],
         EVENTS,
     ),
     **dict.fromkeys(["burnin.telemetry", "burnin.xid", "burnin.run"], TELEMETRY),
-    **dict.fromkeys(["material.received"], RECEIPTS),
+    **dict.fromkeys(["material.received", "material.checked"], RECEIPTS),
     **dict.fromkeys(
-        ["station.state", "fault.occurred", "fault.cleared", "station.enrolled"], STATIONS
+        ["station.state", "fault.occurred", "fault.cleared", "station.enrolled",
+         "station.revoked"], STATIONS
     ),
 }
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 from linetrace.ledger.keys import KnownKey
 from linetrace.ledger.records import Candidate, Rejection, SourceRecord
+from linetrace.ledger.writer import revocation_violation
 from linetrace.schemas import signing
 from linetrace.schemas.envelope import decode_event
 from linetrace.schemas.errors import ForgedEvent, MalformedEvent
@@ -28,8 +29,10 @@ class KeyDirectory:
     per `min_reload` seconds.
     """
 
-    def __init__(self, load: Callable[[], Mapping[str, KnownKey]], min_reload: float = 1.0):
+    def __init__(self, load: Callable[[], Mapping[str, KnownKey]], min_reload: float = 1.0,
+                 max_age: float = 2.0):
         self._load = load
+        self.max_age = max_age  # revocations recorded by the CLI take effect within this
         self._keys: Mapping[str, KnownKey] = load()
         self._stations = {k.station_id for k in self._keys.values()}
         self._loaded = time.monotonic()
@@ -41,9 +44,10 @@ class KeyDirectory:
         self._loaded = time.monotonic()
 
     def lookup(self, keyid: str, station: str) -> KnownKey | None:
+        age = time.monotonic() - self._loaded
         key = self._keys.get(keyid)
-        if (key is None or station not in self._stations) and \
-                time.monotonic() - self._loaded >= self.min_reload:
+        if age >= self.max_age or ((key is None or station not in self._stations)
+                                   and age >= self.min_reload):
             self.reload()
             key = self._keys.get(keyid)
         return key
@@ -87,13 +91,9 @@ def screen(record: SourceRecord, keys: KeyDirectory) -> Candidate | Rejection:
             raise ForgedEvent(f"key {keyid} is not an enrolled key of {env.source}; enrol it "
                               "(`linetrace stations enroll`) before using it", code="key.unknown")
         signing.verify_value(record.value, signature, key.public_key)
-        if key.revoked_after is not None:
-            last = key.revoked_after.get(record.topic)
-            seq = event.seq
-            if last is None or seq is None or seq > last:
-                raise ForgedEvent(f"key {keyid} of {env.source} was revoked (last valid "
-                                  f"stationseq on {record.topic}: {last}); this event is "
-                                  f"{seq}", code="key.revoked")
+        why = revocation_violation(keyid, env.source, key.revoked_after, record.topic, event.seq)
+        if why is not None:  # the writer checks again inside its transaction
+            raise ForgedEvent(why, code="key.revoked")
     except ForgedEvent as e:
         return _reject(record, QUARANTINE, e.code, str(e), "verify", env.source, env.id)
     return Candidate(record=record, event=event, keyid=keyid, signature=signature)

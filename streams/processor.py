@@ -97,6 +97,8 @@ class BatchProcessor:
         await self.publish_system(outcome.system)
         for c in outcome.stored:
             self.stats.stored[c.event.type] += 1
+        if any(c.event.type in ("station.enrolled", "station.revoked") for c in outcome.stored):
+            self.keys.reload()
         self.stats.duplicates += outcome.duplicates
         for rj in outcome.rejections:
             self.stats.rejected[rj.code] += 1

@@ -139,3 +139,44 @@ def test_bad_input_is_dead_lettered_or_quarantined_and_good_input_still_flows(
         assert base64.b64decode(h["linetrace-signature"])
     codes = {dict(m.headers)["error.code"].decode() for m in dlq}
     assert codes == {"event.not_json", "event.invalid"}
+
+
+def test_rotated_key_takes_over_and_the_revoked_one_is_quarantined_after_its_last_event(
+        broker: str, worker, line_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    old_file, new_file = tmp_path / "old.key", tmp_path / "new.key"
+    for f in (old_file, new_file):
+        assert run_cli("stations", "keygen", "--out", str(f), data_dir=line_dir).returncode == 0
+    r = run_cli("stations", "enroll", "aoi-05", "--type", "aoi", "--public-key",
+                f"{old_file}.pub", data_dir=line_dir)
+    assert r.returncode == 0, r.stderr
+    old = signing.load_private_key_pem(old_file.read_bytes())
+    new = signing.load_private_key_pem(new_file.read_bytes())
+    serial = "PCBA-R-000001"
+    before = [work_started("aoi-05", serial, s) for s in (1, 2, 3)]
+    asyncio.run(produce(broker, [("line.events", serial.encode(), v, signing.sign_value(v, old))
+                                 for v in before]))
+    ledger = Ledger(f"sqlite:///{line_dir / 'ledger.db'}")
+
+    def stored() -> list[bytes]:
+        with ledger.reader() as s:
+            return list(s.scalars(select(EventRow.value).where(EventRow.source == "aoi-05")
+                                  .order_by(EventRow.stationseq)))
+
+    wait_for(lambda: len(stored()) == 3, timeout=60, what="events signed by the first key")
+    r = run_cli("stations", "rotate", "aoi-05", "--public-key", f"{new_file}.pub", "--revoke-old",
+                data_dir=line_dir)
+    assert r.returncode == 0 and "revoked 1 old key" in r.stdout, r.stdout + r.stderr
+    late_old = work_started("aoi-05", serial, 4)
+    with_new = work_started("aoi-05", serial, 5)
+    asyncio.run(produce(broker, [
+        ("line.events", serial.encode(), late_old, signing.sign_value(late_old, old)),
+        ("line.events", serial.encode(), with_new, signing.sign_value(with_new, new))]))
+    wait_for(lambda: len(stored()) == 4, timeout=60, what="the event signed by the new key")
+    assert stored() == before + [with_new]
+    with ledger.reader() as s:
+        codes = [r.code for r in s.scalars(select(Rejected).where(Rejected.source == "aoi-05"))]
+    assert codes == ["key.revoked"]
+    show = run_cli("stations", "show", "aoi-05", "--json", data_dir=line_dir)
+    keys = {k["keyid"]: k for k in __import__("json").loads(show.stdout)["keys"]}
+    assert keys[signing.keyid_of(old.public_key())]["revoked_after"] == {"line.events": 3}
+    assert keys[signing.keyid_of(new.public_key())]["revoked"] is None
