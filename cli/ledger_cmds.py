@@ -33,6 +33,45 @@ def open_ledger(settings: Settings) -> Ledger:
     return Ledger(settings.db)
 
 
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import inspect
+
+    from linetrace.ledger.db import make_engine
+    from linetrace.ledger.schema import SchemaUnknown, current, head, upgrade
+
+    if settings.db.startswith("sqlite:///"):
+        Path(settings.db[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db)
+    try:
+        if current(engine) is None and inspect(engine).get_table_names():
+            raise SchemaUnknown("the database has tables but no linetrace schema revision; "
+                                "refusing to migrate it")
+        before, after = upgrade(engine, args.revision)
+    finally:
+        engine.dispose()
+    print(f"ledger schema: {before or 'empty'} -> {after}" if before != after
+          else f"ledger schema already at {after} (head {head()})")
+    return 0
+
+
+def cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
+    from linetrace.ledger.db import make_engine
+    from linetrace.ledger.schema import current, head
+
+    if settings.db.startswith("sqlite:///") and not Path(settings.db[10:]).exists():
+        print(f"no ledger database at {settings.db[10:]}; `linetrace db upgrade` creates it")
+        return 1
+    engine = make_engine(settings.db)
+    try:
+        rev = current(engine)
+    finally:
+        engine.dispose()
+    ok = rev == head()
+    print(f"ledger schema at {rev or 'none'}; this linetrace needs {head()}"
+          + ("" if ok else " -> run `linetrace db upgrade`"))
+    return 0 if ok else 1
+
+
 def cmd_units(args: argparse.Namespace, settings: Settings) -> int:
     if args.state and args.state not in UNIT_STATES:
         print(f"linetrace: unknown state {args.state!r}; one of {', '.join(UNIT_STATES)}",

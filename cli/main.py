@@ -15,7 +15,7 @@ from .settings import SETTINGS, ConfigurationError, Settings, load
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 #: Modules under cli/ that add their own subcommands with `register(subparsers, common)`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("routes_cmds", "burnin_cmds")
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     lsh.add_argument("--json", action="store_true")
     lsh.set_defaults(fn=lc.cmd_lots_show)
 
+    db = sub.add_parser("db", help="the ledger database schema").add_subparsers(
+        dest="db_cmd", required=True)
+    dbu = db.add_parser("upgrade", parents=[common], help="migrate the ledger schema (Alembic)")
+    dbu.add_argument("revision", nargs="?", default="head")
+    dbu.set_defaults(fn=lc.cmd_db_upgrade)
+    dbs = db.add_parser("status", parents=[common], help="schema revision vs what is needed")
+    dbs.set_defaults(fn=lc.cmd_db_status)
+
     keys = sub.add_parser("keys", help="the plant key").add_subparsers(dest="keys_cmd",
                                                                        required=True)
     ki = keys.add_parser("init", parents=[common], help="create the plant key if absent")
@@ -156,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         rc: int = args.fn(args, settings)
         return rc

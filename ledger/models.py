@@ -245,5 +245,21 @@ class Rejected(Base):
     )
 
 
+def load_all_tables() -> None:
+    """Import every module that declares tables on `Base` (the log, seals, ...)."""
+    import importlib
+
+    for module in TABLE_MODULES:
+        importlib.import_module(module)
+
+
+#: Modules beyond this one whose tables belong to the ledger schema.
+TABLE_MODULES = ("linetrace.ledger.log", "linetrace.ledger.system_events")
+
+
 def create_schema(engine: Engine) -> None:
-    Base.metadata.create_all(engine)
+    """Bring the database to the current schema revision (creating it if empty)."""
+    from .schema import ensure_current
+
+    load_all_tables()
+    ensure_current(engine)

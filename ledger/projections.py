@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from linetrace.schemas import bodies as b
@@ -27,7 +27,8 @@ FINAL_STATES = frozenset({"packed", "shipped", "scrapped"})
 
 def _unit(session: Session, serial: str, t: datetime, *, product: str | None = None,
           kind: str | None = None) -> Unit:
-    unit = session.get(Unit, serial)
+    cache: dict[str, Unit] = session.info.setdefault("units", {})
+    unit = cache.get(serial) or session.get(Unit, serial)
     if unit is None:
         unit = Unit(serial=serial, product=product or "unknown", kind=kind or "server",
                     state="in_progress", step=None, created=t, updated=t)
@@ -39,7 +40,13 @@ def _unit(session: Session, serial: str, t: datetime, *, product: str | None = N
             unit.kind = kind
         if t > _aware(unit.updated):
             unit.updated = t
+    cache[serial] = unit
     return unit
+
+
+def _known_unit(session: Session, serial: str) -> Unit | None:
+    cache: dict[str, Unit] = session.info.setdefault("units", {})
+    return cache.get(serial) or session.get(Unit, serial)
 
 
 def _aware(t: datetime) -> datetime:
@@ -63,20 +70,24 @@ def _work_started(s: Session, e: Event, t: datetime) -> None:
         unit.step = body.step
         at_repair = _station_type(s, e.source) == REPAIR_STATION_TYPE
         unit.state = "in_repair" if at_repair else "in_progress"
-    s.add(Operation(serial=e.subject, transaction_id=body.transaction_id, step=body.step,
-                    operation=body.operation, station=e.source, operator=body.operator,
-                    work_order=body.work_order, started=t))
+    op = Operation(serial=e.subject, transaction_id=body.transaction_id, step=body.step,
+                   operation=body.operation, station=e.source, operator=body.operator,
+                   work_order=body.work_order, started=t)
+    s.add(op)
+    s.info.setdefault("operations", {})[(e.subject, body.transaction_id)] = op
 
 
 def _work_completed(s: Session, e: Event, t: datetime) -> None:
     body = e.body
     assert isinstance(body, b.WorkCompleted)
     _unit(s, e.subject, t)
-    s.flush()
-    s.execute(update(Operation)
-              .where(Operation.serial == e.subject,
-                     Operation.transaction_id == body.transaction_id)
-              .values(completed=t, result=body.result))
+    op = s.info.setdefault("operations", {}).get((e.subject, body.transaction_id))
+    if op is None:  # started in an earlier batch
+        op = s.scalars(select(Operation).where(
+            Operation.serial == e.subject,
+            Operation.transaction_id == body.transaction_id)).one_or_none()
+    if op is not None:
+        op.completed, op.result = t, body.result
 
 
 def _moved(s: Session, e: Event, t: datetime) -> None:
@@ -115,7 +126,7 @@ def _installed(s: Session, e: Event, t: datetime) -> None:
                       qty=item.qty, slot=item.slot, ref=item.ref, station=e.source,
                       installed_at=t, installed_event=e.id))
         if item.serial is not None:
-            sub = s.get(Unit, item.serial)
+            sub = _known_unit(s, item.serial)
             if sub is not None:  # a sub-assembly with a route of its own
                 sub.state = "installed"
                 sub.installed_in = e.subject
@@ -180,7 +191,7 @@ def _uninstalled(s: Session, e: Event, t: datetime) -> None:
         if not rows and item.serial is None and item.ref is not None:
             _remove_from_group(s, e, t, body.reason, item)
         if item.serial is not None:
-            sub = s.get(Unit, item.serial)
+            sub = _known_unit(s, item.serial)
             if sub is not None and sub.installed_in == e.subject:
                 sub.state, sub.installed_in = "in_repair", None
 

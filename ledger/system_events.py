@@ -1,23 +1,189 @@
-"""System events linetrace derives from accepted events, recorded in the same transaction."""
+"""System events linetrace derives from accepted events, recorded in the same transaction.
+
+- every `material.received` -> `material.checked`: the receipt against the approved vendor
+  list (MPN -> approved suppliers), Passed or Failed with the reason;
+- every `unit.packed` -> `unit.sealed`: the HBOM is generated now, its exact bytes stored in
+  `hboms`, and its SHA-256 sealed together with the leaf hash of the unit's previous leaf (and
+  the chain heads of the sub-assemblies in it).
+
+They are deterministic (CONTRACTS.md): id = UUIDv5(type, subject, cause id), time = the cause's
+time, and the HBOM's serial number and timestamp derive from the cause too, so a worker that
+crashes and redoes a batch produces byte-identical events and HBOMs.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy.orm import Session
+from sqlalchemy import LargeBinary, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .records import Candidate
+from linetrace.schemas import bodies as b
+from linetrace.schemas import signing
+from linetrace.schemas.envelope import (
+    CONTENT_TYPE,
+    SYSTEM_SOURCE,
+    Event,
+    decode_event,
+    deterministic_id,
+    encode_event,
+    parse_time,
+)
+from linetrace.schemas.topics import EVENTS, TOPIC_OF_TYPE
+
+from .avl import ApprovedVendorList, default_avl
+from .errors import LedgerError
+from .hbom import as_built, build_hbom, current_items
+from .log import chain_heads, chain_leaves
+from .models import Base, Lot, StationKey
+from .projections import record_station_key
+from .records import Candidate, SourceRecord
+from .sql import insert_ignore
+from .verify import parse_leaf
+
+_HBOM_NS = uuid.UUID("0b8f0a52-6c1e-5d0a-9a55-68626f6d0001")
+
+
+class UnitNotFound(LedgerError):
+    code = "unit.unknown"
+
+
+class SealedHbom(Base):
+    """The exact HBOM bytes a `unit.sealed` event sealed (never regenerated)."""
+
+    __tablename__ = "hboms"
+    sealed_event: Mapped[str] = mapped_column(String(36), primary_key=True)
+    serial: Mapped[str] = mapped_column(String(128), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    sealed_at: Mapped[datetime]
 
 
 @dataclass(frozen=True)
 class SystemContext:
-    """What the writer needs to author system events: the plant key (and later, AVL data)."""
+    """What the writer needs to author system events: the plant key and the AVL."""
 
     plant_key: Ed25519PrivateKey
+    avl: ApprovedVendorList = field(default_factory=default_avl)
 
 
-def derive(session: Session, stored: Sequence[Candidate], ctx: SystemContext | None) -> list[Candidate]:
-    """System events caused by `stored` (e.g. material.checked, unit.sealed); none yet."""
-    return []
+def system_candidate(event_type: str, subject: str, body: b.Body, cause: Event,
+                     plant_key: Ed25519PrivateKey) -> Candidate:
+    """A plant-signed system event caused by `cause`: deterministic id and time."""
+    value = encode_event(event_type=event_type, source=SYSTEM_SOURCE, subject=subject, body=body,
+                         time=cause.envelope.time,
+                         event_id=deterministic_id(event_type, subject, cause.id))
+    headers = signing.sign_value(value, plant_key)
+    keyid, signature = signing.read_signature(headers)
+    headers.append((signing.CONTENT_TYPE_HEADER, CONTENT_TYPE.encode()))
+    record = SourceRecord(TOPIC_OF_TYPE[event_type], None, None, subject.encode(), value, headers)
+    return Candidate(record=record, event=decode_event(value), keyid=keyid,
+                     signature=signature, cause=cause.id)
+
+
+def _ensure_plant_key(session: Session, plant_key: Ed25519PrivateKey, t: datetime) -> None:
+    """Ingest verifies system events read back from Kafka like any other: register the key."""
+    if session.get(StationKey, signing.keyid_of(plant_key.public_key())) is None:
+        record_station_key(session, SYSTEM_SOURCE, "linetrace",
+                           signing.public_key_b64(plant_key.public_key()), t, None)
+
+
+def material_checked(c: Candidate, ctx: SystemContext) -> Candidate:
+    body = c.event.body
+    assert isinstance(body, b.MaterialReceived)
+    check = ctx.avl.check(body.mpn, body.supplier)
+    result = b.MaterialChecked(lot=body.lot, mpn=body.mpn, supplier=body.supplier,
+                               receipt=c.event.id, result=check.result, reason=check.reason,
+                               avl_sha256=ctx.avl.sha256)
+    return system_candidate("material.checked", c.event.subject, result, c.event, ctx.plant_key)
+
+
+def _events(session: Session, subject: str) -> list[Event]:
+    return [decode_event(parse_leaf(row.data).value)
+            for row in chain_leaves(session, EVENTS, subject)]
+
+
+def load_chains(session: Session, unit: str) -> dict[str, list[Event]]:
+    """The unit's events and, recursively, those of sub-assemblies installed in it."""
+    chains = {unit: _events(session, unit)}
+    frontier = [unit]
+    while frontier:
+        serials = sorted({i.serial for s in frontier for i in current_items(chains[s])
+                          if i.serial is not None and i.serial not in chains})
+        found = chain_heads(session, [(EVENTS, s) for s in serials])
+        frontier = sorted(s for _, s in found)
+        for s in frontier:
+            chains[s] = _events(session, s)
+    return chains
+
+
+def _suppliers(session: Session, lots: Sequence[str]) -> dict[str, str]:
+    rows = session.execute(select(Lot.lot, Lot.supplier).where(Lot.lot.in_(list(lots))))
+    return {r[0]: r[1] for r in rows}
+
+
+def make_hbom(session: Session, unit: str, serial_number: uuid.UUID, timestamp: datetime
+              ) -> tuple[bytes, list[str]]:
+    """HBOM bytes of the unit as built now, and the sub-assemblies it includes."""
+    chains = load_chains(session, unit)
+    if not chains[unit]:
+        raise UnitNotFound(f"no events of unit {unit!r} in the log; `linetrace units` lists them")
+    built = as_built(unit, chains)
+    suppliers = _suppliers(session, sorted({p.lot for p in built.parts}))
+    data = build_hbom(built, serial_number=serial_number, timestamp=timestamp,
+                      suppliers=suppliers)
+    return data, list(built.assemblies)
+
+
+def unit_sealed(session: Session, c: Candidate, ctx: SystemContext) -> Candidate:
+    packed = c.event.body
+    assert isinstance(packed, b.UnitPacked)
+    unit = c.event.subject
+    serial_number = uuid.uuid5(_HBOM_NS, f"{unit}\x00{c.event.id}")
+    sealed_at = parse_time(c.event.envelope.time)
+    data, assemblies = make_hbom(session, unit, serial_number, sealed_at)
+    heads = chain_heads(session, [(EVENTS, s) for s in [unit, *assemblies]])
+    body = b.UnitSealed(
+        hbom_sha256=hashlib.sha256(data).hexdigest(), chain_head=heads[(EVENTS, unit)][1].hex(),
+        packed=c.event.id, tamper_seal=packed.tamper_seal,
+        assemblies=[b.SealedAssembly(serial=s, chain_head=heads[(EVENTS, s)][1].hex())
+                    for s in assemblies])
+    sealed = system_candidate("unit.sealed", unit, body, c.event, ctx.plant_key)
+    insert_ignore(session, SealedHbom.__table__, [{  # type: ignore[arg-type]
+        "sealed_event": sealed.event.id, "serial": unit, "sha256": body.hbom_sha256,
+        "data": data, "sealed_at": sealed_at}])
+    return sealed
+
+
+def derive(session: Session, stored: Sequence[Candidate], ctx: SystemContext | None
+           ) -> list[Candidate]:
+    """System events caused by `stored`, in order (none without a plant key)."""
+    if ctx is None:
+        return []
+    out: list[Candidate] = []
+    for c in stored:
+        if c.event.type == "material.received":
+            out.append(material_checked(c, ctx))
+        elif c.event.type == "unit.packed":
+            out.append(unit_sealed(session, c, ctx))
+    if out:
+        _ensure_plant_key(session, ctx.plant_key, datetime.now(UTC))
+    return out
+
+
+def sealed_hbom(session: Session, serial: str) -> bytes | None:
+    """The HBOM bytes sealed for the unit's latest seal, or None if it was never sealed."""
+    row = session.scalars(select(SealedHbom).where(SealedHbom.serial == serial)
+                          .order_by(SealedHbom.sealed_at.desc(), SealedHbom.sealed_event.desc())
+                          .limit(1)).first()
+    return row.data if row is not None else None
+
+
+def unsealed_hbom(session: Session, serial: str) -> bytes:
+    """An HBOM of a unit as built now (not sealed: a fresh serial number and timestamp)."""
+    return make_hbom(session, serial, uuid.uuid4(), datetime.now(UTC))[0]

@@ -12,6 +12,8 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
+from typing import Any
+
 from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -78,7 +80,11 @@ def _revoked(session: Session, keyids: set[str]) -> dict[str, dict[str, int]]:
         return {}
     rows = session.execute(select(StationKey.keyid, StationKey.revoked_after).where(
         StationKey.keyid.in_(sorted(keyids)), StationKey.revoked_at.is_not(None)))
-    return {k: {t: int(n) for t, n in (after or {}).items()} for k, after in rows}
+    out: dict[str, dict[str, int]] = {}
+    for keyid, after in rows.tuples():
+        limits: dict[str, Any] = after or {}
+        out[keyid] = {str(t): int(n) for t, n in limits.items()}
+    return out
 
 
 def _quarantine(c: Candidate, code: str, message: str, stage: str) -> Rejection:
@@ -118,44 +124,46 @@ def store_events(session: Session, candidates: Sequence[Candidate],
     moved: dict[tuple[str, str, int], int] = {}
     revoked = _revoked(session, {c.keyid for c in candidates})
     now = datetime.now(UTC)
-    for c in candidates:
-        ev = c.event
-        if c.keyid in revoked:
-            why = revocation_violation(c.keyid, ev.source, revoked[c.keyid], c.record.topic, ev.seq)
-            if why is not None:
-                out.rejections.append(_quarantine(c, "key.revoked", why, "verify"))
+    with session.no_autoflush:  # projections flush where they must
+        for c in candidates:
+            ev = c.event
+            if c.keyid in revoked:
+                why = revocation_violation(c.keyid, ev.source, revoked[c.keyid], c.record.topic, ev.seq)
+                if why is not None:
+                    out.rejections.append(_quarantine(c, "key.revoked", why, "verify"))
+                    continue
+            key = (ev.source, ev.id)
+            prior = existing.get(key)
+            if prior is not None:
+                if prior == c.record.value:
+                    out.duplicates += 1
+                else:
+                    out.rejections.append(_quarantine(
+                        c, "event.equivocation",
+                        f"{ev.source} already sent event {ev.id} with different bytes; an event id "
+                        "is used once (a resend must be byte-identical)", "dedupe"))
                 continue
-        key = (ev.source, ev.id)
-        prior = existing.get(key)
-        if prior is not None:
-            if prior == c.record.value:
-                out.duplicates += 1
-            else:
-                out.rejections.append(_quarantine(
-                    c, "event.equivocation",
-                    f"{ev.source} already sent event {ev.id} with different bytes; an event id "
-                    "is used once (a resend must be byte-identical)", "dedupe"))
-            continue
-        seq = ev.seq
-        if seq is not None and c.record.partition is not None:
-            pos = (ev.source, c.record.topic, c.record.partition)
-            prev = moved.get(pos, last.get(pos))
-            if prev is not None and seq <= prev:
-                out.rejections.append(_quarantine(
-                    c, "seq.reordered",
-                    f"stationseq {seq} from {ev.source} on {c.record.topic}[{c.record.partition}] "
-                    f"is not after the last accepted {prev}; send events in order and never "
-                    "reuse a number", "sequence"))
-                continue
-            moved[pos] = seq
-        existing[key] = ev.value
-        session.add(EventRow(
-            source=ev.source, event_id=ev.id, type=ev.type, subject=ev.subject,
-            time=parse_time(ev.envelope.time), stationseq=seq, topic=c.record.topic,
-            partition=c.record.partition, offset=c.record.offset, cause=c.cause,
-            keyid=c.keyid, signature=c.signature, value=ev.value, recorded=now))
-        project(session, ev)
-        out.stored.append(c)
+            seq = ev.seq
+            if seq is not None and c.record.partition is not None:
+                pos = (ev.source, c.record.topic, c.record.partition)
+                prev = moved.get(pos, last.get(pos))
+                if prev is not None and seq <= prev:
+                    out.rejections.append(_quarantine(
+                        c, "seq.reordered",
+                        f"stationseq {seq} from {ev.source} on {c.record.topic}[{c.record.partition}] "
+                        f"is not after the last accepted {prev}; send events in order and never "
+                        "reuse a number", "sequence"))
+                    continue
+                moved[pos] = seq
+            existing[key] = ev.value
+            session.add(EventRow(
+                source=ev.source, event_id=ev.id, type=ev.type, subject=ev.subject,
+                time=parse_time(ev.envelope.time), stationseq=seq, topic=c.record.topic,
+                partition=c.record.partition, offset=c.record.offset, cause=c.cause,
+                keyid=c.keyid, signature=c.signature, value=ev.value, recorded=now))
+            project(session, ev)
+            out.stored.append(c)
+    session.flush()
     upsert(session, StationPosition.__table__,  # type: ignore[arg-type]
            [{"station_id": k[0], "topic": k[1], "partition": k[2], "last_seq": v}
             for k, v in moved.items()], ["station_id", "topic", "partition"])

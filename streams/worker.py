@@ -22,6 +22,7 @@ from linetrace.schemas.topics import ALL_TOPICS, INPUT_TOPICS
 
 from .broker import wait_for_topics
 from .processor import BatchProcessor
+from .restart_guard import BrokerRestartGuard
 
 log = logging.getLogger("linetrace.worker")
 
@@ -65,7 +66,13 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
         producer_acks=-1,
     )
 
-    @app.on_before_shutdown.connect  # type: ignore[misc]
+    guard = BrokerRestartGuard(app)  # follows the embedded broker through a restart
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def _guard_fetches(app_: faust.App, *_: Any, **__: Any) -> None:
+        guard.install()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _shutdown(app_: faust.App, **_: Any) -> None:
         await processor.stop()
         ledger.close()

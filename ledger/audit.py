@@ -1,0 +1,292 @@
+"""`linetrace verify-ledger`: check the whole database against its own leaves and checkpoints.
+
+The leaves are the record; everything else is checked against them:
+- the tree is recomputed from the leaf bytes (O(n)) and compared with every stored subtree
+  row, the head, every stored checkpoint (signature, root, consistency proof) and every
+  checkpoint held elsewhere (`--checkpoints DIR`): a log rewritten and re-signed with the
+  plant key still disagrees with checkpoints customers already hold;
+- each leaf must match its `events` row (bytes, key id, signature, source position) and every
+  leaf-bearing event row must have a leaf;
+- the genealogy tables are rebuilt from the leaf values into a scratch in-memory SQLite with the
+  writer's own projections and compared row by row on natural keys (surrogate ids differ
+  between databases), so an edited, inserted or deleted row is reported by table and key;
+- every sealed HBOM must still hash to what its `unit.sealed` leaf says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, inspect, select
+from sqlalchemy.orm import Session
+
+from linetrace.schemas import bodies as b
+from linetrace.schemas.envelope import SYSTEM_SOURCE, decode_event
+from linetrace.schemas.topics import LEAF_TOPICS, TOPIC_OF_TYPE
+
+from . import merkle
+from .checkpoints import read_checkpoints
+from .db import Ledger
+from .errors import LedgerError
+from .log import LogCheckpoint, LogHead, LogLeaf, LogSubtree
+from .models import (
+    Base,
+    EventRow,
+    Firmware,
+    Install,
+    Lot,
+    LotSerial,
+    Measurement,
+    Operation,
+    Station,
+    StationKey,
+    TestRun,
+    Unit,
+)
+from .note import VerifierKey, open_checkpoint
+from .projections import project
+from .system_events import SealedHbom
+from .verify import LeafMalformed, Src, chain_of, parse_leaf
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # edited | inserted | deleted | invalid
+    table: str
+    key: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.table} [{self.key}]: {self.detail}"
+
+
+@dataclass
+class AuditReport:
+    tree_size: int = 0
+    root: bytes = merkle.EMPTY_ROOT
+    checkpoints: int = 0
+    held_checkpoints: int = 0
+    rows_compared: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+
+def _aware(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return (v if v.tzinfo else v.replace(tzinfo=UTC)).astimezone(UTC)
+    return v
+
+
+def _same_src(src: Src, ev: EventRow) -> bool:
+    if "cause" in src:
+        return src["cause"] == ev.cause
+    return (src["topic"], src["partition"], src["offset"]) == (ev.topic, ev.partition, ev.offset)
+
+
+def _audit_log(s: Session, rep: AuditReport) -> tuple[merkle.MemoryTree, list[LogLeaf]]:
+    add = rep.findings.append
+    tree = merkle.MemoryTree()
+    heads: dict[tuple[str, str], bytes] = {}
+    events = {r.seq: r for r in s.scalars(select(EventRow))}
+    leaves = list(s.scalars(select(LogLeaf).order_by(LogLeaf.idx)))
+    with_leaf: set[int] = set()
+    for row in leaves:
+        if row.idx != tree.size:
+            add(Finding("deleted", "log_leaves", f"idx={tree.size}",
+                        f"leaves {tree.size}..{row.idx - 1} are missing"))
+        digest = merkle.leaf_hash(row.data)
+        tree.append(digest)
+        where = f"idx={row.idx}"
+        try:
+            leaf = parse_leaf(row.data)
+            event = decode_event(leaf.value)
+        except (LeafMalformed, LedgerError, ValueError) as e:
+            add(Finding("edited", "log_leaves", where, f"leaf bytes are not a valid leaf: {e}"))
+            continue
+        chain = chain_of(event)
+        if (row.chain_topic, row.subject) != chain:
+            add(Finding("edited", "log_leaves", where, f"chain columns are not {chain}"))
+        if leaf.unit_prev != heads.get(chain):
+            add(Finding("edited", "log_leaves", where, "unit_prev does not link to the chain's "
+                        "previous leaf"))
+        heads[chain] = digest
+        ev = events.get(row.event_seq)
+        with_leaf.add(row.event_seq)
+        if ev is None:
+            add(Finding("deleted", "events", f"seq={row.event_seq}", f"leaf {row.idx}'s event row "
+                        "is gone"))
+        elif (ev.value, ev.keyid, ev.signature, ev.event_id) != (
+                leaf.value, leaf.keyid, leaf.signature, event.id) or not _same_src(leaf.src, ev):
+            add(Finding("edited", "events", f"seq={ev.seq} {ev.source}/{ev.event_id}",
+                        f"row differs from leaf {row.idx}"))
+    for ev in events.values():
+        bearing = ev.source == SYSTEM_SOURCE or TOPIC_OF_TYPE.get(ev.type) in LEAF_TOPICS
+        if bearing and ev.seq not in with_leaf:
+            add(Finding("inserted", "events", f"seq={ev.seq} {ev.source}/{ev.event_id}",
+                        f"{ev.type} has no leaf in the log"))
+    head = s.scalar(select(LogHead.size).where(LogHead.id == 1)) or 0
+    if head != tree.size:
+        add(Finding("edited", "log_head", "id=1", f"size {head}, the leaves make {tree.size}"))
+    stored = {(r.level, r.idx): r.hash for r in s.scalars(select(LogSubtree))}
+    computed = tree.get_many([k for k in stored])
+    for key, h in stored.items():
+        if key not in computed:
+            add(Finding("inserted", "log_subtrees", f"level={key[0]} idx={key[1]}",
+                        "no such complete subtree in the recomputed tree"))
+        elif computed[key] != h:
+            add(Finding("edited", "log_subtrees", f"level={key[0]} idx={key[1]}",
+                        "hash differs from the recomputed one"))
+    n = tree.size
+    missing = [(lv, ix) for lv in range(n.bit_length()) for ix in range(n >> lv)
+               if (lv, ix) not in stored]
+    for lv, ix in missing[:20]:
+        add(Finding("deleted", "log_subtrees", f"level={lv} idx={ix}", "complete-subtree row "
+                    "is missing"))
+    rep.tree_size, rep.root = tree.size, tree.root()
+    return tree, leaves
+
+
+def _root_at(tree: merkle.MemoryTree, size: int) -> bytes | None:
+    return tree.root(size) if size <= tree.size else None
+
+
+def _audit_checkpoints(s: Session, tree: merkle.MemoryTree, verifier: VerifierKey,
+                       held: Path | None, rep: AuditReport) -> None:
+    add = rep.findings.append
+    for row in s.scalars(select(LogCheckpoint).order_by(LogCheckpoint.size)):
+        rep.checkpoints += 1
+        where = f"size={row.size}"
+        try:
+            cp = open_checkpoint(row.note, verifier)
+        except LedgerError as e:
+            add(Finding("invalid", "log_checkpoints", where, str(e)))
+            continue
+        if cp.size != row.size or cp.root != row.root:
+            add(Finding("edited", "log_checkpoints", where, "size/root columns differ from the "
+                        "signed note"))
+        if _root_at(tree, cp.size) != cp.root:
+            add(Finding("invalid", "log_checkpoints", where, "the leaves no longer produce this "
+                        "signed root: the log was edited after it was checkpointed"))
+    if held is None:
+        return
+    try:
+        checkpoints, _ = read_checkpoints(held, verifier)
+    except LedgerError as e:
+        add(Finding("invalid", "held-checkpoints", str(held), str(e)))
+        return
+    for cp in checkpoints:
+        rep.held_checkpoints += 1
+        if cp.size > tree.size:
+            add(Finding("deleted", "log_leaves", f"idx>={tree.size}", f"a held checkpoint has "
+                        f"{cp.size} leaves: the log was truncated"))
+        elif _root_at(tree, cp.size) != cp.root:
+            add(Finding("invalid", "held-checkpoints", f"size={cp.size}", "the stored log does "
+                        "not produce this root that was signed and exported earlier: the log "
+                        "was rewritten (and possibly re-signed)"))
+
+
+# --- Genealogy ---------------------------------------------------------------------------------
+
+KeyFn = Callable[[Any], tuple[Any, ...]]
+
+
+def _rows(s: Session, model: type[Base], key: KeyFn, skip: Iterable[str],
+          where: Callable[[Any], bool] = lambda r: True) -> dict[tuple[Any, ...], dict[str, Any]]:
+    table = inspect(model).local_table
+    cols = [c.key for c in table.columns if c.key not in skip]
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    seen: dict[tuple[Any, ...], int] = {}
+    for r in s.scalars(select(model).order_by(*inspect(model).primary_key)):
+        if not where(r):
+            continue
+        base = key(r)
+        n = seen.get(base, 0)  # rows sharing a natural key are told apart by their order
+        seen[base] = n + 1
+        out[(*base, n)] = {c: _aware(getattr(r, c)) for c in cols}
+    return out
+
+
+def _tables(s: Session, plant_keyid: str) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
+    tests = {t.id: t.event_id for t in s.scalars(select(TestRun))}
+    return {
+        "units": _rows(s, Unit, lambda r: (r.serial,), ()),
+        "operations": _rows(s, Operation, lambda r: (r.serial, r.transaction_id), ("id",)),
+        "installs": _rows(s, Install, lambda r: (r.installed_event,), ("id",)),
+        "tests": _rows(s, TestRun, lambda r: (r.event_id,), ("id",)),
+        "measurements": _rows(s, Measurement, lambda r: (tests.get(r.test_id),),
+                              ("id", "test_id")),
+        "firmware": _rows(s, Firmware, lambda r: (r.event_id,), ("id",)),
+        "lots": _rows(s, Lot, lambda r: (r.lot,), ()),
+        "lot_serials": _rows(s, LotSerial, lambda r: (r.lot, r.serial), ()),
+        "stations": _rows(s, Station, lambda r: (r.station_id,), (),
+                          lambda r: r.station_id != SYSTEM_SOURCE),
+        "station_keys": _rows(s, StationKey, lambda r: (r.keyid,), (),
+                              lambda r: not (r.keyid == plant_keyid
+                                             and r.station_id == SYSTEM_SOURCE)),
+    }
+
+
+def _rebuild(leaves: Iterable[LogLeaf]) -> Session:
+    scratch = create_engine("sqlite://")
+    Base.metadata.create_all(scratch)
+    s = Session(scratch)
+    for row in leaves:
+        try:
+            project(s, decode_event(parse_leaf(row.data).value))
+        except (LeafMalformed, LedgerError, ValueError):
+            continue  # already reported by the log audit
+    s.flush()
+    return s
+
+
+def _diff(table: str, stored: dict[tuple[Any, ...], dict[str, Any]],
+          derived: dict[tuple[Any, ...], dict[str, Any]], rep: AuditReport) -> None:
+    add = rep.findings.append
+    for key in stored.keys() | derived.keys():
+        name = ", ".join(map(str, key[:-1])) + (f" #{key[-1]}" if key[-1] else "")
+        got, want = stored.get(key), derived.get(key)
+        if want is None:
+            add(Finding("inserted", table, name, "row not derivable from the leaves"))
+        elif got is None:
+            add(Finding("deleted", table, name, "row the leaves produce is missing"))
+        else:
+            rep.rows_compared += 1
+            changed = [f"{c}: {got[c]!r} in the table, {want[c]!r} from the leaves"
+                       for c in want if got.get(c) != want[c]]
+            if changed:
+                add(Finding("edited", table, name, "; ".join(changed)))
+
+
+def _audit_hboms(s: Session, rep: AuditReport) -> None:
+    sealed = {e.event_id: e.value for e in s.scalars(
+        select(EventRow).where(EventRow.type == "unit.sealed"))}
+    for row in s.scalars(select(SealedHbom)):
+        body = decode_event(sealed[row.sealed_event]).body if row.sealed_event in sealed else None
+        digest = hashlib.sha256(row.data).hexdigest()
+        if not isinstance(body, b.UnitSealed) or body.hbom_sha256 != digest:
+            rep.findings.append(Finding("edited", "hboms", f"sealed_event={row.sealed_event}",
+                                        "HBOM bytes do not hash to the sealed SHA-256"))
+
+
+def audit_ledger(ledger: Ledger, verifier: VerifierKey, plant_keyid: str,
+                 held: Path | None = None) -> AuditReport:
+    """Everything `verify-ledger` checks; findings are empty when the ledger is intact."""
+    rep = AuditReport()
+    with ledger.reader() as s:
+        tree, leaves = _audit_log(s, rep)
+        _audit_checkpoints(s, tree, verifier, held, rep)
+        stored = _tables(s, plant_keyid)
+        _audit_hboms(s, rep)
+    scratch = _rebuild(leaves)
+    try:
+        derived = _tables(scratch, plant_keyid)
+    finally:
+        scratch.close()
+    for table, rows in stored.items():
+        _diff(table, rows, derived[table], rep)
+    rep.findings.sort(key=lambda f: (f.table, f.key))
+    return rep

@@ -1,0 +1,190 @@
+"""Evidence bundles: everything an auditor needs to check one sealed unit offline.
+
+A bundle is a directory (the console zips it): the unit's leaves, those of the sub-assemblies
+sealed with it, the `material.received` + `material.checked` leaves of every lot its parts came
+from, the `station.enrolled` leaves of every station that signed one of those events, one
+inclusion proof per leaf against one signed checkpoint, the sealed HBOM bytes, the previous
+checkpoint with the consistency proof to this one, and a README. `linetrace verify` (verify.py)
+checks it with the plant's verifier key and nothing else. Layout: docs/evidence.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from linetrace.schemas import bodies as b
+from linetrace.schemas.envelope import SYSTEM_SOURCE, Event, decode_event
+from linetrace.schemas.topics import EVENTS, RECEIPTS
+
+from . import merkle
+from .checkpoints import ConsistencyLink, write_checkpoints
+from .db import Ledger
+from .errors import LedgerError
+from .hbom import as_built
+from .log import (
+    LogCheckpoint,
+    LogLeaf,
+    SqlSubtrees,
+    chain_leaves,
+    latest_checkpoint,
+    links_of,
+    maybe_checkpoint,
+)
+from .models import EventRow
+from .note import Signer
+from .system_events import SealedHbom
+from .verify import (
+    BUNDLE_FORMAT,
+    CHECKPOINT,
+    HBOM,
+    HISTORY,
+    MANIFEST,
+    README,
+    leaf_file,
+    parse_leaf,
+    proof_file,
+)
+
+
+class NotSealed(LedgerError):
+    """Evidence is only made for sealed units (the seal is what the bundle proves)."""
+
+    code = "evidence.not_sealed"
+
+
+class BundleExists(LedgerError):
+    code = "evidence.exists"
+
+
+@dataclass(frozen=True)
+class EvidenceSummary:
+    unit: str
+    tree_size: int
+    leaves: int
+    directory: Path
+
+
+def _decode(row: LogLeaf) -> Event:
+    return decode_event(parse_leaf(row.data).value)
+
+
+def _prove(session: Session, indexes: Sequence[int], size: int) -> dict[int, list[bytes]]:
+    """Inclusion proofs of many leaves with one query for all their rows."""
+    keys = list(dict.fromkeys(k for i in indexes for k in merkle.inclusion_proof_keys(i, size)))
+    rows = SqlSubtrees(session).get_many(keys)
+
+    class Rows:
+        def get(self, level: int, index: int) -> bytes:
+            return rows[(level, index)]
+
+    return {i: merkle.inclusion_proof(i, size, Rows()) for i in indexes}
+
+
+def _collect(session: Session, unit: str, size: int) -> tuple[list[LogLeaf], bytes]:
+    mine = [r for r in chain_leaves(session, EVENTS, unit) if r.idx < size]
+    seals = [(r, e) for r in mine if isinstance((e := _decode(r)).body, b.UnitSealed)]
+    if not seals:
+        raise NotSealed(f"unit {unit} has no unit.sealed leaf in the checkpointed log: it is not "
+                        "packed yet (or unknown; `linetrace units` lists units)")
+    seal_row, seal = seals[-1]
+    body = seal.body
+    assert isinstance(body, b.UnitSealed)
+    leaves = {r.idx: r for r in mine}
+    chains: dict[str, list[Event]] = {unit: [_decode(r) for r in mine if r.idx < seal_row.idx]}
+    for asm in body.assemblies:
+        sub = chain_leaves(session, EVENTS, asm.serial)
+        head = next((r for r in sub if merkle.leaf_hash(r.data).hex() == asm.chain_head), None)
+        if head is None:
+            raise LedgerError(f"sub-assembly {asm.serial}'s sealed chain head is not in the log; "
+                              "run `linetrace verify-ledger`")
+        upto = [r for r in sub if r.idx <= head.idx]
+        leaves.update({r.idx: r for r in upto})
+        chains[asm.serial] = [_decode(r) for r in upto]
+    built = as_built(unit, chains)
+    for lot in sorted({p.lot for p in built.parts if p.serial not in built.assemblies}):
+        leaves.update({r.idx: r for r in chain_leaves(session, RECEIPTS, lot) if r.idx < size})
+    sources = sorted({e.source for r in leaves.values() if (e := _decode(r)).source
+                      != SYSTEM_SOURCE})
+    enrolled = session.scalars(
+        select(LogLeaf).join(EventRow, EventRow.seq == LogLeaf.event_seq)
+        .where(EventRow.type.in_(["station.enrolled", "station.revoked"]),
+               EventRow.subject.in_(sources),
+               LogLeaf.idx < size))
+    leaves.update({r.idx: r for r in enrolled})
+    hbom = session.scalar(select(SealedHbom.data).where(SealedHbom.sealed_event == seal.id))
+    if hbom is None:
+        raise LedgerError(f"the HBOM sealed by {seal.id} is missing from `hboms`; run "
+                          "`linetrace verify-ledger`")
+    return [leaves[i] for i in sorted(leaves)], hbom
+
+
+def write_evidence(ledger: Ledger, unit: str, directory: Path, signer: Signer
+                   ) -> EvidenceSummary:
+    """Write the evidence bundle of a sealed unit into `directory` (new or empty)."""
+    if directory.exists() and any(directory.iterdir()):
+        raise BundleExists(f"{directory} is not empty; choose a new directory for the bundle")
+    maybe_checkpoint(ledger, signer, every_leaves=1, every_seconds=0)
+    with ledger.reader() as session:
+        cp = latest_checkpoint(session)
+        if cp is None:
+            raise NotSealed("the log is empty: nothing has been recorded yet")
+        rows, hbom = _collect(session, unit, cp.size)
+        proofs = _prove(session, [r.idx for r in rows], cp.size)
+        prev = session.get(LogCheckpoint, cp.prev_size) if cp.prev_size is not None else None
+    (directory / "leaves").mkdir(parents=True, exist_ok=True)
+    (directory / "proofs").mkdir(exist_ok=True)
+    for r in rows:
+        (directory / leaf_file(r.idx)).write_bytes(r.data)
+        doc = {"index": r.idx, "tree_size": cp.size,
+               "proof": [base64.b64encode(h).decode("ascii") for h in proofs[r.idx]]}
+        (directory / proof_file(r.idx)).write_text(json.dumps(doc, indent=1) + "\n")
+    (directory / CHECKPOINT).write_text(cp.note, encoding="utf-8")
+    (directory / HBOM).write_bytes(hbom)
+    history: list[tuple[int, str]] = [(cp.size, cp.note)]
+    links: list[ConsistencyLink] = links_of([cp])
+    if prev is not None:
+        history.insert(0, (prev.size, prev.note))
+    write_checkpoints(directory / HISTORY, signer.verifier, history, links)
+    manifest = {"format": BUNDLE_FORMAT, "unit": unit, "origin": signer.name,
+                "verifier_key": str(signer.verifier), "tree_size": cp.size,
+                "leaves": [r.idx for r in rows]}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    (directory / README).write_text(_readme(unit, cp.size, len(rows), str(signer.verifier)))
+    return EvidenceSummary(unit, cp.size, len(rows), directory)
+
+
+def _readme(unit: str, size: int, leaves: int, key: str) -> str:
+    return f"""# Evidence bundle for unit {unit}
+
+Made by linetrace from the plant's verifiable ledger: {leaves} ledger leaves proven in the
+signed checkpoint of tree size {size}. To check it, with nothing but `pip install linetrace`:
+
+    linetrace verify . --key '{key}'
+
+Get the verifier key from the plant through a channel you trust (not from this file), and pass
+`--checkpoints DIR` with checkpoints you received earlier or later (`linetrace checkpoint
+--export`) to prove this log is the one they describe.
+
+| path | what |
+|---|---|
+| `{MANIFEST}` | format, unit serial, tree size, leaf indexes (informational only) |
+| `{CHECKPOINT}` | the signed checkpoint (C2SP tlog-checkpoint, Ed25519 plant key) |
+| `leaves/<index>.leaf` | exact leaf bytes: RFC 8785 JSON of the event bytes, key id, signature, chain link, source |
+| `proofs/<index>.json` | RFC 9162 inclusion proof of that leaf in the checkpoint's tree |
+| `{HBOM}` | the CycloneDX 1.6 HBOM whose SHA-256 the `unit.sealed` leaf seals |
+| `{HISTORY}/` | this checkpoint, the previous one and the consistency proof between them |
+
+`verify` checks, in order: bundle, checkpoint (signature, origin), inclusion (every leaf, tree
+size from the checkpoint), leaves (canonical form, valid events), signatures (station events
+against `station.enrolled` leaves, system events against the plant key), unit-chain (every
+event from the first to `unit.sealed`, none missing or reordered), hbom-seal (SHA-256 of the
+HBOM), hbom-parts (the HBOM states exactly the installed parts and firmware), materials (every
+part's lot received and passed the approved-vendor check), consistency (with `--checkpoints`).
+"""

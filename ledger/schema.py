@@ -1,0 +1,73 @@
+"""The ledger's schema version: Alembic migrations, and the check every process makes.
+
+A brand-new database is created at the current revision. A database at an older revision is
+refused with a message saying to run `linetrace db upgrade` (the worker never migrates
+silently: in production an operator decides when the schema changes).
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+
+from .errors import LedgerError
+
+
+class SchemaOutOfDate(LedgerError):
+    code = "db.schema_out_of_date"
+
+
+class SchemaUnknown(LedgerError):
+    code = "db.schema_unknown"
+
+
+def _config(engine: Engine | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(files("linetrace.ledger") / "migrations"))
+    return cfg
+
+
+def head() -> str:
+    head_rev = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head_rev is not None
+    return head_rev
+
+
+def current(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Migrate to `revision`; returns (from, to)."""
+    before = current(engine)
+    cfg = _config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    return before, current(engine) or ""
+
+
+def ensure_current(engine: Engine, *, create: bool = True) -> None:
+    """Create an empty database at head; refuse one that is behind (or unknown)."""
+    rev = current(engine)
+    if rev == head():
+        return
+    if rev is None:
+        tables = set(inspect(engine).get_table_names())
+        if not tables and create:
+            upgrade(engine)
+            return
+        if tables:
+            raise SchemaUnknown(
+                "the ledger database has tables but no schema revision; point LINETRACE_DB at "
+                "a linetrace ledger (or an empty database)")
+        raise SchemaOutOfDate("the ledger database is empty; run `linetrace db upgrade`")
+    raise SchemaOutOfDate(
+        f"the ledger database schema is at revision {rev}, this linetrace needs {head()}; "
+        "run `linetrace db upgrade` (back up the database first)")
