@@ -38,7 +38,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
     _need_worker_extra()
-    from linetrace.streams.broker import EmbeddedBroker, ensure_topics
+    from linetrace.streams.broker import EmbeddedBroker
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     (settings.data_dir / "logs").mkdir(exist_ok=True)
@@ -48,7 +48,7 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(sig, lambda *_: stop.set())
     broker.start()
     try:
-        done = asyncio.run(ensure_topics(broker.bootstrap, fix_wrong_counts=True))
+        done = asyncio.run(_ensure_topics_racing_clients(broker.bootstrap))
         write_atomic(settings.broker_file, f"kafka://{broker.bootstrap}\n")
         print(f"embedded broker on kafka://{broker.bootstrap} ({len(done)} topics ready); "
               f"wrote {settings.broker_file}", flush=True)
@@ -65,6 +65,33 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
         except OSError:
             pass
         broker.stop()
+
+
+async def _ensure_topics_racing_clients(bootstrap: str, attempts: int = 50) -> dict[str, str]:
+    """Create/fix the topics, again while clients keep auto-creating them.
+
+    When the embedded broker restarts under running clients (workers, consumers that ask for
+    metadata), they auto-create topics with 4 partitions, possibly between our delete and our
+    create; each pass fixes what it finds until a pass finds every count right.
+    """
+    from aiokafka.errors import KafkaError
+
+    from linetrace.streams.broker import ensure_topics
+    from linetrace.streams.errors import BrokerError
+
+    for attempt in range(attempts):
+        try:
+            done = await ensure_topics(bootstrap, fix_wrong_counts=True)
+        except (BrokerError, KafkaError) as e:
+            if getattr(e, "code", "") not in ("broker.partitions", "") or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.1)
+            continue
+        if all(what == "ok" for what in done.values()) or attempt == attempts - 1:
+            return done
+        # something was created or recreated: check again, a client may have raced us
+        await asyncio.sleep(0.2)
+    raise AssertionError("unreachable")
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
@@ -100,7 +127,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     open_ledger(settings).close()  # creates the SQLite file's folder and schema
     run_worker(WorkerConfig(bootstrap=bootstrap, db_url=settings.db, data_dir=settings.data_dir,
                             group=settings.group, batch_size=settings.batch_size,
-                            batch_window=settings.batch_window, log_level=settings.log_level))
+                            batch_window=settings.batch_window, log_level=settings.log_level,
+                            origin=settings.origin,
+                            checkpoint_leaves=settings.checkpoint_leaves,
+                            checkpoint_seconds=settings.checkpoint_seconds))
     return 0
 
 
@@ -120,9 +150,20 @@ def station_key(stations_dir: Path, station_id: str) -> Ed25519PrivateKey:
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     _need_worker_extra()
-    from linetrace.stations.simulator import LineConfig, run_line, station_roster
+    from linetrace.stations.errors import StationError
+    from linetrace.stations.simulator import (
+        LineConfig, generate_line, parse_faults, run_line, station_roster,
+    )
 
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
+    try:
+        config = LineConfig(units=args.units, seed=seed, speed=args.speed, rate=args.rate,
+                            product=args.product, faults=parse_faults(args.faults),
+                            burnin_seconds=args.burnin_seconds)
+        plan = generate_line(config)  # refuses a bad config before anything is enrolled
+    except StationError as e:
+        print(f"linetrace: {e}", file=sys.stderr)
+        return 2
     if args.seed is None:
         print(f"seed {seed} (run again with --seed {seed} to reproduce)", flush=True)
     seeds_file = settings.data_dir / "sim" / "seeds.json"
@@ -139,7 +180,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     stations_dir = settings.data_dir / "stations"
     keys = {}
     enrolled: list[SystemEvent] = []
-    for station_id, station_type in station_roster():
+    for station_id, station_type in station_roster(config.product):
         keys[station_id] = station_key(stations_dir, station_id)
         event, _new = enroll_station(ledger, plant, station_id, station_type,
                                      keys[station_id].public_key())
@@ -147,7 +188,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     ledger.close()
     publish_system_events(settings, enrolled)
     write_atomic(seeds_file, json.dumps(seeds + [seed]))
-    config = LineConfig(units=args.units, seed=seed, speed=args.speed)
-    summary = asyncio.run(run_line(config, keys, bootstrap, stations_dir))
-    print(f"simulation done: {summary}", flush=True)
+    summary = asyncio.run(run_line(config, keys, bootstrap, stations_dir, plan=plan,
+                                   plant_key=plant.public_key()))
+    print(f"simulation done: {json.dumps(summary.to_json())}", flush=True)
     return 0

@@ -15,7 +15,7 @@ from .settings import SETTINGS, ConfigurationError, Settings, load
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 #: Modules under cli/ that add their own subcommands with `register(subparsers, common)`.
-COMMAND_MODULES: tuple[str, ...] = ("routes_cmds", "burnin_cmds")
+COMMAND_MODULES: tuple[str, ...] = ("routes_cmds", "burnin_cmds", "proof_cmds")
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
@@ -71,9 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="create missing topics (a wrong count on your own Kafka is an error)")
     add("worker", ln.cmd_worker, "run the Faust worker: ingest, ledger writer")
     sim = add("simulate", ln.cmd_simulate, "simulate the line against the configured broker")
-    sim.add_argument("--units", type=int, default=10)
+    sim.add_argument("--units", type=int, default=10, help="servers to build")
     sim.add_argument("--seed", type=int)
-    sim.add_argument("--speed", type=float, default=0.0)
+    sim.add_argument("--speed", type=float, default=0.0,
+                     help="simulated seconds per wall second (0 = as fast as possible)")
+    sim.add_argument("--rate", type=float, default=0.0, help="max events/s sent (0 = no cap)")
+    sim.add_argument("--product", choices=["A", "B", "mix"], default="A",
+                     help="A (8-GPU HGX + its PCBA), B (8-card PCIe) or mix (A, B alternating)")
+    sim.add_argument("--faults", default="none",
+                     help="comma-separated faults of DOMAIN.md §9, each optionally NAME:N (the "
+                          "server, lot or PCBA it strikes), or none; see docs/simulator.md")
+    sim.add_argument("--burnin-seconds", type=int, default=60,
+                     help="simulated seconds of burn-in telemetry per unit (default 60)")
 
     u = add("units", lc.cmd_units, "list units with state and step")
     u.add_argument("--json", action="store_true")
@@ -171,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as e:
         print(f"linetrace: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `linetrace ... | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
     except Exception as e:
         code = getattr(e, "code", None)
         if code is None:

@@ -79,11 +79,11 @@ def cmd_evidence(args: argparse.Namespace, settings: Settings) -> int:
 
     from .ledger_cmds import open_ledger
 
-    out = write_evidence(open_ledger(settings), args.serial, Path(args.output), _signer(settings))
+    signer = _signer(settings)
+    out = write_evidence(open_ledger(settings), args.serial, Path(args.output), signer)
     print(f"evidence for {out.unit}: {out.leaves} leaves proven in the checkpoint of tree size "
           f"{out.tree_size}, written to {out.directory}")
-    print(f"check it with: linetrace verify {out.directory} --key "
-          f"'{_signer(settings).verifier}'")
+    print(f"check it with: linetrace verify {out.directory} --key '{signer.verifier}'")
     return 0
 
 

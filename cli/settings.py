@@ -44,6 +44,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Most events the worker writes in one DB transaction."),
     Setting("batch_window", "LINETRACE_BATCH_WINDOW", "0.05",
             "Seconds the worker waits to fill a batch before writing what it has."),
+    Setting("checkpoint_leaves", "LINETRACE_CHECKPOINT_LEAVES", "1000",
+            "The worker signs a log checkpoint once the log grew by this many leaves..."),
+    Setting("checkpoint_seconds", "LINETRACE_CHECKPOINT_SECONDS", "60",
+            "...or grew at all and the last checkpoint is this many seconds old."),
     Setting("log_level", "LINETRACE_LOG_LEVEL", "info", "debug, info, warning or error."),
 )
 
@@ -57,6 +61,8 @@ class Settings:
     group: str
     batch_size: int
     batch_window: float
+    checkpoint_leaves: int
+    checkpoint_seconds: float
     log_level: str
     sources: Mapping[str, str]
 
@@ -126,8 +132,13 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
     try:
         batch_size = int(raw.get("batch_size", "500"))
         batch_window = float(raw.get("batch_window", "0.05"))
+        checkpoint_leaves = int(raw.get("checkpoint_leaves", "1000"))
+        checkpoint_seconds = float(raw.get("checkpoint_seconds", "60"))
     except ValueError as e:
-        raise ConfigurationError(f"LINETRACE_BATCH_SIZE / LINETRACE_BATCH_WINDOW: {e}") from None
+        raise ConfigurationError(f"a numeric LINETRACE_* setting is not a number: {e}") from None
+    if checkpoint_leaves < 1 or checkpoint_seconds <= 0:
+        raise ConfigurationError("LINETRACE_CHECKPOINT_LEAVES must be >= 1 and "
+                                 "LINETRACE_CHECKPOINT_SECONDS > 0")
     if batch_size < 1 or batch_window <= 0:
         raise ConfigurationError("LINETRACE_BATCH_SIZE must be >= 1 and LINETRACE_BATCH_WINDOW > 0")
     broker = raw.get("broker")
@@ -138,7 +149,8 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
         raise ConfigurationError(f"LINETRACE_LOG_LEVEL={level!r}: use debug, info, warning or error")
     return Settings(data_dir=ddir, db=db, broker=broker, origin=raw.get("origin", "linetrace.local/ledger/v1"),
                     group=raw.get("group", "linetrace-worker"), batch_size=batch_size,
-                    batch_window=batch_window, log_level=level, sources=sources)
+                    batch_window=batch_window, checkpoint_leaves=checkpoint_leaves,
+                    checkpoint_seconds=checkpoint_seconds, log_level=level, sources=sources)
 
 
 assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)} - {"sources"}

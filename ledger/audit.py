@@ -51,7 +51,7 @@ from .models import (
 from .note import VerifierKey, open_checkpoint
 from .projections import project
 from .system_events import SealedHbom
-from .verify import LeafMalformed, Src, chain_of, parse_leaf
+from .leaf import LeafMalformed, Src, chain_of, parse_leaf
 
 
 @dataclass(frozen=True)

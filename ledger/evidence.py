@@ -28,6 +28,7 @@ from .checkpoints import ConsistencyLink, write_checkpoints
 from .db import Ledger
 from .errors import LedgerError
 from .hbom import as_built
+from .leaf import parse_leaf
 from .log import (
     LogCheckpoint,
     LogLeaf,
@@ -48,7 +49,6 @@ from .verify import (
     MANIFEST,
     README,
     leaf_file,
-    parse_leaf,
     proof_file,
 )
 

@@ -26,11 +26,11 @@ from . import merkle
 from .checkpoints import ConsistencyLink, write_checkpoints
 from .db import Ledger
 from .errors import LedgerError
+from .leaf import Leaf, cause_src, chain_of, station_src
 from .models import Base, EventRow
 from .note import Checkpoint, Signer, VerifierKey, sign_checkpoint
 from .records import Candidate
-from .sql import insert_ignore
-from .verify import Leaf, cause_src, chain_of, station_src
+from .sql import insert_ignore, keys_in
 
 _CHUNK = 200  # terms per query: SQLite parses an OR chain as one expression of this depth
 
@@ -82,15 +82,6 @@ class LogCheckpoint(Base):
     consistency: Mapped[bytes] = mapped_column(LargeBinary)  # concatenated 32-byte hashes
 
 
-def pairs_in(session: Session, a: Any, b: Any, pairs: Sequence[tuple[Any, Any]]
-             ) -> ColumnElement[bool]:
-    """`(a, b) IN pairs` that uses the index on (a, b): SQLite scans the whole table for a
-    row-value IN list, but searches the index once per term of an OR of ANDs."""
-    if session.get_bind().dialect.name == "sqlite":
-        return or_(*(and_(a == x, b == y) for x, y in pairs))
-    return tuple_(a, b).in_(list(pairs))
-
-
 def is_leaf_bearing(event: Event) -> bool:
     """CONTRACTS.md: events on line.events/receipts/stations, and every system event."""
     return event.source == SYSTEM_SOURCE or TOPIC_OF_TYPE.get(event.type) in LEAF_TOPICS
@@ -121,8 +112,8 @@ class SqlSubtrees:
         out: dict[merkle.SubtreeKey, bytes] = {}
         for i in range(0, len(keys), _CHUNK):
             rows = self.session.execute(
-                select(LogSubtree.level, LogSubtree.idx, LogSubtree.hash).where(pairs_in(
-                    self.session, LogSubtree.level, LogSubtree.idx, keys[i : i + _CHUNK])))
+                select(LogSubtree.level, LogSubtree.idx, LogSubtree.hash).where(keys_in(
+                    self.session, (LogSubtree.level, LogSubtree.idx), keys[i : i + _CHUNK])))
             out.update({(r[0], r[1]): r[2] for r in rows})
         return out
 

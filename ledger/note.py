@@ -108,7 +108,8 @@ class VerifierKey:
     @classmethod
     def parse(cls, text: str) -> VerifierKey:
         """Parse `name+hex(keyid)+base64(0x01 || pubkey)` (what `--key` takes)."""
-        parts = text.strip().split("+")
+        # The name cannot contain "+", the base64 key often does: split at the first two only.
+        parts = text.strip().split("+", 2)
         if len(parts) != 3 or not _HEX8.fullmatch(parts[1]):
             raise VerifierKeyMalformed(
                 "a verifier key looks like name+8 hex digits+base64, e.g. "

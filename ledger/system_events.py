@@ -44,7 +44,7 @@ from .models import Base, Lot, StationKey
 from .projections import record_station_key
 from .records import Candidate, SourceRecord
 from .sql import insert_ignore
-from .verify import parse_leaf
+from .leaf import parse_leaf
 
 _HBOM_NS = uuid.UUID("0b8f0a52-6c1e-5d0a-9a55-68626f6d0001")
 

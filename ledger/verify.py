@@ -1,14 +1,9 @@
-"""The leaf format of the log, and the offline verification of an evidence bundle.
+"""Offline verification of an evidence bundle: every check of LEDGER.md, in order.
 
 An auditor runs this with the base install and no database, broker or Faust: it imports
-neither SQLAlchemy nor Kafka clients (a test keeps it so). The leaf format lives here because
-the verifier is its reader of record; the log (`log.py`) writes leaves with `Leaf.encode`.
-
-A leaf is the RFC 8785 (JCS) encoding of
-`{v: 1, value: base64(exact event bytes), keyid, signature: base64, unit_prev, src}` where
-`unit_prev` is the hex leaf hash of the previous leaf of the same chain (same subject on the
-same topic, e.g. one unit's events on line.events), or null for the first, and `src` is
-`{topic, partition, offset}` for station events or `{cause: <id>}` for system events.
+neither SQLAlchemy nor Kafka clients (a test keeps it so). It trusts nothing in the bundle but
+what the plant's verifier key signed: sizes and roots come from the signed checkpoint, station
+keys from plant-signed `station.enrolled` leaves, the HBOM from the plant-signed seal.
 """
 
 from __future__ import annotations
@@ -17,13 +12,10 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -36,10 +28,10 @@ from linetrace.schemas.topics import EVENTS, TOPIC_OF_TYPE
 from .checkpoints import prove_consistent, read_checkpoints
 from .errors import LedgerError
 from .hbom import AsBuilt, HbomMalformed, as_built, expected_content, read_hbom
-from .merkle import HASH_SIZE, leaf_hash, verify_inclusion
+from .leaf import Leaf, LeafMalformed, chain_of, parse_leaf
+from .merkle import leaf_hash, verify_inclusion
 from .note import Checkpoint, VerifierKey, open_checkpoint
 
-LEAF_VERSION = 1
 BUNDLE_FORMAT = "linetrace-evidence/1"
 MANIFEST, CHECKPOINT, HBOM, README = "manifest.json", "checkpoint.txt", "hbom.cdx.json", "README.md"
 LEAVES, PROOFS, HISTORY = "leaves", "proofs", "history"
@@ -47,10 +39,6 @@ LEAVES, PROOFS, HISTORY = "leaves", "proofs", "history"
 #: The checks `linetrace verify` runs, in order; a failure names one of them.
 CHECKS = ("bundle", "checkpoint", "inclusion", "leaves", "signatures", "unit-chain",
           "hbom-seal", "hbom-parts", "materials", "consistency")
-
-
-class LeafMalformed(LedgerError):
-    code = "leaf.malformed"
 
 
 class VerificationFailed(LedgerError):
@@ -62,104 +50,6 @@ class VerificationFailed(LedgerError):
         super().__init__(f"{check}: {message}")
         self.check = check
         self.code = f"verify.{check}"
-
-
-# --- Leaves ----------------------------------------------------------------------------------
-
-Src = Mapping[str, str | int | None]
-
-
-@dataclass(frozen=True)
-class Leaf:
-    value: bytes
-    keyid: str
-    signature: bytes
-    unit_prev: bytes | None
-    src: Src
-
-    def encode(self) -> bytes:
-        """RFC 8785 bytes. Leaves hold only ASCII strings, integers and null, so the JCS form
-        is written directly (5x faster than the general encoder, which the rare leaf with
-        other characters still goes through; a test keeps the two identical)."""
-        src = dict(self.src)
-        doc: dict[str, Any] = {
-            "keyid": self.keyid,
-            "signature": base64.b64encode(self.signature).decode("ascii"),
-            "src": src,
-            "unit_prev": self.unit_prev.hex() if self.unit_prev is not None else None,
-            "v": LEAF_VERSION,
-            "value": base64.b64encode(self.value).decode("ascii"),
-        }
-        if not all(_plain(v) for v in (*doc.values(), *src.values())):
-            return rfc8785.dumps(doc)
-        inner = ",".join(f'"{k}":{_scalar(src[k])}' for k in sorted(src))
-        return ("{" + ",".join(f'"{k}":' + ("{" + inner + "}" if k == "src" else _scalar(v))
-                               for k, v in doc.items()) + "}").encode("ascii")
-
-
-_PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")  # printable ASCII, no quote or backslash
-
-
-def _plain(v: object) -> bool:
-    if isinstance(v, str):
-        return _PLAIN.fullmatch(v) is not None
-    if isinstance(v, bool):
-        return False
-    if isinstance(v, int):
-        return abs(v) < 2**53  # JCS numbers are IEEE doubles
-    return v is None or isinstance(v, dict)
-
-
-def _scalar(v: object) -> str:
-    return "null" if v is None else f'"{v}"' if isinstance(v, str) else str(v)
-
-
-def station_src(topic: str, partition: int | None, offset: int | None) -> Src:
-    return {"topic": topic, "partition": partition, "offset": offset}
-
-
-def cause_src(cause: str) -> Src:
-    return {"cause": cause}
-
-
-def _b64(text: Any, what: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, TypeError, ValueError):
-        raise LeafMalformed(f"leaf {what} is not base64") from None
-
-
-def parse_leaf(data: bytes) -> Leaf:
-    """Parse leaf bytes; they must be exactly the JCS encoding of a version-1 leaf."""
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        raise LeafMalformed("leaf is not JSON") from None
-    if not isinstance(doc, dict) or doc.get("v") != LEAF_VERSION or set(doc) != {
-            "v", "value", "keyid", "signature", "unit_prev", "src"}:
-        raise LeafMalformed("leaf does not have exactly the fields of a version-1 leaf")
-    prev = doc["unit_prev"]
-    try:
-        unit_prev = bytes.fromhex(prev) if prev is not None else None
-    except (TypeError, ValueError):
-        unit_prev = b""
-    if unit_prev is not None and len(unit_prev) != HASH_SIZE:
-        raise LeafMalformed("leaf unit_prev is not null or a 64-digit hex hash")
-    src = doc["src"]
-    if not isinstance(src, dict) or set(src) not in ({"cause"}, {"topic", "partition", "offset"}):
-        raise LeafMalformed("leaf src is neither {topic, partition, offset} nor {cause}")
-    if not isinstance(doc["keyid"], str):
-        raise LeafMalformed("leaf keyid is not a string")
-    leaf = Leaf(_b64(doc["value"], "value"), doc["keyid"], _b64(doc["signature"], "signature"),
-                unit_prev, src)
-    if leaf.encode() != data:
-        raise LeafMalformed("leaf bytes are not the canonical (RFC 8785) encoding of the leaf")
-    return leaf
-
-
-def chain_of(event: Event) -> tuple[str, str]:
-    """The chain an event belongs to: (topic of its type, subject)."""
-    return TOPIC_OF_TYPE.get(event.type, ""), event.subject
 
 
 # --- Bundles ---------------------------------------------------------------------------------

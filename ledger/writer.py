@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ from .system_events import SystemContext, derive
 from .models import EventRow, IngestPosition, Rejected, StationKey, StationPosition
 from .projections import project
 from .records import BatchOutcome, Candidate, Rejection
-from .sql import insert_ignore, upsert
+from .sql import insert_ignore, keys_in, upsert
 
 _CHUNK = 400
 
@@ -38,7 +38,7 @@ def _existing(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[s
         chunk = keys[i : i + _CHUNK]
         rows = session.execute(
             select(EventRow.source, EventRow.event_id, EventRow.value).where(
-                tuple_(EventRow.source, EventRow.event_id).in_(chunk)
+                keys_in(session, (EventRow.source, EventRow.event_id), chunk)
             )
         )
         found.update({(r[0], r[1]): r[2] for r in rows})
@@ -53,8 +53,8 @@ def _positions(
     for i in range(0, len(wanted), _CHUNK):
         rows = session.execute(
             select(StationPosition).where(
-                tuple_(StationPosition.station_id, StationPosition.topic,
-                       StationPosition.partition).in_(wanted[i : i + _CHUNK])
+                keys_in(session, (StationPosition.station_id, StationPosition.topic,
+                                  StationPosition.partition), wanted[i : i + _CHUNK])
             )
         ).scalars()
         out.update({(r.station_id, r.topic, r.partition): r.last_seq for r in rows})
@@ -81,9 +81,9 @@ def _revoked(session: Session, keyids: set[str]) -> dict[str, dict[str, int]]:
     rows = session.execute(select(StationKey.keyid, StationKey.revoked_after).where(
         StationKey.keyid.in_(sorted(keyids)), StationKey.revoked_at.is_not(None)))
     out: dict[str, dict[str, int]] = {}
-    for keyid, after in rows.tuples():
-        limits: dict[str, Any] = after or {}
-        out[keyid] = {str(t): int(n) for t, n in limits.items()}
+    for row in rows:
+        limits: dict[str, Any] = row[1] or {}
+        out[str(row[0])] = {str(t): int(n) for t, n in limits.items()}
     return out
 
 
@@ -187,6 +187,9 @@ def write_batch(
     for attempt in range(3):
         try:
             with ledger.transaction() as session:
+                # The log-head lock first: every writer takes its locks in the same order, so
+                # two PostgreSQL writers touching the same units cannot deadlock.
+                merkle_log.lock_head(session)
                 out = store_events(session, candidates, ctx)
                 out.rejections[:0] = rejections
                 now = datetime.now(UTC)

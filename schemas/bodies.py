@@ -339,6 +339,29 @@ class StationRevoked(Body, kw_only=True):
     reason: Text | None = None
 
 
+# --- line commands (line.commands, linetrace -> stations) --------------------------------
+
+
+class CommandHold(Body, kw_only=True):
+    """System event on line.commands, keyed by the station it is addressed to: hold `unit`.
+
+    A held unit is not started anywhere until a `command.release` for it (CFX ValidateUnits
+    answered "no"). `hold_id` names the hold so a release can say which one it ends.
+    """
+
+    unit: Id
+    reason: Text
+    hold_id: Id | None = None
+
+
+class CommandRelease(Body, kw_only=True):
+    """System event on line.commands, keyed by station id: `unit` may move again."""
+
+    unit: Id
+    reason: Text
+    hold_id: Id | None = None
+
+
 #: Event type -> body model. The single registry used by decoding, schemas and docs.
 BODY_OF_TYPE: dict[str, type[Body]] = {
     "unit.arrived": UnitArrived,
@@ -365,7 +388,10 @@ BODY_OF_TYPE: dict[str, type[Body]] = {
     "station.revoked": StationRevoked,
     "material.checked": MaterialChecked,
     "unit.sealed": UnitSealed,
+    "command.hold": CommandHold,
+    "command.release": CommandRelease,
 }
 
 #: Types only linetrace itself may author (source `linetrace`, no `stationseq`).
-SYSTEM_TYPES = frozenset({"station.enrolled", "station.revoked", "material.checked", "unit.sealed"})
+SYSTEM_TYPES = frozenset({"station.enrolled", "station.revoked", "material.checked", "unit.sealed",
+                          "command.hold", "command.release"})

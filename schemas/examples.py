@@ -19,6 +19,8 @@ from .bodies import (
     BurninRun,
     BurninTelemetry,
     BurninXid,
+    CommandHold,
+    CommandRelease,
     Defect,
     Document,
     FaultCleared,
@@ -210,6 +212,13 @@ _EXAMPLES: dict[str, tuple[str, str, Body]] = {
         hbom_sha256=_sha("HBOM of SRV-S7-000001"), chain_head=_sha("leaf before the seal"),
         packed=deterministic_id("unit.packed", SERVER, "example"), tamper_seal="TS-00093121",
         assemblies=[SealedAssembly(serial=MAINBOARD, chain_head=_sha("last leaf of the PCBA"))],
+    )),
+    "command.hold": (SYSTEM_SOURCE, "burnin-03", CommandHold(
+        unit=SERVER, reason="GPU lot LOT-H100-2514-0042 under investigation (lot alert)",
+        hold_id="HOLD-000042",
+    )),
+    "command.release": (SYSTEM_SOURCE, "burnin-03", CommandRelease(
+        unit=SERVER, reason="lot LOT-H100-2514-0042 cleared by quality", hold_id="HOLD-000042",
     )),
 }
 

@@ -30,7 +30,7 @@ from .envelope import (
     dataschema_of,
 )
 from .examples import example_event
-from .topics import INPUT_TOPICS, TOPIC_OF_TYPE
+from .topics import INPUT_TOPICS, OUTPUT_TOPICS, TOPIC_OF_TYPE
 
 JsonObject = dict[str, Any]
 
@@ -84,6 +84,10 @@ DESCRIPTIONS: dict[str, str] = {
     "against the approved vendor list (MPN -> approved suppliers), Passed or Failed with why.",
     "unit.sealed": "System event (authored only by linetrace) after unit.packed: SHA-256 of the "
     "unit's frozen CycloneDX HBOM and the leaf hash of its previous ledger leaf.",
+    "command.hold": "System event (authored only by linetrace) on line.commands, addressed to "
+    "a station: do not start the unit anywhere until a command.release for it.",
+    "command.release": "System event (authored only by linetrace) on line.commands, addressed "
+    "to a station: a held unit may move again.",
 }
 
 _ENVELOPE_NOTES: dict[str, str] = {
@@ -101,8 +105,8 @@ _ENVELOPE_NOTES: dict[str, str] = {
     "optional fields); `null` is accepted wherever a field is optional.",
 }
 
-_KEYED_BY = {t.name: t.keyed_by for t in INPUT_TOPICS}
-_PARTITIONS = {t.name: t.partitions for t in INPUT_TOPICS}
+_KEYED_BY = {t.name: t.keyed_by for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)}
+_PARTITIONS = {t.name: t.partitions for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)}
 
 
 def schema_file_name(event_type: str) -> str:

@@ -66,6 +66,7 @@ TOPIC_OF_TYPE: dict[str, str] = {
         ["station.state", "fault.occurred", "fault.cleared", "station.enrolled",
          "station.revoked"], STATIONS
     ),
+    **dict.fromkeys(["command.hold", "command.release"], COMMANDS),
 }
 
 #: Types whose accepted events become leaves of the Merkle log (CONTRACTS.md).

@@ -16,6 +16,8 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy.exc import OperationalError
 
 from linetrace.ledger.db import Ledger
+from linetrace.ledger.log import maybe_checkpoint
+from linetrace.ledger.note import Signer
 from linetrace.ledger.keys import known_keys
 from linetrace.ledger.records import BatchOutcome, Candidate, Rejection, SourceRecord
 from linetrace.ledger.system_events import SystemContext
@@ -26,6 +28,15 @@ from .ingest import KeyDirectory, error_headers, screen
 log = logging.getLogger("linetrace.worker")
 
 
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """Sign a checkpoint every N leaves, or every T seconds while the log grows."""
+
+    signer: Signer
+    every_leaves: int = 1000
+    every_seconds: float = 60.0
+
+
 @dataclass
 class Stats:
     stored: Counter[str] = field(default_factory=Counter)
@@ -34,9 +45,11 @@ class Stats:
 
 
 class BatchProcessor:
-    def __init__(self, ledger: Ledger, bootstrap: str, ctx: SystemContext | None = None) -> None:
+    def __init__(self, ledger: Ledger, bootstrap: str, ctx: SystemContext | None = None,
+                 checkpoints: CheckpointPolicy | None = None) -> None:
         self.ledger = ledger
         self.ctx = ctx
+        self.checkpoints = checkpoints
         self.bootstrap = bootstrap
         self.keys = KeyDirectory(lambda: known_keys(ledger))
         # One writer thread: batches from all agents are serialised into the DB in order.
@@ -93,6 +106,10 @@ class BatchProcessor:
                           e.orig, len(records), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+        if self.checkpoints is not None and outcome.stored:
+            cp = self.checkpoints
+            await loop.run_in_executor(self.writer, maybe_checkpoint, self.ledger, cp.signer,
+                                       cp.every_leaves, cp.every_seconds)
         await self.publish_rejections(outcome.rejections)
         await self.publish_system(outcome.system)
         for c in outcome.stored:

@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from linetrace.ledger.checkpoints import plant_signer
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.keys import load_or_create_plant_key
 from linetrace.ledger.system_events import SystemContext
@@ -21,7 +22,7 @@ from linetrace.ledger.records import SourceRecord
 from linetrace.schemas.topics import ALL_TOPICS, INPUT_TOPICS
 
 from .broker import wait_for_topics
-from .processor import BatchProcessor
+from .processor import BatchProcessor, CheckpointPolicy
 from .restart_guard import BrokerRestartGuard
 
 log = logging.getLogger("linetrace.worker")
@@ -36,6 +37,9 @@ class WorkerConfig:
     batch_size: int = 500
     batch_window: float = 0.05
     log_level: str = "info"
+    origin: str = "linetrace.local/ledger/v1"
+    checkpoint_leaves: int = 1000
+    checkpoint_seconds: float = 60.0
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:
@@ -48,7 +52,10 @@ def _headers(raw: Any) -> list[tuple[str, bytes]]:
 def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
     ledger = Ledger(cfg.db_url)
     plant, _ = load_or_create_plant_key(cfg.data_dir / "keys")
-    processor = BatchProcessor(ledger, cfg.bootstrap, SystemContext(plant_key=plant))
+    processor = BatchProcessor(ledger, cfg.bootstrap, SystemContext(plant_key=plant),
+                               checkpoints=CheckpointPolicy(plant_signer(plant, cfg.origin),
+                                                            cfg.checkpoint_leaves,
+                                                            cfg.checkpoint_seconds))
     app = faust.App(
         cfg.group,
         broker=f"kafka://{cfg.bootstrap}",

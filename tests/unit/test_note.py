@@ -209,3 +209,14 @@ def test_malformed_verifier_keys_are_rejected(key: str) -> None:
 
 def test_signer_repr_never_shows_the_private_key() -> None:
     assert "private" not in repr(PLANT).lower()
+
+
+def test_verifier_keys_whose_base64_contains_plus_signs_round_trip() -> None:
+    from linetrace.ledger.note import VerifierKey, signer_from_seed
+
+    for i in range(64):
+        key = signer_from_seed(bytes([i]) * 32, "plant.example/linetrace/v1").verifier
+        text = str(key)
+        assert VerifierKey.parse(text) == key, text
+    assert any("+" in str(signer_from_seed(bytes([i]) * 32, "p").verifier).split("+", 2)[2]
+               for i in range(64))
