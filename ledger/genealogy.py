@@ -42,26 +42,36 @@ def list_units(session: Session, *, kind: str | None = None, state: str | None =
              "step": u.step, "updated": iso(u.updated)} for u in session.scalars(q)]
 
 
-def _part(row: Install) -> dict[str, Any]:
+_PART_COLUMNS = (Install.unit, Install.serial, Install.mpn, Install.lot, Install.parent,
+                 Install.slot, Install.ref, Install.category, Install.qty, Install.station,
+                 Install.installed_at, Install.removed_at, Install.removed_reason,
+                 Install.removed_event)
+
+
+def _part(row: Any) -> dict[str, Any]:
     return {"serial": row.serial, "mpn": row.mpn, "lot": row.lot, "parent": row.parent,
             "slot": row.slot, "ref": row.ref, "category": row.category, "qty": row.qty,
             "station": row.station, "installed": iso(row.installed_at)}
 
 
-def _installed_tree(session: Session, serial: str) -> list[Install]:
-    """Current installs of the unit and, recursively, of sub-assemblies installed in it."""
-    out: list[Install] = []
-    todo, seen = [serial], {serial}
-    while todo:
-        unit = todo.pop(0)
-        rows = session.scalars(select(Install)
-                               .where(Install.unit == unit, Install.removed_at.is_(None))
+def _installed_tree(session: Session, serial: str) -> list[Any]:
+    """Current installs of the unit and, level by level, of sub-assemblies installed in it.
+
+    Two queries per level of nesting (installs, then which of their serials are units), so a
+    server with a PCBA costs four, however many parts it has.
+    """
+    out: list[Any] = []
+    frontier, seen = [serial], {serial}
+    while frontier:
+        rows = session.execute(select(*_PART_COLUMNS)
+                               .where(Install.unit.in_(frontier), Install.removed_at.is_(None))
                                .order_by(Install.id)).all()
         out.extend(rows)
-        for r in rows:
-            if r.serial and r.serial not in seen and session.get(Unit, r.serial) is not None:
-                seen.add(r.serial)
-                todo.append(r.serial)
+        serials = {r.serial for r in rows if r.serial and r.serial not in seen}
+        if not serials:
+            break
+        frontier = sorted(session.scalars(select(Unit.serial).where(Unit.serial.in_(serials))))
+        seen.update(frontier)
     return out
 
 
@@ -98,8 +108,8 @@ def trace(session: Session, serial: str) -> dict[str, Any]:
 
 
 def _removed(session: Session, serial: str) -> list[dict[str, Any]]:
-    rows = session.scalars(select(Install).where(Install.unit == serial,
-                                                 Install.removed_at.is_not(None))
+    rows = session.execute(select(*_PART_COLUMNS).where(Install.unit == serial,
+                                                        Install.removed_at.is_not(None))
                            .order_by(Install.removed_at, Install.id))
     return [{**_part(r), "removed": iso(r.removed_at), "reason": r.removed_reason,
              "removed_event": r.removed_event} for r in rows]

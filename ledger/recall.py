@@ -25,7 +25,9 @@ def recall(session: Session, *, lot: str | None = None, part: str | None = None,
            until: datetime | None = None) -> list[dict[str, Any]]:
     if sum(x is not None for x in (lot, part, mpn)) != 1:
         raise RecallQueryError("give exactly one of --lot, --part or --mpn")
-    q = select(Install)
+    q = select(Install.unit, Install.serial, Install.mpn, Install.lot, Install.removed_at,
+               Unit.product, Unit.state, Unit.order, Unit.carton, Unit.installed_in
+               ).join(Unit, Unit.serial == Install.unit)
     if lot is not None:
         q = q.where(Install.lot == lot)
     elif part is not None:
@@ -36,40 +38,44 @@ def recall(session: Session, *, lot: str | None = None, part: str | None = None,
         q = q.where(Install.installed_at >= since)
     if until is not None:
         q = q.where(Install.installed_at <= until)
-    installs = session.scalars(q.order_by(Install.unit, Install.id)).all()
-    units = _units(session, {i.unit for i in installs})
+    installs = session.execute(q.order_by(Install.unit, Install.id)).all()
+    units: dict[str, Any] = {}
+    for i in installs:
+        units.setdefault(i.unit, i)
     # Walk up: a unit installed in another (PCBA -> server) makes the container affected too.
-    frontier = {u.installed_in for u in units.values() if u.installed_in}
     containers: dict[str, str] = {s: u.installed_in for s, u in units.items() if u.installed_in}
-    while frontier - units.keys():
-        more = _units(session, frontier - units.keys())
+    frontier = set(containers.values()) - units.keys()
+    while frontier:
+        more = _units(session, frontier)
         units.update(more)
         containers.update({s: u.installed_in for s, u in more.items() if u.installed_in})
-        frontier = {u.installed_in for u in more.values() if u.installed_in}
+        frontier = {u.installed_in for u in more.values() if u.installed_in} - units.keys()
     out: list[dict[str, Any]] = []
     seen: set[tuple[str, str, str]] = set()
     for i in installs:
         status = "installed" if i.removed_at is None else "removed"
-        chain = [i.unit]
-        while chain[-1] in containers:
-            chain.append(containers[chain[-1]])
-        for serial in chain:
-            key = (serial, i.serial or i.mpn, status)
+        part_id = i.serial or i.mpn
+        serial = i.unit
+        while True:
+            key = (serial, part_id, status)
             unit = units.get(serial)
-            if unit is None or key in seen:
-                continue
-            seen.add(key)
-            out.append({"serial": serial, "product": unit.product, "state": unit.state,
-                        "status": status, "part": i.serial or i.mpn, "lot": i.lot,
-                        "order": unit.order, "carton": unit.carton, "via": None if serial == i.unit
-                        else i.unit})
+            if unit is not None and key not in seen:
+                seen.add(key)
+                out.append({"serial": serial, "product": unit.product, "state": unit.state,
+                            "status": status, "part": part_id, "lot": i.lot,
+                            "order": unit.order, "carton": unit.carton,
+                            "via": None if serial == i.unit else i.unit})
+            if serial not in containers:
+                break
+            serial = containers[serial]
     return out
 
 
-def _units(session: Session, serials: set[str]) -> dict[str, Unit]:
-    found: dict[str, Unit] = {}
+def _units(session: Session, serials: set[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
     items = sorted(serials)
     for n in range(0, len(items), 500):
-        found.update({u.serial: u for u in session.scalars(
-            select(Unit).where(Unit.serial.in_(items[n:n + 500])))})
+        found.update({u.serial: u for u in session.execute(
+            select(Unit.serial, Unit.product, Unit.state, Unit.order, Unit.carton,
+                   Unit.installed_in).where(Unit.serial.in_(items[n:n + 500])))})
     return found
