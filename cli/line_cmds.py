@@ -150,6 +150,8 @@ def station_key(stations_dir: Path, station_id: str) -> Ed25519PrivateKey:
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     _need_worker_extra()
+    from datetime import datetime
+
     from linetrace.stations.errors import StationError
     from linetrace.stations.simulator import (
         LineConfig, generate_line, parse_faults, run_line, station_roster,
@@ -157,9 +159,15 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     try:
+        start = datetime.fromisoformat(args.start) if args.start else None
+    except ValueError:
+        print(f"linetrace: --start {args.start!r} is not an RFC 3339 time "
+              "(e.g. 2026-01-05T06:00:00Z)", file=sys.stderr)
+        return 2
+    try:
         config = LineConfig(units=args.units, seed=seed, speed=args.speed, rate=args.rate,
                             product=args.product, faults=parse_faults(args.faults),
-                            burnin_seconds=args.burnin_seconds)
+                            burnin_seconds=args.burnin_seconds, start=start)
         plan = generate_line(config)  # refuses a bad config before anything is enrolled
     except StationError as e:
         print(f"linetrace: {e}", file=sys.stderr)

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "server, lot or PCBA it strikes), or none; see docs/simulator.md")
     sim.add_argument("--burnin-seconds", type=int, default=60,
                      help="simulated seconds of burn-in telemetry per unit (default 60)")
+    sim.add_argument("--start", help="simulated start time, RFC 3339 (default "
+                                     "2026-01-05T06:00:00Z); event times follow from it")
 
     u = add("units", lc.cmd_units, "list units with state and step")
     u.add_argument("--json", action="store_true")

@@ -68,6 +68,17 @@ def resolve_binary() -> Path:
     return path
 
 
+def _die_with_parent() -> None:
+    """The broker dies with the `linetrace broker` that started it, even on SIGKILL."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: stop() still terminates it on a clean exit
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,7 +104,7 @@ class EmbeddedBroker:
         self.proc = subprocess.Popen(
             [str(binary), "broker", "--listener-url", listener, "--advertised-listener-url",
              listener, "--storage-engine", "memory://tansu/", "--cluster-id", "linetrace"],
-            stdout=out, stderr=subprocess.STDOUT)
+            stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,16 +1,22 @@
 """The line simulator: a seeded, reproducible AI-server line that emits signed station events.
 
-`generate_line(config)` is the pure part (no broker): every event of a run, per unit, in order.
-`run_line(config, keys, bootstrap, state_dir)` sends them through one StationClient per station.
-Same seed, same events: serials, lots, results, ids and event times.
+`generate_line(config)` is the pure part (no broker): every event of a run, per unit, in order,
+following the route files of products A (with its A-PCBA), B or a mix, with natural yields,
+burn-in on the simulated baseboard and the faults of DOMAIN.md §9 (`--faults`).
+`run_line(config, keys, bootstrap, state_dir)` sends them through one StationClient per station
+and, given the plant key, obeys `line.commands` (holds). Same seed and faults, same events:
+serials, lots, results, ids and event times. docs/simulator.md is the reference.
 """
 
 from __future__ import annotations
 
 import secrets
 
-from .line import DEFAULT_START, LineConfig, LinePlan, LineSummary, generate_line
-from .products import PRODUCTS, REPAIR_STEP, Product, station_roster
+from .faults import FAULTS, TARGETS, FaultPlan, FaultSpec, parse_faults, plan_faults
+from .line import (
+    DEFAULT_BURNIN_SECONDS, DEFAULT_START, LineConfig, LinePlan, LineSummary, generate_line,
+)
+from .products import PRODUCTS, REPAIR_STEP, Product, golden_firmware, station_roster
 from .runner import dependencies, run_line
 from .units import SimEvent, Unit
 
@@ -21,6 +27,8 @@ def draw_seed() -> int:
 
 
 __all__ = [
-    "DEFAULT_START", "LineConfig", "LinePlan", "LineSummary", "PRODUCTS", "Product", "REPAIR_STEP",
-    "SimEvent", "Unit", "dependencies", "draw_seed", "generate_line", "run_line", "station_roster",
+    "DEFAULT_BURNIN_SECONDS", "DEFAULT_START", "FAULTS", "PRODUCTS", "REPAIR_STEP", "TARGETS",
+    "FaultPlan", "FaultSpec", "LineConfig", "LinePlan", "LineSummary", "Product", "SimEvent",
+    "Unit", "dependencies", "draw_seed", "generate_line", "golden_firmware", "parse_faults",
+    "plan_faults", "run_line", "station_roster",
 ]

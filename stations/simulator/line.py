@@ -1,14 +1,17 @@
 """The pure line simulation: which unit is where, when, and what each station records.
 
-A small discrete-event schedule over simulated time. Mainboard PCBAs start at SMT every
-`pcba_takt_s`; servers start at kitting every `server_takt_s`; each unit waits for a free slot
-at each station, so units move through the line interleaved as on a real line. A server's
-integration waits for its build's PCBA to pass ICT; a scrapped PCBA is replaced by a new one.
-A unit that fails a test goes to repair and returns to the step that failed.
+A small discrete-event schedule over simulated time that follows the route files. Mainboard
+PCBAs (route A-PCBA) start at SMT every `PCBA_TAKT_S`; servers start at kitting every
+`SERVER_TAKT_S` (`mix` alternates A and B, server 1 being A); each unit waits for a free lane
+at each station, so units move through the line interleaved as on a real line. A step that
+consumes a sub-assembly waits for its build's PCBA to finish its route; a scrapped PCBA is
+replaced by a new one. A unit that fails a step goes to the route's repair step and returns to
+the step its rework names. Every station reports PRD (SEMI E10) when the run starts.
 
-Everything is decided by the seed: results, timings, serials, lots and event ids come from
-seeded `random.Random` streams and event times from the simulated clock (default start
-2026-01-05T06:00:00Z). No Kafka here: `generate_line` returns the events, `run_line` sends them.
+Everything is decided by the seed (and the faults): results, timings, serials, lots and event
+ids come from seeded `random.Random` streams and event times from the simulated clock (default
+start 2026-01-05T06:00:00Z). No Kafka here: `generate_line` returns the events, `run_line`
+sends them.
 """
 
 from __future__ import annotations
@@ -19,26 +22,48 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from linetrace.schemas.bodies import StationState
 from linetrace.schemas.envelope import format_time
 
 from ..errors import StationError
+from . import build_ops, burnin_rack, quality_ops
+from .context import LineContext, Operation, visit
+from .faults import (
+    STATION_DOWN_S, STATION_DOWN_TYPE, STUCK_STEP, SKIPPED_STEP, FaultSpec, plan_faults,
+)
 from .parts import Stock
-from .products import RECEIVING_STATION, Product, product
-from .steps import LineContext, visit
-from .units import Recorder, SimEvent, Unit
+from .products import RECEIVING_STATION, Product, products_of, station_of, station_roster
+from .units import Failure, Recorder, SimEvent, Unit
 
 DEFAULT_START = datetime(2026, 1, 5, 6, 0, 0, tzinfo=UTC)
+RECEIVING_WINDOW_S = 3600  # all lots are received before production starts
+PCBA_TAKT_S = 600
+SERVER_TAKT_S = 900
+SERVER_LEAD_S = 2400  # the first server starts kitting this long after the first PCBA
+DEFAULT_BURNIN_SECONDS = 60
+
+OPERATIONS: dict[str, Operation] = {
+    "smt": build_ops.smt, "aoi": build_ops.aoi, "ict": build_ops.ict,
+    "kitting": build_ops.kitting, "gpu-install": build_ops.install,
+    "integration": build_ops.install, "firmware": build_ops.firmware,
+    "burnin": burnin_rack.burnin, "final-qa": quality_ops.final_qa, "pack": quality_ops.pack,
+    "shipping": quality_ops.ship, "repair": quality_ops.repair,
+}
 
 
 @dataclass(frozen=True)
 class LineConfig:
-    """One simulator run. `speed` paces wall time only (0 = as fast as possible)."""
+    """One simulator run. `speed` paces wall time only (0 = as fast as possible); `rate` caps
+    the events sent per second (0 = no cap); neither changes any event."""
 
     units: int
     seed: int
     speed: float = 0.0
     start: datetime | None = None
-    product: str = "A"
+    product: str = "A"  # A, B or mix
+    faults: tuple[FaultSpec, ...] = ()
+    burnin_seconds: int = DEFAULT_BURNIN_SECONDS
+    rate: float = 0.0
 
     def validate(self) -> None:
         problems = []
@@ -48,11 +73,20 @@ class LineConfig:
             problems.append(f"seed must be >= 0, not {self.seed}")
         if self.speed < 0:
             problems.append(f"speed must be >= 0 (0 = as fast as possible), not {self.speed}")
+        if self.rate < 0:
+            problems.append(f"rate must be >= 0 events/s (0 = no cap), not {self.rate}")
+        if not 5 <= self.burnin_seconds <= 86_400:
+            problems.append(f"burn-in seconds must be 5..86400, not {self.burnin_seconds}")
         if self.start is not None and self.start.tzinfo is None:
             problems.append("start must carry a time zone (e.g. 2026-01-05T06:00:00Z)")
         if problems:
             raise StationError("; ".join(problems), code="simulator.invalid_config")
-        product(self.product)
+        products = products_of(self.product)
+        plan_faults(self.faults, self.units, len(products))
+        if any(f.name == "ict-drift" for f in self.faults) and not any(
+                p.assembly_route for p in products):
+            raise StationError(f"ict-drift needs a product with an ICT step (A or mix), not "
+                               f"{self.product}", code="simulator.invalid_fault")
 
     @property
     def start_time(self) -> datetime:
@@ -65,6 +99,7 @@ class LineSummary:
 
     seed: int
     product: str
+    faults: list[str]
     units_started: int
     assemblies_started: int
     outcomes: dict[str, int]
@@ -82,9 +117,9 @@ class LineSummary:
             return format_time(t) if t else None
 
         return {
-            "seed": self.seed, "product": self.product, "units_started": self.units_started,
-            "assemblies_started": self.assemblies_started, "outcomes": dict(self.outcomes),
-            "assembly_outcomes": dict(self.assembly_outcomes),
+            "seed": self.seed, "product": self.product, "faults": list(self.faults),
+            "units_started": self.units_started, "assemblies_started": self.assemblies_started,
+            "outcomes": dict(self.outcomes), "assembly_outcomes": dict(self.assembly_outcomes),
             "events_by_type": dict(self.events_by_type), "events_total": self.events_total,
             "first_event": ts(self.first_event), "last_event": ts(self.last_event),
         }
@@ -92,11 +127,12 @@ class LineSummary:
 
 @dataclass
 class LinePlan:
-    """Every event of one run: lot receipts, then each unit's own ordered events."""
+    """Every event of one run: station states, lot receipts, then each unit's own events."""
 
     config: LineConfig
     receipts: list[SimEvent]
     units: list[Unit]  # in the order they were started
+    station_events: list[SimEvent] = field(default_factory=list)
 
     @property
     def servers(self) -> list[Unit]:
@@ -110,8 +146,10 @@ class LinePlan:
         return next(u.events for u in self.units if u.serial == serial)
 
     def stream(self) -> list[SimEvent]:
-        """All events in event-time order (ties: receipts first, then by unit start order)."""
-        keyed = [((e.time, -1, i), e) for i, e in enumerate(self.receipts)]
+        """All events in event-time order (ties: station states, receipts, then units by start
+        order)."""
+        keyed = [((e.time, -2, i), e) for i, e in enumerate(self.station_events)]
+        keyed += [((e.time, -1, i), e) for i, e in enumerate(self.receipts)]
         keyed += [((e.time, u.order, i), e) for u in self.units for i, e in enumerate(u.events)]
         keyed.sort(key=lambda k: k[0])
         return [e for _, e in keyed]
@@ -121,6 +159,7 @@ class LinePlan:
         counts = events_by_type if events_by_type is not None else Counter(e.event_type for e in stream)
         return LineSummary(
             seed=self.config.seed, product=self.config.product,
+            faults=[f.name for f in self.config.faults],
             units_started=len(self.servers), assemblies_started=len(self.assemblies),
             outcomes=dict(sorted(Counter(u.outcome for u in self.servers).items())),
             assembly_outcomes=dict(sorted(Counter(u.outcome for u in self.assemblies).items())),
@@ -132,10 +171,10 @@ class LinePlan:
 
 @dataclass
 class _Build:
-    """One server and the mainboard PCBA meant for it."""
+    """One server and, for a product with a sub-assembly route, the PCBA meant for it."""
 
     server: Unit
-    pcba: Unit
+    pcba: Unit | None = None
     pcba_ready_ms: int | None = None
     server_waiting_ms: int | None = None
 
@@ -147,19 +186,26 @@ class _Schedule:
     builds: list[_Build] = field(default_factory=list)
     heap: list[tuple[int, int, int]] = field(default_factory=list)  # (ready ms, order, unit)
     free_at: dict[str, list[int]] = field(default_factory=dict)
+    station_events: list[SimEvent] = field(default_factory=list)
+    started: set[int] = field(default_factory=set)  # servers (numbers) that started
     pcbas: int = 0
 
-    def new_unit(self, kind: str, build: int) -> Unit:
-        seed, p = self.ctx.seed, self.ctx.product
+    def new_unit(self, kind: str, build: int, p: Product) -> Unit:
+        seed = self.ctx.seed
         batch = build // p.units_per_work_order + 1
         if kind == "server":
             serial, wo = f"SRV-S{seed}-{build + 1:06d}", f"WO-S{seed}-{p.name}-{batch:04d}"
+            number = build + 1
         else:
             self.pcbas += 1
             serial, wo = f"PCBA-S{seed}-{self.pcbas:06d}", f"WO-S{seed}-MB-{batch:04d}"
+            number = self.pcbas
         unit = Unit(serial=serial, kind="server" if kind == "server" else "assembly",
-                    product=p.name, work_order=wo, build=build, order=len(self.units))
+                    product=p.name, work_order=wo, build=build, order=len(self.units),
+                    number=number)
         self.units.append(unit)
+        if unit.kind == "server":
+            self.ctx.servers.append(unit)
         return unit
 
     def push(self, unit: Unit, ms: int) -> None:
@@ -168,75 +214,143 @@ class _Schedule:
     def transport(self) -> int:
         return self.ctx.rng.randint(30_000, 120_000)
 
+    def station_down(self, station_id: str, ms: int, slots: list[int]) -> int:
+        """Fault `station-down`: SDT, silence for STATION_DOWN_S, PRD; returns the new start."""
+        down = max(ms, *slots) + 1000
+        up = down + STATION_DOWN_S * 1000
+        rec = self.ctx.rec
+        self.station_events += [
+            rec.event(down, station_id, "station.state", station_id,
+                      StationState(state=4000, reason="unscheduled down: fixture controller fault")),
+            rec.event(up, station_id, "station.state", station_id,
+                      StationState(state=1000, reason="repaired; producing")),
+        ]
+        slots[:] = [up] * len(slots)
+        self.ctx.fired.add("station-down")
+        return up + 1000
+
     def run(self) -> None:
-        p = self.ctx.product
+        ctx = self.ctx
         while self.heap:
             ms, _, index = heapq.heappop(self.heap)
             unit = self.units[index]
             build = self.builds[unit.build]
-            route = p.route(unit.kind)
-            step = p.repair if unit.failure else route[unit.route_index]
-            if unit.kind == "server" and step.step == 70 and unit.failure is None:
-                if build.pcba_ready_ms is None:
-                    build.server_waiting_ms = ms
-                    continue
-                ms = max(ms, build.pcba_ready_ms)
-                unit.mainboard = build.pcba
-                build.pcba.outcome = "installed"
-            slots = self.free_at.setdefault(step.station_id, [0] * step.capacity)
-            lane = min(range(len(slots)), key=lambda i: (slots[i], i))
-            depart, outcome = visit(self.ctx, unit, step, max(ms, slots[lane]), lane)
-            slots[lane] = depart
-            nxt = depart + self.transport()
-            if unit.failure is not None:  # this was the repair
-                if outcome.scrapped:
-                    unit.outcome = "scrapped"
-                    if unit.kind == "assembly":
-                        build.pcba = self.new_unit("assembly", unit.build)
-                        self.push(build.pcba, nxt)
-                    continue
-                unit.route_index = next(i for i, s in enumerate(route) if s.step == unit.failure.step)
-                unit.failure = None
-                self.push(unit, nxt)
-            elif outcome.failure is not None:
-                unit.failure = outcome.failure
-                self.push(unit, nxt)
+            route = ctx.product_of(unit).route_of(unit.kind)
+            if unit.kind == "server":
+                self.started.add(unit.number)
+            if unit.failure is not None:
+                step = route.repair_for(unit.failure.step)
+                assert step is not None, f"step {unit.failure.step} has no rework"
             else:
-                unit.route_index += 1
-                if step.step == 110:
-                    unit.outcome = "packed"
-                if unit.route_index < len(route):
-                    self.push(unit, nxt)
-                elif unit.kind == "server":
-                    unit.outcome = "shipped"
-                else:
-                    unit.outcome = "passed"  # waits for its server's integration
-                    build.pcba_ready_ms = nxt
-                    if build.server_waiting_ms is not None:
-                        self.push(build.server, max(build.server_waiting_ms, nxt))
-                        build.server_waiting_ms = None
+                step = route.steps[unit.route_index]
+                if step.step == SKIPPED_STEP and "skip-step" not in ctx.fired and ctx.strikes(
+                        "skip-step", unit):  # once: after a repair it is flashed as usual
+                    ctx.fired.add("skip-step")
+                    unit.route_index += 1
+                    step = route.steps[unit.route_index]
+                if step.consumes and unit.mainboard is None:
+                    if build.pcba_ready_ms is None or build.pcba is None:
+                        build.server_waiting_ms = ms
+                        continue
+                    ms = max(ms, build.pcba_ready_ms)
+                    unit.mainboard = build.pcba
+                    build.pcba.outcome = "installed"
+            station = station_of(step)
+            slots = self.free_at.setdefault(station.station_id, [0] * station.capacity)
+            lane = min(range(len(slots)), key=lambda i: (slots[i], i))
+            start = max(ms, slots[lane])
+            target = ctx.faults.targets.get("station-down")
+            if (station.station_type == STATION_DOWN_TYPE and target in self.started
+                    and "station-down" not in ctx.fired):
+                start = self.station_down(station.station_id, start, slots)
+            stall = 0
+            if step.step == STUCK_STEP and not unit.visits.get(step.step) and ctx.strikes(
+                    "stuck-unit", unit):
+                stall = (2 * step.max_cycle_s + 600) * 1000
+                ctx.fired.add("stuck-unit")
+            depart, outcome = visit(ctx, unit, step, station, start, lane, OPERATIONS,
+                                    stall_ms=stall)
+            slots[lane] = depart
+            self.after_visit(unit, build, depart, outcome.failure, outcome.scrapped)
+
+    def after_visit(self, unit: Unit, build: _Build, depart: int,
+                    failure: Failure | None, scrapped: bool) -> None:
+        ctx = self.ctx
+        route = ctx.product_of(unit).route_of(unit.kind)
+        nxt = depart + self.transport()
+        if unit.failure is not None:  # this was the repair
+            if scrapped:
+                unit.outcome = "scrapped"
+                if unit.kind == "assembly":
+                    build.pcba = self.new_unit("assembly", unit.build, ctx.product_of(unit))
+                    self.push(build.pcba, nxt)
+                return
+            target = route.rework_target(unit.failure.step)
+            assert target is not None
+            unit.route_index = next(i for i, s in enumerate(route.steps) if s.step == target.step)
+            unit.failure = None
+            self.push(unit, nxt)
+        elif failure is not None:
+            unit.failure = failure
+            self.push(unit, nxt)
+        else:
+            unit.route_index += 1
+            if route.steps[unit.route_index - 1].station_type == "pack":
+                unit.outcome = "packed"
+            if unit.route_index < len(route.steps):
+                self.push(unit, nxt)
+            elif unit.kind == "server":
+                unit.outcome = "shipped"
+            else:
+                unit.outcome = "passed"  # waits for its server's integration
+                build.pcba_ready_ms = nxt
+                if build.server_waiting_ms is not None:
+                    self.push(build.server, max(build.server_waiting_ms, nxt))
+                    build.server_waiting_ms = None
 
 
 def generate_line(config: LineConfig) -> LinePlan:
     """Simulate a whole run without a broker: the same config always gives the same events."""
     config.validate()
-    p: Product = product(config.product)
-    rng = random.Random(f"linetrace-sim:{config.seed}:line")
-    rec = Recorder(config.start_time, random.Random(f"linetrace-sim:{config.seed}:ids"))
-    ctx = LineContext(product=p, seed=config.seed, rng=rng, rec=rec,
-                      stock=Stock(config.seed, random.Random(f"linetrace-sim:{config.seed}:lots")))
+    products = products_of(config.product)
+    faults = plan_faults(config.faults, config.units, len(products))
+    seed = config.seed
+    rng = random.Random(f"linetrace-sim:{seed}:line")
+    rec = Recorder(config.start_time, random.Random(f"linetrace-sim:{seed}:ids"))
+    stock = Stock(seed, random.Random(f"linetrace-sim:{seed}:lots"),
+                  unapproved=("psu", faults.targets["avl-violation"])
+                  if faults.has("avl-violation") else None,
+                  bad=("gpu", faults.targets["bad-lot"]) if faults.has("bad-lot") else None)
+    ctx = LineContext(products={p.name: p for p in products}, seed=seed, rng=rng, rec=rec,
+                      stock=stock, faults=faults, burnin_seconds=config.burnin_seconds)
     sched = _Schedule(ctx)
-    production_ms = p.receiving_window_s * 1000
+    production_ms = RECEIVING_WINDOW_S * 1000
+    pcbas = 0
     for i in range(config.units):
-        pcba = sched.new_unit("assembly", i)
-        server = sched.new_unit("server", i)
+        p = products[i % len(products)]
+        pcba = None
+        if p.assembly_route is not None:
+            pcba = sched.new_unit("assembly", i, p)
+            sched.push(pcba, production_ms + pcbas * PCBA_TAKT_S * 1000)
+            pcbas += 1
+        server = sched.new_unit("server", i, p)
         sched.builds.append(_Build(server=server, pcba=pcba))
-        sched.push(pcba, production_ms + i * p.pcba_takt_s * 1000)
-        sched.push(server, production_ms + p.server_lead_s * 1000 + i * p.server_takt_s * 1000)
+        sched.push(server, production_ms + (SERVER_LEAD_S + i * SERVER_TAKT_S) * 1000)
     sched.run()
-    lots = ctx.stock.lots
-    spacing = max(1, production_ms // max(1, len(lots)))
+    for lot in stock.lots:
+        if lot.supplier != lot.part.supplier:
+            ctx.fired.add("avl-violation")
+    missing = [f for f in faults.names if f not in ctx.fired]
+    if missing:
+        raise StationError(
+            f"fault(s) {', '.join(missing)} found nothing to strike in this run (too few "
+            "units, or the target was scrapped first); add --units or change the target",
+            code="simulator.fault_not_applied")
+    spacing = max(1, production_ms // max(1, len(stock.lots)))
     station = RECEIVING_STATION[0]
     receipts = [rec.event(i * spacing, station, "material.received", lot.lot_id, lot.receipt())
-                for i, lot in enumerate(lots)]
-    return LinePlan(config=config, receipts=receipts, units=sched.units)
+                for i, lot in enumerate(stock.lots)]
+    states = [rec.event(i, sid, "station.state", sid, StationState(state=1000, reason="producing"))
+              for i, (sid, _) in enumerate(station_roster(config.product))]
+    return LinePlan(config=config, receipts=receipts, units=sched.units,
+                    station_events=states + sched.station_events)

@@ -2,7 +2,8 @@
 
 Serialized parts (GPUs, CPUs, DIMMs, ...) are received in lots listing their serials; board
 components (capacitors on reels, ICs in trays) are received by quantity. Every identifier
-embeds the seed (`GPU-S7-000001`, `LOT-S7-GPU-0001`), so two seeds never collide.
+embeds the seed (`GPU-S7-000001`, `LOT-S7-GPU-0001`), so two seeds never collide. A part's
+`category` is the route's (`stations/routes/*.json` `parts[].category`).
 """
 
 from __future__ import annotations
@@ -53,19 +54,23 @@ PSU = PartSpec("PSU", "psu", "PWS-3K27G-2R", "A-PSU-3200", "SUP-POWERONE", 30, "
 SSD = PartSpec("SSD", "ssd", "MZWLO3T8HCLS-00A07", "A-SSD-3T8", "SUP-SAMSUNG", 40, "SSD")
 CABLES = PartSpec("CBL", "cable-kit", "CBL-KIT-HGX-A", "A-CBL-KIT", "SUP-CABLECO", 50)
 
+# --- product B: 8-card PCIe server (no baseboard; the mainboard is bought) ---------------
+
+PCIE_GPU = PartSpec("PCIEGPU", "gpu", "900-2G153-0000-000", "B-GPU-RTXPRO6000", "SUP-NVIDIA", 16,
+                    "GPU")
+CHASSIS_B = PartSpec("CHSB", "chassis", "CSE-GPU4U-PCIE8", "B-CHS-020", "SUP-CHASSISWORKS", 10,
+                     "CHS")
+MAINBOARD_B = PartSpec("MBB", "mainboard", "MBD-X14DBG-B", "B-MB-X14", "SUP-SUPERMICRO", 10, "MB")
+CABLES_B = PartSpec("CBLB", "cable-kit", "CBL-KIT-PCIE-B", "B-CBL-KIT", "SUP-CABLECO", 50)
+
 #: The mainboard PCBA is built on the line (steps 20-40), not bought: it is installed with its
 #: unit serial, and its `lot` is its work order (there is no supplier receipt for it).
 MAINBOARD_CATEGORY = "mainboard"
 MAINBOARD_MPN = "MB-A-PCBA-R3"
 MAINBOARD_PN = "A-MB-PCBA"
 
-GPUS_PER_SERVER = 8
-#: (part, count) installed at system integration, after the mainboard.
-INTEGRATION_PARTS: tuple[tuple[PartSpec, int], ...] = (
-    (CPU, 2), (DIMM, 32), (NIC, 8), (DPU, 1), (PSU, 6), (SSD, 4),
-)
-#: Parts on the mainboard (their `parent` is the PCBA serial); the rest sit in the chassis.
-ON_MAINBOARD = frozenset({"cpu", "dimm", "nic", "dpu"})
+#: A supplier on no approved vendor list (fault `avl-violation`).
+UNAPPROVED_SUPPLIER = "SUP-GREYMARKET-BROKER"
 
 # --- product A: mainboard PCBA components ------------------------------------------------
 
@@ -84,7 +89,6 @@ BOARD_COMPONENTS: tuple[BoardComponent, ...] = (
     BoardComponent(RES, "R1-R320", 320),
     BoardComponent(CONN, "J1-J32", 32),
 )
-
 
 
 @dataclass(frozen=True)
@@ -112,13 +116,22 @@ ICT_CHECKS: tuple[IctCheck, ...] = (
 
 @dataclass
 class Lot:
-    """A received lot: its receipt and how much of it the line has used."""
+    """A received lot: its receipt and how much of it the line has used.
+
+    `supplier` is the part's unless a fault says otherwise; `bad` marks the lot of fault
+    `bad-lot` (its GPUs fail burn-in far above the natural rate).
+    """
 
     lot_id: str
     part: PartSpec
     date_code: str
     serials: list[str] = field(default_factory=list)
     used: int = 0
+    supplier: str = ""
+    bad: bool = False
+
+    def __post_init__(self) -> None:
+        self.supplier = self.supplier or self.part.supplier
 
     @property
     def qty(self) -> int:
@@ -126,31 +139,43 @@ class Lot:
 
     def receipt(self) -> MaterialReceived:
         coc = hashlib.sha256(
-            f"CoC|{self.lot_id}|{self.part.mpn}|{self.part.supplier}|{self.date_code}".encode()
+            f"CoC|{self.lot_id}|{self.part.mpn}|{self.supplier}|{self.date_code}".encode()
         ).hexdigest()
         return MaterialReceived(
-            lot=self.lot_id, mpn=self.part.mpn, supplier=self.part.supplier,
+            lot=self.lot_id, mpn=self.part.mpn, supplier=self.supplier,
             date_code=self.date_code, qty=self.qty, serials=list(self.serials),
             documents=[Document(kind="coc", sha256=coc, name=f"CoC-{self.lot_id}.pdf")],
         )
 
 
 class Stock:
-    """Hands out serials and quantities lot by lot, opening a new lot when one runs out."""
+    """Hands out serials and quantities lot by lot, opening a new lot when one runs out.
 
-    def __init__(self, seed: int, rng: random.Random) -> None:
+    `marks` names lots by (category, n): the n-th lot opened for that part category gets the
+    `supplier` (fault `avl-violation`) or is `bad` (fault `bad-lot`).
+    """
+
+    def __init__(self, seed: int, rng: random.Random, *,
+                 unapproved: tuple[str, int] | None = None, bad: tuple[str, int] | None = None
+                 ) -> None:
         self._seed = seed
         self._rng = rng
+        self._unapproved = unapproved
+        self._bad = bad
         self._current: dict[str, Lot] = {}
         self._lot_count: dict[str, int] = {}
+        self._category_count: dict[str, int] = {}
         self._serial_count: dict[str, int] = {}
         self.lots: list[Lot] = []  # in the order they were opened
 
     def _open(self, part: PartSpec) -> Lot:
         n = self._lot_count.get(part.code, 0) + 1
         self._lot_count[part.code] = n
+        nth = self._category_count[part.category] = self._category_count.get(part.category, 0) + 1
         year, week = self._rng.choice((25, 26)), self._rng.randint(1, 52)
-        lot = Lot(f"LOT-S{self._seed}-{part.code}-{n:04d}", part, f"{year:02d}{week:02d}")
+        lot = Lot(f"LOT-S{self._seed}-{part.code}-{n:04d}", part, f"{year:02d}{week:02d}",
+                  supplier=UNAPPROVED_SUPPLIER if self._unapproved == (part.category, nth) else "",
+                  bad=self._bad == (part.category, nth))
         if part.serial_prefix is not None:
             first = self._serial_count.get(part.serial_prefix, 0)
             lot.serials = [

@@ -1,36 +1,67 @@
-"""What the simulated line builds: routes, stations, cycle times, yields, golden firmware.
+"""What the simulated line builds: products, their routes, stations, cycle times and yields.
 
-Plain data (DOMAIN.md §1). Cycle times and yields are our estimates, chosen so a ten-unit run
-shows some rework and rarely a scrap; burn-in is a compressed simulation profile, not the
-24-72 h of real practice.
+The steps come from the route files (`stations/routes/<product>.json`, see docs/routes.md):
+which station type does each step, which parts it installs, where a failed unit is repaired
+and which step it returns to. This module adds what a route does not say and a simulation
+needs: one station per station type (`<type>-01`), how long an operation takes, how many
+units a station works on at once, natural yields, the golden firmware and the GPU SKU.
+Cycle times and yields are our estimates, chosen so a ten-unit run shows some rework and
+rarely a scrap; burn-in is a compressed profile (seconds of telemetry), not 24-72 h.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Literal
 
 from ..errors import StationError
+from ..routes import Route, Step, load_route
+from . import parts
+from .parts import PartSpec
 
 Kind = Literal["server", "assembly"]
 
 RECEIVING_STATION = ("receiving-01", "receiving")
 REPAIR_STEP = 900
+#: `--product mix` alternates these, server 1 being the first.
+MIX = ("A", "B")
 
 
 @dataclass(frozen=True)
-class Step:
-    """One operation of a route, done at one station."""
+class StationSpec:
+    """One simulated station: mean cycle time (varied +-15 %) and units worked on at once."""
 
-    step: int
-    operation: str
     station_type: str
-    station_id: str
-    cycle_s: float  # mean cycle time; the simulator varies it by +-15 %
-    capacity: int = 1  # units the station works on at once (burn-in racks)
-    recipe: str | None = None
-    recipe_revision: str | None = None
+    cycle_s: float
+    capacity: int = 1
+
+    @property
+    def station_id(self) -> str:
+        return f"{self.station_type}-01"
+
+
+#: Station type -> the station of the simulated line (our estimates). Burn-in's own cycle is
+#: set-up + the telemetry seconds + tear-down (see `burnin_rack`).
+STATIONS: dict[str, StationSpec] = {s.station_type: s for s in (
+    StationSpec("smt", 480), StationSpec("aoi", 150), StationSpec("ict", 300),
+    StationSpec("kitting", 600), StationSpec("gpu-install", 1200),
+    StationSpec("integration", 2400, capacity=2), StationSpec("firmware", 900),
+    StationSpec("burnin", 900, capacity=8), StationSpec("final-qa", 900),
+    StationSpec("pack", 600), StationSpec("shipping", 300),
+    StationSpec("repair", 1800, capacity=2),
+)}
+
+
+@cache
+def route_named(name: str) -> Route:
+    """The shipped route file of `name`, read and checked once per process."""
+    return load_route(name)
+
+
+def station_of(step: Step) -> StationSpec:
+    return STATIONS[step.station_type]
 
 
 @dataclass(frozen=True)
@@ -39,23 +70,19 @@ class Yields:
 
     aoi_fail: float = 0.05
     ict_fail: float = 0.07
-    burnin_fail: float = 0.10
+    burnin_fail: float = 0.10  # one GPU below its compute or memory-bandwidth floor
     final_qa_fail: float = 0.03
     repair_scrap: float = 0.04  # a repair ends in scrap
-    max_repairs_per_step: int = 2  # the next failure at that step scraps the unit
+    bad_lot_gpu_fail: float = 0.5  # per GPU of a bad lot, per burn-in (fault `bad-lot`)
 
 
 @dataclass(frozen=True)
-class GpuSku:
-    """Burn-in acceptance figures of the GPU (DOMAIN.md §4, DCGM diag-skus.yaml)."""
+class GpuPerf:
+    """Burn-in performance floors of the GPU (DOMAIN.md §4, DCGM diag-skus.yaml)."""
 
-    name: str
-    power_w: float
     gflops_target: float
     mem_bw_floor_mbs: float
     nccl_busbw_gbs: float
-    pcie_gen: int = 5
-    pcie_width: int = 16
 
 
 @dataclass(frozen=True)
@@ -73,68 +100,77 @@ class FirmwareImage:
 
 @dataclass(frozen=True)
 class Product:
+    """A server product: its route, the sub-assembly route it consumes, parts and golden FW."""
+
     name: str
-    description: str
-    assembly_route: tuple[Step, ...]  # the mainboard PCBA, a unit of its own
-    server_route: tuple[Step, ...]
-    repair: Step
-    gpu: GpuSku
+    catalog: dict[str, PartSpec]  # part category -> what is bought for it
+    gpu_sku: str  # burn-in SKU (linetrace.stations.burnin.SKUS)
+    perf: GpuPerf
     firmware: tuple[FirmwareImage, ...]
+    fct_fixture: str
     yields: Yields = field(default_factory=Yields)
-    receiving_window_s: int = 3600  # all lots are received before production starts
-    pcba_takt_s: int = 600
-    server_takt_s: int = 900
-    server_lead_s: int = 2400  # first server starts kitting this long after the first PCBA
     units_per_work_order: int = 5
-    destinations: tuple[str, ...] = (
-        "Ministry of Finance data centre, Bonn",
-        "Central bank compute hall, Frankfurt",
-        "National research cloud, Jülich",
-    )
 
-    def route(self, kind: Kind) -> tuple[Step, ...]:
-        return self.server_route if kind == "server" else self.assembly_route
+    @property
+    def route(self) -> Route:
+        return route_named(self.name)
 
-    def step(self, number: int) -> Step:
-        for s in (*self.assembly_route, *self.server_route, self.repair):
-            if s.step == number:
-                return s
-        raise KeyError(number)
+    @property
+    def assembly_route(self) -> Route | None:
+        """The route of the sub-assembly built on this line for it (A's mainboard PCBA)."""
+        consumed = [a.route for s in self.route.steps for a in s.consumes]
+        return route_named(consumed[0]) if consumed else None
+
+    def route_of(self, kind: Kind) -> Route:
+        if kind == "server":
+            return self.route
+        assembly = self.assembly_route
+        if assembly is None:
+            raise StationError(f"product {self.name} has no sub-assembly route",
+                               code="simulator.unknown_product")
+        return assembly
+
+    def part(self, category: str) -> PartSpec:
+        try:
+            return self.catalog[category]
+        except KeyError:
+            raise StationError(f"product {self.name}: its route installs `{category}` but the "
+                               "simulator buys no such part", code="simulator.route_mismatch") from None
 
 
 PRODUCT_A = Product(
     name="A",
-    description="8-GPU HGX B200 server (baseboard with 8 SXM GPUs, 2 CPUs, BMC, NICs, PSUs)",
-    assembly_route=(
-        Step(20, "smt-placement", "smt", "smt-01", 480, recipe="MB-A-TOP-BOT", recipe_revision="7"),
-        Step(30, "aoi-inspection", "aoi", "aoi-01", 150, recipe="MB-A-AOI", recipe_revision="4"),
-        Step(40, "in-circuit-test", "ict", "ict-01", 300, recipe="MB-A-ICT", recipe_revision="3"),
-    ),
-    server_route=(
-        Step(50, "kitting", "kitting", "kitting-01", 600),
-        Step(60, "baseboard-gpu-install", "gpu-install", "gpu-install-01", 1200,
-             recipe="HGX-B200-INSTALL", recipe_revision="2"),
-        Step(70, "system-integration", "integration", "integration-01", 2400, capacity=2),
-        Step(80, "firmware-flash", "firmware", "firmware-01", 900,
-             recipe="FW-BASELINE-A", recipe_revision="12"),
-        Step(90, "burn-in", "burnin", "burnin-01", 5400, capacity=8,
-             recipe="BURNIN-B200-SIM", recipe_revision="1"),
-        Step(100, "final-qa", "final-qa", "final-qa-01", 900),
-        Step(110, "pack-and-seal", "pack", "pack-01", 600),
-        Step(120, "ship", "shipping", "shipping-01", 300),
-    ),
-    repair=Step(REPAIR_STEP, "repair", "repair", "repair-01", 1800, capacity=2),
-    gpu=GpuSku("B200", power_w=1000, gflops_target=36949, mem_bw_floor_mbs=4_072_500,
-               nccl_busbw_gbs=475),
+    catalog={p.category: p for p in (
+        parts.BASEBOARD, parts.GPU, parts.CHASSIS, parts.CPU, parts.DIMM, parts.NIC, parts.DPU,
+        parts.PSU, parts.SSD, parts.CABLES)},
+    gpu_sku="B200",
+    perf=GpuPerf(gflops_target=36_949, mem_bw_floor_mbs=4_072_500, nccl_busbw_gbs=475),
     firmware=(
         FirmwareImage("BMC", "ast2600-bmc-a", "1.12.3"),
         FirmwareImage("BIOS", "bios-a-sr", "2.4.1"),
         FirmwareImage("VBIOS", "b200-sxm-vbios", "97.00.a5.00.1"),
         FirmwareImage("NIC", "cx7-fw", "28.43.1014"),
     ),
+    fct_fixture="FX-FCT-A-01",
 )
 
-PRODUCTS: dict[str, Product] = {PRODUCT_A.name: PRODUCT_A}
+PRODUCT_B = Product(
+    name="B",
+    catalog={p.category: p for p in (
+        parts.PCIE_GPU, parts.CHASSIS_B, parts.MAINBOARD_B, parts.CPU, parts.DIMM, parts.NIC,
+        parts.DPU, parts.PSU, parts.SSD, parts.CABLES_B)},
+    gpu_sku="RTX-PRO-6000-BSE",
+    perf=GpuPerf(gflops_target=54_543, mem_bw_floor_mbs=1_110_000, nccl_busbw_gbs=52),
+    firmware=(
+        FirmwareImage("BMC", "ast2600-bmc-b", "1.9.0"),
+        FirmwareImage("BIOS", "bios-b-gnr", "1.3.2"),
+        FirmwareImage("VBIOS", "rtx-pro-6000-bse-vbios", "98.02.2e.00.04"),
+        FirmwareImage("NIC", "cx7-fw", "28.43.1014"),
+    ),
+    fct_fixture="FX-FCT-B-01",
+)
+
+PRODUCTS: dict[str, Product] = {p.name: p for p in (PRODUCT_A, PRODUCT_B)}
 
 
 def product(name: str) -> Product:
@@ -142,13 +178,28 @@ def product(name: str) -> Product:
         return PRODUCTS[name]
     except KeyError:
         raise StationError(
-            f"the line simulator has no route for product {name!r}; known: {', '.join(PRODUCTS)}",
-            code="simulator.unknown_product",
+            f"the line simulator has no route for product {name!r}; known: "
+            f"{', '.join(PRODUCTS)} or mix", code="simulator.unknown_product",
         ) from None
 
 
+def products_of(choice: str) -> tuple[Product, ...]:
+    """`A`, `B` or `mix` (A and B alternating) as the products servers are built as."""
+    return tuple(product(n) for n in MIX) if choice == "mix" else (product(choice),)
+
+
+@cache
+def golden_firmware() -> dict[tuple[str, str], str]:
+    """(image, version) -> SHA-256 of the golden image, for every product."""
+    return {(f.image, f.version): f.sha256 for p in PRODUCTS.values() for f in p.firmware}
+
+
 def station_roster(product_name: str = "A") -> list[tuple[str, str]]:
-    """Every station of the line, as (station id, station type), receiving first."""
-    p = product(product_name)
-    steps = (*p.assembly_route, *p.server_route, p.repair)
-    return [RECEIVING_STATION, *((s.station_id, s.station_type) for s in steps)]
+    """Every station a run of `product_name` (A, B or mix) uses, as (id, type), receiving first."""
+    types: dict[str, None] = {}
+    for p in products_of(product_name):
+        routes = ([p.assembly_route] if p.assembly_route is not None else []) + [p.route]
+        for r in routes:
+            for s in (*r.steps, *r.repair_steps):
+                types.setdefault(s.station_type)
+    return [RECEIVING_STATION, *((STATIONS[t].station_id, t) for t in types)]

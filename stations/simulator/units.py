@@ -41,7 +41,7 @@ class Failure:
     kind: FailureKind
     note: str
     ref: str | None = None  # board component to replace (ICT)
-    slot: int | None = None  # GPU slot to replace (burn-in)
+    slots: tuple[int, ...] = ()  # GPU slots to replace (burn-in)
 
 
 @dataclass
@@ -54,20 +54,21 @@ class Unit:
     work_order: str
     build: int  # index of the server build this unit belongs to
     order: int  # creation order: the tie-break when two events share a time
+    number: int = 0  # 1-based: the n-th server, or the n-th PCBA, of the run
     events: list[SimEvent] = field(default_factory=list)
     last_ms: int = -1
     route_index: int = 0
     failure: Failure | None = None
     repairs: dict[int, int] = field(default_factory=dict)  # step -> repairs done for it
+    visits: dict[int, int] = field(default_factory=dict)  # step -> times started
     outcome: str = "in_progress"
     # sub-assembly: lots placed per reference designator group
     placed: dict[str, Lot] = field(default_factory=dict)
-    # server: the kit picked at kitting and what is installed
+    # server: the kit picked at kitting (category -> serials) and what is installed
     kit: dict[str, list[tuple[str, Lot]]] = field(default_factory=dict)
-    cable_lot: Lot | None = None
-    baseboard: tuple[str, Lot] | None = None
+    installed: dict[str, str] = field(default_factory=dict)  # category -> serial (count 1 parts)
     gpus: dict[int, tuple[str, Lot]] = field(default_factory=dict)
-    mainboard: Unit | None = None
+    mainboard: Unit | None = None  # the sub-assembly built on this line for it
 
 
 class Recorder:

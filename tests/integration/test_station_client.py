@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
+import sqlite3
 import subprocess
 import time
 from collections import defaultdict
@@ -27,9 +27,10 @@ from linetrace.schemas.bodies import (
 from linetrace.schemas.envelope import decode_event, parse_time
 from linetrace.schemas.signing import header, keyid_of, read_signature, verify_value
 from linetrace.schemas.topics import ALL_TOPICS, EVENTS, TELEMETRY, TOPIC_OF_TYPE
-from linetrace.stations.client import STATE_FILE, StationClient, partition_of
+from linetrace.stations.client import StationClient, partition_of
 from linetrace.stations.errors import StationError
 from linetrace.stations.simulator import LineConfig, run_line, station_roster
+from linetrace.stations.spool import SPOOL_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -183,8 +184,10 @@ def test_stationseq_is_strictly_increasing_and_survives_a_client_restart(
     events_seqs = first[:4] + second[:3]
     assert all(a < b for a, b in zip(events_seqs, events_seqs[1:], strict=False))
     assert second[3] > first[4]
-    saved = json.loads((state / STATE_FILE).read_text())
-    assert saved["station_id"] == "aoi-01" and saved["reserved"][EVENTS] >= second[2]
+    with sqlite3.connect(state / SPOOL_FILE) as db:  # numbered in the spool, exactly
+        saved = dict(db.execute("SELECT topic, last FROM seqs").fetchall())
+        owner = db.execute("SELECT value FROM meta WHERE name = 'station_id'").fetchone()[0]
+    assert owner == "aoi-01" and saved[EVENTS] == second[2]
 
     async def wrong_station() -> None:
         async with StationClient("ict-01", key, station_broker, state):
@@ -195,7 +198,7 @@ def test_stationseq_is_strictly_increasing_and_survives_a_client_restart(
     assert e.value.code == "station.state_mismatch"
 
 
-def test_emit_waits_while_a_topic_has_the_wrong_partition_count_then_sends(
+def test_delivery_waits_while_a_topic_has_the_wrong_partition_count_then_sends(
     station_broker: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = Ed25519PrivateKey.generate()
@@ -205,13 +208,14 @@ def test_emit_waits_while_a_topic_has_the_wrong_partition_count_then_sends(
         await _recreate_topic(station_broker, TELEMETRY, 4)  # what the broker's auto-creation would do
         async with StationClient("burnin-01", key, station_broker, tmp_path / "burnin-01",
                                  topic_poll_s=0.1) as client:
-            sending = asyncio.create_task(
-                client.emit("burnin.xid", "SRV-T3-000001", body, time=T0))
+            value = await client.emit("burnin.xid", "SRV-T3-000001", body, time=T0)  # spooled
+            sending = asyncio.create_task(client.flush())
             await asyncio.sleep(1.5)
-            assert not sending.done(), "emit must not produce to a topic with 4 partitions"
+            assert not sending.done(), "the client must not produce to a topic with 4 partitions"
+            assert client.pending == 1
             began = time.monotonic()
             await _recreate_topic(station_broker, TELEMETRY, ALL_TOPICS[TELEMETRY])
-            value = await asyncio.wait_for(sending, 15)
+            await asyncio.wait_for(sending, 15)
             return value, time.monotonic() - began
 
     with caplog.at_level(logging.WARNING, logger="linetrace.stations.client"):
@@ -223,7 +227,7 @@ def test_emit_waits_while_a_topic_has_the_wrong_partition_count_then_sends(
     assert [(r[1], r[3]) for r in records] == [(partition_of(b"SRV-T3-000001", 8), value)]
 
 
-def test_a_delivery_timeout_keeps_the_event_and_sends_it_before_newer_ones(
+def test_a_flush_timeout_keeps_the_event_and_sends_it_before_newer_ones(
     station_broker: str, tmp_path: Path
 ) -> None:
     key = Ed25519PrivateKey.generate()
@@ -232,16 +236,18 @@ def test_a_delivery_timeout_keeps_the_event_and_sends_it_before_newer_ones(
         await _recreate_topic(station_broker, TELEMETRY, 4)
         async with StationClient("burnin-02", key, station_broker, tmp_path / "burnin-02",
                                  topic_poll_s=0.1, delivery_timeout_s=0.5) as client:
+            await client.emit("burnin.xid", "SRV-T4-000001",
+                              BurninXid(run_id="5f0c6a4e-7f3b-4b8e-9d6e-1c2b3a4d5e6f",
+                                        gpu_index=0, xid=13), time=T0)
             with pytest.raises(StationError) as e:
-                await client.emit("burnin.xid", "SRV-T4-000001",
-                                  BurninXid(run_id="5f0c6a4e-7f3b-4b8e-9d6e-1c2b3a4d5e6f",
-                                            gpu_index=0, xid=13), time=T0)
+                await client.flush()
             assert e.value.code == "station.delivery_timeout" and e.value.retriable
             assert client.pending == 1
             await _recreate_topic(station_broker, TELEMETRY, ALL_TOPICS[TELEMETRY])
             await client.emit("burnin.xid", "SRV-T4-000001",
                               BurninXid(run_id="5f0c6a4e-7f3b-4b8e-9d6e-1c2b3a4d5e6f",
                                         gpu_index=1, xid=13), time=T0)
+            await client.flush(15)
             assert client.pending == 0
         records = await _read_all(station_broker, [TELEMETRY])
         return [decode_event(r[3]).seq or 0 for r in records]
@@ -278,10 +284,11 @@ def test_run_line_sends_every_event_signed_and_each_units_events_in_order(
     config = LineConfig(units=2, seed=31)
     summary = asyncio.run(run_line(config, keys, station_broker, tmp_path / "stations"))
     assert summary.units_started == 2 and sum(summary.outcomes.values()) == 2
-    records = [r for r in asyncio.run(_read_all(station_broker, [EVENTS, "line.receipts"]))
-               if b"-S31-" in r[2]]
-    assert len(records) == summary.events_total
-    by_unit: dict[str, list[datetime]] = defaultdict(list)
+    records = [r for r in asyncio.run(_read_all(station_broker, [EVENTS, "line.receipts",
+                                                                 "line.telemetry"]))
+               if b"-S31-" in r[2]]  # station.state events are keyed by station id
+    assert len(records) == summary.events_total - summary.events_by_type.get("station.state", 0)
+    by_unit: dict[tuple[str, str], list[datetime]] = defaultdict(list)  # per unit and topic
     last_seq: dict[tuple[str, str, int], int] = {}
     for topic, partition, rec_key, value, headers in sorted(records, key=lambda r: r[:2]):
         keyid, signature = read_signature(headers)
@@ -292,10 +299,10 @@ def test_run_line_sends_every_event_signed_and_each_units_events_in_order(
         seq_key = (event.source, topic, partition)
         assert (event.seq or 0) > last_seq.get(seq_key, 0)  # what ingest rule 4 checks
         last_seq[seq_key] = event.seq or 0
-        by_unit[event.subject].append(parse_time(event.envelope.time))
+        by_unit[event.subject, topic].append(parse_time(event.envelope.time))
         if isinstance(event.body, WorkStarted):
             assert event.body.work_order.startswith("WO-S31-")
-    for serial, times in by_unit.items():
+    for (serial, _), times in by_unit.items():
         assert times == sorted(times), f"{serial}'s events reached its partition out of order"
 
 

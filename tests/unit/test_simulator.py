@@ -1,4 +1,5 @@
-"""The line simulator, without a broker: what a seeded run of product A must look like."""
+"""The line simulator, without a broker: what a seeded run must look like (routes, products,
+determinism, burn-in). Faults: test_simulator_faults.py; holds: test_simulator_holds.py."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from linetrace.schemas.bodies import (
 from linetrace.schemas.envelope import decode_event, encode_event
 from linetrace.schemas.topics import TOPIC_OF_TYPE
 from linetrace.stations.errors import StationError
+from linetrace.stations.routes import route_for_unit
 from linetrace.stations.simulator import (
     DEFAULT_START, PRODUCTS, REPAIR_STEP, LineConfig, LinePlan, SimEvent, dependencies,
     generate_line, station_roster,
@@ -188,8 +190,9 @@ def test_every_server_gets_about_sixty_serialized_parts_each_with_lot_mpn_catego
         for i in items:
             assert i.lot and i.mpn and i.category
             assert i.serial or i.qty
-        for i in serialized:
-            assert i.slot is not None or i.category in {"baseboard", "chassis", "mainboard"}
+        for i in serialized:  # a part the route installs more than one of has a slot
+            assert (i.slot is not None) == (i.category not in {"baseboard", "chassis", "mainboard",
+                                                               "dpu"}), i
 
 
 def test_the_mainboard_is_the_pcba_unit_installed_after_it_passed_ict() -> None:
@@ -234,25 +237,34 @@ def test_firmware_flashes_report_the_golden_hashes() -> None:
         assert golden[getattr(b, "component"), getattr(b, "image"), getattr(b, "version")] == getattr(b, "sha256")
 
 
-def test_failed_units_are_repaired_and_return_to_the_step_that_failed() -> None:
+def test_failed_units_are_repaired_and_return_to_the_rework_target_of_their_route() -> None:
     repaired = 0
     gpu_swaps = 0
+    back_to_flash = 0
     for seed in range(1, 9):
         for u in plan(seed).units:
+            route = route_for_unit("A", u.kind)
+            failed_at = None
             for k, e in enumerate(u.events):
+                if isinstance(e.body, WorkCompleted) and e.body.result == "Failed":
+                    failed_at = e.body.step
                 if isinstance(e.body, UnitRepaired) and e.body.result == "RepairSuccessful":
                     repaired += 1
+                    assert failed_at is not None
+                    target = route.rework_target(failed_at)
+                    assert target is not None and e.body.return_step == target.step
                     nxt = next(x.body for x in u.events[k:] if isinstance(x.body, WorkStarted)
                                and x.body.step != REPAIR_STEP)
                     assert nxt.step == e.body.return_step
+                    back_to_flash += failed_at == 90 and nxt.step == 80
                 if isinstance(e.body, MaterialsUninstalled) and e.body.items[0].slot is not None:
                     gpu_swaps += 1
                     put_back = u.events[k + 1].body
                     assert isinstance(put_back, MaterialsInstalled)
-                    assert put_back.items[0].slot == e.body.items[0].slot
-                    assert put_back.items[0].serial != e.body.items[0].serial
+                    assert [i.slot for i in put_back.items] == [i.slot for i in e.body.items]
+                    assert {i.serial for i in put_back.items}.isdisjoint(i.serial for i in e.body.items)
                     assert e.body.reason == "DefectiveMaterial" and e.station_id == "repair-01"
-    assert repaired >= 5 and gpu_swaps >= 1
+    assert repaired >= 5 and gpu_swaps >= 1 and back_to_flash >= 1
 
 
 def test_a_scrapped_unit_says_why_and_records_nothing_after_its_last_repair_visit() -> None:
@@ -304,7 +316,7 @@ def test_units_move_through_the_line_interleaved() -> None:
     assert busiest >= 4, "several units should be on the line at once"
     stations_busy_at_once = max(
         len({e.station_id for e in p.stream() if e.time.replace(minute=0, second=0, microsecond=0) == hour
-             and e.event_type != "material.received"})
+             and e.event_type not in ("material.received", "station.state")})
         for hour in {e.time.replace(minute=0, second=0, microsecond=0) for e in p.stream()})
     assert stations_busy_at_once >= 4
     assert p.stream()[-1].time - p.stream()[0].time < timedelta(days=2)
@@ -319,3 +331,4 @@ def test_unknown_product_and_bad_settings_are_refused_with_stable_codes() -> Non
         with pytest.raises(StationError) as e:
             generate_line(bad)
         assert e.value.code == "simulator.invalid_config"
+
