@@ -34,7 +34,8 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from .supervisor import run_up
 
-    return run_up(settings, args.units, args.seed, args.until_idle, args.speed)
+    extra = ["--product", args.product, "--faults", args.faults]
+    return run_up(settings, args.units, args.seed, args.until_idle, args.speed, extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="simulated seconds per wall second (0 = as fast as possible)")
     up.add_argument("--until-idle", action="store_true",
                     help="stop once the simulator is done and the worker has drained")
+    up.add_argument("--product", choices=["A", "B", "mix"], default="A",
+                    help="what the simulated line builds (see `linetrace simulate`)")
+    up.add_argument("--faults", default="none",
+                    help="faults to inject, e.g. hot-gpu,skip-step (see docs/simulator.md)")
 
     b = add("broker", ln.cmd_broker, "run the embedded Kafka-compatible broker and create topics")
     b.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")

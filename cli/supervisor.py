@@ -101,7 +101,7 @@ def summary(ledger: Ledger) -> dict[str, object]:
 
 
 def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
-           speed: float) -> int:
+           speed: float, simulate_args: list[str] | None = None) -> int:
     data = settings.data_dir
     logs = data / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,8 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
                 time.sleep(0.1)
         bootstrap = settings.bootstrap()
         children.append(Child("worker", base + ["worker"], logs, env))
-        sim_args = base + ["simulate", "--units", str(units), "--speed", str(speed)]
+        sim_args = base + ["simulate", "--units", str(units), "--speed", str(speed),
+                           *(simulate_args or [])]
         if seed is not None:
             sim_args += ["--seed", str(seed)]
         sim = Child("simulate", sim_args, logs, env)
