@@ -50,7 +50,10 @@ def make_engine(url: str, **kw: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front (two writers can never read the same log
+            # head); readers begin deferred so a trace never blocks the worker's batch.
+            read_only = conn.get_execution_options().get("linetrace_read_only", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kw)
@@ -63,6 +66,8 @@ class Ledger:
         self.url = normalise_url(url)
         self.engine = make_engine(self.url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(linetrace_read_only=True), expire_on_commit=False)
         if create:
             from .models import create_schema
 
@@ -80,7 +85,8 @@ class Ledger:
 
     @contextmanager
     def reader(self) -> Iterator[Session]:
-        with self._sessions() as session:
+        """A read-only session (on SQLite it does not take the write lock)."""
+        with self._read_sessions() as session:
             yield session
 
     def close(self) -> None:

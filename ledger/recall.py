@@ -25,9 +25,9 @@ def recall(session: Session, *, lot: str | None = None, part: str | None = None,
            until: datetime | None = None) -> list[dict[str, Any]]:
     if sum(x is not None for x in (lot, part, mpn)) != 1:
         raise RecallQueryError("give exactly one of --lot, --part or --mpn")
-    q = select(Install.unit, Install.serial, Install.mpn, Install.lot, Install.removed_at,
-               Unit.product, Unit.state, Unit.order, Unit.carton, Unit.installed_in
-               ).join(Unit, Unit.serial == Install.unit)
+    # Installs first, then their units by primary key: a join lets PostgreSQL's default
+    # planner scan every unit (docs/benchmarks.md, recall diagnosis).
+    q = select(Install.unit, Install.serial, Install.mpn, Install.lot, Install.removed_at)
     if lot is not None:
         q = q.where(Install.lot == lot)
     elif part is not None:
@@ -39,9 +39,7 @@ def recall(session: Session, *, lot: str | None = None, part: str | None = None,
     if until is not None:
         q = q.where(Install.installed_at <= until)
     installs = session.execute(q.order_by(Install.unit, Install.id)).all()
-    units: dict[str, Any] = {}
-    for i in installs:
-        units.setdefault(i.unit, i)
+    units = _units(session, {i.unit for i in installs})
     # Walk up: a unit installed in another (PCBA -> server) makes the container affected too.
     containers: dict[str, str] = {s: u.installed_in for s, u in units.items() if u.installed_in}
     frontier = set(containers.values()) - units.keys()
