@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Index, Integer, LargeBinary, String, Text
-from sqlalchemy import and_, func, insert, or_, select, tuple_, update
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from linetrace.schemas.envelope import SYSTEM_SOURCE, Event

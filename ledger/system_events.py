@@ -40,7 +40,7 @@ from .avl import ApprovedVendorList, default_avl
 from .errors import LedgerError
 from .hbom import as_built, build_hbom, current_items
 from .log import chain_heads, chain_leaves
-from .models import Base, Lot, StationKey
+from .models import Base, StationKey
 from .projections import record_station_key
 from .records import Candidate, SourceRecord
 from .sql import insert_ignore
@@ -122,11 +122,6 @@ def load_chains(session: Session, unit: str) -> dict[str, list[Event]]:
     return chains
 
 
-def _suppliers(session: Session, lots: Sequence[str]) -> dict[str, str]:
-    rows = session.execute(select(Lot.lot, Lot.supplier).where(Lot.lot.in_(list(lots))))
-    return {r[0]: r[1] for r in rows}
-
-
 def make_hbom(session: Session, unit: str, serial_number: uuid.UUID, timestamp: datetime
               ) -> tuple[bytes, list[str]]:
     """HBOM bytes of the unit as built now, and the sub-assemblies it includes."""
@@ -134,9 +129,11 @@ def make_hbom(session: Session, unit: str, serial_number: uuid.UUID, timestamp: 
     if not chains[unit]:
         raise UnitNotFound(f"no events of unit {unit!r} in the log; `linetrace units` lists them")
     built = as_built(unit, chains)
-    suppliers = _suppliers(session, sorted({p.lot for p in built.parts}))
-    data = build_hbom(built, serial_number=serial_number, timestamp=timestamp,
-                      suppliers=suppliers)
+    # Only the unit's own events shape the sealed bytes: a supplier looked up from the lots
+    # table would depend on whether the worker had read line.receipts yet, so the same line
+    # could seal different HBOMs. Suppliers stay provable through the lots' receipt and AVL
+    # leaves in the evidence bundle.
+    data = build_hbom(built, serial_number=serial_number, timestamp=timestamp)
     return data, list(built.assemblies)
 
 

@@ -23,7 +23,7 @@ from linetrace.schemas.route import (
 )
 
 from .errors import StationError
-from .json_positions import JsonPath, Positions, format_path, locate, parse_msgspec_path
+from .json_positions import Positions, format_path, locate, parse_msgspec_path
 from .route_rules import Finding, validate_references, validate_route
 
 __all__ = [

@@ -55,6 +55,9 @@ class Emitter(Protocol):
     async def emit(self, event_type: str, subject: str, body: Body, *, time: datetime | str,
                    event_id: str | None = None) -> bytes: ...
 
+    async def flush(self) -> None:
+        """Return once the broker has acknowledged everything emitted so far."""
+
 
 def dependencies(stream: list[SimEvent]) -> list[tuple[int, ...]]:
     """For each event, the indexes (all earlier) of the events that must be acknowledged first."""
@@ -143,8 +146,13 @@ class Dispatcher:
         await self._pace(t)
         if ev.event_type == "unit.arrived" and ev.subject in self.holds:
             return False
-        value = await self.clients[ev.station_id].emit(ev.event_type, ev.subject, ev.body,
-                                                       time=t, event_id=ev.event_id)
+        client = self.clients[ev.station_id]
+        value = await client.emit(ev.event_type, ev.subject, ev.body, time=t,
+                                  event_id=ev.event_id)
+        # `emit` returns once the event is in the station's spool; the events that depend on
+        # this one (the unit's next step, often at another station) wait for the broker's ack,
+        # so a unit's events reach its partition in order across stations.
+        await client.flush()
         self.sent[ev.event_type] += 1
         if self.clock is None or t > self.clock:
             self.clock = t

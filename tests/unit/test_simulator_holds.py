@@ -35,6 +35,9 @@ class Stations:
         self.log.append((event_type, subject, time, event_id))
         return b"{}"
 
+    async def flush(self) -> None:
+        await asyncio.sleep(0)
+
 
 def stream(units: int = 3, seed: int = 5) -> list[SimEvent]:
     return generate_line(LineConfig(units=units, seed=seed)).stream()
