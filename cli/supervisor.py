@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -127,13 +128,14 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
                 time.sleep(0.1)
         bootstrap = settings.bootstrap()
         children.append(Child("worker", base + ["worker"], logs, env))
+        if seed is None:  # drawn here so it can be printed with the rest (CONTRACTS.md)
+            seed = random.SystemRandom().randrange(1, 10**6)
         sim_args = base + ["simulate", "--units", str(units), "--speed", str(speed),
-                           *(simulate_args or [])]
-        if seed is not None:
-            sim_args += ["--seed", str(seed)]
+                           "--seed", str(seed), *(simulate_args or [])]
         sim = Child("simulate", sim_args, logs, env)
         children.append(sim)
         print(f"linetrace is up (data dir {data})")
+        print(f"  seed     {seed} (`--seed {seed}` reproduces this run in another data dir)")
         print(f"  broker   kafka://{bootstrap}")
         print(f"  ledger   {settings.db if not settings.db.startswith('sqlite') else settings.db[10:]}")
         print(f"  logs     {logs}/{{broker,worker,simulate}}.log")

@@ -51,6 +51,7 @@ def _logs(d: Path) -> str:
 def test_up_prints_where_to_look_and_a_summary(two_runs: tuple[Path, Path, str]) -> None:
     a, _, out = two_runs
     assert "ledger" in out and str(a) in out and "linetrace units" in out
+    assert "seed     7 " in out
     assert "idle: 10 servers" in out
     assert "0 dead-lettered, 0 quarantined" in out
 
