@@ -8,6 +8,7 @@ the reserved source `linetrace`, so ingest verifies system events like any other
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,10 +20,9 @@ from sqlalchemy.orm import Session
 from linetrace.schemas import bodies as b
 from linetrace.schemas import signing
 from linetrace.schemas.envelope import (
+    CONTENT_TYPE,
     SYSTEM_SOURCE,
-    decode_event,
     deterministic_id,
-    encode_event,
     format_seq,
 )
 from linetrace.schemas.topics import STATIONS
@@ -30,8 +30,7 @@ from linetrace.schemas.topics import STATIONS
 from .db import Ledger
 from .errors import LedgerError
 from .models import EventRow, Station, StationKey, StationPosition
-from .projections import record_station_key
-from .records import Candidate, SourceRecord
+from .system_events import register_plant_key, signed_system_event
 from .writer import record_system_event
 
 PLANT_KEY_FILE = "plant.key"
@@ -67,10 +66,29 @@ class SystemEvent:
     headers: list[tuple[str, bytes]]
 
 
-def _register_plant(session: Session, plant: Ed25519PrivateKey, now: datetime) -> None:
-    pub_b64 = signing.public_key_b64(plant.public_key())
-    if session.get(StationKey, signing.keyid_of(plant.public_key())) is None:
-        record_station_key(session, SYSTEM_SOURCE, "linetrace", pub_b64, now, None)
+def _record_station_event(
+    session: Session,
+    plant: Ed25519PrivateKey,
+    event_type: str,
+    station_id: str,
+    keyid: str,
+    now: datetime,
+    make_body: Callable[[], b.Body],
+) -> tuple[SystemEvent, bool]:
+    """Record a plant-signed event about one station key once; (event, newly recorded).
+
+    Its id derives from (type, station, key id), so asking again returns the recorded event.
+    """
+    event_id = deterministic_id(event_type, station_id, keyid)
+    row = session.execute(select(EventRow).where(
+        EventRow.source == SYSTEM_SOURCE, EventRow.event_id == event_id)).scalar_one_or_none()
+    if row is not None:
+        return SystemEvent(STATIONS, station_id, row.value, _headers(row.keyid, row.signature)), False
+    register_plant_key(session, plant, now)
+    cand = signed_system_event(event_type, station_id, make_body(), time=now, cause_id=keyid,
+                               plant_key=plant)
+    record_system_event(session, cand)
+    return SystemEvent(STATIONS, station_id, cand.event.value, cand.record.headers), True
 
 
 def enroll_station(
@@ -98,23 +116,10 @@ def enroll_station(
         if station is not None and station.station_type != station_type:
             raise KeyError_(f"station {station_id} is enrolled with type {station.station_type}, "
                             f"not {station_type}")
-        _register_plant(session, plant, now)
-        event_id = deterministic_id("station.enrolled", station_id, keyid)
-        row = session.execute(select(EventRow).where(
-            EventRow.source == SYSTEM_SOURCE, EventRow.event_id == event_id)).scalar_one_or_none()
-        if row is not None:
-            return SystemEvent(STATIONS, station_id, row.value, _headers(row.keyid, row.signature)), False
         body = b.StationEnrolled(station_id=station_id, station_type=station_type,
                                  public_key=signing.public_key_b64(public_key), keyid=keyid)
-        value = encode_event(event_type="station.enrolled", source=SYSTEM_SOURCE,
-                             subject=station_id, body=body, time=now, event_id=event_id)
-        headers = signing.sign_value(value, plant)
-        kid, sig = signing.read_signature(headers)
-        cand = Candidate(record=SourceRecord(STATIONS, None, None, station_id.encode(), value,
-                                             headers),
-                         event=decode_event(value), keyid=kid, signature=sig, cause=keyid)
-        record_system_event(session, cand)
-        return SystemEvent(STATIONS, station_id, value, headers + _content_type()), True
+        return _record_station_event(session, plant, "station.enrolled", station_id, keyid, now,
+                                     lambda: body)
 
 
 def revoke_station_key(
@@ -137,38 +142,26 @@ def revoke_station_key(
         if key is None or key.station_id != station_id:
             raise KeyError_(f"{station_id} has no enrolled key {keyid}; "
                             f"`linetrace stations show {station_id}` lists its keys")
-        event_id = deterministic_id("station.revoked", station_id, keyid)
-        row = session.execute(select(EventRow).where(
-            EventRow.source == SYSTEM_SOURCE, EventRow.event_id == event_id)).scalar_one_or_none()
-        if row is not None:
-            return SystemEvent(STATIONS, station_id, row.value, _headers(row.keyid, row.signature)), False
-        _register_plant(session, plant, now)
-        last = session.execute(select(StationPosition.topic, func.max(StationPosition.last_seq))
-                               .where(StationPosition.station_id == station_id)
-                               .group_by(StationPosition.topic).order_by(StationPosition.topic)).all()
-        body = b.StationRevoked(station_id=station_id, keyid=keyid, reason=reason,
-                                last_valid=[b.TopicSeq(topic=t, stationseq=format_seq(int(n)))
-                                            for t, n in last])
-        value = encode_event(event_type="station.revoked", source=SYSTEM_SOURCE,
-                             subject=station_id, body=body, time=now, event_id=event_id)
-        headers = signing.sign_value(value, plant)
-        kid, sig = signing.read_signature(headers)
-        cand = Candidate(record=SourceRecord(STATIONS, None, None, station_id.encode(), value,
-                                             headers),
-                         event=decode_event(value), keyid=kid, signature=sig, cause=keyid)
-        record_system_event(session, cand)
-        return SystemEvent(STATIONS, station_id, value, headers + _content_type()), True
 
+        def body() -> b.StationRevoked:
+            last = session.execute(
+                select(StationPosition.topic, func.max(StationPosition.last_seq))
+                .where(StationPosition.station_id == station_id)
+                .group_by(StationPosition.topic).order_by(StationPosition.topic)).all()
+            return b.StationRevoked(station_id=station_id, keyid=keyid, reason=reason,
+                                    last_valid=[b.TopicSeq(topic=t, stationseq=format_seq(int(n)))
+                                                for t, n in last])
 
-def _content_type() -> list[tuple[str, bytes]]:
-    return [(signing.CONTENT_TYPE_HEADER, b"application/cloudevents+json")]
+        return _record_station_event(session, plant, "station.revoked", station_id, keyid, now,
+                                     body)
 
 
 def _headers(keyid: str, signature: bytes) -> list[tuple[str, bytes]]:
     import base64
 
     return [(signing.KEYID_HEADER, keyid.encode()),
-            (signing.SIGNATURE_HEADER, base64.b64encode(signature))] + _content_type()
+            (signing.SIGNATURE_HEADER, base64.b64encode(signature)),
+            (signing.CONTENT_TYPE_HEADER, CONTENT_TYPE.encode())]
 
 
 @dataclass(frozen=True)

@@ -72,21 +72,27 @@ class SystemContext:
     avl: ApprovedVendorList = field(default_factory=default_avl)
 
 
-def system_candidate(event_type: str, subject: str, body: b.Body, cause: Event,
-                     plant_key: Ed25519PrivateKey) -> Candidate:
-    """A plant-signed system event caused by `cause`: deterministic id and time."""
+def signed_system_event(event_type: str, subject: str, body: b.Body, *, time: str | datetime,
+                        cause_id: str, plant_key: Ed25519PrivateKey) -> Candidate:
+    """A plant-signed system event: id = UUIDv5(type, subject, cause), so a redo is identical."""
     value = encode_event(event_type=event_type, source=SYSTEM_SOURCE, subject=subject, body=body,
-                         time=cause.envelope.time,
-                         event_id=deterministic_id(event_type, subject, cause.id))
+                         time=time, event_id=deterministic_id(event_type, subject, cause_id))
     headers = signing.sign_value(value, plant_key)
     keyid, signature = signing.read_signature(headers)
     headers.append((signing.CONTENT_TYPE_HEADER, CONTENT_TYPE.encode()))
     record = SourceRecord(TOPIC_OF_TYPE[event_type], None, None, subject.encode(), value, headers)
     return Candidate(record=record, event=decode_event(value), keyid=keyid,
-                     signature=signature, cause=cause.id)
+                     signature=signature, cause=cause_id)
 
 
-def _ensure_plant_key(session: Session, plant_key: Ed25519PrivateKey, t: datetime) -> None:
+def system_candidate(event_type: str, subject: str, body: b.Body, cause: Event,
+                     plant_key: Ed25519PrivateKey) -> Candidate:
+    """A system event caused by the accepted event `cause`, at the cause's time."""
+    return signed_system_event(event_type, subject, body, time=cause.envelope.time,
+                               cause_id=cause.id, plant_key=plant_key)
+
+
+def register_plant_key(session: Session, plant_key: Ed25519PrivateKey, t: datetime) -> None:
     """Ingest verifies system events read back from Kafka like any other: register the key."""
     if session.get(StationKey, signing.keyid_of(plant_key.public_key())) is None:
         record_station_key(session, SYSTEM_SOURCE, "linetrace",
@@ -169,7 +175,7 @@ def derive(session: Session, stored: Sequence[Candidate], ctx: SystemContext | N
         elif c.event.type == "unit.packed":
             out.append(unit_sealed(session, c, ctx))
     if out:
-        _ensure_plant_key(session, ctx.plant_key, datetime.now(UTC))
+        register_plant_key(session, ctx.plant_key, datetime.now(UTC))
     return out
 
 
