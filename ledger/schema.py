@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from .errors import LedgerError
 
@@ -54,20 +54,37 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
 
 
 def ensure_current(engine: Engine, *, create: bool = True) -> None:
-    """Create an empty database at head; refuse one that is behind (or unknown)."""
+    """Create an empty database at head; refuse one that is behind (or unknown).
+
+    Creation happens under the database's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: a
+    transaction-scoped advisory lock), re-checking inside it, so processes that open a new
+    ledger at the same moment (`up` starts the worker and the simulator together) never see
+    each other's half-made schema.
+    """
     rev = current(engine)
     if rev == head():
         return
     if rev is None:
-        tables = set(inspect(engine).get_table_names())
-        if not tables and create:
-            upgrade(engine)
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK})
+            rev = MigrationContext.configure(conn).get_current_revision()
+            if rev is None:
+                if inspect(conn).get_table_names():
+                    raise SchemaUnknown(
+                        "the ledger database has tables but no schema revision; point "
+                        "LINETRACE_DB at a linetrace ledger (or an empty database)")
+                if not create:
+                    raise SchemaOutOfDate("the ledger database is empty; run `linetrace db upgrade`")
+                cfg = _config()
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                return
+        if rev == head():
             return
-        if tables:
-            raise SchemaUnknown(
-                "the ledger database has tables but no schema revision; point LINETRACE_DB at "
-                "a linetrace ledger (or an empty database)")
-        raise SchemaOutOfDate("the ledger database is empty; run `linetrace db upgrade`")
     raise SchemaOutOfDate(
         f"the ledger database schema is at revision {rev}, this linetrace needs {head()}; "
         "run `linetrace db upgrade` (back up the database first)")
+
+
+_CREATE_LOCK = 0x6C74_6462  # "ltdb": serialises first-time schema creation on PostgreSQL

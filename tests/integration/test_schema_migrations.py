@@ -61,3 +61,14 @@ def test_worker_refuses_to_start_on_an_out_of_date_schema(tmp_path: Path) -> Non
     assert "run `linetrace db upgrade`" in r.stderr and "db.schema_out_of_date" in r.stderr
     status = run_cli("db", "status", data_dir=data)
     assert status.returncode == 1 and "linetrace db upgrade" in status.stdout
+
+
+def test_processes_opening_a_new_ledger_at_once_all_see_one_schema(db_url: str) -> None:
+    """`up` starts the worker and the simulator together; neither may see a half-made schema."""
+    import sys
+
+    code = f"from linetrace.ledger.db import Ledger; Ledger({db_url!r}).close(); print('ok')"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [out.strip() for out, _ in results] == ["ok"] * 6, [err[-400:] for _, err in results]
