@@ -218,6 +218,9 @@ class IngestPosition(Base):
     topic: Mapped[str] = mapped_column(String(64), primary_key=True)
     partition: Mapped[int] = mapped_column(primary_key=True)
     next_offset: Mapped[int] = mapped_column(BigInteger)
+    # The broker's incarnation these offsets belong to (cluster id + topic id): after the
+    # embedded broker restarts empty, offsets start again at 0 in a new incarnation.
+    incarnation: Mapped[str | None] = mapped_column(String(128))
     updated: Mapped[datetime]
 
 
@@ -254,7 +257,8 @@ def load_all_tables() -> None:
 
 
 #: Modules beyond this one whose tables belong to the ledger schema.
-TABLE_MODULES = ("linetrace.ledger.log", "linetrace.ledger.system_events")
+TABLE_MODULES = ("linetrace.ledger.log", "linetrace.ledger.system_events",
+                 "linetrace.ledger.outbox", "linetrace.ledger.stage_failures")
 
 
 def create_schema(engine: Engine) -> None:
