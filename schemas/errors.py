@@ -1,4 +1,5 @@
-"""Errors raised while decoding, validating or verifying events.
+"""Errors raised while decoding, validating or verifying events, and `LinetraceError`, the
+base class of every error linetrace raises (all rooms).
 
 Every code here is part of the public contract: it travels in the `error.code` header of
 dead-letter and quarantine records and in the ledger's `rejected` table. The closed list is
@@ -8,15 +9,38 @@ dead-letter and quarantine records and in the ledger's `rejected` table. The clo
 from __future__ import annotations
 
 
-class SchemaError(Exception):
-    """Base class: `code` is stable and machine-readable, the message says what to do."""
+class LinetraceError(Exception):
+    """Base class of every error linetrace raises on purpose, in every room.
 
-    code = "schema.error"
+    `code` is stable and machine-readable (branch on it, never on the message); `retriable`
+    says whether the same call can succeed later unchanged (a broker or database that is back,
+    a full spool that drained). The message says what happened and what to do. Each room
+    derives its own base from this one (SchemaError, StationError, LedgerError, StreamsError)
+    and the CLI turns any of them into an exit code (docs/errors.md). It lives here because
+    `schemas` is the room every other room may import.
+    """
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    code: str = "linetrace.error"
+    retriable: bool = False
+
+    def __init__(self, message: str = "", *, code: str | None = None,
+                 retriable: bool | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        if retriable is not None:
+            self.retriable = retriable
+
+    @property
+    def message(self) -> str:
+        """The message alone, without the code (`str(e)` may add it, as StationError does)."""
+        return str(self.args[0]) if self.args else ""
+
+
+class SchemaError(LinetraceError):
+    """Base class of the `schemas` room: decoding, validating or verifying events."""
+
+    code = "schema.error"
 
 
 class MalformedEvent(SchemaError):

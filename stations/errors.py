@@ -1,24 +1,19 @@
 """Errors raised by station software (StationClient, simulators).
 
-Like aiokafka's errors: one hierarchy, a stable machine-readable `code`, and a `retriable` flag
-saying whether trying the same call again later can succeed. Messages say what to do.
+Like aiokafka's errors: one hierarchy (under `linetrace.schemas.errors.LinetraceError`), a stable
+machine-readable `code`, and a `retriable` flag saying whether trying the same call again later
+can succeed. Messages say what to do.
 """
 
 from __future__ import annotations
 
+from linetrace.schemas.errors import LinetraceError
 
-class StationError(Exception):
+
+class StationError(LinetraceError):
     """Base class of every error the `stations` room raises on purpose."""
 
     code = "station.error"
-    retriable = False
-
-    def __init__(self, message: str, *, code: str | None = None, retriable: bool | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-        if retriable is not None:
-            self.retriable = retriable
 
     def __str__(self) -> str:
         return f"[{self.code}] {super().__str__()}"

@@ -1,16 +1,17 @@
-"""Errors of the streams room, each with a stable code."""
+"""Errors of the streams room, each with a stable code (docs/errors.md), under LinetraceError."""
 
 from __future__ import annotations
 
+from linetrace.schemas.errors import LinetraceError
 
-class StreamsError(Exception):
+
+class StreamsError(LinetraceError):
+    """Base class of every error the `streams` room raises on purpose."""
+
     code = "streams.error"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
 
 
 class BrokerError(StreamsError):
+    """The broker is missing, unusable or does not have the topics linetrace needs."""
+
     code = "broker.error"
