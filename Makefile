@@ -28,7 +28,10 @@ venv-files: $(STAMP)
 demo: venv venv-files
 	$(VENV)/bin/linetrace up --units $(UNITS)
 
+# lint-imports checks the rooms' import rules (pyproject.toml [tool.importlinter]); a broken
+# rule prints both modules of each forbidden import and fails the run.
 test: venv venv-files
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -m "not gpu" -q
 
 test-unit: venv venv-files

@@ -33,7 +33,8 @@ from sqlalchemy import delete, insert, select
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from linetrace.ledger import log, merkle, writer  # noqa: E402
+from linetrace.ledger import log, writer  # noqa: E402
+from linetrace.ledger.proof import merkle  # noqa: E402
 from linetrace.ledger.db import Ledger  # noqa: E402
 from linetrace.ledger.log import LogHead, LogLeaf, LogSubtree  # noqa: E402
 from linetrace.ledger.records import Candidate  # noqa: E402

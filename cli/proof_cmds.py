@@ -17,13 +17,13 @@ from .output import fail, print_json
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from linetrace.ledger.note import Signer
+    from linetrace.ledger.proof.note import Signer
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _signer(settings: Settings) -> Signer:
-    from linetrace.ledger.checkpoints import plant_signer
+    from linetrace.ledger.proof.checkpoints import plant_signer
     from linetrace.ledger.keys import load_or_create_plant_key
 
     key, _ = load_or_create_plant_key(settings.keys_dir)
@@ -95,7 +95,7 @@ def _key_text(value: str) -> str:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from linetrace.ledger.verify import VerificationFailed, verify_bundle
+    from linetrace.ledger.proof.verify import VerificationFailed, verify_bundle
 
     def report(check: str, message: str) -> None:
         print(f"ok    {check:<12} {message}")

@@ -29,8 +29,8 @@ from linetrace.schemas import bodies as b
 from linetrace.schemas.envelope import SYSTEM_SOURCE, decode_event
 from linetrace.schemas.topics import LEAF_TOPICS, TOPIC_OF_TYPE
 
-from . import merkle
-from .checkpoints import read_checkpoints
+from .proof import merkle
+from .proof.checkpoints import read_checkpoints
 from .db import Ledger
 from .errors import LedgerError
 from .log import LogCheckpoint, LogHead, LogLeaf, LogSubtree
@@ -48,10 +48,10 @@ from .models import (
     TestRun,
     Unit,
 )
-from .note import VerifierKey, open_checkpoint
+from .proof.note import VerifierKey, open_checkpoint
 from .projections import project
 from .system_events import SealedHbom
-from .leaf import LeafMalformed, Src, chain_of, parse_leaf
+from .proof.leaf import LeafMalformed, Src, chain_of, parse_leaf
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ A bundle is a directory (the console zips it): the unit's leaves, those of the s
 sealed with it, the `material.received` + `material.checked` leaves of every lot its parts came
 from, the `station.enrolled` leaves of every station that signed one of those events, one
 inclusion proof per leaf against one signed checkpoint, the sealed HBOM bytes, the previous
-checkpoint with the consistency proof to this one, and a README. `linetrace verify` (verify.py)
+checkpoint with the consistency proof to this one, and a README. `linetrace verify` (proof/verify.py)
 checks it with the plant's verifier key and nothing else. Layout: docs/evidence.md.
 """
 
@@ -23,12 +23,12 @@ from linetrace.schemas import bodies as b
 from linetrace.schemas.envelope import SYSTEM_SOURCE, Event, decode_event
 from linetrace.schemas.topics import EVENTS, RECEIPTS
 
-from . import merkle
-from .checkpoints import ConsistencyLink, write_checkpoints
+from .proof import merkle
+from .proof.checkpoints import ConsistencyLink, write_checkpoints
 from .db import Ledger
 from .errors import LedgerError
-from .hbom import as_built
-from .leaf import parse_leaf
+from .proof.hbom import as_built
+from .proof.leaf import parse_leaf
 from .log import (
     LogCheckpoint,
     LogLeaf,
@@ -39,9 +39,9 @@ from .log import (
     maybe_checkpoint,
 )
 from .models import EventRow
-from .note import Signer
+from .proof.note import Signer
 from .system_events import SealedHbom
-from .verify import (
+from .proof.verify import (
     BUNDLE_FORMAT,
     CHECKPOINT,
     HBOM,

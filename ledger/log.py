@@ -22,13 +22,13 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from linetrace.schemas.envelope import SYSTEM_SOURCE, Event
 from linetrace.schemas.topics import LEAF_TOPICS, TOPIC_OF_TYPE
 
-from . import merkle
-from .checkpoints import ConsistencyLink, write_checkpoints
+from .proof import merkle
+from .proof.checkpoints import ConsistencyLink, write_checkpoints
 from .db import Ledger
 from .errors import LedgerError
-from .leaf import Leaf, cause_src, chain_of, station_src
+from .proof.leaf import Leaf, cause_src, chain_of, station_src
 from .models import Base, EventRow
-from .note import Checkpoint, Signer, VerifierKey, sign_checkpoint
+from .proof.note import Checkpoint, Signer, VerifierKey, sign_checkpoint
 from .records import Candidate
 from .sql import insert_ignore, keys_in
 
@@ -291,7 +291,7 @@ def maybe_checkpoint(ledger: Ledger, signer: Signer, every_leaves: int = 1000,
 
 
 def export_checkpoints(ledger: Ledger, directory: Path, verifier: VerifierKey) -> int:
-    """Write every stored checkpoint and the proofs between successive ones (checkpoints.py
+    """Write every stored checkpoint and the proofs between successive ones (proof/checkpoints.py
     layout) for customers and witnesses to keep; returns how many checkpoints."""
     with ledger.reader() as session:
         rows = stored_checkpoints(session)

@@ -38,13 +38,13 @@ from linetrace.schemas.topics import EVENTS, TOPIC_OF_TYPE
 
 from .avl import ApprovedVendorList, default_avl
 from .errors import LedgerError
-from .hbom import as_built, build_hbom, current_items
+from .proof.hbom import as_built, build_hbom, current_items
 from .log import chain_heads, chain_leaves
 from .models import Base, StationKey
 from .projections import record_station_key
 from .records import Candidate, SourceRecord
 from .sql import insert_ignore
-from .leaf import parse_leaf
+from .proof.leaf import parse_leaf
 
 _HBOM_NS = uuid.UUID("0b8f0a52-6c1e-5d0a-9a55-68626f6d0001")
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.log import maybe_checkpoint
-from linetrace.ledger.note import Signer
+from linetrace.ledger.proof.note import Signer
 from linetrace.ledger.keys import known_keys
 from linetrace.ledger.records import BatchOutcome, Candidate, Rejection, SourceRecord
 from linetrace.ledger.system_events import SystemContext

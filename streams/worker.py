@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from linetrace.ledger.checkpoints import plant_signer
+from linetrace.ledger.proof.checkpoints import plant_signer
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.keys import load_or_create_plant_key
 from linetrace.ledger.system_events import SystemContext

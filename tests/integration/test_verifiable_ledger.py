@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from linetrace.ledger import log, merkle
+from linetrace.ledger import log
+from linetrace.ledger.proof import merkle
 from linetrace.ledger.audit import AuditReport, audit_ledger
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.evidence import write_evidence
 from linetrace.ledger.log import LogLeaf
 from linetrace.ledger.models import Install, Operation, Unit
-from linetrace.ledger.verify import verify_bundle
+from linetrace.ledger.proof.verify import verify_bundle
 from linetrace.ledger.writer import write_batch
 from linetrace.schemas import signing
 from tests.conftest import REPO

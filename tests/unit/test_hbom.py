@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.genealogy import trace
-from linetrace.ledger.hbom import (
+from linetrace.ledger.proof.hbom import (
     CATEGORY,
     LOCATION,
     LOT,

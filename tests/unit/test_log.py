@@ -16,14 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, select, update
 
-from linetrace.ledger import log, merkle
-from linetrace.ledger.checkpoints import read_checkpoints
+from linetrace.ledger import log
+from linetrace.ledger.proof import merkle
+from linetrace.ledger.proof.checkpoints import read_checkpoints
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.log import LogCorrupted, LogLeaf, LogSubtree
 from linetrace.ledger.models import EventRow
-from linetrace.ledger.note import open_checkpoint
+from linetrace.ledger.proof.note import open_checkpoint
 from linetrace.ledger.records import Candidate, SourceRecord
-from linetrace.ledger.leaf import Leaf, parse_leaf
+from linetrace.ledger.proof.leaf import Leaf, parse_leaf
 from linetrace.ledger.writer import write_batch
 from linetrace.schemas import signing
 from linetrace.schemas.envelope import decode_event

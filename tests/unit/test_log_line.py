@@ -21,13 +21,13 @@ from sqlalchemy import func, select
 
 from linetrace.ledger import log
 from linetrace.ledger.avl import ApprovedVendorList, default_avl
-from linetrace.ledger.checkpoints import plant_signer
+from linetrace.ledger.proof.checkpoints import plant_signer
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.keys import enroll_station
 from linetrace.ledger.models import EventRow
 from linetrace.ledger.records import Candidate, SourceRecord
 from linetrace.ledger.system_events import SealedHbom, SystemContext
-from linetrace.ledger.leaf import parse_leaf
+from linetrace.ledger.proof.leaf import parse_leaf
 from linetrace.ledger.writer import write_batch
 from linetrace.schemas import bodies as b
 from linetrace.schemas import signing
@@ -151,7 +151,7 @@ def test_each_packed_unit_is_sealed_with_its_hbom_hash_and_chain_head(fed: Fed) 
     kinds = [decode_event(parse_leaf(r.data).value).type for r in chain]
     at = kinds.index("unit.sealed")
     assert "unit.packed" in kinds[:at]  # later events of the same batch may come in between
-    from linetrace.ledger.merkle import leaf_hash
+    from linetrace.ledger.proof.merkle import leaf_hash
 
     assert seal.chain_head == leaf_hash(chain[at - 1].data).hex()
     assert parse_leaf(chain[at].data).unit_prev == leaf_hash(chain[at - 1].data)

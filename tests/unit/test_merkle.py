@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linetrace.ledger import merkle
-from linetrace.ledger.errors import LedgerError, ProofError, ProofRangeError, SubtreeMissing
-from linetrace.ledger.merkle import (
+from linetrace.ledger.proof import merkle
+from linetrace.ledger.proof.errors import LedgerError, ProofError, ProofRangeError, SubtreeMissing
+from linetrace.ledger.proof.merkle import (
     EMPTY_ROOT,
     MemoryTree,
     append_leaf,

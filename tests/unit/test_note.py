@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linetrace.ledger.errors import (
+from linetrace.ledger.proof.errors import (
     CheckpointMalformed,
     CheckpointWrongOrigin,
     NoteError,
     VerifierKeyMalformed,
 )
-from linetrace.ledger.merkle import MemoryTree
-from linetrace.ledger.note import (
+from linetrace.ledger.proof.merkle import MemoryTree
+from linetrace.ledger.proof.note import (
     Checkpoint,
     VerifierKey,
     open_checkpoint,
@@ -212,7 +212,7 @@ def test_signer_repr_never_shows_the_private_key() -> None:
 
 
 def test_verifier_keys_whose_base64_contains_plus_signs_round_trip() -> None:
-    from linetrace.ledger.note import VerifierKey, signer_from_seed
+    from linetrace.ledger.proof.note import VerifierKey, signer_from_seed
 
     for i in range(64):
         key = signer_from_seed(bytes([i]) * 32, "plant.example/linetrace/v1").verifier

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from linetrace.ledger import log, merkle
+from linetrace.ledger import log
+from linetrace.ledger.proof import merkle
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.evidence import NotSealed, write_evidence
-from linetrace.ledger.note import Checkpoint, sign_checkpoint, sign_note, signer_from_seed
-from linetrace.ledger.leaf import Leaf, chain_of, parse_leaf
-from linetrace.ledger.verify import CHECKS, HISTORY, VerificationFailed, verify_bundle
+from linetrace.ledger.proof.note import Checkpoint, sign_checkpoint, sign_note, signer_from_seed
+from linetrace.ledger.proof.leaf import Leaf, chain_of, parse_leaf
+from linetrace.ledger.proof.verify import CHECKS, HISTORY, VerificationFailed, verify_bundle
 from linetrace.schemas import bodies as b
 from linetrace.schemas import signing
 from linetrace.schemas.envelope import decode_event, deterministic_id, encode_event
@@ -105,7 +106,7 @@ def test_bundle_of_a_sealed_simulated_server_verifies(made: tuple[Path, Fed]) ->
 
 
 def test_verify_runs_with_no_database_or_broker_library_imported() -> None:
-    code = ("import sys, linetrace.ledger.verify, linetrace.ledger.hbom; "
+    code = ("import sys, linetrace.ledger.proof.verify, linetrace.ledger.proof.hbom; "
             "print([m for m in sys.modules if m.split('.')[0] in "
             "('sqlalchemy', 'aiokafka', 'faust', 'psycopg')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
