@@ -26,7 +26,7 @@ from linetrace.stations.burnin import (
 )
 from linetrace.stations.burnin.sku import DEFAULT_SKU
 
-from .ledger_cmds import open_ledger, publish_system_events
+from .ledger_cmds import open_ledger, publish_outbox
 from .line_cmds import station_key
 from .output import print_json
 from .settings import Settings
@@ -84,10 +84,10 @@ def _enrolled_key(settings: Settings, station_id: str) -> Ed25519PrivateKey:
     plant, _ = load_or_create_plant_key(settings.keys_dir)
     ledger = open_ledger(settings)
     try:
-        enrolled, _new = enroll_station(ledger, plant, station_id, "burnin", key.public_key())
+        enroll_station(ledger, plant, station_id, "burnin", key.public_key())
+        publish_outbox(settings, ledger)
     finally:
         ledger.close()
-    publish_system_events(settings, [enrolled])
     return key
 
 

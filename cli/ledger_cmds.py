@@ -1,19 +1,15 @@
-"""Commands that only need the ledger DB (base install): units, trace, keys, stations."""
+"""Commands that change the ledger or its keys (base install): keys, stations, db."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from linetrace.ledger.db import Ledger
-from linetrace.ledger.genealogy import UNIT_STATES, list_units, trace, work_in_progress
-from linetrace.ledger.lookups import show_lot, show_station
-from linetrace.ledger.recall import recall
+from linetrace.ledger.lookups import show_station
 from linetrace.ledger.keys import (
     SystemEvent,
     enroll_station,
@@ -24,7 +20,8 @@ from linetrace.ledger.keys import (
 from linetrace.schemas import signing
 
 from .output import print_json, print_table
-from .settings import ConfigurationError, Settings
+from .query_cmds import read_ledger
+from .settings import Settings
 
 
 def open_ledger(settings: Settings) -> Ledger:
@@ -72,43 +69,6 @@ def cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
-def cmd_units(args: argparse.Namespace, settings: Settings) -> int:
-    if args.state and args.state not in UNIT_STATES:
-        print(f"linetrace: unknown state {args.state!r}; one of {', '.join(UNIT_STATES)}",
-              file=sys.stderr)
-        return 2
-    ledger = open_ledger(settings)
-    with ledger.reader() as s:
-        units = list_units(s, kind=args.kind, state=args.state, product=args.product)
-    if args.json:
-        print_json(units)
-    else:
-        print_table([[u["serial"], u["product"], u["kind"], u["state"], u["step"], u["updated"]]
-                     for u in units], ["SERIAL", "PRODUCT", "KIND", "STATE", "STEP", "UPDATED"])
-    return 0
-
-
-def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
-    ledger = open_ledger(settings)
-    with ledger.reader() as s:
-        t = trace(s, args.serial)
-    if args.json:
-        print_json(t)
-        return 0
-    print(f"{t['serial']}  {t['product']} ({t['kind']})  state {t['state']}  step {t['step']}")
-    if t["order"]:
-        print(f"order {t['order']}  carton {t['carton']}")
-    print(f"\nparts ({len(t['parts'])}):")
-    print_table([[p["serial"] or f"qty {p['qty']}", p["category"], p["mpn"], p["lot"], p["parent"],
-                  p["slot"] if p["slot"] is not None else p["ref"]] for p in t["parts"]],
-                ["SERIAL", "CATEGORY", "MPN", "LOT", "PARENT", "SLOT/REF"])
-    print(f"\noperations ({len(t['operations'])}):")
-    print_table([[o["step"], o["operation"], o["station"], o["result"], o["started"], o["completed"]]
-                 for o in t["operations"]], ["STEP", "OPERATION", "STATION", "RESULT", "STARTED",
-                                              "COMPLETED"])
-    return 0
-
-
 def cmd_keys_init(args: argparse.Namespace, settings: Settings) -> int:
     key, created = load_or_create_plant_key(settings.keys_dir)
     path = settings.keys_dir / "plant.key"
@@ -134,22 +94,24 @@ def cmd_stations_keygen(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def publish_system_events(settings: Settings, events: list[SystemEvent]) -> bool:
-    """Best effort: the ledger already holds them; ingest de-duplicates when they come back."""
+def publish_outbox(settings: Settings, ledger: Ledger) -> bool:
+    """Publish what this command recorded (it is in the ledger's outbox already).
+
+    A running worker's relay publishes it anyway; this only saves waiting for one. Returns
+    False when no broker is configured or reachable, or the worker extra is not installed:
+    the messages stay in the outbox, nothing is lost.
+    """
     try:
         bootstrap = settings.bootstrap()
+        from linetrace.streams.relay import drain
     except Exception:
         return False
     try:
-        from linetrace.streams.publish import publish
-    except ImportError:
-        return False
-    try:
-        asyncio.run(asyncio.wait_for(publish(bootstrap, events), 15))
+        asyncio.run(drain(ledger, bootstrap, timeout=15))
         return True
     except Exception as e:
-        print(f"note: recorded in the ledger but not published to Kafka ({type(e).__name__}: {e})",
-              file=sys.stderr)
+        print(f"note: recorded in the ledger; it leaves through the outbox when a worker or "
+              f"broker is available ({type(e).__name__}: {e})", file=sys.stderr)
         return False
 
 
@@ -162,7 +124,7 @@ def cmd_stations_enroll(args: argparse.Namespace, settings: Settings) -> int:
     plant, _ = load_or_create_plant_key(settings.keys_dir)
     ledger = open_ledger(settings)
     event, new = enroll_station(ledger, plant, args.station_id, args.type, public)
-    published = publish_system_events(settings, [event])
+    published = publish_outbox(settings, ledger)
     keyid = signing.keyid_of(public)
     print(f"{'enrolled' if new else 'already enrolled'}: {args.station_id} ({args.type}) key {keyid}"
           f"{'' if published else ' (broker not reachable; the worker learns it from the ledger)'}")
@@ -180,15 +142,15 @@ def cmd_stations_rotate(args: argparse.Namespace, settings: Settings) -> int:
     with ledger.reader() as s:
         station = show_station(s, args.station_id)
     plant, _ = load_or_create_plant_key(settings.keys_dir)
-    event, new = enroll_station(ledger, plant, args.station_id, str(station["station_type"]), public)
+    event, new = enroll_station(ledger, plant, args.station_id, station.station_type, public)
     events = [event]
     new_id = signing.keyid_of(public)
     if args.revoke_old:
-        for k in station["keys"]:
-            if k["keyid"] != new_id and not k["revoked"]:
-                events.append(revoke_station_key(ledger, plant, args.station_id, k["keyid"],
+        for k in station.keys:
+            if k.keyid != new_id and not k.revoked:
+                events.append(revoke_station_key(ledger, plant, args.station_id, k.keyid,
                                                  reason=f"rotated to {new_id}")[0])
-    publish_system_events(settings, events)
+    publish_outbox(settings, ledger)
     print(f"{args.station_id}: key {new_id} {'enrolled' if new else 'was already enrolled'}"
           + (f"; revoked {len(events) - 1} old key(s)" if args.revoke_old else ""))
     return 0
@@ -198,88 +160,17 @@ def cmd_stations_revoke(args: argparse.Namespace, settings: Settings) -> int:
     plant, _ = load_or_create_plant_key(settings.keys_dir)
     ledger = open_ledger(settings)
     event, new = revoke_station_key(ledger, plant, args.station_id, args.keyid, reason=args.reason)
-    publish_system_events(settings, [event])
+    publish_outbox(settings, ledger)
     print(f"{args.station_id}: key {args.keyid} {'revoked' if new else 'was already revoked'}")
     return 0
 
 
 def cmd_stations_list(args: argparse.Namespace, settings: Settings) -> int:
-    rows = list_stations(open_ledger(settings))
+    rows = list_stations(read_ledger(settings))
     if args.json:
         print_json(rows)
     else:
         print_table([[r["station_id"], r["station_type"], ",".join(
             k["keyid"] + ("(revoked)" if k["revoked"] else "") for k in r["keys"])]  # type: ignore[attr-defined]
             for r in rows], ["STATION", "TYPE", "KEYS"])
-    return 0
-
-
-def _time_arg(s: str | None) -> datetime | None:
-    if s is None:
-        return None
-    try:
-        t = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigurationError(f"{s!r} is not an RFC 3339 time (e.g. 2026-01-05T06:00:00Z)") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
-def cmd_recall(args: argparse.Namespace, settings: Settings) -> int:
-    with open_ledger(settings).reader() as s:
-        rows = recall(s, lot=args.lot, part=args.part, mpn=args.mpn,
-                      since=_time_arg(args.since), until=_time_arg(args.until))
-    if args.json:
-        print_json(rows)
-    else:
-        print_table([[r["serial"], r["product"], r["state"], r["status"], r["part"], r["lot"],
-                      r["order"], r["carton"]] for r in rows],
-                    ["UNIT", "PRODUCT", "STATE", "STATUS", "PART", "LOT", "ORDER", "CARTON"])
-        print(f"{len({r['serial'] for r in rows})} units")
-    return 0
-
-
-def cmd_wip(args: argparse.Namespace, settings: Settings) -> int:
-    with open_ledger(settings).reader() as s:
-        rows = work_in_progress(s)
-    if args.json:
-        print_json(rows)
-    else:
-        print_table([[r["kind"], r["step"], r["state"], r["units"]] for r in rows],
-                    ["KIND", "STEP", "STATE", "UNITS"])
-    return 0
-
-
-def cmd_lots_show(args: argparse.Namespace, settings: Settings) -> int:
-    with open_ledger(settings).reader() as s:
-        lot = show_lot(s, args.lot)
-    if args.json:
-        print_json(lot)
-        return 0
-    print(f"lot {lot['lot']}  {lot['mpn']}  supplier {lot['supplier']}  date code "
-          f"{lot['date_code']}  qty {lot['qty']}")
-    print(f"received {lot['received']} at {lot['station']}; {len(lot['serials'])} serials; "
-          f"installed {lot['installs']} times in {lot['units']} units")
-    for d in lot["documents"]:
-        print(f"  document {d['kind']}: sha256 {d['sha256']}")
-    for e in lot["events"]:
-        print(f"  {e['time']}  {e['type']}  {e['source']}")
-    return 0
-
-
-def cmd_stations_show(args: argparse.Namespace, settings: Settings) -> int:
-    with open_ledger(settings).reader() as s:
-        st = show_station(s, args.station_id)
-    if args.json:
-        print_json(st)
-        return 0
-    print(f"{st['station_id']} ({st['station_type']})  enrolled {st['enrolled']}  "
-          f"state {st['state']}")
-    for k in st["keys"]:
-        print(f"  key {k['keyid']}  enrolled {k['enrolled']}"
-              + (f"  revoked {k['revoked']}" if k["revoked"] else ""))
-    for f in st["open_faults"]:
-        print(f"  open fault {f['data']['fault_id']}: {f['data']['severity']} {f['data']['cause']}")
-    print("  events: " + ", ".join(f"{t} {n}" for t, n in sorted(st["events_by_type"].items())))
-    for e in st["events"][-20:]:
-        print(f"  {e['time']}  {e['type']}  {json.dumps(e['data'], sort_keys=True)[:100]}")
     return 0

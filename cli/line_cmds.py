@@ -14,10 +14,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from linetrace.ledger.keys import SystemEvent, enroll_station, load_or_create_plant_key
+from linetrace.ledger.keys import enroll_station, load_or_create_plant_key
 from linetrace.schemas import signing
 
-from .ledger_cmds import open_ledger, publish_system_events
+from .ledger_cmds import open_ledger, publish_outbox
+from .routes_cmds import routes_in_force
 from .settings import Settings
 
 
@@ -123,6 +124,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     _need_worker_extra()
     from linetrace.streams.worker import WorkerConfig, run_worker
 
+    routes = routes_in_force(settings)  # a bad LINETRACE_ROUTES starts nothing (exit 2)
     bootstrap = settings.bootstrap()
     open_ledger(settings).close()  # creates the SQLite file's folder and schema
     run_worker(WorkerConfig(bootstrap=bootstrap, db_url=settings.db, data_dir=settings.data_dir,
@@ -130,7 +132,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                             batch_window=settings.batch_window, log_level=settings.log_level,
                             origin=settings.origin,
                             checkpoint_leaves=settings.checkpoint_leaves,
-                            checkpoint_seconds=settings.checkpoint_seconds))
+                            checkpoint_seconds=settings.checkpoint_seconds, routes=routes))
     return 0
 
 
@@ -157,6 +159,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         LineConfig, generate_line, parse_faults, run_line, station_roster,
     )
 
+    routes = routes_in_force(settings)  # a bad LINETRACE_ROUTES starts nothing (exit 2)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     try:
         start = datetime.fromisoformat(args.start) if args.start else None
@@ -167,7 +170,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     try:
         config = LineConfig(units=args.units, seed=seed, speed=args.speed, rate=args.rate,
                             product=args.product, faults=parse_faults(args.faults),
-                            burnin_seconds=args.burnin_seconds, start=start)
+                            burnin_seconds=args.burnin_seconds, start=start, routes=routes)
         plan = generate_line(config)  # refuses a bad config before anything is enrolled
     except StationError as e:
         print(f"linetrace: {e}", file=sys.stderr)
@@ -187,14 +190,11 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     ledger = open_ledger(settings)
     stations_dir = settings.data_dir / "stations"
     keys = {}
-    enrolled: list[SystemEvent] = []
-    for station_id, station_type in station_roster(config.product):
+    for station_id, station_type in station_roster(config.product, config.routes):
         keys[station_id] = station_key(stations_dir, station_id)
-        event, _new = enroll_station(ledger, plant, station_id, station_type,
-                                     keys[station_id].public_key())
-        enrolled.append(event)
+        enroll_station(ledger, plant, station_id, station_type, keys[station_id].public_key())
+    publish_outbox(settings, ledger)
     ledger.close()
-    publish_system_events(settings, enrolled)
     write_atomic(seeds_file, json.dumps(seeds + [seed]))
     summary = asyncio.run(run_line(config, keys, bootstrap, stations_dir, plan=plan,
                                    plant_key=plant.public_key()))

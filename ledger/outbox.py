@@ -10,9 +10,12 @@ of the same work inserts nothing new (`ON CONFLICT DO NOTHING`), and a consumer 
 de-duplicates on the `linetrace-message-id` header sees each message once.
 
 `seq` orders the rows. On PostgreSQL a sequence value is taken at insert time, so a
-transaction with a lower `seq` may commit after one with a higher `seq` (or roll back and leave
-a gap); `pending` therefore returns rows in `seq` order only up to the first gap younger than
-`gap_grace`, and `unsent_below` picks up any row that committed late behind the watermark.
+transaction with a lower `seq` may commit after one with a higher `seq`, or roll back (or
+conflict, on a redo) and leave a gap for ever. `pending` therefore returns rows in `seq` order
+only up to the first gap, until the gap is known to be final: on PostgreSQL once every
+transaction that was running when the gap was first seen has ended (each holds a lock on its
+own transaction id, visible in `pg_locks`), elsewhere after `gap_grace`; rows that commit
+late below the watermark are returned on the next pass.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Index, Integer, LargeBinary, String, select, update
+from sqlalchemy import Index, Integer, LargeBinary, String, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .models import Base, BigId
@@ -119,6 +122,28 @@ class Watermark:
 
     seq: int = 0
     gap_since: datetime | None = None
+    gap_running: frozenset[str] | None = None  # PostgreSQL: transactions running at the gap
+
+
+_RUNNING = text("SELECT transactionid::text FROM pg_locks WHERE locktype = 'transactionid' "
+                "AND mode = 'ExclusiveLock' AND granted")
+
+
+def _running(session: Session) -> frozenset[str]:
+    return frozenset(str(x) for x in session.scalars(_RUNNING))
+
+
+def _gap_is_final(session: Session, mark: Watermark, now: datetime, grace: timedelta) -> bool:
+    """Can no transaction still commit a row into the gap after `mark.seq`?"""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if mark.gap_since is None:
+        mark.gap_since = now
+        mark.gap_running = _running(session) if postgres else None
+    if now - mark.gap_since >= grace:
+        return True
+    if mark.gap_running is not None:
+        return not (mark.gap_running & _running(session))
+    return False
 
 
 def start_watermark(session: Session) -> Watermark:
@@ -150,12 +175,9 @@ def pending(session: Session, mark: Watermark, limit: int = 500,
                             .order_by(OutboxRow.seq).limit(limit - len(late))).all()
     visible: list[int] = []
     for seq, sent in fresh:
-        if seq != mark.seq + 1:
-            if mark.gap_since is None:
-                mark.gap_since = t
-            if t - mark.gap_since < gap_grace:
-                break  # an older transaction may still commit into the gap
-        mark.seq, mark.gap_since = seq, None
+        if seq != mark.seq + 1 and not _gap_is_final(session, mark, t, gap_grace):
+            break  # an older transaction may still commit into the gap
+        mark.seq, mark.gap_since, mark.gap_running = seq, None, None
         if sent is None:
             visible.append(seq)
     rows = late

@@ -34,6 +34,7 @@ from linetrace.schemas.envelope import (
     encode_event,
     parse_time,
 )
+from linetrace.schemas.routes import RouteBook, packaged_routes
 from linetrace.schemas.topics import EVENTS, TOPIC_OF_TYPE
 
 from .avl import ApprovedVendorList, default_avl
@@ -66,10 +67,12 @@ class SealedHbom(Base):
 
 @dataclass(frozen=True)
 class SystemContext:
-    """What the writer needs to author system events: the plant key and the AVL."""
+    """What the writer needs to author system events: the plant key and the AVL; and the
+    routes in force, of which a unit records the one it starts on."""
 
     plant_key: Ed25519PrivateKey
     avl: ApprovedVendorList = field(default_factory=default_avl)
+    routes: RouteBook = field(default_factory=packaged_routes)
 
 
 def signed_system_event(event_type: str, subject: str, body: b.Body, *, time: str | datetime,
@@ -143,39 +146,69 @@ def make_hbom(session: Session, unit: str, serial_number: uuid.UUID, timestamp: 
     return data, list(built.assemblies)
 
 
-def unit_sealed(session: Session, c: Candidate, ctx: SystemContext) -> Candidate:
-    packed = c.event.body
-    assert isinstance(packed, b.UnitPacked)
+@dataclass(frozen=True)
+class SealPlan:
+    """What sealing one packed unit needs, read from the ledger: the HBOM bytes as built and
+    the chain heads the seal covers."""
+
+    hbom: bytes
+    unit_head: bytes
+    assemblies: list[tuple[str, bytes]]  # (serial, chain head) of each sub-assembly
+
+
+def plan_seal(session: Session, c: Candidate) -> SealPlan:
     unit = c.event.subject
     serial_number = uuid.uuid5(_HBOM_NS, f"{unit}\x00{c.event.id}")
-    sealed_at = parse_time(c.event.envelope.time)
-    data, assemblies = make_hbom(session, unit, serial_number, sealed_at)
+    data, assemblies = make_hbom(session, unit, serial_number, parse_time(c.event.envelope.time))
     heads = chain_heads(session, [(EVENTS, s) for s in [unit, *assemblies]])
+    return SealPlan(data, heads[(EVENTS, unit)][1],
+                    [(s, heads[(EVENTS, s)][1]) for s in assemblies])
+
+
+def unit_sealed(c: Candidate, plan: SealPlan, ctx: SystemContext
+                ) -> tuple[Candidate, dict[str, object]]:
+    """The `unit.sealed` event answering `c` (a `unit.packed`) and its `hboms` row."""
+    packed = c.event.body
+    assert isinstance(packed, b.UnitPacked)
     body = b.UnitSealed(
-        hbom_sha256=hashlib.sha256(data).hexdigest(), chain_head=heads[(EVENTS, unit)][1].hex(),
+        hbom_sha256=hashlib.sha256(plan.hbom).hexdigest(), chain_head=plan.unit_head.hex(),
         packed=c.event.id, tamper_seal=packed.tamper_seal,
-        assemblies=[b.SealedAssembly(serial=s, chain_head=heads[(EVENTS, s)][1].hex())
-                    for s in assemblies])
-    sealed = system_candidate("unit.sealed", unit, body, c.event, ctx.plant_key)
-    insert_ignore(session, SealedHbom.__table__, [{  # type: ignore[arg-type]
-        "sealed_event": sealed.event.id, "serial": unit, "sha256": body.hbom_sha256,
-        "data": data, "sealed_at": sealed_at}])
-    return sealed
+        assemblies=[b.SealedAssembly(serial=s, chain_head=h.hex()) for s, h in plan.assemblies])
+    sealed = system_candidate("unit.sealed", c.event.subject, body, c.event, ctx.plant_key)
+    row: dict[str, object] = {"sealed_event": sealed.event.id, "serial": c.event.subject,
+                              "sha256": body.hbom_sha256, "data": plan.hbom,
+                              "sealed_at": parse_time(c.event.envelope.time)}
+    return sealed, row
 
 
-def derive(session: Session, stored: Sequence[Candidate], ctx: SystemContext | None
-           ) -> list[Candidate]:
-    """System events caused by `stored`, in order (none without a plant key)."""
-    if ctx is None:
-        return []
+def plan_system_events(session: Session, stored: Sequence[Candidate]) -> dict[str, SealPlan]:
+    """What `decide_system_events` needs from the ledger: a seal plan per packed unit."""
+    return {c.event.id: plan_seal(session, c) for c in stored if c.event.type == "unit.packed"}
+
+
+def decide_system_events(stored: Sequence[Candidate], plans: dict[str, SealPlan],
+                         ctx: SystemContext) -> tuple[list[Candidate], list[dict[str, object]]]:
+    """System events caused by `stored`, in order, and the sealed HBOM rows (pure)."""
     out: list[Candidate] = []
+    hboms: list[dict[str, object]] = []
     for c in stored:
         if c.event.type == "material.received":
             out.append(material_checked(c, ctx))
         elif c.event.type == "unit.packed":
-            out.append(unit_sealed(session, c, ctx))
-    if out:
-        register_plant_key(session, ctx.plant_key, datetime.now(UTC))
+            sealed, row = unit_sealed(c, plans[c.event.id], ctx)
+            out.append(sealed)
+            hboms.append(row)
+    return out, hboms
+
+
+def derive(session: Session, stored: Sequence[Candidate], ctx: SystemContext | None
+           ) -> list[Candidate]:
+    """System events caused by `stored` (none without a plant key), with their HBOM rows
+    written: the writer's default when no stage pipeline is given."""
+    if ctx is None:
+        return []
+    out, hboms = decide_system_events(stored, plan_system_events(session, stored), ctx)
+    insert_ignore(session, SealedHbom.__table__, hboms)  # type: ignore[arg-type]
     return out
 
 

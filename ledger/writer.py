@@ -9,7 +9,7 @@ whose `stationseq` does not advance on its (station, topic, partition) is reorde
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from typing import Any
@@ -19,11 +19,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from linetrace.schemas.envelope import SYSTEM_SOURCE, parse_time
+from linetrace.schemas.routes import packaged_routes
 from linetrace.schemas.topics import QUARANTINE
 
 from . import log as merkle_log
+from . import outbox
 from .db import Ledger
-from .system_events import SystemContext, derive
+from .system_events import SystemContext, derive, register_plant_key
 from .models import EventRow, IngestPosition, Rejected, StationKey, StationPosition
 from .projections import project
 from .records import BatchOutcome, Candidate, Rejection
@@ -110,13 +112,13 @@ def rejection_row(r: Rejection, now: datetime) -> dict[str, object]:
 
 def store_events(session: Session, candidates: Sequence[Candidate],
                  ctx: SystemContext | None = None) -> BatchOutcome:
-    """Rules 3 and 4, store and project the accepted events, append their leaves, and record
-    the system events they cause (inside the caller's transaction).
+    """Rules 3 and 4, store and project the accepted events, append their leaves, and queue
+    the system events among them for publishing (inside the caller's transaction).
 
-    The system events caused by this batch are in `outcome.system`, already recorded, for the
-    caller to publish after commit.
+    The system events they cause are decided after, by the stages (`run_stages`).
     """
     out = BatchOutcome()
+    session.info["routes"] = ctx.routes if ctx is not None else packaged_routes()  # projections
     existing = _existing(session, [(c.event.source, c.event.id) for c in candidates])
     last = _positions(session, [(c.event.source, c.record.topic, c.record.partition)
                                 for c in candidates
@@ -168,12 +170,85 @@ def store_events(session: Session, candidates: Sequence[Candidate],
            [{"station_id": k[0], "topic": k[1], "partition": k[2], "last_seq": v}
             for k, v in moved.items()], ["station_id", "topic", "partition"])
     merkle_log.append_events(session, out.stored)
-    caused = derive(session, out.stored, ctx)
-    if caused:
-        nested = store_events(session, caused, ctx)
+    own = [c for c in out.stored if is_own_system_event(c)]
+    if own:
+        outbox.enqueue(session, [system_message(c) for c in own], now)
+        if ctx is not None:  # ingest verifies them when they come back from Kafka
+            register_plant_key(session, ctx.plant_key, now)
+    return out
+
+
+def is_own_system_event(c: Candidate) -> bool:
+    """A system event authored here (not one read back from Kafka): it must be published."""
+    return c.event.source == SYSTEM_SOURCE and c.record.partition is None
+
+
+def system_message(c: Candidate) -> outbox.Message:
+    """The outbox copy of a system event, its id derived from type, subject and cause."""
+    return outbox.Message(kind="system", topic=c.record.topic, key=c.event.subject.encode(),
+                          value=c.event.value, headers=list(c.record.headers),
+                          message_id=outbox.message_id(c.event.type, c.event.subject,
+                                                       c.cause or c.event.id))
+
+
+def error_headers(r: Rejection) -> list[tuple[str, bytes]]:
+    """The original headers plus the documented error headers (UTF-8, CONTRACTS.md)."""
+    rec = r.record
+    extra = {
+        "error.code": r.code,
+        "error.message": r.message,
+        "error.stage": r.stage,
+        "original.topic": rec.topic,
+        "original.partition": "" if rec.partition is None else str(rec.partition),
+        "original.offset": "" if rec.offset is None else str(rec.offset),
+    }
+    kept = [(k, v) for k, v in rec.headers if k not in extra and k != outbox.MESSAGE_ID_HEADER]
+    return kept + [(k, v.encode("utf-8")) for k, v in extra.items()]
+
+
+def record_rejections(session: Session, rejections: Sequence[Rejection],
+                      now: datetime | None = None) -> None:
+    """Store each rejection (raw bytes + reason) and queue its DLQ/quarantine copy."""
+    if not rejections:
+        return
+    t = now or datetime.now(UTC)
+    rows = [rejection_row(r, t) for r in rejections]
+    insert_ignore(session, Rejected.__table__, rows)  # type: ignore[arg-type]
+    outbox.enqueue(session, [
+        outbox.Message(kind="quarantine" if r.destination == QUARANTINE else "dlq",
+                       topic=r.destination, key=r.record.key, value=r.record.value,
+                       headers=error_headers(r),
+                       message_id=outbox.message_id("rejected", r.destination, str(row["digest"])))
+        for r, row in zip(rejections, rows, strict=True)], t)
+
+
+#: What the worker's stage pipeline plugs into the batch transaction: given the events just
+#: stored, it writes its decisions and returns the system events it decided (to be recorded).
+StageHook = Callable[[Session, Sequence[Candidate]], Sequence[Candidate]]
+_MAX_DEPTH = 8  # system events caused by system events: a bound, never reached in practice
+
+
+def run_stages(session: Session, out: BatchOutcome, stages: StageHook,
+               ctx: SystemContext | None) -> None:
+    """Run the stages over what was stored, record the system events they decide, repeat."""
+    batch: list[Candidate] = [*out.stored, *out.system]
+    for _ in range(_MAX_DEPTH):
+        decided = list(stages(session, batch))
+        if not decided:
+            return
+        nested = store_events(session, decided, ctx)
         out.system.extend(nested.stored)
         out.system.extend(nested.system)
-    return out
+        batch = [*nested.stored, *nested.system]
+    raise RuntimeError(f"stages kept deciding system events {_MAX_DEPTH} levels deep")
+
+
+def _derive_hook(ctx: SystemContext | None) -> StageHook | None:
+    """Without a stage pipeline (tools, tests, benches), the writer derives the system events
+    itself, as the worker's system-events stage does."""
+    if ctx is None:
+        return None
+    return lambda session, stored: derive(session, stored, ctx)
 
 
 def write_batch(
@@ -182,8 +257,14 @@ def write_batch(
     rejections: Sequence[Rejection] = (),
     positions: Mapping[tuple[str, int], int] | None = None,
     ctx: SystemContext | None = None,
+    stages: StageHook | None = None,
+    incarnation: str | None = None,
 ) -> BatchOutcome:
-    """One batch, one transaction. Retried once if a concurrent writer raced us on a key."""
+    """One batch, one transaction. Retried once if a concurrent writer raced us on a key.
+
+    Events, projections, leaves, the system events they cause, the stages' decisions, the
+    rejections and every outbox message all commit together, or none of them does.
+    """
     for attempt in range(3):
         try:
             with ledger.transaction() as session:
@@ -191,13 +272,16 @@ def write_batch(
                 # two PostgreSQL writers touching the same units cannot deadlock.
                 merkle_log.lock_head(session)
                 out = store_events(session, candidates, ctx)
+                hook = stages if stages is not None else _derive_hook(ctx)
+                if hook is not None:
+                    run_stages(session, out, hook, ctx)
                 out.rejections[:0] = rejections
                 now = datetime.now(UTC)
-                insert_ignore(session, Rejected.__table__,  # type: ignore[arg-type]
-                              [rejection_row(r, now) for r in out.rejections])
+                record_rejections(session, out.rejections, now)
                 if positions:
                     upsert(session, IngestPosition.__table__,  # type: ignore[arg-type]
-                           [{"topic": t, "partition": p, "next_offset": o, "updated": now}
+                           [{"topic": t, "partition": p, "next_offset": o, "incarnation": incarnation,
+                             "updated": now}
                             for (t, p), o in positions.items()], ["topic", "partition"])
                 return out
         except IntegrityError:

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -92,6 +93,10 @@ class EmbeddedBroker:
         self.port = port or free_port()
         self.log_file = log_file
         self.proc: subprocess.Popen[bytes] | None = None
+        # A new cluster id per start: the broker keeps its log in memory, so each start is a
+        # new incarnation whose offsets begin at 0 again; consumers and stations compare it
+        # with the one they stored to tell "already read" from "a new log".
+        self.cluster_id = f"linetrace-{uuid.uuid4().hex[:16]}"
 
     @property
     def bootstrap(self) -> str:
@@ -103,7 +108,7 @@ class EmbeddedBroker:
         out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [str(binary), "broker", "--listener-url", listener, "--advertised-listener-url",
-             listener, "--storage-engine", "memory://tansu/", "--cluster-id", "linetrace"],
+             listener, "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id],
             stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -188,6 +193,24 @@ async def ensure_topics(bootstrap: str, *, fix_wrong_counts: bool,
         return done
     finally:
         await admin.close()
+
+
+async def cluster_id(bootstrap: str, timeout: float = 10.0) -> str | None:
+    """The cluster id the broker reports (the embedded broker's changes on every start)."""
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout)
+        node = client.get_random_node()
+        if node is None:
+            return None
+        resp = await client.send(node, MetadataRequest([], allow_auto_topic_creation=False))
+        found = getattr(resp, "cluster_id", None)
+        return str(found) if found else None
+    finally:
+        await client.close()
 
 
 async def wait_for_topics(bootstrap: str, names: list[str], *, poll: float = 0.5,

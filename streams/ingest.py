@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 from linetrace.ledger.keys import KnownKey
 from linetrace.ledger.records import Candidate, Rejection, SourceRecord
+from linetrace.ledger.writer import error_headers as error_headers  # DLQ copies are built there
 from linetrace.ledger.writer import revocation_violation
 from linetrace.schemas import signing
 from linetrace.schemas.envelope import decode_event
@@ -97,18 +98,3 @@ def screen(record: SourceRecord, keys: KeyDirectory) -> Candidate | Rejection:
     except ForgedEvent as e:
         return _reject(record, QUARANTINE, e.code, str(e), "verify", env.source, env.id)
     return Candidate(record=record, event=event, keyid=keyid, signature=signature)
-
-
-def error_headers(r: Rejection) -> list[tuple[str, bytes]]:
-    """The original headers plus the documented error headers (UTF-8)."""
-    rec = r.record
-    extra = {
-        "error.code": r.code,
-        "error.message": r.message,
-        "error.stage": r.stage,
-        "original.topic": rec.topic,
-        "original.partition": "" if rec.partition is None else str(rec.partition),
-        "original.offset": "" if rec.offset is None else str(rec.offset),
-    }
-    kept = [(k, v) for k, v in rec.headers if k not in extra]
-    return kept + [(k, v.encode("utf-8")) for k, v in extra.items()]

@@ -1,7 +1,15 @@
-"""One batch of input records: screen, write in one DB transaction, publish rejections.
+"""One batch of input records: screen -> write -> stages, in one DB transaction; then the relay.
+
+```
+records --screen (rules 1, 2)--> candidates + rejections
+        --write (one transaction: rules 3, 4, events, projections, leaves,
+                 stages' decisions, rejected rows, outbox rows, ingest positions)-->
+        --relay (publishes the outbox: system events, DLQ/quarantine copies, ...)--> Kafka
+```
 
 Kept apart from Faust so it can be driven by any consumer; the Faust agents in `worker.py`
-are thin wiring around `BatchProcessor.process`.
+are thin wiring around `BatchProcessor.process`. Nothing here publishes directly: every
+message leaves through the outbox, after the transaction that caused it committed.
 """
 
 from __future__ import annotations
@@ -9,23 +17,33 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaProducer
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from linetrace.ledger import log as merkle_log
+from linetrace.ledger import stage_failures as failures
 from linetrace.ledger.db import Ledger
+from linetrace.ledger.keys import known_keys
 from linetrace.ledger.log import maybe_checkpoint
 from linetrace.ledger.proof.note import Signer
-from linetrace.ledger.keys import known_keys
 from linetrace.ledger.records import BatchOutcome, Candidate, Rejection, SourceRecord
 from linetrace.ledger.system_events import SystemContext
-from linetrace.ledger.writer import write_batch
+from linetrace.ledger.writer import run_stages, store_events, write_batch
+from linetrace.schemas.topics import dlq_topic
 
-from .ingest import KeyDirectory, error_headers, screen
+from .ingest import KeyDirectory, screen
+from .relay import Relay
+from .stages import Pipeline, Stage
+from .system_stage import SystemEventsStage
 
 log = logging.getLogger("linetrace.worker")
+T = TypeVar("T")
+
+UNSTORABLE = "event.unstorable"
 
 
 @dataclass(frozen=True)
@@ -44,27 +62,43 @@ class Stats:
     rejected: Counter[str] = field(default_factory=Counter)
 
 
+def is_transient(e: BaseException) -> bool:
+    """A database error that says "try again" (connection lost, locked), not "this data"."""
+    if isinstance(e, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(e, DBAPIError) and bool(e.connection_invalidated)
+
+
+def default_stages(ctx: SystemContext | None) -> list[Stage]:
+    """The stages every worker runs, in order (orchestration and detectors join here)."""
+    return [SystemEventsStage(ctx)] if ctx is not None else []
+
+
 class BatchProcessor:
     def __init__(self, ledger: Ledger, bootstrap: str, ctx: SystemContext | None = None,
-                 checkpoints: CheckpointPolicy | None = None) -> None:
+                 checkpoints: CheckpointPolicy | None = None,
+                 stages: Sequence[Stage] | None = None, relay: Relay | None = None) -> None:
         self.ledger = ledger
         self.ctx = ctx
         self.checkpoints = checkpoints
         self.bootstrap = bootstrap
         self.keys = KeyDirectory(lambda: known_keys(ledger))
+        self.pipeline = Pipeline(default_stages(ctx) if stages is None else stages)
+        self.relay = relay if relay is not None else Relay(ledger, bootstrap)
         # One writer thread: batches from all agents are serialised into the DB in order.
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
-        self.producer: AIOKafkaProducer | None = None
+        self.incarnation: str | None = None  # the broker's, stored with the positions
         self.stats = Stats()
+        self._started = False
+        self._db_down = False
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                         linger_ms=5)
-        await self.producer.start()
+        if not self._started:
+            self._started = True
+            await self.relay.start()
 
     async def stop(self) -> None:
-        if self.producer is not None:
-            await self.producer.stop()
+        await self.relay.stop()
         self.writer.shutdown(wait=True)
 
     def screen_all(self, records: list[SourceRecord]) -> tuple[list[Candidate], list[Rejection]]:
@@ -76,42 +110,117 @@ class BatchProcessor:
             except Exception as e:  # never let one record stop the agent
                 log.exception("unexpected error screening %s[%s]@%s", rec.topic, rec.partition,
                               rec.offset)
-                from linetrace.schemas.topics import dlq_topic
-
                 out = Rejection(record=rec, destination=dlq_topic(rec.topic),
                                 code="event.invalid", message=f"ingest error: {e}",
                                 stage="decode")
-            (candidates if isinstance(out, Candidate) else rejections).append(out)  # type: ignore[arg-type]
+            if isinstance(out, Candidate):
+                candidates.append(out)
+            else:
+                rejections.append(out)
         return candidates, rejections
 
+    # -- the write, in the writer thread ----------------------------------------------------
+    def _write(self, candidates: Sequence[Candidate], rejections: Sequence[Rejection],
+               positions: dict[tuple[str, int], int] | None) -> BatchOutcome:
+        return write_batch(self.ledger, candidates, rejections, positions, self.ctx,
+                           self.pipeline, self.incarnation)
+
+    def write_isolating(self, candidates: Sequence[Candidate], rejections: Sequence[Rejection],
+                        positions: dict[tuple[str, int], int]) -> BatchOutcome:
+        """Write the batch; if the database refuses it for a reason that is not transient,
+        split it until the record(s) it refuses are alone, write the rest, and dead-letter
+        those with the database's reason. Positions advance only with the last write."""
+        try:
+            return self._write(candidates, rejections, positions)
+        except Exception as e:
+            if is_transient(e):
+                raise
+            log.warning("the ledger refused a batch of %d (%s: %s); isolating the record(s) "
+                        "it cannot store", len(candidates), type(e).__name__, e)
+        out = BatchOutcome()
+        unstorable: list[Rejection] = []
+
+        def write_part(part: Sequence[Candidate]) -> None:
+            try:
+                _merge(out, self._write(part, (), None))
+            except Exception as e:
+                if is_transient(e):
+                    raise
+                if len(part) == 1:
+                    unstorable.append(_unstorable(part[0], e))
+                    return
+                half = len(part) // 2
+                write_part(part[:half])
+                write_part(part[half:])
+
+        write_part(candidates)
+        _merge(out, self._write((), [*rejections, *unstorable], positions))
+        return out
+
+    def retry_stages(self) -> BatchOutcome:
+        """Run the stages again on the events they failed on (in one transaction)."""
+        out = BatchOutcome()
+        with self.ledger.reader() as session:
+            if not failures.count_open(session):
+                return out
+        with self.ledger.transaction() as session:
+            merkle_log.lock_head(session)
+            decided = self.pipeline.retry(session)
+            if decided:
+                nested = store_events(session, decided, self.ctx)
+                out.system.extend(nested.stored)
+                run_stages(session, nested, self.pipeline, self.ctx)
+                out.system.extend(nested.system)
+        return out
+
+    # -- the asynchronous shell ---------------------------------------------------------------
+    async def in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` in the writer thread, waiting out database outages (never dropping)."""
+        loop = asyncio.get_running_loop()
+        delay = 0.1
+        while True:
+            try:
+                result = await loop.run_in_executor(self.writer, fn, *args)
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                if not self._db_down:
+                    log.error("ledger DB unavailable (%s); retrying until it returns",
+                              getattr(e, "orig", e))
+                    self._db_down = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if self._db_down:
+                log.warning("ledger DB available again")
+                self._db_down = False
+            return result
+
     async def process(self, records: list[SourceRecord]) -> BatchOutcome:
-        if self.producer is None:
-            await self.start()
+        await self.start()
         candidates, rejections = self.screen_all(records)
         positions: dict[tuple[str, int], int] = {}
         for r in records:
             if r.partition is not None and r.offset is not None:
                 k = (r.topic, r.partition)
                 positions[k] = max(positions.get(k, 0), r.offset + 1)
-        loop = asyncio.get_running_loop()
-        delay = 0.5
-        while True:  # the DB is the system of record: wait for it rather than drop a batch
-            try:
-                outcome = await loop.run_in_executor(
-                    self.writer, write_batch, self.ledger, candidates, rejections, positions,
-                    self.ctx)
-                break
-            except OperationalError as e:
-                log.error("ledger DB unavailable (%s); retrying batch of %d in %.1fs",
-                          e.orig, len(records), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        outcome: BatchOutcome = await self.in_writer(self.write_isolating, candidates, rejections,
+                                                     positions)
         if self.checkpoints is not None and outcome.stored:
             cp = self.checkpoints
-            await loop.run_in_executor(self.writer, maybe_checkpoint, self.ledger, cp.signer,
-                                       cp.every_leaves, cp.every_seconds)
-        await self.publish_rejections(outcome.rejections)
-        await self.publish_system(outcome.system)
+            await self.in_writer(maybe_checkpoint, self.ledger, cp.signer, cp.every_leaves,
+                                 cp.every_seconds)
+        self.relay.wake()
+        self._count(outcome)
+        return outcome
+
+    async def tick(self) -> None:
+        """Periodic work while the line is quiet: stage retries."""
+        out: BatchOutcome = await self.in_writer(self.retry_stages)
+        if out.system:
+            self.relay.wake()
+
+    def _count(self, outcome: BatchOutcome) -> None:
         for c in outcome.stored:
             self.stats.stored[c.event.type] += 1
         if any(c.event.type in ("station.enrolled", "station.revoked") for c in outcome.stored):
@@ -121,35 +230,19 @@ class BatchProcessor:
             self.stats.rejected[rj.code] += 1
             log.warning("rejected %s[%s]@%s -> %s: %s (%s)", rj.record.topic, rj.record.partition,
                         rj.record.offset, rj.destination, rj.code, rj.message)
-        return outcome
 
-    async def publish_system(self, events: list[Candidate]) -> None:
-        """System events are recorded before they are published; ingest dedupes them."""
-        if not events or self.producer is None:
-            return
-        for c in events:
-            try:
-                await self.producer.send(c.record.topic, value=c.event.value,
-                                         key=c.event.subject.encode(), headers=c.record.headers)
-            except Exception as e:
-                log.error("could not publish %s %s: %s (it is in the ledger)", c.event.type,
-                          c.event.id, e)
 
-    async def publish_rejections(self, rejections: list[Rejection]) -> None:
-        """Copies for Kafka consumers; the `rejected` table already holds them durably."""
-        if not rejections or self.producer is None:
-            return
-        futures = []
-        for r in rejections:
-            try:
-                futures.append(await self.producer.send(
-                    r.destination, value=r.record.value, key=r.record.key,
-                    headers=error_headers(r)))
-            except Exception as e:
-                log.error("could not publish rejection to %s: %s (kept in the rejected table)",
-                          r.destination, e)
-        for f in futures:
-            try:
-                await f
-            except Exception as e:
-                log.error("rejection not acknowledged by the broker: %s (kept in the DB)", e)
+def _merge(into: BatchOutcome, part: BatchOutcome) -> None:
+    into.stored.extend(part.stored)
+    into.duplicates += part.duplicates
+    into.rejections.extend(part.rejections)
+    into.system.extend(part.system)
+
+
+def _unstorable(c: Candidate, e: BaseException) -> Rejection:
+    why = str(getattr(e, "orig", None) or e).splitlines()[0] if str(e) else type(e).__name__
+    return Rejection(
+        record=c.record, destination=dlq_topic(c.record.topic), code=UNSTORABLE,
+        message=(f"the ledger could not store this event ({type(e).__name__}: {why}); it passed "
+                 "the schema, so report it: the record is kept here and in the rejected table"),
+        stage="write", source=c.event.source, event_id=c.event.id)

@@ -48,6 +48,12 @@ class BrokerRestartGuard:
         self.conns: dict[Any, Any] = {}                # connection objects the check covered
         self.rewinds = 0
         self._original: Any = None
+        self._seeks: dict[Any, int] = {}  # tp -> offset to start from (the ledger's position)
+
+    def start_at(self, positions: dict[Any, int]) -> None:
+        """Seek these partitions to these offsets before the next fetch (called on assignment
+        with the positions the ledger holds: Kafka's committed offsets are not the truth)."""
+        self._seeks.update(positions)
 
     def install(self) -> None:
         """Wrap the consumer thread's fetch (idempotent; call once the consumer exists)."""
@@ -62,8 +68,32 @@ class BrokerRestartGuard:
         conns = dict(consumer._client._conns)
         return conns != self.conns or any(not c.connected() for c in conns.values())
 
+    def _apply_seeks(self, consumer: Any) -> None:
+        assigned = consumer.assignment()
+        due = {tp: off for tp, off in self._seeks.items() if tp in assigned}
+        if not due:
+            return
+        for tp, offset in due.items():
+            consumer.seek(tp, offset)
+            self._seeks.pop(tp, None)
+            self.last.pop(tp, None)
+        self._reset_bookkeeping(due)
+        log.info("resumed %d partition(s) at the ledger's positions: %s", len(due), ", ".join(
+            f"{tp[0]}[{tp[1]}]@{off}" for tp, off in sorted(due.items())))
+
+    def _reset_bookkeeping(self, tps: Any) -> None:
+        """Forget Faust's read/commit bookkeeping of these partitions after a seek of ours."""
+        faust_consumer = self.app.consumer
+        for tp in tps:
+            faust_consumer._read_offset[tp] = None
+            faust_consumer._committed_offset[tp] = None
+            for state in (faust_consumer._acked, faust_consumer._acked_index, faust_consumer._gap):
+                state.pop(tp, None)
+
     async def _fetch_records(self, consumer: Any, active_partitions: Any,
                              timeout: float | None = None, max_records: int | None = None) -> Any:
+        if self._seeks:
+            self._apply_seeks(consumer)
         records = await self._original(consumer, active_partitions, timeout=timeout,
                                        max_records=max_records)
         if self._connections_changed(consumer):
@@ -150,12 +180,7 @@ class BrokerRestartGuard:
             # seek_to_beginning() would leave positions unknown until a ListOffsets answers,
             # which Faust's livelock detector cannot bear (it asserts a position).
             consumer.seek(tp, 0)
-        faust_consumer = self.app.consumer
-        for tp in tps:
-            faust_consumer._read_offset[tp] = None
-            faust_consumer._committed_offset[tp] = None
-            for state in (faust_consumer._acked, faust_consumer._acked_index, faust_consumer._gap):
-                state.pop(tp, None)
+        self._reset_bookkeeping(tps)
         self.last.clear()
         self.conns = dict(consumer._client._conns)
         log.warning("broker restarted empty: rewound %d partition(s) to the start of the new "

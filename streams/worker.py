@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,12 @@ from linetrace.ledger.db import Ledger
 from linetrace.ledger.keys import load_or_create_plant_key
 from linetrace.ledger.system_events import SystemContext
 from linetrace.ledger.records import SourceRecord
+from linetrace.schemas.routes import RouteBook, packaged_routes
 from linetrace.schemas.topics import ALL_TOPICS, INPUT_TOPICS
 
-from .broker import wait_for_topics
+from linetrace.ledger.positions import resume_offset, stored_positions
+
+from .broker import cluster_id, wait_for_topics
 from .processor import BatchProcessor, CheckpointPolicy
 from .restart_guard import BrokerRestartGuard
 
@@ -40,6 +43,8 @@ class WorkerConfig:
     origin: str = "linetrace.local/ledger/v1"
     checkpoint_leaves: int = 1000
     checkpoint_seconds: float = 60.0
+    #: The routes in force (packaged + LINETRACE_ROUTES); a unit records the one it starts on.
+    routes: RouteBook = field(default_factory=packaged_routes)
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:
@@ -52,7 +57,8 @@ def _headers(raw: Any) -> list[tuple[str, bytes]]:
 def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
     ledger = Ledger(cfg.db_url)
     plant, _ = load_or_create_plant_key(cfg.data_dir / "keys")
-    processor = BatchProcessor(ledger, cfg.bootstrap, SystemContext(plant_key=plant),
+    system = SystemContext(plant_key=plant, routes=cfg.routes)
+    processor = BatchProcessor(ledger, cfg.bootstrap, system,
                                checkpoints=CheckpointPolicy(plant_signer(plant, cfg.origin),
                                                             cfg.checkpoint_leaves,
                                                             cfg.checkpoint_seconds))
@@ -74,15 +80,49 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
     )
 
     guard = BrokerRestartGuard(app)  # follows the embedded broker through a restart
+    input_names = {spec.name for spec in INPUT_TOPICS}
+    seen_rewinds = 0
+
+    async def refresh_incarnation() -> None:
+        nonlocal seen_rewinds
+        seen_rewinds = guard.rewinds
+        try:
+            processor.incarnation = await cluster_id(cfg.bootstrap)
+        except Exception as e:  # keep the last one; the next assignment asks again
+            log.warning("could not read the broker's cluster id: %r", e)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def _guard_fetches(app_: faust.App, *_: Any, **__: Any) -> None:
+    async def _resume_from_ledger(app_: faust.App, assigned: Any = (), **__: Any) -> None:
+        """Start each partition where the ledger says ingest stands (never where Kafka's
+        committed offsets say), in the broker incarnation those positions belong to."""
         guard.install()
+        await refresh_incarnation()
+        tps = [tp for tp in assigned if tp.topic in input_names]
+        loop = asyncio.get_running_loop()
+
+        def read() -> dict[Any, int]:
+            with ledger.reader() as s:
+                stored = stored_positions(s, input_names)
+            return {tp: resume_offset(stored.get((tp.topic, tp.partition)),
+                                      processor.incarnation) for tp in tps}
+
+        guard.start_at(await loop.run_in_executor(None, read))
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _shutdown(app_: faust.App, **_: Any) -> None:
         await processor.stop()
         ledger.close()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def _start_relay() -> None:
+        await processor.start()  # messages the CLI recorded leave even before any input
+
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+    async def _tick() -> None:
+        try:
+            await processor.tick()
+        except Exception as e:
+            log.error("periodic stage retry failed: %r", e)
 
     for spec in INPUT_TOPICS:
         topic = app.topic(spec.name, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -95,19 +135,37 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
                                         value=e.message.value,
                                         headers=_headers(e.message.headers))
                            for e in events]
-                try:
-                    await processor.process(records)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # a bug, not bad input: crash loudly rather than skip
-                    log.exception("batch of %d records failed; the worker stops",
-                                  len(records))
-                    raise
+                if guard.rewinds != seen_rewinds:
+                    await refresh_incarnation()
+                await process_until_done(processor, records)
                 yield len(records)
 
         ingest.__name__ = f"ingest_{spec.name.replace('.', '_')}"
         app.agent(topic, name=ingest.__name__, concurrency=1, sink=None)(ingest)
     return app, processor
+
+
+async def process_until_done(processor: BatchProcessor, records: list[SourceRecord]) -> None:
+    """Bad input never raises (it is dead-lettered or quarantined) and records the database
+    cannot store are isolated; what still fails is a bug or an outage. Never skip the batch
+    (Faust would ack it): retry it, logging once, until it goes through."""
+    delay = 0.5
+    failing = False
+    while True:
+        try:
+            await processor.process(records)
+            if failing:
+                log.warning("batch of %d records written after earlier failures", len(records))
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if not failing:
+                log.exception("batch of %d records failed; retrying it (nothing is skipped)",
+                              len(records))
+                failing = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def run_worker(cfg: WorkerConfig) -> None:

@@ -1,0 +1,231 @@
+"""The one relay: publishes the ledger's outbox to Kafka, in order, until the broker acks.
+
+Exactly one relay is active per ledger: it holds the `relay` lease (renewed every pass,
+taken over by another worker when it expires). It publishes unsent rows in `seq` order, only
+once every older transaction is visible (`outbox.pending`), waits for `acks=all`, then marks
+them sent. A publish that fails is retried with backoff from the first unacknowledged row, so
+per key the order holds; a crash between publish and mark re-sends the same bytes with the
+same `linetrace-message-id`, which consumers de-duplicate on. A state change (broker lost,
+back) is logged once, not per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from linetrace.ledger import outbox
+from linetrace.ledger.db import Ledger
+from linetrace.schemas.topics import ALL_TOPICS
+
+log = logging.getLogger("linetrace.relay")
+
+LEASE = "relay"
+
+
+@dataclass(frozen=True)
+class RelayPolicy:
+    lease_ttl: float = 10.0  # seconds a silent holder keeps the lease
+    poll: float = 0.5  # seconds between passes when nobody wakes the relay
+    batch: int = 500
+    gap_grace: float = 5.0  # seconds a seq gap may wait for an older transaction
+    backoff_max: float = 2.0
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    failures: int = 0
+    backlog: int = 0
+    active: bool = False
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+def holder_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Relay:
+    def __init__(self, ledger: Ledger, bootstrap: str, policy: RelayPolicy | None = None,
+                 holder: str | None = None) -> None:
+        self.ledger = ledger
+        self.bootstrap = bootstrap
+        self.policy = policy or RelayPolicy()
+        self.holder = holder or holder_name()
+        self.stats = RelayStats()
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-relay")
+        self._wake = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._mark: outbox.Watermark | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._broker_ok = True
+
+    def wake(self) -> None:
+        """Something was committed to the outbox: publish it now rather than at the next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self._db_call(self._release)
+        if self._producer is not None:
+            await self._producer.stop()
+        self._db.shutdown(wait=True)
+
+    async def _db_call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+
+    # -- database side (relay thread) -------------------------------------------------------
+    def _take(self) -> bool:
+        with self.ledger.transaction() as s:
+            return outbox.take_lease(s, LEASE, self.holder, timedelta(seconds=self.policy.lease_ttl))
+
+    def _release(self) -> None:
+        try:
+            with self.ledger.transaction() as s:
+                outbox.release_lease(s, LEASE, self.holder)
+        except Exception as e:  # shutting down: the lease simply expires
+            log.debug("could not release the relay lease: %s", e)
+
+    def _pending(self) -> list[outbox.Pending]:
+        with self.ledger.reader() as s:
+            if self._mark is None:
+                self._mark = outbox.start_watermark(s)
+            rows = outbox.pending(s, self._mark, self.policy.batch,
+                                  timedelta(seconds=self.policy.gap_grace))
+            self.stats.backlog = outbox.backlog(s)
+            return rows
+
+    def _mark_sent(self, seqs: list[int]) -> None:
+        with self.ledger.transaction() as s:
+            outbox.mark_sent(s, seqs)
+
+    def _mark_failed(self, seq: int, error: str) -> None:
+        with self.ledger.transaction() as s:
+            outbox.mark_failed(s, seq, error)
+
+    # -- broker side -------------------------------------------------------------------------
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            p = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2,
+                                 request_timeout_ms=5000, retry_backoff_ms=100)
+            await p.start()
+            self._producer = p
+        return self._producer
+
+    async def _topic_ready(self, producer: AIOKafkaProducer, topic: str) -> bool:
+        """Never publish to a topic whose partition count differs from the contract (the
+        embedded broker auto-creates topics with 4 partitions)."""
+        want = ALL_TOPICS.get(topic)
+        if want is None:
+            return True
+        parts = await producer.partitions_for(topic)
+        if len(parts) != want:
+            log.warning("%s has %d partitions, the contract says %d; waiting before publishing",
+                        topic, len(parts), want)
+            return False
+        return True
+
+    async def publish(self, rows: list[outbox.Pending]) -> int:
+        """Publish rows in order; returns how many were acknowledged (a prefix)."""
+        producer = await self._ensure_producer()
+        futures: list[tuple[outbox.Pending, asyncio.Future[Any]]] = []
+        ready: dict[str, bool] = {}
+        for row in rows:
+            m = row.message
+            if m.topic not in ready:
+                ready[m.topic] = await self._topic_ready(producer, m.topic)
+            if not ready[m.topic]:
+                break
+            fut = await producer.send(m.topic, value=m.value, key=m.key, headers=m.headers)
+            futures.append((row, fut))
+        acked: list[int] = []
+        error: Exception | None = None
+        failed: outbox.Pending | None = None
+        for row, fut in futures:
+            try:
+                await fut
+            except Exception as e:
+                error, failed = e, row
+                break
+            acked.append(row.seq)
+        if acked:
+            await self._db_call(self._mark_sent, acked)
+            self.stats.published += len(acked)
+            for row, _ in futures[: len(acked)]:
+                k = row.message.kind
+                self.stats.by_kind[k] = self.stats.by_kind.get(k, 0) + 1
+        if failed is not None and error is not None:
+            self.stats.failures += 1
+            await self._db_call(self._mark_failed, failed.seq, f"{type(error).__name__}: {error}")
+            raise error
+        return len(acked)
+
+    async def pass_once(self) -> int:
+        """One pass: take the lease, publish what is visible. Returns the count published."""
+        if not await self._db_call(self._take):
+            self.stats.active = False
+            return 0
+        if not self.stats.active:
+            log.info("outbox relay active (%s)", self.holder)
+            self._mark = None  # another holder may have published meanwhile
+        self.stats.active = True
+        total = 0
+        while True:
+            rows = await self._db_call(self._pending)
+            if not rows:
+                return total
+            n = await self.publish(rows)
+            total += n
+            if n < len(rows):
+                return total
+
+    async def run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.pass_once()
+                if not self._broker_ok:
+                    log.warning("outbox relay: broker reachable again; publishing resumed")
+                    self._broker_ok = True
+                delay = 0.1
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.policy.poll)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if self._broker_ok:
+                    log.error("outbox relay: publish failed (%s: %s); %d message(s) wait in the "
+                              "ledger and are retried", type(e).__name__, e, self.stats.backlog)
+                    self._broker_ok = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.policy.backoff_max)
+
+
+async def drain(ledger: Ledger, bootstrap: str, timeout: float = 15.0) -> int:
+    """Publish the outbox once and return (for the CLI). If a running worker holds the lease,
+    leave the work to it."""
+    relay = Relay(ledger, bootstrap, RelayPolicy(lease_ttl=timeout + 5))
+    try:
+        return await asyncio.wait_for(relay.pass_once(), timeout)
+    finally:
+        await relay.stop()
