@@ -32,8 +32,10 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from .routes_cmds import routes_in_force
     from .supervisor import run_up
 
+    routes_in_force(settings)  # before anything starts; worker and simulator check them again
     extra = ["--product", args.product, "--faults", args.faults]
     return run_up(settings, args.units, args.seed, args.until_idle, args.speed, extra)
 

@@ -1,4 +1,9 @@
-"""`linetrace routes check FILE...` and `linetrace routes show PRODUCT`: routes as data."""
+"""`linetrace routes check [FILE...]` and `linetrace routes show PRODUCT`: routes as data.
+
+Also `routes_in_force`, which the commands that start the line (`worker`, `up`, `simulate`)
+call first: the packaged routes plus the plant's LINETRACE_ROUTES folder, checked by the same
+rules as `routes check`, or a refusal (exit 2) that lists every problem as FILE:LINE:COL.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,30 @@ from pathlib import Path
 
 import msgspec
 
-from linetrace.schemas.route import Step
-from linetrace.stations.routes import RouteError, check_route_files, load_route, load_route_file
+from linetrace.schemas.routes import (
+    PRODUCTS_DIR, Route, RouteBook, RouteError, Step, check_route_files, load_route_book,
+    load_route_file, route_files,
+)
+from linetrace.schemas.routes.loader import decodable_routes
 
 from .output import print_json, print_table
-from .settings import Settings
+from .settings import ConfigurationError, Settings
+
+
+def routes_in_force(settings: Settings) -> RouteBook:
+    """The checked routes in force; ConfigurationError (exit 2, nothing started) listing
+    every problem on its own line as FILE:LINE:COL otherwise."""
+    try:
+        return load_route_book(settings.routes)
+    except RouteError as e:
+        where = (f"LINETRACE_ROUTES={settings.routes}" if settings.routes is not None
+                 else "the packaged routes")
+        if not e.problems:
+            raise ConfigurationError(f"{e} [{e.code}]") from None
+        lines = [f"{where}: {len(e.problems)} problem(s) in the routes in force; nothing "
+                 "was started (`linetrace routes check` shows them too):",
+                 *map(str, e.problems)]
+        raise ConfigurationError("\n".join(lines)) from None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -22,22 +46,40 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     check = routes.add_parser(
         "check", parents=[common], help="validate route files; errors as FILE:LINE:COL",
         description="Validate route files against the route schema and its rules, including "
-        "references to other routes (these files first, then the shipped routes). Exit 0 all "
-        "valid, 1 any error, 2 a file cannot be read.")
-    check.add_argument("files", nargs="+", metavar="FILE")
+        "references to other routes (these files first, then the routes in force). Without "
+        "FILE: every route in force (the packaged ones and those of LINETRACE_ROUTES), as "
+        "`worker`, `up` and `simulate` check them when they start. Exit 0 all valid, 1 any "
+        "error, 2 a file or the LINETRACE_ROUTES folder cannot be read.")
+    check.add_argument("files", nargs="*", metavar="FILE")
     check.set_defaults(fn=cmd_routes_check)
     show = routes.add_parser("show", parents=[common], help="a product's route, step by step",
-                             description="Show the shipped route of PRODUCT, or of a route file "
-                             "(a path ending in .json or containing /).")
+                             description="Show the route in force of PRODUCT (packaged, or "
+                             "from LINETRACE_ROUTES) with its revision and sha256, or the route "
+                             "of a file (a path ending in .json or containing /).")
     show.add_argument("product", metavar="PRODUCT")
     show.add_argument("--json", action="store_true", help="the route document (route v1 schema)")
     show.set_defaults(fn=cmd_routes_show)
 
 
 def cmd_routes_check(args: argparse.Namespace, settings: Settings) -> int:
+    plant = settings.routes
+    if plant is not None and not plant.is_dir():
+        print(f"linetrace: LINETRACE_ROUTES={plant} is not a folder", file=sys.stderr)
+        return 2
+    in_force = {p.stem: str(p) for p in route_files(PRODUCTS_DIR)}
+    try:
+        in_force.update({p.stem: str(p) for p in route_files(plant)} if plant else {})
+    except OSError as e:
+        print(f"linetrace: cannot read LINETRACE_ROUTES={plant}: {e.strerror or e}",
+              file=sys.stderr)
+        return 2
+    # Given files resolve references against the routes in force; without files, the
+    # routes in force are checked among themselves (as `load_route_book` does).
+    names = args.files or list(in_force.values())
+    known = decodable_routes(in_force.values()) if args.files else {}
     readable: list[str] = []
     unreadable = False
-    for name in args.files:
+    for name in names:
         try:
             Path(name).read_bytes()
         except OSError as e:
@@ -46,7 +88,7 @@ def cmd_routes_check(args: argparse.Namespace, settings: Settings) -> int:
         else:
             readable.append(name)
     try:
-        checks = check_route_files(readable)
+        checks = check_route_files(readable, known=known, named_in=[plant] if plant else [])
     except OSError as e:  # vanished between the two reads
         print(f"linetrace: cannot read {e.filename}: {e.strerror or e}", file=sys.stderr)
         return 2
@@ -64,9 +106,12 @@ def cmd_routes_check(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_routes_show(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.product.endswith(".json") or "/" in args.product:
-            route = load_route_file(args.product)
+            route, origin = load_route_file(args.product), args.product
         else:
-            route = load_route(args.product)
+            book = load_route_book(settings.routes)
+            route = book.route(args.product)
+            where = "packaged" if book.origin(args.product) == "packaged" else "LINETRACE_ROUTES"
+            origin = f"{book.files[args.product]} ({where})"
     except OSError as e:
         print(f"linetrace: cannot read {args.product}: {e.strerror or e}", file=sys.stderr)
         return 2
@@ -75,16 +120,21 @@ def cmd_routes_show(args: argparse.Namespace, settings: Settings) -> int:
             print(problem, file=sys.stderr)
         if not e.problems:
             print(f"linetrace: {e}", file=sys.stderr)
-        return 2 if e.code == "route.unknown_product" else 1
+        return 1 if e.code == "route.invalid" else 2
     if args.json:
         print_json(msgspec.to_builtins(route))
         return 0
-    print(f"{route.product}  {route.kind}  revision {route.revision}"
-          + (f"  {route.description}" if route.description else ""))
+    _header(route, origin)
     rows = [_row(s) for s in (*route.steps, *route.repair_steps)]
     print_table(rows, ["STEP", "OPERATION", "STATION TYPE", "REQUIRES", "RESULTS", "GATE",
                        "MAX CYCLE", "ON FAILED", "INSTALLS"])
     return 0
+
+
+def _header(route: Route, origin: str) -> None:
+    print(f"{route.product}  {route.kind}  revision {route.revision}"
+          + (f"  {route.description}" if route.description else ""))
+    print(f"sha256 {route.sha256}  from {origin}")
 
 
 def _row(s: Step) -> list[str]:

@@ -49,6 +49,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("checkpoint_seconds", "LINETRACE_CHECKPOINT_SECONDS", "60",
             "...or grew at all and the last checkpoint is this many seconds old."),
     Setting("log_level", "LINETRACE_LOG_LEVEL", "info", "debug, info, warning or error."),
+    Setting("routes", "LINETRACE_ROUTES", "(none: the packaged routes only)",
+            "A folder of the plant's route files, one per product, named after it (A.json): "
+            "each adds a product or replaces the packaged route of the same product. Checked "
+            "at the start of `worker`, `up` and `simulate` like `linetrace routes check`; "
+            "any problem refuses to start (exit 2). See docs/routes.md."),
 )
 
 
@@ -64,6 +69,7 @@ class Settings:
     checkpoint_leaves: int
     checkpoint_seconds: float
     log_level: str
+    routes: Path | None
     sources: Mapping[str, str]
 
     @property
@@ -150,7 +156,9 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
     return Settings(data_dir=ddir, db=db, broker=broker, origin=raw.get("origin", "linetrace.local/ledger/v1"),
                     group=raw.get("group", "linetrace-worker"), batch_size=batch_size,
                     batch_window=batch_window, checkpoint_leaves=checkpoint_leaves,
-                    checkpoint_seconds=checkpoint_seconds, log_level=level, sources=sources)
+                    checkpoint_seconds=checkpoint_seconds, log_level=level,
+                    routes=Path(raw["routes"]).expanduser().resolve() if "routes" in raw else None,
+                    sources=sources)
 
 
 assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)} - {"sources"}

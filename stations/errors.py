@@ -41,8 +41,6 @@ STATION_ERROR_CODES: dict[str, str] = {
     "simulator.invalid_fault": "a `--faults` target is malformed, repeated, or beyond the run (too few servers)",
     "simulator.fault_not_applied": "a requested fault found nothing to strike in the run (too few units, or its target was scrapped first)",
     "simulator.route_mismatch": "a route installs a part category the simulator buys no part for",
-    "route.invalid": "a route file breaks the route schema or its rules; `problems` lists FILE:LINE:COL",
-    "route.unknown_product": "there is no route file for this product in stations/routes/",
     "burnin.invalid_config": "a burn-in duration, interval or serial list is out of range",
     "burnin.unknown_fault": "a simulated burn-in fault name is not one of DOMAIN.md §9's GPU faults",
     "burnin.unknown_sku": "the simulated baseboard has no figures for this GPU SKU",

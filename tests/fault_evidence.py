@@ -23,9 +23,9 @@ import msgspec
 
 from linetrace.ledger.avl import ApprovedVendorList, default_avl
 from linetrace.schemas.envelope import parse_time
+from linetrace.schemas.routes import Route, RouteError
+from linetrace.schemas.routes import route_for_unit as _route_for_unit
 from linetrace.stations.burnin import FATAL_XIDS
-from linetrace.stations.routes import Route, RouteError
-from linetrace.stations.routes import route_for_unit as _route_for_unit
 from linetrace.stations.simulator import LinePlan, golden_firmware
 
 THROTTLE_BITS = 0x8 | 0x20 | 0x40 | 0x80  # HW_SLOWDOWN, SW_THERMAL, HW_THERMAL, HW_POWER_BRAKE
@@ -34,7 +34,7 @@ SDT = 4000
 
 @cache
 def route_for_unit(product: str, kind: str) -> Route:
-    return _route_for_unit(product, kind)  # type: ignore[arg-type]
+    return _route_for_unit(product, kind)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from linetrace.schemas.bodies import (
     Body, Defect, FirmwareFlashed, InstalledItem, MaterialsInstalled, Measurement, TestResult,
     UnitInspected, UnitTested,
 )
+from linetrace.schemas.routes import Step
 
-from ..routes import Step
 from . import parts
 from .context import LineContext, Outcome
 from .faults import DRIFT_CHECK

@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from linetrace.schemas.bodies import Body, Measurement, TestResult, UnitTested
+from linetrace.schemas.routes import Step
 
 from ..burnin import SimClock, SimulatedBaseboard, XidEvent, run_burnin
-from ..routes import Step
 from .context import LineContext, Outcome, TimedEvent
 from .faults import BURNIN_FAULTS
 from .units import Failure, Unit

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from linetrace.schemas.bodies import Body, UnitArrived, UnitDeparted, WorkCompleted, WorkStarted
+from linetrace.schemas.routes import Step
 
-from ..routes import Step
 from .faults import FaultPlan
 from .parts import Stock
 from .products import Product, StationSpec

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 from linetrace.schemas.bodies import StationState
 from linetrace.schemas.envelope import format_time
+from linetrace.schemas.routes import RouteBook
 
 from ..errors import StationError
 from . import build_ops, burnin_rack, quality_ops
@@ -64,6 +65,8 @@ class LineConfig:
     faults: tuple[FaultSpec, ...] = ()
     burnin_seconds: int = DEFAULT_BURNIN_SECONDS
     rate: float = 0.0
+    #: The routes in force (a plant's LINETRACE_ROUTES folder); None: the packaged routes.
+    routes: RouteBook | None = field(default=None, compare=False)
 
     def validate(self) -> None:
         problems = []
@@ -81,7 +84,7 @@ class LineConfig:
             problems.append("start must carry a time zone (e.g. 2026-01-05T06:00:00Z)")
         if problems:
             raise StationError("; ".join(problems), code="simulator.invalid_config")
-        products = products_of(self.product)
+        products = products_of(self.product, self.routes)
         plan_faults(self.faults, self.units, len(products))
         if any(f.name == "ict-drift" for f in self.faults) and not any(
                 p.assembly_route for p in products):
@@ -107,6 +110,9 @@ class LineSummary:
     events_by_type: dict[str, int]
     first_event: datetime | None
     last_event: datetime | None
+    #: The routes the run followed, product -> {revision, sha256}: every routing decision of
+    #: the simulator (next step, repair, return step) was made from one of these.
+    routes: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def events_total(self) -> int:
@@ -122,6 +128,7 @@ class LineSummary:
             "outcomes": dict(self.outcomes), "assembly_outcomes": dict(self.assembly_outcomes),
             "events_by_type": dict(self.events_by_type), "events_total": self.events_total,
             "first_event": ts(self.first_event), "last_event": ts(self.last_event),
+            "routes": {p: dict(r) for p, r in self.routes.items()},
         }
 
 
@@ -166,7 +173,18 @@ class LinePlan:
             events_by_type=dict(sorted(counts.items())),
             first_event=stream[0].time if stream else None,
             last_event=stream[-1].time if stream else None,
+            routes=followed_routes(self.config),
         )
+
+
+def followed_routes(config: LineConfig) -> dict[str, dict[str, str]]:
+    """Route product -> {revision, sha256} of every route a run of `config` follows."""
+    out: dict[str, dict[str, str]] = {}
+    for p in products_of(config.product, config.routes):
+        for r in (p.assembly_route, p.route):
+            if r is not None:
+                out[r.product] = {"revision": r.revision, "sha256": r.sha256}
+    return dict(sorted(out.items()))
 
 
 @dataclass
@@ -312,7 +330,7 @@ class _Schedule:
 def generate_line(config: LineConfig) -> LinePlan:
     """Simulate a whole run without a broker: the same config always gives the same events."""
     config.validate()
-    products = products_of(config.product)
+    products = products_of(config.product, config.routes)
     faults = plan_faults(config.faults, config.units, len(products))
     seed = config.seed
     rng = random.Random(f"linetrace-sim:{seed}:line")
@@ -351,6 +369,6 @@ def generate_line(config: LineConfig) -> LinePlan:
     receipts = [rec.event(i * spacing, station, "material.received", lot.lot_id, lot.receipt())
                 for i, lot in enumerate(stock.lots)]
     states = [rec.event(i, sid, "station.state", sid, StationState(state=1000, reason="producing"))
-              for i, (sid, _) in enumerate(station_roster(config.product))]
+              for i, (sid, _) in enumerate(station_roster(config.product, config.routes))]
     return LinePlan(config=config, receipts=receipts, units=sched.units,
                     station_events=states + sched.station_events)

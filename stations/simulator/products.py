@@ -1,8 +1,9 @@
 """What the simulated line builds: products, their routes, stations, cycle times and yields.
 
-The steps come from the route files (`stations/routes/<product>.json`, see docs/routes.md):
-which station type does each step, which parts it installs, where a failed unit is repaired
-and which step it returns to. This module adds what a route does not say and a simulation
+The steps come from the routes in force (`linetrace.schemas.routes`: the packaged
+`<product>.json` files, or a plant's LINETRACE_ROUTES folder given as `LineConfig.routes`; see
+docs/routes.md): which station type does each step, which parts it installs, where a failed
+unit is repaired and which step it returns to. This module adds what a route does not say and a simulation
 needs: one station per station type (`<type>-01`), how long an operation takes, how many
 units a station works on at once, natural yields, the golden firmware and the GPU SKU.
 Cycle times and yields are our estimates, chosen so a ten-unit run shows some rework and
@@ -12,12 +13,13 @@ rarely a scrap; burn-in is a compressed profile (seconds of telemetry), not 24-7
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Literal
 
+from linetrace.schemas.routes import Route, RouteBook, Step, packaged_routes
+
 from ..errors import StationError
-from ..routes import Route, Step, load_route
 from . import parts
 from .parts import PartSpec
 
@@ -52,12 +54,6 @@ STATIONS: dict[str, StationSpec] = {s.station_type: s for s in (
     StationSpec("pack", 600), StationSpec("shipping", 300),
     StationSpec("repair", 1800, capacity=2),
 )}
-
-
-@cache
-def route_named(name: str) -> Route:
-    """The shipped route file of `name`, read and checked once per process."""
-    return load_route(name)
 
 
 def station_of(step: Step) -> StationSpec:
@@ -110,16 +106,22 @@ class Product:
     fct_fixture: str
     yields: Yields = field(default_factory=Yields)
     units_per_work_order: int = 5
+    #: The routes in force for this run (None: the packaged routes).
+    routes: RouteBook | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def route_book(self) -> RouteBook:
+        return self.routes if self.routes is not None else packaged_routes()
 
     @property
     def route(self) -> Route:
-        return route_named(self.name)
+        return self.route_book.route(self.name)
 
     @property
     def assembly_route(self) -> Route | None:
         """The route of the sub-assembly built on this line for it (A's mainboard PCBA)."""
         consumed = [a.route for s in self.route.steps for a in s.consumes]
-        return route_named(consumed[0]) if consumed else None
+        return self.route_book.route(consumed[0]) if consumed else None
 
     def route_of(self, kind: Kind) -> Route:
         if kind == "server":
@@ -183,9 +185,11 @@ def product(name: str) -> Product:
         ) from None
 
 
-def products_of(choice: str) -> tuple[Product, ...]:
-    """`A`, `B` or `mix` (A and B alternating) as the products servers are built as."""
-    return tuple(product(n) for n in MIX) if choice == "mix" else (product(choice),)
+def products_of(choice: str, routes: RouteBook | None = None) -> tuple[Product, ...]:
+    """`A`, `B` or `mix` (A and B alternating) as the products servers are built as,
+    following `routes` (None: the packaged routes)."""
+    chosen = tuple(product(n) for n in MIX) if choice == "mix" else (product(choice),)
+    return chosen if routes is None else tuple(replace(p, routes=routes) for p in chosen)
 
 
 @cache
@@ -194,12 +198,13 @@ def golden_firmware() -> dict[tuple[str, str], str]:
     return {(f.image, f.version): f.sha256 for p in PRODUCTS.values() for f in p.firmware}
 
 
-def station_roster(product_name: str = "A") -> list[tuple[str, str]]:
+def station_roster(product_name: str = "A", routes: RouteBook | None = None
+                   ) -> list[tuple[str, str]]:
     """Every station a run of `product_name` (A, B or mix) uses, as (id, type), receiving first."""
     types: dict[str, None] = {}
-    for p in products_of(product_name):
-        routes = ([p.assembly_route] if p.assembly_route is not None else []) + [p.route]
-        for r in routes:
+    for p in products_of(product_name, routes):
+        followed = ([p.assembly_route] if p.assembly_route is not None else []) + [p.route]
+        for r in followed:
             for s in (*r.steps, *r.repair_steps):
                 types.setdefault(s.station_type)
     return [RECEIVING_STATION, *((STATIONS[t].station_id, t) for t in types)]

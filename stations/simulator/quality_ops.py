@@ -12,8 +12,8 @@ from linetrace.schemas.bodies import (
     Body, Measurement, MaterialsInstalled, MaterialsUninstalled, RemovedItem, TestResult,
     UnitInspected, UnitPacked, UnitRepaired, UnitScrapped, UnitShipped, UnitTested,
 )
+from linetrace.schemas.routes import Step
 
-from ..routes import Step
 from . import parts
 from .build_ops import item
 from .context import LineContext, Outcome

@@ -24,18 +24,17 @@ from linetrace.cli import routes_cmds
 from linetrace.cli.settings import load as load_settings
 from linetrace.schemas import jsonschema as generator
 from linetrace.schemas.bodies import WorkCompleted
-from linetrace.schemas.route import (
+from linetrace.schemas.routes import (
+    ROUTE_ERROR_CODES, RouteError, all_routes, check_route_bytes, check_route_files, load_route,
+    load_route_file, route_files, route_for_unit,
+)
+from linetrace.schemas.routes.model import (
     ROUTE_SCHEMA_FILE, Result, Route, build_route_schema, decode_route, load_route_schema,
     render_route,
 )
-from linetrace.stations import routes
-from linetrace.stations.routes import (
-    RouteError, all_routes, check_route_bytes, check_route_files, load_route, load_route_file,
-    route_files, route_for_unit,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
-ROUTES = ROOT / "stations" / "routes"
+ROUTES = ROOT / "schemas" / "routes" / "products"
 SHIPPED = sorted(ROUTES.glob("*.json"))
 VALIDATOR = Draft202012Validator(load_route_schema(), format_checker=FormatChecker())
 A_TEXT = (ROUTES / "A.json").read_text(encoding="utf-8")
@@ -170,11 +169,11 @@ def test_system_integration_consumes_the_pcba_unit_of_route_a_pcba() -> None:
     assert route_for_unit("A", "server").product == "A"
 
 
-@pytest.mark.parametrize("product", ["C", "../stations/routes/A", "", "A.json"])
+@pytest.mark.parametrize("product", ["C", "../products/A", "", "A.json"])
 def test_unknown_product_has_no_route(product: str) -> None:
     with pytest.raises(RouteError) as e:
         load_route(product)
-    assert e.value.code == "route.unknown_product" and "known: A-PCBA, A, B" in str(e.value)
+    assert e.value.code == "route.unknown_product" and "known: A, A-PCBA, B" in str(e.value)
 
 
 # --- broken copies are reported at the offending line -----------------------------------
@@ -314,14 +313,14 @@ def test_consumed_route_must_exist_and_be_an_assembly(tmp_path: Path) -> None:
     assert [c.ok for c in check_route_files([unknown, pcba])] == [True, True]
 
 
-def test_shipped_route_file_is_named_after_its_product(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(routes, "ROUTES_DIR", tmp_path.resolve())
+def test_route_file_in_a_routes_folder_is_named_after_its_product(tmp_path: Path) -> None:
     (tmp_path / "A-PCBA.json").write_text((ROUTES / "A-PCBA.json").read_text())
     (tmp_path / "C.json").write_text(A_TEXT)
-    (check,) = check_route_files([tmp_path / "C.json"])
+    (check,) = check_route_files([tmp_path / "C.json"], named_in=[tmp_path])
     assert [(p.line, p.message) for p in check.problems] == [
-        (3, "product: a shipped route file is named after its product: `A` in C.json")]
+        (3, f"product: a route file in {tmp_path} is named after its product: `A` in C.json")]
+    (elsewhere,) = check_route_files([tmp_path / "C.json"])  # a file being drafted: any name
+    assert elsewhere.ok
 
 
 # --- the CLI -----------------------------------------------------------------------------
@@ -389,19 +388,24 @@ def test_route_files_are_package_data() -> None:
 
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     data = pyproject["tool"]["setuptools"]["package-data"]
-    assert "routes/*.json" in data["linetrace.stations"]
-    assert "json/*.json" in data["linetrace.schemas"]  # route.v1.schema.json ships with it
+    assert (data.get("linetrace.schemas.routes.products") == ["*.json"]
+            or "products/*.json" in data.get("linetrace.schemas.routes", []))
+    assert "json/*.json" in data["linetrace.schemas"] or data["linetrace.schemas.json"] == [
+        "*.json"]  # route.v1.schema.json ships with it
+    packages = pyproject["tool"]["setuptools"]["packages"]
+    assert "linetrace.schemas.routes" in packages
 
 
 def test_route_error_codes_are_documented() -> None:
-    from linetrace.stations.errors import STATION_ERROR_CODES
+    from linetrace.schemas.errors import SchemaError
 
-    assert {"route.invalid", "route.unknown_product"} <= set(STATION_ERROR_CODES)
-    assert RouteError("x").code == "route.invalid"
+    assert {"route.invalid", "route.unknown_product", "route.unreadable"} <= set(
+        ROUTE_ERROR_CODES)
+    assert RouteError("x").code == "route.invalid" and isinstance(RouteError("x"), SchemaError)
 
 
 def test_msgspec_error_paths_map_to_document_positions() -> None:
-    from linetrace.stations.json_positions import format_path, locate, parse_msgspec_path
+    from linetrace.schemas.routes.json_positions import format_path, locate, parse_msgspec_path
 
     assert parse_msgspec_path("$.steps[3].station_type") == ("steps", 3, "station_type")
     assert parse_msgspec_path("$.$schema") == ("$schema",)

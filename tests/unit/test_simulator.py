@@ -19,7 +19,7 @@ from linetrace.schemas.bodies import (
 from linetrace.schemas.envelope import decode_event, encode_event
 from linetrace.schemas.topics import TOPIC_OF_TYPE
 from linetrace.stations.errors import StationError
-from linetrace.stations.routes import route_for_unit
+from linetrace.schemas.routes import route_for_unit
 from linetrace.stations.simulator import (
     DEFAULT_START, PRODUCTS, REPAIR_STEP, LineConfig, LinePlan, SimEvent, dependencies,
     generate_line, station_roster,

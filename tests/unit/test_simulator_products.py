@@ -15,7 +15,7 @@ from linetrace.schemas.bodies import (
 )
 from linetrace.schemas.envelope import decode_event
 from linetrace.stations.errors import StationError
-from linetrace.stations.routes import route_for_unit
+from linetrace.schemas.routes import route_for_unit
 from linetrace.stations.simulator import (
     DEFAULT_START, PRODUCTS, REPAIR_STEP, LineConfig, LinePlan, SimEvent, Unit, generate_line,
     station_roster,

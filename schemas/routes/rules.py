@@ -1,7 +1,7 @@
 """What a route must say beyond its JSON Schema: plain checks over a decoded `Route`.
 
 Each finding names the path of the offending key or value (`steps[3].requires[0]`), so the
-loader (`routes.py`) can turn it into FILE:LINE:COL. Nothing here reads files.
+loader (`loader.py`) can turn it into FILE:LINE:COL. Nothing here reads files.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from linetrace.schemas.route import Route, Step
-
 from .json_positions import JsonPath
+from .model import Route, Step
 
 
 @dataclass(frozen=True)

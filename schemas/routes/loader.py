@@ -1,9 +1,10 @@
-"""Load and check route files (`stations/routes/<product>.json`), explaining errors by line.
+"""Load and check route files (`<product>.json`), explaining errors by line.
 
 A route file passes four judges in order: UTF-8 and JSON syntax (the decoder's line/col),
-duplicate keys, the msgspec model (`linetrace.schemas.route.Route`, which says the same as
-the published JSON Schema), then the rules of `route_rules`. Every problem is reported as
-`FILE:LINE:COL: message` at the offending key or value.
+duplicate keys, the msgspec model (`model.Route`, which says the same as the published JSON
+Schema), then the rules of `rules.py`. Every problem is reported as `FILE:LINE:COL: message`
+at the offending key or value. Which routes are in force (packaged, plus a plant's
+`LINETRACE_ROUTES` folder) is `book.py`'s business.
 """
 
 from __future__ import annotations
@@ -11,30 +12,31 @@ from __future__ import annotations
 import json
 import re
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
-from linetrace.schemas.route import (
+from ..errors import SchemaError
+from .json_positions import Positions, format_path, locate, parse_msgspec_path
+from .model import (
     ROUTE_SCHEMA_ID, ExpectedPart, Kind, Result, Rework, Route, StationType, Step, SubAssembly,
     decode_route,
 )
+from .rules import Finding, validate_references, validate_route
 
-from .errors import StationError
-from .json_positions import Positions, format_path, locate, parse_msgspec_path
-from .route_rules import Finding, validate_references, validate_route
+#: The packaged route files (package data `linetrace.schemas.routes.products`).
+PRODUCTS_DIR = Path(__file__).resolve().parent / "products"
+PRODUCT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
-__all__ = [
-    "ROUTES_DIR", "FileCheck", "Finding", "Route", "RouteError", "RouteProblem", "Step",
-    "all_routes", "check_route_bytes", "check_route_files", "load_route", "load_route_file",
-    "route_files", "route_for_unit", "validate_references", "validate_route",
-]
-
-#: The shipped route files (package data of `linetrace.stations`).
-ROUTES_DIR = Path(__file__).resolve().parent / "routes"
-_PRODUCT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: Every code a RouteError carries, with what it means. Codes are stable; new ones are added.
+ROUTE_ERROR_CODES: dict[str, str] = {
+    "route.invalid": "a route file breaks the route schema or its rules; `problems` lists "
+                     "FILE:LINE:COL",
+    "route.unknown_product": "no route in force (packaged or in LINETRACE_ROUTES) for this product",
+    "route.unreadable": "the LINETRACE_ROUTES folder or a route file in it cannot be read",
+}
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,16 @@ class RouteProblem:
         return f"{self.file}:{self.line}:{self.col}: {self.message}"
 
 
-class RouteError(StationError):
+class RouteError(SchemaError):
     """A route file is invalid (`problems` says where), or a product has no route."""
 
     code = "route.invalid"
 
     def __init__(self, message: str, *, problems: Sequence[RouteProblem] = (),
                  code: str | None = None) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message)
+        if code is not None:
+            self.code = code
         self.problems = list(problems)
 
 
@@ -157,93 +161,66 @@ def _schema_finding(error: str) -> Finding:
     return Finding(path, message)
 
 
-# --- the shipped routes ------------------------------------------------------------------
+# --- files ------------------------------------------------------------------------------
 
 
-def route_files() -> list[Path]:
-    return sorted(ROUTES_DIR.glob("*.json"))
+def route_files(directory: str | Path = PRODUCTS_DIR) -> list[Path]:
+    """The route files of a folder (`*.json`, not recursive), by name."""
+    return sorted(p for p in Path(directory).glob("*.json") if p.is_file())
 
 
 def load_route_file(path: str | Path) -> Route:
     """The route in `path`; RouteError listing every problem if it is invalid (references to
-    other routes are not checked here: see `all_routes` and `check_route_files`)."""
+    other routes are not checked here: see `check_route_files` and `book.load_route_book`)."""
     check = check_route_bytes(Path(path).read_bytes(), str(path))
     if check.route is None or check.problems:
-        raise RouteError(_summary(check), problems=check.problems)
+        raise RouteError(summary(check), problems=check.problems)
     return check.route
 
 
-def load_route(product: str) -> Route:
-    """The shipped route of `product` (e.g. "A", "A-PCBA", "B"), references checked."""
-    path = ROUTES_DIR / f"{product}.json"
-    if not _PRODUCT.fullmatch(product) or not path.is_file():
-        known = ", ".join(p.stem for p in route_files())
-        raise RouteError(f"no route for product {product!r}; known: {known}",
-                         code="route.unknown_product")
-    (check,) = check_route_files([path])
-    if check.route is None or check.problems:
-        raise RouteError(_summary(check), problems=check.problems)
-    return check.route
+def decodable_routes(paths: Iterable[str | Path]) -> dict[str, Route]:
+    """Product -> route of every file that reads and passes on its own (others are skipped:
+    they are reported when they are checked themselves)."""
+    out: dict[str, Route] = {}
+    for path in paths:
+        try:
+            route = load_route_file(path)
+        except (OSError, RouteError):
+            continue
+        out[route.product] = route
+    return out
 
 
-def all_routes() -> dict[str, Route]:
-    """Every shipped route by product, with references between them checked."""
-    checks = check_route_files(route_files())
-    problems = [p for c in checks for p in c.problems]
-    if problems:
-        raise RouteError(f"{len(problems)} problem(s) in the shipped routes, first: "
-                         f"{problems[0]}", problems=problems)
-    return {c.route.product: c.route for c in checks if c.route is not None}
-
-
-def route_for_unit(product: str, kind: Kind) -> Route:
-    """The route a unit follows, given what `work.started` says (`product`, `kind`).
-
-    An assembly may name its own route (`A-PCBA`) or the product it is built for (`A`):
-    then it follows the sub-assembly route that the product's route consumes.
-    """
-    route = load_route(product)
-    if route.kind == kind:
-        return route
-    consumed = {a.route for s in route.steps for a in s.consumes}
-    if kind == "assembly" and len(consumed) == 1:
-        return load_route(consumed.pop())
-    raise RouteError(f"route {product!r} is a {route.kind} route and names no single "
-                     f"{kind} route", code="route.unknown_product")
-
-
-def check_route_files(paths: Iterable[str | Path]) -> list[FileCheck]:
+def check_route_files(paths: Iterable[str | Path], *, known: Mapping[str, Route] | None = None,
+                      named_in: Collection[str | Path] = ()) -> list[FileCheck]:
     """Check files together: each on its own, then references between them, resolved
-    against these files first and the shipped routes second. A file in `ROUTES_DIR` must be
+    against these files first and `known` second (default: the packaged routes). A file in
+    the packaged folder or in a folder of `named_in` (a plant's LINETRACE_ROUTES) must be
     named after its product. OSError if a file can't be read."""
+    folders = {PRODUCTS_DIR, *(Path(d).resolve() for d in named_in)}
     checks = []
     for p in map(Path, paths):
         check = check_route_bytes(p.read_bytes(), str(p))
-        if check.route is not None and p.resolve().parent == ROUTES_DIR and (
+        if check.route is not None and p.resolve().parent in folders and (
                 check.route.product != p.stem):
-            check.add(Finding(("product",), f"a shipped route file is named after its product: "
-                              f"`{check.route.product}` in {p.name}"))
+            check.add(Finding(("product",), f"a route file in {p.parent} is named after its "
+                              f"product: `{check.route.product}` in {p.name}"))
         checks.append(check)
-    known: dict[str, Route] = {}
-    for path in route_files():
-        try:
-            shipped = load_route_file(path)
-        except (OSError, RouteError):
-            continue  # a broken shipped route is reported when it is checked itself
-        known[shipped.product] = shipped
+    resolved = dict(decodable_routes(route_files()) if known is None else known)
     for check in checks:
         if check.route is not None:
-            known[check.route.product] = check.route
+            resolved[check.route.product] = check.route
     for check in checks:  # each against the others, itself included even if it shares a name
         if check.route is not None:
             product = check.route.product
-            for finding in validate_references({**known, product: check.route}).get(product, []):
+            for finding in validate_references({**resolved, product: check.route}).get(product, []):
                 check.add(finding)
             check.problems.sort(key=lambda p: (p.line, p.col))
     return checks
 
 
-def _summary(check: FileCheck) -> str:
+def summary(check: FileCheck) -> str:
+    """The first problem of a file, and how many more there are."""
     count = len(check.problems)
     first = check.problems[0] if check.problems else f"{check.file}: invalid route"
     return f"{first}" + (f" (and {count - 1} more)" if count > 1 else "")

@@ -4,10 +4,17 @@ A route is what the line follows and what the orchestrator enforces: which stati
 each step, which earlier steps must be done first (skip-step detection), which results a step
 may report, where a failed unit is repaired and which step it returns to, how long a unit may
 stay at a step (longer = stuck), which steps are quality gates, and which parts and
-sub-assemblies each step installs. The files live in `stations/routes/`; their JSON Schema
-(`json/route.v1.schema.json`) is generated from these models with the event schemas
+sub-assemblies each step installs. The packaged files live in `schemas/routes/products/` (a
+plant adds or replaces routes with a `LINETRACE_ROUTES` directory, see `book.py`); their JSON
+Schema (`json/route.v1.schema.json`) is generated from these models with the event schemas
 (`python -m linetrace.schemas.jsonschema --write`). Rules a JSON Schema cannot say (numbers
-increase, references resolve) are checked by `linetrace.stations.routes`.
+increase, references resolve) are checked by `rules.py`, files by `loader.py`.
+
+A route's identity is its `sha256`: SHA-256 of the RFC 8785 (JCS) form of the route document as
+the model reads it (defaults omitted; what `linetrace routes show PRODUCT --json` prints), so
+whitespace, key order and line endings do not change it and any change of content does.
+`revision` is the plant's name for it. A unit keeps the route it started with (the ledger
+records product, revision and hash on the unit); every decision made from a route names it.
 
 Results (the `work.completed` result at a step):
 - `Completed`: the unit moves on to the next step (at a quality gate only with passing
@@ -19,16 +26,19 @@ Results (the `work.completed` result at a step):
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 from collections.abc import Collection
+from functools import cached_property
 from importlib import resources
 from typing import Annotated, Any, Literal
 
 import msgspec
+import rfc8785
 from msgspec import Meta
 
-from .bodies import Id, Text
+from ..bodies import Id, Text
 
 ROUTE_SCHEMA_ID = "urn:linetrace:schema:route:v1"
 ROUTE_SCHEMA_FILE = "route.v1.schema.json"
@@ -125,7 +135,7 @@ class Step(_Part, kw_only=True, frozen=True):
         return result in self.results
 
 
-class Route(_Part, kw_only=True, frozen=True):
+class Route(_Part, kw_only=True, frozen=True, dict=True):
     """The route of one product (a server) or sub-assembly (an assembly with its own serial).
 
     `steps` are followed in order; `repair_steps` are entered only through a step's `rework`.
@@ -139,6 +149,13 @@ class Route(_Part, kw_only=True, frozen=True):
     description: Text | None = None
     steps: Annotated[tuple[Step, ...], Meta(min_length=1)]
     repair_steps: tuple[Step, ...] = ()
+
+    # --- identity ----------------------------------------------------------------------
+
+    @cached_property
+    def sha256(self) -> str:
+        """The route's content hash (module docstring): what units and decisions record."""
+        return route_sha256(self)
 
     # --- lookups for the simulator and the orchestrator -----------------------------------
 
@@ -252,6 +269,11 @@ def render_route(route: Route) -> str:
     return _render(msgspec.to_builtins(route), 0, 0) + "\n"
 
 
+def route_sha256(route: Route) -> str:
+    """SHA-256 (hex) of the RFC 8785 form of the route document, defaults omitted."""
+    return hashlib.sha256(rfc8785.dumps(msgspec.to_builtins(route))).hexdigest()
+
+
 def decode_route(data: bytes | str) -> Route:
     """Decode and type-check a route document; `msgspec.ValidationError` names the path."""
     return msgspec.json.decode(data, type=Route)
@@ -262,7 +284,7 @@ def decode_route(data: bytes | str) -> Route:
 
 def build_route_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of route files, from the models above."""
-    from .jsonschema import DRAFT, _walk  # the event schemas' generator: one post-processing
+    from ..jsonschema import DRAFT, _walk  # the event schemas' generator: one post-processing
 
     (_,), components = msgspec.json.schema_components([Route], ref_template="#/$defs/{name}")
     root = components.pop("Route")
@@ -289,7 +311,7 @@ def _clean(definition: dict[str, Any]) -> dict[str, Any]:
 
 def schema_files() -> dict[str, str]:
     """File name -> text of the route schema, for `jsonschema.build_all`."""
-    from .jsonschema import render
+    from ..jsonschema import render
 
     return {ROUTE_SCHEMA_FILE: render(build_route_schema())}
 
