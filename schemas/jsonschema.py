@@ -12,7 +12,9 @@ unit test checks, case by case, that decoder and schema agree.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -192,9 +194,51 @@ def build_schema(event_type: str) -> JsonObject:
     }
 
 
+def plain_text(description: str) -> str:
+    """A description as published: the same whatever indentation or line wrapping the source
+    docstring has and whichever msgspec version read it (older ones keep a docstring's
+    indentation, newer ones strip it). Paragraphs stay apart; inside one, runs of whitespace
+    (line breaks included) become one space."""
+    paragraphs = re.split(r"\n\s*\n", inspect.cleandoc(description))
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
+
+
+#: Keys whose values are instances (data), never schemas: their text is left as it is.
+_DATA_KEYS = frozenset({"examples", "example", "const", "default", "enum"})
+#: Keys whose values map names to schemas (a property may be *named* `description`).
+_SCHEMA_MAPS = frozenset({"properties", "$defs", "patternProperties", "dependentSchemas"})
+#: Keys whose branches may come in any order (msgspec versions order union branches apart).
+_UNORDERED = frozenset({"anyOf", "oneOf"})
+
+
+def normalise(node: Any) -> Any:
+    """A schema in the form that does not depend on the msgspec version that produced it:
+    every `description` (not the example data's) through `plain_text`; the branches of
+    `anyOf`/`oneOf`, whose order means nothing, sorted by their canonical JSON."""
+    if isinstance(node, list):
+        return [normalise(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out: JsonObject = {}
+    for key, value in node.items():
+        if key in _DATA_KEYS:
+            out[key] = value
+        elif key == "description" and isinstance(value, str):
+            out[key] = plain_text(value)
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: normalise(s) for name, s in value.items()}
+        elif key in _UNORDERED and isinstance(value, list):
+            out[key] = sorted((normalise(b) for b in value),
+                              key=lambda b: json.dumps(b, sort_keys=True))
+        else:
+            out[key] = normalise(value)
+    return out
+
+
 def render(schema: JsonObject) -> str:
-    """The exact text of a schema file: insertion key order, 2-space indent, final newline."""
-    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    """The exact text of a schema file: `normalise`d, insertion key order, 2-space indent,
+    final newline; the same whichever msgspec version built the schema."""
+    return json.dumps(normalise(schema), indent=2, ensure_ascii=False) + "\n"
 
 
 def build_all() -> dict[str, str]:
