@@ -70,6 +70,11 @@ class Unit(Base):
     installed_in: Mapped[str | None] = mapped_column(String(128))
     order: Mapped[str | None] = mapped_column(String(128))
     carton: Mapped[str | None] = mapped_column(String(128))
+    # The route the unit started on (when its product became known), never changed after: a
+    # route file edited later applies to units started later. NULL: no route in force then.
+    route_product: Mapped[str | None] = mapped_column(String(64))
+    route_revision: Mapped[str | None] = mapped_column(String(32))
+    route_sha256: Mapped[str | None] = mapped_column(String(64))
     __table_args__ = (Index("ix_units_state", "state"), Index("ix_units_product", "product"))
 
 

@@ -2,7 +2,11 @@
 
 Every function is given the already-stored event and appends to or stamps the derived rows;
 nothing here reads Kafka. Replaying the events from `events` into empty genealogy tables
-rebuilds them.
+rebuilds them (a unit's route columns come from the routes in force during the replay).
+
+A unit records the route it starts on when its product becomes known (its first
+`work.started`), from the routes in force that the writer puts in `session.info["routes"]`
+(a `RouteBook`); it keeps that route when the route files change later.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from linetrace.schemas import bodies as b
 from linetrace.schemas.envelope import Event, parse_time
+from linetrace.schemas.routes import RouteBook
 from linetrace.schemas.signing import keyid_of, load_public_key, raw_public_key
 
 from .models import Firmware, Install, Lot, LotSerial, Measurement, Operation, Station
@@ -33,15 +38,29 @@ def _unit(session: Session, serial: str, t: datetime, *, product: str | None = N
         unit = Unit(serial=serial, product=product or "unknown", kind=kind or "server",
                     state="in_progress", step=None, created=t, updated=t)
         session.add(unit)
+        if product:
+            _start_route(session, unit)
     else:
+        starts = bool(product) and unit.product == "unknown"
         if product and unit.product == "unknown":
             unit.product = product
         if kind and unit.kind != kind and unit.state != "installed":
             unit.kind = kind
+        if starts:
+            _start_route(session, unit)
         if t > _aware(unit.updated):
             unit.updated = t
     cache[serial] = unit
     return unit
+
+
+def _start_route(session: Session, unit: Unit) -> None:
+    """Record the route in force for the unit (module docstring); none in force: NULL."""
+    routes: RouteBook | None = session.info.get("routes")
+    route = routes.find_route_for_unit(unit.product, unit.kind) if routes is not None else None
+    if route is not None and unit.route_sha256 is None:
+        unit.route_product, unit.route_revision = route.product, route.revision
+        unit.route_sha256 = route.sha256
 
 
 def _known_unit(session: Session, serial: str) -> Unit | None:
