@@ -89,6 +89,10 @@ def _work_started(s: Session, e: Event, t: datetime) -> None:
         unit.step = body.step
         at_repair = _station_type(s, e.source) == REPAIR_STATION_TYPE
         unit.state = "in_repair" if at_repair else "in_progress"
+    elif unit.state == "packed":
+        # A packed unit still has its route's last steps to go (ship): the step follows the
+        # work, the state stays packed until unit.shipped.
+        unit.step = body.step
     op = Operation(serial=e.subject, transaction_id=body.transaction_id, step=body.step,
                    operation=body.operation, station=e.source, operator=body.operator,
                    work_order=body.work_order, started=t)
