@@ -17,6 +17,7 @@ from sqlalchemy import event
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.genealogy import history, trace
 from linetrace.ledger.recall import recall
+from linetrace.ledger.views import HistoryEntry, RecallHit, Trace
 
 
 @dataclass
@@ -49,17 +50,17 @@ def timed(keys: Sequence[str], fn: Callable[[str], Any], warm: bool = True) -> l
     return out
 
 
-def trace_once(ledger: Ledger, serial: str) -> dict[str, Any]:
+def trace_once(ledger: Ledger, serial: str) -> Trace:
     with ledger.reader() as s:
         return trace(s, serial)
 
 
-def history_once(ledger: Ledger, serial: str) -> list[dict[str, Any]]:
+def history_once(ledger: Ledger, serial: str) -> list[HistoryEntry]:
     with ledger.reader() as s:
         return history(s, serial)
 
 
-def recall_once(ledger: Ledger, lot: str) -> list[dict[str, Any]]:
+def recall_once(ledger: Ledger, lot: str) -> list[RecallHit]:
     with ledger.reader() as s:
         return recall(s, lot=lot)
 

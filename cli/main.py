@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 
 from . import ledger_cmds as lc
 from . import line_cmds as ln
-from .output import print_json, print_table
+from . import query_cmds as qc
+from .output import print_json, print_table, printable
 from .settings import SETTINGS, ConfigurationError, Settings, load
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -34,9 +35,11 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from .routes_cmds import routes_in_force
     from .supervisor import run_up
+    from .extras import need_extra
 
     routes_in_force(settings)  # before anything starts; worker and simulator check them again
     extra = ["--product", args.product, "--faults", args.faults]
+    need_extra("worker")  # up runs the broker, the worker and the simulator
     return run_up(settings, args.units, args.seed, args.until_idle, args.speed, extra)
 
 
@@ -93,16 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--start", help="simulated start time, RFC 3339 (default "
                                      "2026-01-05T06:00:00Z); event times follow from it")
 
-    u = add("units", lc.cmd_units, "list units with state and step")
+    u = add("units", qc.cmd_units, "list units with state and step")
     u.add_argument("--json", action="store_true")
     u.add_argument("--kind", choices=["server", "assembly"])
     u.add_argument("--state")
     u.add_argument("--product")
-    t = add("trace", lc.cmd_trace, "one unit's genealogy: parts (as-built tree) and operations")
+    t = add("trace", qc.cmd_trace, "one unit's genealogy: parts (as-built tree) and operations")
     t.add_argument("serial")
     t.add_argument("--json", action="store_true")
 
-    rc = add("recall", lc.cmd_recall,
+    rc = add("recall", qc.cmd_recall,
              "every unit that contains or ever contained a lot, part serial or MPN")
     which = rc.add_mutually_exclusive_group(required=True)
     which.add_argument("--lot")
@@ -111,14 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--from", dest="since", help="installed at or after (RFC 3339)")
     rc.add_argument("--to", dest="until", help="installed at or before (RFC 3339)")
     rc.add_argument("--json", action="store_true")
-    w = add("wip", lc.cmd_wip, "work in progress: open units by step and state")
+    w = add("wip", qc.cmd_wip, "work in progress: open units by step and state")
     w.add_argument("--json", action="store_true")
     lots = sub.add_parser("lots", help="received lots").add_subparsers(dest="lots_cmd",
                                                                        required=True)
     lsh = lots.add_parser("show", parents=[common], help="a lot's receipt, checks and use")
     lsh.add_argument("lot")
+    qc.add_rejected(sub, common)
     lsh.add_argument("--json", action="store_true")
-    lsh.set_defaults(fn=lc.cmd_lots_show)
+    lsh.set_defaults(fn=qc.cmd_lots_show)
 
     db = sub.add_parser("db", help="the ledger database schema").add_subparsers(
         dest="db_cmd", required=True)
@@ -163,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     ss = st.add_parser("show", parents=[common], help="a station's keys, states and faults")
     ss.add_argument("station_id")
     ss.add_argument("--json", action="store_true")
-    ss.set_defaults(fn=lc.cmd_stations_show)
+    ss.set_defaults(fn=qc.cmd_stations_show)
 
     import importlib
 
@@ -196,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = getattr(e, "code", None)
         if code is None:
             raise
-        print(f"linetrace: {e} [{code}]", file=sys.stderr)
+        print(f"linetrace: {printable(str(e))} [{code}]", file=sys.stderr)
         return 1
 
 

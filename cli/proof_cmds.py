@@ -58,9 +58,9 @@ def cmd_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_hbom(args: argparse.Namespace, settings: Settings) -> int:
     from linetrace.ledger.system_events import sealed_hbom, unsealed_hbom
 
-    from .ledger_cmds import open_ledger
+    from .query_cmds import read_ledger
 
-    with open_ledger(settings).reader() as s:
+    with read_ledger(settings).reader() as s:
         data = sealed_hbom(s, args.serial)
         if data is None:
             print(f"note: {args.serial} is not sealed yet; this HBOM was generated now and is "
@@ -115,10 +115,11 @@ def cmd_verify_ledger(args: argparse.Namespace, settings: Settings) -> int:
     from linetrace.ledger.audit import audit_ledger
     from linetrace.schemas.signing import keyid_of
 
-    from .ledger_cmds import open_ledger
+    from .query_cmds import read_ledger
 
+    ledger = read_ledger(settings)  # a missing ledger is refused before any key is made
     signer = _signer(settings)
-    report = audit_ledger(open_ledger(settings), signer.verifier,
+    report = audit_ledger(ledger, signer.verifier,
                           keyid_of(signer.private_key.public_key()),
                           Path(args.checkpoints) if args.checkpoints else None)
     root = base64.b64encode(report.root).decode("ascii")

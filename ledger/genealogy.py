@@ -1,17 +1,22 @@
-"""Genealogy queries: units, trace. Plain dicts shaped as the CLI's --json contract."""
+"""Genealogy queries: units, trace, work in progress. They return the read models of
+`views.py` (the CLI's --json contract, field for field)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
-
-import json
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .errors import LedgerError
-from .models import EventRow, Firmware, Install, Measurement, Operation, TestRun, Unit
+from .models import EventRow, Firmware, Install, LotSerial, Measurement, Operation, TestRun, Unit
+from .views import (
+    DefectFound, FirmwareRecord, HistoryEntry, InstalledPart, MeasurementRecord,
+    OperationRecord, PartPlacement, PartWhereabouts, RemovedPart, TestCheck, TestRecord, Trace,
+    UnitStatus, WipCount,
+)
 
 UNIT_STATES = ("in_progress", "on_hold", "in_repair", "packed", "shipped", "scrapped", "installed")
 
@@ -30,7 +35,7 @@ def iso(t: datetime | None) -> str | None:
 
 
 def list_units(session: Session, *, kind: str | None = None, state: str | None = None,
-               product: str | None = None) -> list[dict[str, Any]]:
+               product: str | None = None) -> list[UnitStatus]:
     q = select(Unit).order_by(Unit.serial)
     if kind:
         q = q.where(Unit.kind == kind)
@@ -38,8 +43,8 @@ def list_units(session: Session, *, kind: str | None = None, state: str | None =
         q = q.where(Unit.state == state)
     if product:
         q = q.where(Unit.product == product)
-    return [{"serial": u.serial, "product": u.product, "kind": u.kind, "state": u.state,
-             "step": u.step, "updated": iso(u.updated)} for u in session.scalars(q)]
+    return [UnitStatus(serial=u.serial, product=u.product, kind=u.kind, state=u.state,
+                       step=u.step, updated=iso(u.updated)) for u in session.scalars(q)]
 
 
 _PART_COLUMNS = (Install.unit, Install.serial, Install.mpn, Install.lot, Install.parent,
@@ -48,10 +53,10 @@ _PART_COLUMNS = (Install.unit, Install.serial, Install.mpn, Install.lot, Install
                  Install.removed_event)
 
 
-def _part(row: Any) -> dict[str, Any]:
-    return {"serial": row.serial, "mpn": row.mpn, "lot": row.lot, "parent": row.parent,
-            "slot": row.slot, "ref": row.ref, "category": row.category, "qty": row.qty,
-            "station": row.station, "installed": iso(row.installed_at)}
+def _part(row: Any) -> InstalledPart:
+    return InstalledPart(serial=row.serial, mpn=row.mpn, lot=row.lot, parent=row.parent,
+                         slot=row.slot, ref=row.ref, category=row.category, qty=row.qty,
+                         station=row.station, installed=iso(row.installed_at))
 
 
 def _installed_tree(session: Session, serial: str) -> list[Any]:
@@ -75,47 +80,119 @@ def _installed_tree(session: Session, serial: str) -> list[Any]:
     return out
 
 
-def trace(session: Session, serial: str) -> dict[str, Any]:
+def trace(session: Session, serial: str) -> Trace:
     unit = session.get(Unit, serial)
     if unit is None:
-        raise UnknownUnit(f"no unit {serial!r} in the ledger; `linetrace units` lists them")
+        raise UnknownUnit(_not_a_unit(session, serial))
     ops = session.scalars(select(Operation).where(Operation.serial == serial)
                           .order_by(Operation.started, Operation.id)).all()
-    return {
-        "serial": unit.serial,
-        "product": unit.product,
-        "kind": unit.kind,
-        "state": unit.state,
-        "step": unit.step,
-        "work_order": unit.work_order,
-        "order": unit.order,
-        "carton": unit.carton,
-        "installed_in": unit.installed_in,
-        "updated": iso(unit.updated),
-        "parts": [_part(r) for r in _installed_tree(session, serial)],
-        "operations": [{"step": o.step, "operation": o.operation, "station": o.station,
-                        "operator": o.operator, "result": o.result, "started": iso(o.started),
-                        "completed": iso(o.completed)} for o in ops],
-        "removed": _removed(session, serial),
-        "tests": _tests(session, serial),
-        "firmware": [{"component": f.component, "image": f.image, "version": f.version,
-                      "sha256": f.sha256, "target": f.target, "station": f.station,
-                      "time": iso(f.time)}
-                     for f in session.scalars(select(Firmware).where(Firmware.serial == serial)
-                                              .order_by(Firmware.time, Firmware.id))],
-        "history": history(session, serial),
-    }
+    return Trace(
+        serial=unit.serial,
+        product=unit.product,
+        kind=unit.kind,
+        state=unit.state,
+        step=unit.step,
+        work_order=unit.work_order,
+        order=unit.order,
+        carton=unit.carton,
+        installed_in=unit.installed_in,
+        updated=iso(unit.updated),
+        parts=[_part(r) for r in _installed_tree(session, serial)],
+        operations=[OperationRecord(step=o.step, operation=o.operation, station=o.station,
+                                    operator=o.operator, result=o.result,
+                                    started=iso(o.started), completed=iso(o.completed))
+                    for o in ops],
+        removed=_removed(session, serial),
+        tests=_tests(session, serial),
+        firmware=[FirmwareRecord(component=f.component, image=f.image, version=f.version,
+                                 sha256=f.sha256, target=f.target, station=f.station,
+                                 time=iso(f.time))
+                  for f in session.scalars(select(Firmware).where(Firmware.serial == serial)
+                                           .order_by(Firmware.time, Firmware.id))],
+        history=history(session, serial),
+    )
 
 
-def _removed(session: Session, serial: str) -> list[dict[str, Any]]:
+def part_whereabouts(session: Session, serial: str) -> PartWhereabouts | None:
+    """Where a part serial (a GPU, a baseboard, a PCBA) is installed now and was before, and
+    the lots it was received in; None if the ledger never saw the serial as a part."""
+    rows = session.execute(select(Install.unit, Install.parent, Install.slot, Install.ref,
+                                  Install.installed_at, Install.removed_at,
+                                  Install.removed_reason)
+                           .where(Install.serial == serial)
+                           .order_by(Install.installed_at, Install.id)).all()
+    lots = list(session.scalars(select(LotSerial.lot).where(LotSerial.serial == serial)
+                                .order_by(LotSerial.lot)))
+    if not rows and not lots:
+        return None
+    placements = [PartPlacement(unit=r.unit, top_unit=_top_unit(session, r.unit),
+                                parent=r.parent, slot=r.slot, ref=r.ref,
+                                installed=iso(r.installed_at), removed=iso(r.removed_at),
+                                reason=r.removed_reason) for r in rows]
+    now = [p for p in placements if p.removed is None]
+    return PartWhereabouts(serial=serial, lots=lots, installed=now[-1] if now else None,
+                           past=[p for p in placements if p.removed is not None])
+
+
+def _top_unit(session: Session, serial: str) -> str:
+    """The outermost unit `serial` is installed in (a PCBA's server), or itself."""
+    seen = {serial}
+    while True:
+        container = session.scalar(select(Unit.installed_in).where(Unit.serial == serial))
+        if container is None or container in seen:
+            return serial
+        seen.add(container)
+        serial = container
+
+
+def _not_a_unit(session: Session, serial: str) -> str:
+    """What to say when `trace` is asked for something that is not a unit."""
+    where = part_whereabouts(session, serial)
+    recall = f"`linetrace recall --part {serial}` lists every unit it has been in"
+    if where is None:
+        return f"no unit {serial!r} in the ledger; `linetrace units` lists them"
+    if where.installed is not None:
+        p = where.installed
+        at = f"slot {p.slot}" if p.slot is not None else f"ref {p.ref}" if p.ref else None
+        inside = f"{p.unit}" + (f" (in {p.top_unit})" if p.top_unit != p.unit else "")
+        return (f"{serial} is a part, not a unit: installed in {inside} on {p.parent}"
+                + (f" at {at}" if at else "") + f" since {p.installed}; "
+                f"`linetrace trace {p.top_unit}` traces that unit, {recall}")
+    if where.past:
+        p = where.past[-1]
+        return (f"{serial} is a part, not a unit: removed from {p.unit} at {p.removed} "
+                f"({p.reason}) and not installed since; {recall}")
+    return (f"{serial} is a part, not a unit: received in lot {', '.join(where.lots)} and "
+            f"never installed; `linetrace lots show {where.lots[0]}` shows the lot")
+
+
+def _removed(session: Session, serial: str) -> list[RemovedPart]:
     rows = session.execute(select(*_PART_COLUMNS).where(Install.unit == serial,
                                                         Install.removed_at.is_not(None))
                            .order_by(Install.removed_at, Install.id))
-    return [{**_part(r), "removed": iso(r.removed_at), "reason": r.removed_reason,
-             "removed_event": r.removed_event} for r in rows]
+    return [RemovedPart(serial=r.serial, mpn=r.mpn, lot=r.lot, parent=r.parent, slot=r.slot,
+                        ref=r.ref, category=r.category, qty=r.qty, station=r.station,
+                        installed=iso(r.installed_at), removed=iso(r.removed_at),
+                        reason=r.removed_reason, removed_event=r.removed_event) for r in rows]
 
 
-def _tests(session: Session, serial: str) -> list[dict[str, Any]]:
+def _test_record(r: TestRun, ms: list[Measurement]) -> TestRecord:
+    detail: dict[str, Any] = r.detail or {}
+    measurements = [MeasurementRecord(test=m.test, name=m.name, value=m.value, unit=m.unit,
+                                      expected=m.expected, min=m.min, max=m.max) for m in ms]
+    if r.kind == "inspection":
+        return TestRecord(kind=r.kind, method=r.method, result=r.result, station=r.station,
+                          time=iso(r.time), measurements=measurements, defects=[
+                              DefectFound(code=d["code"], category=d["category"],
+                                          ref=d.get("ref"), confidence=d.get("confidence"))
+                              for d in detail.get("defects", [])])
+    return TestRecord(kind=r.kind, method=r.method, result=r.result, station=r.station,
+                      time=iso(r.time), fixture=detail.get("fixture"), measurements=measurements,
+                      tests=[TestCheck(name=t["name"], result=t["result"])
+                             for t in detail.get("tests", [])])
+
+
+def _tests(session: Session, serial: str) -> list[TestRecord]:
     runs = session.scalars(select(TestRun).where(TestRun.serial == serial)
                            .order_by(TestRun.time, TestRun.id)).all()
     ms: dict[int, list[Measurement]] = {}
@@ -123,11 +200,7 @@ def _tests(session: Session, serial: str) -> list[dict[str, Any]]:
         for m in session.scalars(select(Measurement).where(
                 Measurement.test_id.in_([r.id for r in runs])).order_by(Measurement.id)):
             ms.setdefault(m.test_id, []).append(m)
-    return [{"kind": r.kind, "method": r.method, "result": r.result, "station": r.station,
-             "time": iso(r.time), **r.detail,
-             "measurements": [{"test": m.test, "name": m.name, "value": m.value, "unit": m.unit,
-                               "expected": m.expected, "min": m.min, "max": m.max}
-                              for m in ms.get(r.id, [])]} for r in runs]
+    return [_test_record(r, ms.get(r.id, [])) for r in runs]
 
 
 #: Fields that depend on where events landed in the log (leaf hashes), not on what happened.
@@ -145,24 +218,24 @@ def _without_log_positions(data: Any) -> Any:
     return data
 
 
-def history(session: Session, serial: str) -> list[dict[str, Any]]:
+def history(session: Session, serial: str) -> list[HistoryEntry]:
     """Every accepted event about the unit, in event-time order: who, what, when, where."""
     rows = session.execute(select(EventRow.time, EventRow.type, EventRow.source,
                                   EventRow.event_id, EventRow.value)
                            .where(EventRow.subject == serial, EventRow.topic != "line.telemetry")
                            .order_by(EventRow.time, EventRow.seq)).all()
-    out = []
+    out: list[HistoryEntry] = []
     for t, typ, source, event_id, value in rows:
         data = _without_log_positions(json.loads(value)["data"])
-        out.append({"time": iso(t), "type": typ, "station": source, "event_id": event_id,
-                    "operator": data.get("operator"), "step": data.get("step"), "data": data})
+        out.append(HistoryEntry(time=iso(t), type=typ, station=source, event_id=event_id,
+                                operator=data.get("operator"), step=data.get("step"), data=data))
     return out
 
 
-def work_in_progress(session: Session) -> list[dict[str, Any]]:
+def work_in_progress(session: Session) -> list[WipCount]:
     """Units not yet in a final state, counted by current step and state."""
     rows = session.execute(select(Unit.kind, Unit.step, Unit.state, func.count())
                            .where(Unit.state.in_(("in_progress", "on_hold", "in_repair")))
                            .group_by(Unit.kind, Unit.step, Unit.state)
                            .order_by(Unit.kind, Unit.step, Unit.state)).all()
-    return [{"kind": k, "step": st, "state": state, "units": n} for k, st, state, n in rows]
+    return [WipCount(kind=k, step=st, state=state, units=n) for k, st, state, n in rows]

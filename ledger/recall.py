@@ -13,16 +13,25 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .errors import LedgerError
-from .models import Install, Unit
+from .models import Install, Lot, LotSerial, Unit
+from .views import RecallHit
 
 
 class RecallQueryError(LedgerError):
     code = "recall.query"
 
 
+class UnknownMaterial(LedgerError):
+    """The lot, part serial or MPN was never received nor installed: likely a typo."""
+
+    code = "recall.unknown"
+
+
 def recall(session: Session, *, lot: str | None = None, part: str | None = None,
            mpn: str | None = None, since: datetime | None = None,
-           until: datetime | None = None) -> list[dict[str, Any]]:
+           until: datetime | None = None) -> list[RecallHit]:
+    """Raises UnknownMaterial when the ledger has never seen the lot, part or MPN (an empty
+    list means it is known and no unit in the time window holds it)."""
     if sum(x is not None for x in (lot, part, mpn)) != 1:
         raise RecallQueryError("give exactly one of --lot, --part or --mpn")
     # Installs first, then their units by primary key: a join lets PostgreSQL's default
@@ -39,6 +48,8 @@ def recall(session: Session, *, lot: str | None = None, part: str | None = None,
     if until is not None:
         q = q.where(Install.installed_at <= until)
     installs = session.execute(q.order_by(Install.unit, Install.id)).all()
+    if not installs:
+        _must_be_known(session, lot=lot, part=part, mpn=mpn)
     units = _units(session, {i.unit for i in installs})
     # Walk up: a unit installed in another (PCBA -> server) makes the container affected too.
     containers: dict[str, str] = {s: u.installed_in for s, u in units.items() if u.installed_in}
@@ -48,7 +59,7 @@ def recall(session: Session, *, lot: str | None = None, part: str | None = None,
         units.update(more)
         containers.update({s: u.installed_in for s, u in more.items() if u.installed_in})
         frontier = {u.installed_in for u in more.values() if u.installed_in} - units.keys()
-    out: list[dict[str, Any]] = []
+    out: list[RecallHit] = []
     seen: set[tuple[str, str, str]] = set()
     for i in installs:
         status = "installed" if i.removed_at is None else "removed"
@@ -59,10 +70,10 @@ def recall(session: Session, *, lot: str | None = None, part: str | None = None,
             unit = units.get(serial)
             if unit is not None and key not in seen:
                 seen.add(key)
-                out.append({"serial": serial, "product": unit.product, "state": unit.state,
-                            "status": status, "part": part_id, "lot": i.lot,
-                            "order": unit.order, "carton": unit.carton,
-                            "via": None if serial == i.unit else i.unit})
+                out.append(RecallHit(serial=serial, product=unit.product, state=unit.state,
+                                     status=status, part=part_id, lot=i.lot, order=unit.order,
+                                     carton=unit.carton,
+                                     via=None if serial == i.unit else i.unit))
             if serial not in containers:
                 break
             serial = containers[serial]
@@ -77,3 +88,25 @@ def _units(session: Session, serials: set[str]) -> dict[str, Any]:
             select(Unit.serial, Unit.product, Unit.state, Unit.order, Unit.carton,
                    Unit.installed_in).where(Unit.serial.in_(items[n:n + 500])))})
     return found
+
+
+def _must_be_known(session: Session, *, lot: str | None, part: str | None,
+                   mpn: str | None) -> None:
+    """Refuse a lot, part or MPN that no receipt and no install ever named."""
+    if lot is not None:
+        known = session.get(Lot, lot) is not None or _any(session, Install.lot == lot)
+        what, hint = f"lot {lot!r}", "no material.received and no install names it"
+    elif part is not None:
+        known = _any(session, Install.serial == part) or session.scalar(
+            select(LotSerial.lot).where(LotSerial.serial == part).limit(1)) is not None
+        what, hint = f"part {part!r}", "no install and no received lot names that serial"
+    else:
+        known = _any(session, Install.mpn == mpn) or session.scalar(
+            select(Lot.lot).where(Lot.mpn == mpn).limit(1)) is not None
+        what, hint = f"MPN {mpn!r}", "no received lot and no install names it"
+    if not known:
+        raise UnknownMaterial(f"{what} is unknown to the ledger ({hint}); check the spelling")
+
+
+def _any(session: Session, condition: Any) -> bool:
+    return session.scalar(select(Install.id).where(condition).limit(1)) is not None

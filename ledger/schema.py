@@ -88,3 +88,25 @@ def ensure_current(engine: Engine, *, create: bool = True) -> None:
 
 
 _CREATE_LOCK = 0x6C74_6462  # "ltdb": serialises first-time schema creation on PostgreSQL
+
+
+def check_current(engine: Engine) -> None:
+    """Refuse, without writing anything, a ledger whose schema is not at head (queries).
+
+    Unlike `ensure_current` it never creates: an empty database is refused too.
+    """
+    rev = current(engine)
+    if rev == head():
+        return
+    if rev is None:
+        if inspect(engine).get_table_names():
+            raise SchemaUnknown(
+                "the ledger database has tables but no schema revision; point "
+                "LINETRACE_DB at a linetrace ledger")
+        raise SchemaOutOfDate(
+            "the ledger database is empty: no line has been recorded in it yet; "
+            "`linetrace up` or `linetrace worker` records one (`linetrace db upgrade` creates "
+            "the empty schema); check --data-dir / LINETRACE_DB")
+    raise SchemaOutOfDate(
+        f"the ledger database schema is at revision {rev}, this linetrace needs {head()}; "
+        "run `linetrace db upgrade` (back up the database first)")

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.genealogy import list_units, trace
+from linetrace.ledger.views import to_data
 from linetrace.ledger.keys import enroll_station, load_or_create_plant_key
 from linetrace.ledger.models import EventRow, Rejected, StationPosition
 from linetrace.ledger.records import Candidate, SourceRecord
@@ -111,8 +112,8 @@ def test_trace_shows_gpus_in_slots_under_the_baseboard_and_operations_in_order(
     ]
     write_batch(ledger, batch)
     with ledger.reader() as s:
-        t = trace(s, "SRV-1")
-        units = list_units(s)
+        t = to_data(trace(s, "SRV-1"))
+        units = to_data(list_units(s))
     gpus = [p for p in t["parts"] if p["category"] == "gpu"]
     assert sorted(p["slot"] for p in gpus) == list(range(8))
     assert {p["parent"] for p in gpus} == {"BB-1"}

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.genealogy import trace
+from linetrace.ledger.views import to_data
 from linetrace.ledger.proof.hbom import (
     CATEGORY,
     LOCATION,
@@ -105,7 +106,7 @@ def test_firmware_is_listed_with_its_sha256_on_the_device_it_was_flashed_on(
 def test_the_hbom_holds_exactly_the_as_built_parts_of_trace(sealed: tuple[Fed, bytes]) -> None:
     fed, data = sealed
     with fed.ledger.reader() as s:
-        parts = trace(s, fed.server)["parts"]
+        parts = to_data(trace(s, fed.server))["parts"]
     in_trace = sorted((p["serial"] or "", p["lot"], p["mpn"]) for p in parts)
     in_hbom = sorted((props(c).get(SERIAL, ""), props(c)[LOT], props(c)[MPN])
                      for c in devices(json.loads(data)["components"]))
