@@ -35,11 +35,9 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from .routes_cmds import routes_in_force
     from .supervisor import run_up
-    from .extras import need_extra
 
     routes_in_force(settings)  # before anything starts; worker and simulator check them again
     extra = ["--product", args.product, "--faults", args.faults]
-    need_extra("worker")  # up runs the broker, the worker and the simulator
     return run_up(settings, args.units, args.seed, args.until_idle, args.speed, extra)
 
 
@@ -116,11 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--json", action="store_true")
     w = add("wip", qc.cmd_wip, "work in progress: open units by step and state")
     w.add_argument("--json", action="store_true")
+    qc.add_rejected(sub, common)
     lots = sub.add_parser("lots", help="received lots").add_subparsers(dest="lots_cmd",
                                                                        required=True)
     lsh = lots.add_parser("show", parents=[common], help="a lot's receipt, checks and use")
     lsh.add_argument("lot")
-    qc.add_rejected(sub, common)
     lsh.add_argument("--json", action="store_true")
     lsh.set_defaults(fn=qc.cmd_lots_show)
 
