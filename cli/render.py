@@ -62,6 +62,8 @@ def trace_text(t: Trace) -> None:
                                   f"order {t.order}  carton {t.carton}" if t.order else "") if x))
     if t.installed_in:
         say(f"installed in {t.installed_in} (`linetrace trace {t.installed_in}`)")
+    say(f"route {t.route.product} revision {t.route.revision}  sha256 {t.route.sha256}"
+        if t.route else "route (none recorded)")
     say(f"updated {t.updated}")
     say()
     say(f"parts ({len(t.parts)}):")

@@ -15,7 +15,7 @@ from .models import EventRow, Firmware, Install, LotSerial, Measurement, Operati
 from .views import (
     DefectFound, FirmwareRecord, HistoryEntry, InstalledPart, MeasurementRecord,
     OperationRecord, PartPlacement, PartWhereabouts, RemovedPart, TestCheck, TestRecord, Trace,
-    UnitStatus, WipCount,
+    UnitRoute, UnitStatus, WipCount,
 )
 
 UNIT_STATES = ("in_progress", "on_hold", "in_repair", "packed", "shipped", "scrapped", "installed")
@@ -110,6 +110,9 @@ def trace(session: Session, serial: str) -> Trace:
                   for f in session.scalars(select(Firmware).where(Firmware.serial == serial)
                                            .order_by(Firmware.time, Firmware.id))],
         history=history(session, serial),
+        route=(UnitRoute(product=unit.route_product, revision=unit.route_revision,
+                         sha256=unit.route_sha256)
+               if unit.route_product and unit.route_revision and unit.route_sha256 else None),
     )
 
 

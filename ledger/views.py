@@ -161,8 +161,18 @@ class HistoryEntry(View, frozen=True, kw_only=True):
     data: dict[str, Any]
 
 
+class UnitRoute(View, frozen=True, kw_only=True):
+    """The route a unit started on and keeps (docs/routes.md): the route's product (A-PCBA for
+    A's mainboard), its revision and SHA-256."""
+
+    product: str
+    revision: str
+    sha256: str
+
+
 class Trace(View, frozen=True, kw_only=True):
-    """A unit's genealogy: `linetrace trace SERIAL`."""
+    """A unit's genealogy: `linetrace trace SERIAL`. `route` is null where none was in force
+    when the unit started (or it started before routes were recorded)."""
 
     serial: str
     product: str
@@ -180,6 +190,7 @@ class Trace(View, frozen=True, kw_only=True):
     tests: list[TestRecord]
     firmware: list[FirmwareRecord]
     history: list[HistoryEntry]
+    route: UnitRoute | None = None
 
 
 class PartPlacement(View, frozen=True, kw_only=True):

@@ -42,7 +42,8 @@ HISTORY = {"time": S, "type": S, "station": S, "event_id": S, "operator": (S, N)
 TRACE = {"serial": S, "product": S, "kind": S, "state": S, "step": (I, N),
          "work_order": (S, N), "order": (S, N), "carton": (S, N), "installed_in": (S, N),
          "updated": S, "parts": [PART], "operations": [OPERATION], "removed": [REMOVED],
-         "tests": [TEST_RUN], "firmware": [FIRMWARE], "history": [HISTORY]}
+         "tests": [TEST_RUN], "firmware": [FIRMWARE], "history": [HISTORY],
+         "route": (D, N)}  # {product, revision, sha256} of the route the unit started on
 RECALL = {"serial": S, "product": S, "state": S, "status": S, "part": S, "lot": S,
           "order": (S, N), "carton": (S, N), "via": (S, N)}
 WIP = {"kind": S, "step": (I, N), "state": S, "units": I}

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from linetrace.ledger.db import Ledger
+from linetrace.ledger.genealogy import trace
 from linetrace.ledger.keys import load_or_create_plant_key
 from linetrace.ledger.models import Unit
 from linetrace.ledger.records import Candidate, SourceRecord
 from linetrace.ledger.system_events import SystemContext
+from linetrace.ledger.views import UnitRoute, to_data
 from linetrace.ledger.writer import write_batch
 from linetrace.schemas import bodies as b
 from linetrace.schemas import signing
@@ -105,6 +107,15 @@ def test_a_unit_keeps_the_route_it_started_on(ledger: Ledger, tmp_path: Path) ->
     write_batch(ledger, [gpu.started("SRV-X", 60, "A", "server", "2026-01-05T07:10:00Z")],
                 ctx=after)
     assert recorded(ledger, "SRV-X") == (None, None, None)
+
+    # trace shows it: an added field at the end of the --json contract
+    with ledger.reader() as s:
+        t1, tx = trace(s, "SRV-1"), trace(s, "SRV-X")
+    assert t1.route == UnitRoute(product="A", revision="R1", sha256=a1.sha256)
+    data = to_data(t1)
+    assert list(data)[-1] == "route" and data["route"] == {
+        "product": "A", "revision": "R1", "sha256": a1.sha256}
+    assert tx.route is None and to_data(tx)["route"] is None
 
 
 def test_without_a_context_the_writer_records_the_packaged_route(ledger: Ledger) -> None:
