@@ -62,6 +62,8 @@ class RouteBook:
 
     def find_route_for_unit(self, product: str, kind: str) -> Route | None:
         """`route_for_unit`, or None where no route is in force for the unit."""
+        if product not in self.routes:  # the common miss, without building an error
+            return None
         try:
             return self.route_for_unit(product, kind)
         except RouteError:

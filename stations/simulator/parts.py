@@ -3,7 +3,7 @@
 Serialized parts (GPUs, CPUs, DIMMs, ...) are received in lots listing their serials; board
 components (capacitors on reels, ICs in trays) are received by quantity. Every identifier
 embeds the seed (`GPU-S7-000001`, `LOT-S7-GPU-0001`), so two seeds never collide. A part's
-`category` is the route's (`stations/routes/*.json` `parts[].category`).
+`category` is the route's (`schemas/routes/products/*.json` `parts[].category`).
 """
 
 from __future__ import annotations
