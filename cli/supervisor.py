@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -83,22 +84,83 @@ def _end_offsets(bootstrap: str) -> dict[tuple[str, int], int]:
 
 
 def drained(ledger: Ledger, bootstrap: str) -> bool:
+    """Has the worker stored everything the broker holds, and the relay published everything
+    the ledger holds? Positions count only in the broker's current incarnation: after the
+    embedded broker restarted empty, old positions say nothing about the new log."""
+    from linetrace.ledger.outbox import backlog
+    from linetrace.streams.broker import cluster_id
+
     ends = _end_offsets(bootstrap)
+    incarnation = asyncio.run(cluster_id(bootstrap))
     with ledger.reader() as s:
-        pos = {(r.topic, r.partition): r.next_offset for r in s.scalars(select(IngestPosition))}
-    return all(pos.get(k, 0) >= end for k, end in ends.items())
+        pos = {(r.topic, r.partition): r.next_offset for r in s.scalars(select(IngestPosition))
+               if r.incarnation is None or r.incarnation == incarnation}
+        unsent = backlog(s)
+    return unsent == 0 and all(pos.get(k, 0) >= end for k, end in ends.items())
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What the ledger holds so far: accepted events and refused records by destination."""
+
+    accepted: int
+    dead_lettered: int
+    quarantined: int
+
+    @property
+    def rejected(self) -> int:
+        return self.dead_lettered + self.quarantined
+
+    def line(self) -> str:
+        return (f"{self.accepted} events accepted, {self.rejected} rejected "
+                f"({self.dead_lettered} dead-lettered, {self.quarantined} quarantined)")
+
+
+def counts(ledger: Ledger) -> Counts:
+    with ledger.reader() as s:
+        accepted = s.scalar(select(func.count()).select_from(EventRow)) or 0
+        by_dest = dict(s.execute(select(Rejected.destination, func.count())
+                                 .group_by(Rejected.destination)).all())
+    dlq = sum(n for d, n in by_dest.items() if d.endswith(".dlq"))
+    return Counts(accepted, dlq, sum(by_dest.values()) - dlq)
+
+
+class Progress:
+    """Prints the ledger's counts while the line runs: at start, then whenever they changed
+    (at most every `every` seconds), and once each time the worker has caught up."""
+
+    def __init__(self, ledger: Ledger, every: float = 2.0) -> None:
+        self.ledger, self.every = ledger, every
+        self.last: Counts | None = None
+        self.next_at = 0.0
+        self.caught_up = False
+
+    def tick(self) -> bool:
+        """Print the counts if they changed; True when it looked (every `every` seconds)."""
+        if time.monotonic() < self.next_at:
+            return False
+        self.next_at = time.monotonic() + self.every
+        now = counts(self.ledger)
+        if now != self.last:
+            print(f"  progress {now.line()}", flush=True)
+            self.last = now
+            self.caught_up = False
+        return True
+
+    def worker_caught_up(self) -> None:
+        if not self.caught_up:
+            print(f"caught up: the worker has written every record sent so far; "
+                  f"{counts(self.ledger).line()}", flush=True)
+            self.caught_up = True
 
 
 def summary(ledger: Ledger) -> dict[str, object]:
     with ledger.reader() as s:
         states = dict(s.execute(select(Unit.state, func.count()).where(Unit.kind == "server")
                                 .group_by(Unit.state)).all())
-        accepted = s.scalar(select(func.count()).select_from(EventRow)) or 0
-        by_dest = dict(s.execute(select(Rejected.destination, func.count())
-                                 .group_by(Rejected.destination)).all())
-    dlq = sum(n for d, n in by_dest.items() if d.endswith(".dlq"))
-    return {"servers": sum(states.values()), "states": states, "events_accepted": accepted,
-            "dead_lettered": dlq, "quarantined": by_dest.get("line.quarantine", 0)}
+    c = counts(ledger)
+    return {"servers": sum(states.values()), "states": states, "events_accepted": c.accepted,
+            "dead_lettered": c.dead_lettered, "quarantined": c.quarantined}
 
 
 def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
@@ -143,12 +205,14 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
         print("  stop     Ctrl-C" if not until_idle else "  running until the line is idle...",
               flush=True)
         ledger = Ledger(settings.db)
+        progress = Progress(ledger)
         while sim.alive():
             for c in children:
                 if c is not sim and not c.alive():
                     print(f"linetrace: {c.name} exited with {c.proc.returncode}; see {c.log_path}",
                           file=sys.stderr)
                     return 1
+            progress.tick()
             time.sleep(0.2)
         if sim.proc.returncode != 0:
             print(f"linetrace: simulator failed ({sim.proc.returncode}); see {sim.log_path}",
@@ -157,6 +221,8 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
         if not until_idle:
             print("simulation finished; broker and worker keep running (Ctrl-C stops)", flush=True)
             while all(c.alive() for c in children if c is not sim):
+                if progress.tick() and not progress.caught_up and drained(ledger, bootstrap):
+                    progress.worker_caught_up()
                 time.sleep(0.5)
             return 1
         deadline = time.monotonic() + 300
@@ -170,7 +236,9 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
                 print("linetrace: worker did not drain within 300 s", file=sys.stderr)
                 return 1
             stable = stable + 1 if drained(ledger, bootstrap) else 0
+            progress.tick()
             time.sleep(0.5)
+        progress.worker_caught_up()
         s = summary(ledger)
         ledger.close()
         states = ", ".join(f"{n} {k}" for k, n in sorted(s["states"].items()))  # type: ignore[attr-defined]
