@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from linetrace.schemas import bodies as b
-from linetrace.schemas.envelope import SYSTEM_SOURCE, Event, decode_event
+from linetrace.schemas.envelope import SYSTEM_SOURCE, Event, decode_stored_event
 from linetrace.schemas.topics import EVENTS, RECEIPTS
 
 from .proof import merkle
@@ -41,15 +41,18 @@ from .log import (
 from .models import EventRow
 from .proof.note import Signer
 from .system_events import SealedHbom
-from .proof.verify import (
-    BUNDLE_FORMAT,
+from .proof.bundle import (
     CHECKPOINT,
     HBOM,
     HISTORY,
+    LEAVES,
     MANIFEST,
+    PROOFS,
     README,
     leaf_file,
+    manifest_json,
     proof_file,
+    readme,
 )
 
 
@@ -72,7 +75,7 @@ class EvidenceSummary:
 
 
 def _decode(row: LogLeaf) -> Event:
-    return decode_event(parse_leaf(row.data).value)
+    return decode_stored_event(parse_leaf(row.data).value)
 
 
 def _prove(session: Session, indexes: Sequence[int], size: int) -> dict[int, list[bytes]]:
@@ -138,8 +141,8 @@ def write_evidence(ledger: Ledger, unit: str, directory: Path, signer: Signer
         rows, hbom = _collect(session, unit, cp.size)
         proofs = _prove(session, [r.idx for r in rows], cp.size)
         prev = session.get(LogCheckpoint, cp.prev_size) if cp.prev_size is not None else None
-    (directory / "leaves").mkdir(parents=True, exist_ok=True)
-    (directory / "proofs").mkdir(exist_ok=True)
+    (directory / LEAVES).mkdir(parents=True, exist_ok=True)
+    (directory / PROOFS).mkdir(exist_ok=True)
     for r in rows:
         (directory / leaf_file(r.idx)).write_bytes(r.data)
         doc = {"index": r.idx, "tree_size": cp.size,
@@ -152,39 +155,8 @@ def write_evidence(ledger: Ledger, unit: str, directory: Path, signer: Signer
     if prev is not None:
         history.insert(0, (prev.size, prev.note))
     write_checkpoints(directory / HISTORY, signer.verifier, history, links)
-    manifest = {"format": BUNDLE_FORMAT, "unit": unit, "origin": signer.name,
-                "verifier_key": str(signer.verifier), "tree_size": cp.size,
-                "leaves": [r.idx for r in rows]}
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    (directory / README).write_text(_readme(unit, cp.size, len(rows), str(signer.verifier)))
+    (directory / MANIFEST).write_text(manifest_json(unit, signer.name, str(signer.verifier),
+                                                    cp.size, [r.idx for r in rows]))
+    (directory / README).write_text(readme(unit, cp.size, len(rows), str(signer.verifier)))
     return EvidenceSummary(unit, cp.size, len(rows), directory)
 
-
-def _readme(unit: str, size: int, leaves: int, key: str) -> str:
-    return f"""# Evidence bundle for unit {unit}
-
-Made by linetrace from the plant's verifiable ledger: {leaves} ledger leaves proven in the
-signed checkpoint of tree size {size}. To check it, with nothing but `pip install linetrace`:
-
-    linetrace verify . --key '{key}'
-
-Get the verifier key from the plant through a channel you trust (not from this file), and pass
-`--checkpoints DIR` with checkpoints you received earlier or later (`linetrace checkpoint
---export`) to prove this log is the one they describe.
-
-| path | what |
-|---|---|
-| `{MANIFEST}` | format, unit serial, tree size, leaf indexes (informational only) |
-| `{CHECKPOINT}` | the signed checkpoint (C2SP tlog-checkpoint, Ed25519 plant key) |
-| `leaves/<index>.leaf` | exact leaf bytes: RFC 8785 JSON of the event bytes, key id, signature, chain link, source |
-| `proofs/<index>.json` | RFC 9162 inclusion proof of that leaf in the checkpoint's tree |
-| `{HBOM}` | the CycloneDX 1.6 HBOM whose SHA-256 the `unit.sealed` leaf seals |
-| `{HISTORY}/` | this checkpoint, the previous one and the consistency proof between them |
-
-`verify` checks, in order: bundle, checkpoint (signature, origin), inclusion (every leaf, tree
-size from the checkpoint), leaves (canonical form, valid events), signatures (station events
-against `station.enrolled` leaves, system events against the plant key), unit-chain (every
-event from the first to `unit.sealed`, none missing or reordered), hbom-seal (SHA-256 of the
-HBOM), hbom-parts (the HBOM states exactly the installed parts and firmware), materials (every
-part's lot received and passed the approved-vendor check), consistency (with `--checkpoints`).
-"""

@@ -207,8 +207,8 @@ def test_cli_checkpoint_hbom_evidence_verify_and_verify_ledger(
                     str(tmp_path / "held"))
     assert code == 0, out
     assert [line.split()[1] for line in out.splitlines() if line.startswith("ok")] == [
-        "bundle", "checkpoint", "inclusion", "leaves", "signatures", "unit-chain", "hbom-seal",
-        "hbom-parts", "materials", "consistency"]
+        "bundle", "checkpoint", "history", "inclusion", "manifest", "leaves", "signatures",
+        "unit-chain", "hbom-seal", "hbom-parts", "materials", "consistency"]
 
     hbom = tmp_path / "bundle" / "hbom.cdx.json"
     hbom.write_bytes(hbom.read_bytes().replace(b'"1.6"', b'"1.5"'))

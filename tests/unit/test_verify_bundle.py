@@ -14,27 +14,46 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from linetrace.ledger import log
-from linetrace.ledger.proof import merkle
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.evidence import NotSealed, write_evidence
-from linetrace.ledger.proof.note import Checkpoint, sign_checkpoint, sign_note, signer_from_seed
+from linetrace.ledger.proof import merkle
+from linetrace.ledger.proof.bundle import MANIFEST, README, manifest_json, readme
+from linetrace.ledger.proof.checkpoints import write_checkpoints
 from linetrace.ledger.proof.leaf import Leaf, chain_of, parse_leaf
+from linetrace.ledger.proof.note import Checkpoint, sign_checkpoint, sign_note, signer_from_seed
 from linetrace.ledger.proof.verify import CHECKS, HISTORY, VerificationFailed, verify_bundle
 from linetrace.schemas import bodies as b
 from linetrace.schemas import signing
 from linetrace.schemas.envelope import decode_event, deterministic_id, encode_event
 
-from .test_log_line import PLANT, ORIGIN, SIGNER, VKEY, Fed, feed_line, line, station_key
+from .test_log_line import (
+    ORIGIN,
+    PLANT,
+    SIGNER,
+    VKEY,
+    Fed,
+    feed_line,
+    line,
+    station_candidates,
+    station_key,
+)
 
+
+def make_bundle(root: Path) -> tuple[Path, Fed]:
+    """A sealed server's bundle whose history/ holds an earlier checkpoint (half the line) and
+    the consistency proof from it to the bundle's checkpoint."""
+    ledger = Ledger(f"sqlite:///{root / 'ledger.db'}")
+    half = len(station_candidates(line())) // 2
+    feed_line(ledger, line(), keep=lambda c: (c.record.offset or 0) < half)
+    log.maybe_checkpoint(ledger, SIGNER, 1, 0)
+    fed = feed_line(ledger, line())
+    write_evidence(ledger, fed.server, root / "bundle", SIGNER)
+    return root / "bundle", fed
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Fed]:
-    root = tmp_path_factory.mktemp("evidence")
-    ledger = Ledger(f"sqlite:///{root / 'ledger.db'}")
-    fed = feed_line(ledger, line())
-    write_evidence(ledger, fed.server, root / "bundle", SIGNER)
-    return root / "bundle", fed
+    return make_bundle(tmp_path_factory.mktemp("evidence"))
 
 
 @pytest.fixture
@@ -66,11 +85,25 @@ def proof_of(leaf: Path) -> Path:
     return leaf.parent.parent / "proofs" / f"{leaf.stem}.json"
 
 
-def rebuild(bundle: Path, leaves: list[bytes], signer: object = SIGNER) -> None:
-    """An insider with the plant key rebuilds a log of exactly these leaves and re-signs it."""
+def checkpoint_of(bundle: Path) -> Checkpoint:
+    return Checkpoint.parse((bundle / "checkpoint.txt").read_text().split("\n\n")[0] + "\n")
+
+
+def restate(bundle: Path, key: str = VKEY) -> None:
+    """A forger makes manifest.json and README.md state what the bundle's files now hold."""
+    size = checkpoint_of(bundle).size
+    unit = json.loads((bundle / MANIFEST).read_text())["unit"]
+    indexes = sorted(int(p.stem) for p in (bundle / "leaves").glob("*.leaf"))
+    (bundle / MANIFEST).write_text(manifest_json(unit, ORIGIN, key, size, indexes))
+    (bundle / README).write_text(readme(unit, size, len(indexes), key))
+
+
+def rebuild(bundle: Path, leaves: list[bytes]) -> None:
+    """An insider with the plant key rebuilds a log of exactly these leaves and re-signs it:
+    new proofs, checkpoint, history and manifest, all consistent."""
     shutil.rmtree(bundle / "leaves")
     shutil.rmtree(bundle / "proofs")
-    shutil.rmtree(bundle / HISTORY, ignore_errors=True)
+    shutil.rmtree(bundle / HISTORY)
     (bundle / "leaves").mkdir()
     (bundle / "proofs").mkdir()
     tree = merkle.MemoryTree.from_data(leaves)
@@ -79,8 +112,10 @@ def rebuild(bundle: Path, leaves: list[bytes], signer: object = SIGNER) -> None:
         proof = [base64.b64encode(h).decode() for h in tree.inclusion_proof(i)]
         (bundle / "proofs" / f"{i:016d}.json").write_text(json.dumps(
             {"index": i, "tree_size": tree.size, "proof": proof}))
-    (bundle / "checkpoint.txt").write_text(
-        sign_checkpoint(Checkpoint(ORIGIN, tree.size, tree.root()), signer))  # type: ignore[arg-type]
+    note = sign_checkpoint(Checkpoint(ORIGIN, tree.size, tree.root()), SIGNER)
+    (bundle / "checkpoint.txt").write_text(note)
+    write_checkpoints(bundle / HISTORY, SIGNER.verifier, [(tree.size, note)], [])
+    restate(bundle)
 
 
 def relink(leaves: list[bytes]) -> list[bytes]:
@@ -106,7 +141,8 @@ def test_bundle_of_a_sealed_simulated_server_verifies(made: tuple[Path, Fed]) ->
 
 
 def test_verify_runs_with_no_database_or_broker_library_imported() -> None:
-    code = ("import sys, linetrace.ledger.proof.verify, linetrace.ledger.proof.hbom; "
+    code = ("import sys, linetrace.ledger.proof.verify, linetrace.ledger.proof.hbom, "
+            "linetrace.ledger.proof.bundle; "
             "print([m for m in sys.modules if m.split('.')[0] in "
             "('sqlalchemy', 'aiokafka', 'faust', 'psycopg')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -125,6 +161,7 @@ def test_a_dropped_unit_event_breaks_the_unit_chain(bundle: Path) -> None:
     leaf = unit_leaves(bundle, "SRV-S7-000001")[10]
     leaf.unlink()
     proof_of(leaf).unlink()
+    restate(bundle)
     assert failed_check(bundle) == "unit-chain"
 
 
@@ -159,8 +196,13 @@ def test_a_checkpoint_with_another_origin_fails(bundle: Path) -> None:
 def test_a_checkpoint_not_signed_by_the_given_key_fails(bundle: Path) -> None:
     stranger = signer_from_seed(hashlib.sha256(b"stranger").digest(), ORIGIN)
     cp = Checkpoint.parse((bundle / "checkpoint.txt").read_text().split("\n\n")[0] + "\n")
-    (bundle / "checkpoint.txt").write_text(sign_checkpoint(cp, stranger))
+    note = sign_checkpoint(cp, stranger)
+    (bundle / "checkpoint.txt").write_text(note)
     assert failed_check(bundle) == "checkpoint"
+    # a stranger who re-signs everything the bundle holds still cannot sign the plant's events
+    shutil.rmtree(bundle / HISTORY)
+    write_checkpoints(bundle / HISTORY, stranger.verifier, [(cp.size, note)], [])
+    restate(bundle, str(stranger.verifier))
     assert failed_check(bundle, key=str(stranger.verifier)) == "signatures"
 
 
