@@ -7,6 +7,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from linetrace.schemas.errors import LinetraceError
+
 from . import ledger_cmds as lc
 from . import line_cmds as ln
 from . import query_cmds as qc
@@ -175,31 +177,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Codes of errors the person at the keyboard fixes by changing the command line or the
+#: settings: exit 2, as argparse does for its own usage errors. Every other LinetraceError is
+#: a failed check or operation: exit 1. docs/errors.md lists them.
+USAGE_CODES = frozenset({
+    "config.invalid", "db.config", "db.missing", "db.schema_out_of_date", "db.schema_unknown",
+    "route.invalid", "route.unreadable", "route.unknown_product", "recall.query",
+    "evidence.exists", "simulator.unknown_product", "simulator.invalid_config",
+    "simulator.unknown_fault", "simulator.invalid_fault", "burnin.invalid_config",
+    "burnin.unknown_fault", "burnin.unknown_sku",
+})
+
+
+def exit_status(e: LinetraceError) -> int:
+    """2 for a usage or configuration error, 1 for a failed check or operation."""
+    return 2 if isinstance(e, ConfigurationError) or e.code in USAGE_CODES else 1
+
+
+def report_error(e: LinetraceError) -> int:
+    """Print `linetrace: <message> [<code>]` on stderr (and say when retrying may help)."""
+    retry = " (retriable: the same command may succeed later)" if e.retriable else ""
+    print(f"linetrace: {printable(e.message)} [{e.code}]{retry}", file=sys.stderr)
+    return exit_status(e)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load(data_dir=getattr(args, "data_dir", None))
     except ConfigurationError as e:
-        print(f"linetrace: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         rc: int = args.fn(args, settings)
         return rc
-    except ConfigurationError as e:
-        print(f"linetrace: {e}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `linetrace ... | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return 0
-    except Exception as e:
-        code = getattr(e, "code", None)
-        if code is None:
-            raise
-        print(f"linetrace: {printable(str(e))} [{code}]", file=sys.stderr)
-        return 1
+    except LinetraceError as e:  # every error of every room: code, message, exit 1 or 2
+        return report_error(e)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from linetrace.schemas.errors import LinetraceError
 
-class ConfigurationError(Exception):
+
+class ConfigurationError(LinetraceError):
+    """A LINETRACE_* setting (or a file it names) is wrong: the command exits 2."""
+
     code = "config.invalid"
 
 
