@@ -19,16 +19,12 @@ from linetrace.schemas import signing
 
 from .ledger_cmds import open_ledger, publish_outbox
 from .routes_cmds import routes_in_force
+from .extras import need_extra
 from .settings import Settings
 
 
 def _need_worker_extra() -> None:
-    try:
-        import aiokafka  # noqa: F401
-        import faust  # noqa: F401
-    except ImportError:
-        raise SystemExit("linetrace: this command needs the worker extra: "
-                         "pip install 'linetrace[worker]'") from None
+    need_extra("worker")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -132,7 +128,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                             batch_window=settings.batch_window, log_level=settings.log_level,
                             origin=settings.origin,
                             checkpoint_leaves=settings.checkpoint_leaves,
-                            checkpoint_seconds=settings.checkpoint_seconds, routes=routes))
+                            checkpoint_seconds=settings.checkpoint_seconds, routes=routes,
+                            clock_bound_s=settings.clock_bound_seconds,
+                            fault=getattr(args, "fault_inject", None)))
     return 0
 
 

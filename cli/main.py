@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from linetrace.schemas.errors import LinetraceError
+from linetrace.streams.faults import FAULT_POINTS  # a pure module: no Faust, no Kafka
 
 from . import ledger_cmds as lc
 from . import line_cmds as ln
@@ -18,7 +19,7 @@ from .settings import SETTINGS, ConfigurationError, Settings, load
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 #: Modules under cli/ that add their own subcommands with `register(subparsers, common)`.
-COMMAND_MODULES: tuple[str, ...] = ("routes_cmds", "burnin_cmds", "proof_cmds")
+COMMAND_MODULES: tuple[str, ...] = ("routes_cmds", "burnin_cmds", "proof_cmds", "flags_cmds")
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
@@ -35,9 +36,11 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from .extras import need_extra
     from .routes_cmds import routes_in_force
     from .supervisor import run_up
 
+    need_extra("worker")  # up runs the broker, the worker and the simulator
     routes_in_force(settings)  # before anything starts; worker and simulator check them again
     extra = ["--product", args.product, "--faults", args.faults]
     return run_up(settings, args.units, args.seed, args.until_idle, args.speed, extra)
@@ -79,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
              "check the topics and partition counts on the configured broker")
     tp.add_argument("--create", action="store_true",
                     help="create missing topics (a wrong count on your own Kafka is an error)")
-    add("worker", ln.cmd_worker, "run the Faust worker: ingest, ledger writer")
+    wk = add("worker", ln.cmd_worker, "run the Faust worker: ingest, ledger writer")
+    # Fault injection for the recovery tests only (never documented as a feature).
+    wk.add_argument("--fault-inject", choices=sorted(FAULT_POINTS), help=argparse.SUPPRESS)
     sim = add("simulate", ln.cmd_simulate, "simulate the line against the configured broker")
     sim.add_argument("--units", type=int, default=10, help="servers to build")
     sim.add_argument("--seed", type=int)

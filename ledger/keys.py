@@ -170,14 +170,19 @@ class KnownKey:
     station_id: str
     public_key: Ed25519PublicKey
     revoked_after: dict[str, int] | None
+    station_type: str | None = None  # as enrolled; None for the plant's own key
 
 
 def known_keys(ledger: Ledger) -> dict[str, KnownKey]:
-    """Every enrolled key (stations and the plant), for ingest's signature checks."""
+    """Every enrolled key (stations and the plant) with its station's type, for ingest's
+    signature and sender checks."""
     with ledger.reader() as session:
         rows = session.scalars(select(StationKey)).all()
+        types = {row[0]: row[1] for row in session.execute(
+            select(Station.station_id, Station.station_type))}
         return {r.keyid: KnownKey(r.keyid, r.station_id, signing.load_public_key(r.public_key),
-                                  dict(r.revoked_after) if r.revoked_after else None)
+                                  dict(r.revoked_after) if r.revoked_after else None,
+                                  types.get(r.station_id))
                 for r in rows}
 
 

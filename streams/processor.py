@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -29,6 +30,7 @@ from linetrace.ledger import stage_failures as failures
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.keys import known_keys
 from linetrace.ledger.log import maybe_checkpoint
+from linetrace.ledger.positions import resume_offset, stored_positions
 from linetrace.ledger.proof.note import Signer
 from linetrace.ledger.records import BatchOutcome, Candidate, Rejection, SourceRecord
 from linetrace.ledger.system_events import SystemContext
@@ -39,6 +41,8 @@ from .ingest import KeyDirectory, screen
 from .relay import Relay
 from .stages import Pipeline, Stage
 from .system_stage import SystemEventsStage
+from .line_clock import DEFAULT_BOUND
+from .time_flags import LineClockStage
 
 log = logging.getLogger("linetrace.worker")
 T = TypeVar("T")
@@ -69,25 +73,27 @@ def is_transient(e: BaseException) -> bool:
     return isinstance(e, DBAPIError) and bool(e.connection_invalidated)
 
 
-def default_stages(ctx: SystemContext | None) -> list[Stage]:
+def default_stages(ctx: SystemContext | None, clock_bound: timedelta = DEFAULT_BOUND) -> list[Stage]:
     """The stages every worker runs, in order (orchestration and detectors join here)."""
-    return [SystemEventsStage(ctx)] if ctx is not None else []
+    return [*([SystemEventsStage(ctx)] if ctx is not None else []), LineClockStage(clock_bound)]
 
 
 class BatchProcessor:
     def __init__(self, ledger: Ledger, bootstrap: str, ctx: SystemContext | None = None,
                  checkpoints: CheckpointPolicy | None = None,
-                 stages: Sequence[Stage] | None = None, relay: Relay | None = None) -> None:
+                 stages: Sequence[Stage] | None = None, relay: Relay | None = None,
+                 clock_bound: timedelta = DEFAULT_BOUND) -> None:
         self.ledger = ledger
         self.ctx = ctx
         self.checkpoints = checkpoints
         self.bootstrap = bootstrap
         self.keys = KeyDirectory(lambda: known_keys(ledger))
-        self.pipeline = Pipeline(default_stages(ctx) if stages is None else stages)
+        self.pipeline = Pipeline(default_stages(ctx, clock_bound) if stages is None else stages)
         self.relay = relay if relay is not None else Relay(ledger, bootstrap)
         # One writer thread: batches from all agents are serialised into the DB in order.
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
         self.incarnation: str | None = None  # the broker's, stored with the positions
+        self._next: dict[tuple[str, int], int] = {}  # where the ledger stands, this incarnation
         self.stats = Stats()
         self._started = False
         self._db_down = False
@@ -196,6 +202,32 @@ class BatchProcessor:
                 self._db_down = False
             return result
 
+    def _stored_next(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        with self.ledger.reader() as s:
+            stored = stored_positions(s, {k[0] for k in keys})
+        return {k: resume_offset(stored.get(k), self.incarnation) for k in keys}
+
+    def forget_positions(self) -> None:
+        """After an assignment or a broker restart: ask the ledger again."""
+        self._next.clear()
+
+    async def gaps(self, records: Sequence[SourceRecord]) -> dict[tuple[str, int], int]:
+        """Partitions whose records start past where the ledger stands (Kafka's offsets ran
+        ahead of the ledger: records in between were never stored), with the offset to seek
+        back to. Such a batch must not be written: positions advance only with the data."""
+        first: dict[tuple[str, int], int] = {}
+        for r in records:
+            if r.partition is not None and r.offset is not None:
+                k = (r.topic, r.partition)
+                first[k] = min(first.get(k, r.offset), r.offset)
+        unknown = [k for k in first if k not in self._next]
+        suspect = [k for k, o in first.items() if o > self._next.get(k, o)]
+        if unknown or suspect:  # confirm against the ledger (another worker may have written)
+            self._next.update(await self.in_writer(self._stored_next, unknown + suspect))
+        # A broker that no longer holds `want` (retention shorter than an outage) keeps this
+        # partition waiting here, logged: skipping records is an operator's decision.
+        return {k: self._next[k] for k, o in first.items() if o > self._next[k]}
+
     async def process(self, records: list[SourceRecord]) -> BatchOutcome:
         await self.start()
         candidates, rejections = self.screen_all(records)
@@ -206,6 +238,7 @@ class BatchProcessor:
                 positions[k] = max(positions.get(k, 0), r.offset + 1)
         outcome: BatchOutcome = await self.in_writer(self.write_isolating, candidates, rejections,
                                                      positions)
+        self._next.update(positions)
         if self.checkpoints is not None and outcome.stored:
             cp = self.checkpoints
             await self.in_writer(maybe_checkpoint, self.ledger, cp.signer, cp.every_leaves,

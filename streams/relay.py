@@ -27,6 +27,8 @@ from linetrace.ledger import outbox
 from linetrace.ledger.db import Ledger
 from linetrace.schemas.topics import ALL_TOPICS
 
+from .faults import NO_FAULTS, Faults
+
 log = logging.getLogger("linetrace.relay")
 
 LEASE = "relay"
@@ -56,8 +58,9 @@ def holder_name() -> str:
 
 class Relay:
     def __init__(self, ledger: Ledger, bootstrap: str, policy: RelayPolicy | None = None,
-                 holder: str | None = None) -> None:
+                 holder: str | None = None, faults: Faults = NO_FAULTS) -> None:
         self.ledger = ledger
+        self.faults = faults
         self.bootstrap = bootstrap
         self.policy = policy or RelayPolicy()
         self.holder = holder or holder_name()
@@ -145,6 +148,8 @@ class Relay:
     async def publish(self, rows: list[outbox.Pending]) -> int:
         """Publish rows in order; returns how many were acknowledged (a prefix)."""
         producer = await self._ensure_producer()
+        if any(r.message.kind == "system" for r in rows):
+            self.faults.at("kill-before-publish")
         futures: list[tuple[outbox.Pending, asyncio.Future[Any]]] = []
         ready: dict[str, bool] = {}
         for row in rows:
@@ -166,6 +171,8 @@ class Relay:
                 break
             acked.append(row.seq)
         if acked:
+            if any(row.message.kind == "system" for row, _ in futures[: len(acked)]):
+                self.faults.at("kill-after-publish")
             await self._db_call(self._mark_sent, acked)
             self.stats.published += len(acked)
             for row, _ in futures[: len(acked)]:

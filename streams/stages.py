@@ -27,7 +27,7 @@ from linetrace.ledger import stage_failures as failures
 from linetrace.ledger.models import EventRow
 from linetrace.ledger.records import Candidate, SourceRecord
 from linetrace.ledger.sql import insert_ignore, keys_in
-from linetrace.schemas.envelope import decode_event
+from linetrace.schemas.envelope import decode_stored_event
 
 log = logging.getLogger("linetrace.stages")
 
@@ -171,5 +171,5 @@ def stored_candidate(row: EventRow) -> Candidate:
     """A stored event as the stages see it (exact bytes; its Kafka position if it had one)."""
     record = SourceRecord(topic=row.topic, partition=row.partition, offset=row.offset,
                           key=row.subject.encode(), value=row.value)
-    return Candidate(record=record, event=decode_event(row.value), keyid=row.keyid,
+    return Candidate(record=record, event=decode_stored_event(row.value), keyid=row.keyid,
                      signature=row.signature, cause=row.cause)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from linetrace.ledger.proof.checkpoints import plant_signer
 from linetrace.ledger.db import Ledger
@@ -25,6 +27,8 @@ from linetrace.schemas.topics import ALL_TOPICS, INPUT_TOPICS
 from linetrace.ledger.positions import resume_offset, stored_positions
 
 from .broker import cluster_id, wait_for_topics
+from .faults import Faults
+from .relay import Relay
 from .processor import BatchProcessor, CheckpointPolicy
 from .restart_guard import BrokerRestartGuard
 
@@ -43,8 +47,10 @@ class WorkerConfig:
     origin: str = "linetrace.local/ledger/v1"
     checkpoint_leaves: int = 1000
     checkpoint_seconds: float = 60.0
+    clock_bound_s: float = 604800.0  # LINETRACE_CLOCK_BOUND_SECONDS: flag events this far off
     #: The routes in force (packaged + LINETRACE_ROUTES); a unit records the one it starts on.
     routes: RouteBook = field(default_factory=packaged_routes)
+    fault: str | None = None  # a fault injection point (tests only): streams/faults.py
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:
@@ -58,10 +64,13 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
     ledger = Ledger(cfg.db_url)
     plant, _ = load_or_create_plant_key(cfg.data_dir / "keys")
     system = SystemContext(plant_key=plant, routes=cfg.routes)
+    faults = Faults(cfg.fault)
     processor = BatchProcessor(ledger, cfg.bootstrap, system,
                                checkpoints=CheckpointPolicy(plant_signer(plant, cfg.origin),
                                                             cfg.checkpoint_leaves,
-                                                            cfg.checkpoint_seconds))
+                                                            cfg.checkpoint_seconds),
+                               clock_bound=timedelta(seconds=cfg.clock_bound_s),
+                               relay=Relay(ledger, cfg.bootstrap, faults=faults))
     app = faust.App(
         cfg.group,
         broker=f"kafka://{cfg.bootstrap}",
@@ -86,6 +95,7 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
     async def refresh_incarnation() -> None:
         nonlocal seen_rewinds
         seen_rewinds = guard.rewinds
+        processor.forget_positions()
         try:
             processor.incarnation = await cluster_id(cfg.bootstrap)
         except Exception as e:  # keep the last one; the next assignment asks again
@@ -137,7 +147,20 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
                            for e in events]
                 if guard.rewinds != seen_rewinds:
                     await refresh_incarnation()
+                behind = await processor.gaps(records)
+                if behind:  # never write past a hole: seek back to where the ledger stands
+                    log.warning("records start past the ledger's position in %s; seeking back "
+                                "(nothing is written past a hole)", ", ".join(
+                                    f"{t}[{p}]@{o}" for (t, p), o in sorted(behind.items())))
+                    guard.start_at({TP(t, p): o for (t, p), o in behind.items()})
+                    continue
+                if faults.point == "kill-before-write":  # Kafka ahead of the ledger
+                    for e in events:
+                        e.ack()
+                    await app.consumer.commit()
+                    faults.at("kill-before-write")
                 await process_until_done(processor, records)
+                faults.at("kill-after-write")  # the ledger ahead of Kafka
                 yield len(records)
 
         ingest.__name__ = f"ingest_{spec.name.replace('.', '_')}"
