@@ -24,19 +24,20 @@ from .settings import ConfigurationError, Settings
 
 
 def routes_in_force(settings: Settings) -> RouteBook:
-    """The checked routes in force; ConfigurationError (exit 2, nothing started) listing
-    every problem on its own line as FILE:LINE:COL otherwise."""
+    """The checked routes in force. Otherwise nothing starts: exit 2 after printing every
+    problem on its own line as FILE:LINE:COL (ConfigurationError for an unreadable folder)."""
     try:
         return load_route_book(settings.routes)
     except RouteError as e:
+        if not e.problems:
+            raise ConfigurationError(str(e)) from None  # the folder itself: exit 2
         where = (f"LINETRACE_ROUTES={settings.routes}" if settings.routes is not None
                  else "the packaged routes")
-        if not e.problems:
-            raise ConfigurationError(f"{e} [{e.code}]") from None
-        lines = [f"{where}: {len(e.problems)} problem(s) in the routes in force; nothing "
-                 "was started (`linetrace routes check` shows them too):",
-                 *map(str, e.problems)]
-        raise ConfigurationError("\n".join(lines)) from None
+        print(f"linetrace: {where}: {len(e.problems)} problem(s) in the routes in force; "
+              "nothing was started (`linetrace routes check` shows them too):", file=sys.stderr)
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],

@@ -50,6 +50,11 @@ def test_a_bad_routes_folder_starts_nothing(command: list[str], tmp_path: Path) 
     assert f"\n{folder / 'A.json'}:{line}:{col}: steps[2].requires[0]: " in r.stderr
     assert "nothing was started" in r.stderr
     assert not data.exists() or sorted(p.name for p in data.iterdir()) == []
+    missing = run_cli(*command, data_dir=data, env={"LINETRACE_ROUTES": str(tmp_path / "none"),
+                                                    "LINETRACE_BROKER": "kafka://127.0.0.1:9"},
+                      timeout=60)
+    assert missing.returncode == 2 and "is not a folder" in missing.stderr
+    assert not data.exists() or sorted(p.name for p in data.iterdir()) == []
 
 
 def test_routes_show_and_check_name_the_route_in_force(tmp_path: Path) -> None:
