@@ -13,14 +13,43 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*\Z")]
-Text = Annotated[str, Meta(max_length=4096)]
+#: The largest integers the ledger's columns hold (PostgreSQL `integer` and `bigint`): a value
+#: beyond them would pass ingest and then fail the database write, so admission refuses it.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+#: Characters no identifier or label may contain: C0 and C1 controls and DEL (terminal
+#: escapes, newlines), the Unicode line and paragraph separators, and the bidirectional marks,
+#: overrides and isolates (they reorder or hide text on a screen). A regex character range.
+CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+#: Serials, lots, MPNs, work orders, ...: a letter or digit, then letters, digits and `._:/-`.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*\Z"
+#: A station id (`source`): 1-64 of `a-z 0-9 . _ -`, starting with a letter or digit.
+STATION_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}\Z"
+#: Names a person reads (operations, test and measurement names, reference designators,
+#: firmware images and versions): any text on one line, without control characters.
+LABEL_PATTERN = rf"^[^{CONTROL_CHARS}]*\Z"
+#: Free text (reasons, notes, raw driver messages) may span lines, but never holds NUL (which
+#: PostgreSQL cannot store in text and many tools cut at).
+TEXT_PATTERN = r"^[^\x00]*\Z"
+
+Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=ID_PATTERN)]
+#: Identifiers stored in 64-character columns (part category, date code, station type).
+ShortId = Annotated[str, Meta(min_length=1, max_length=64, pattern=ID_PATTERN)]
+StationId = Annotated[str, Meta(min_length=1, max_length=64, pattern=STATION_ID_PATTERN)]
+Label = Annotated[str, Meta(min_length=1, max_length=256, pattern=LABEL_PATTERN)]
+ShortLabel = Annotated[str, Meta(min_length=1, max_length=128, pattern=LABEL_PATTERN)]
+LongLabel = Annotated[str, Meta(min_length=1, max_length=1024, pattern=LABEL_PATTERN)]
+UnitSymbol = Annotated[str, Meta(max_length=32, pattern=LABEL_PATTERN)]  # "V", "°C", "" (none)
+Text = Annotated[str, Meta(max_length=4096, pattern=TEXT_PATTERN)]
 Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}\Z")]
 Uuid = Annotated[
     str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 ]
 Step = Annotated[int, Meta(ge=0, le=100000)]
-Count = Annotated[int, Meta(ge=0)]
+Count = Annotated[int, Meta(ge=0, le=INT32_MAX)]
+#: Hardware event counters (ECC, PCIe replays, NVLink CRC errors): 64-bit in NVML.
+Counter64 = Annotated[int, Meta(ge=0, le=INT64_MAX)]
 GpuIndex = Annotated[int, Meta(ge=0, le=63)]
 
 
@@ -44,12 +73,12 @@ class UnitDeparted(Body, kw_only=True):
 class WorkStarted(Body, kw_only=True):
     transaction_id: Uuid
     step: Step
-    operation: Text
+    operation: Label
     work_order: Id
     product: Id
     kind: Literal["server", "assembly"] = "server"
-    recipe: Text | None = None
-    recipe_revision: Text | None = None
+    recipe: Label | None = None
+    recipe_revision: ShortLabel | None = None
     operator: Id | None = None
 
 
@@ -61,10 +90,10 @@ class WorkCompleted(Body, kw_only=True):
 
 class Defect(Body, kw_only=True):
     code: Id
-    category: Text
-    ref: Text | None = None
+    category: Label
+    ref: Label | None = None
     confidence: Annotated[int, Meta(ge=1, le=100)] | None = None
-    image_ref: Text | None = None
+    image_ref: LongLabel | None = None
 
 
 class UnitInspected(Body, kw_only=True):
@@ -75,16 +104,16 @@ class UnitInspected(Body, kw_only=True):
 
 
 class Measurement(Body, kw_only=True):
-    name: Text
+    name: Label
     value: float
-    unit: Text
+    unit: UnitSymbol
     expected: float | None = None
     min: float | None = None
     max: float | None = None
 
 
 class TestResult(Body, kw_only=True):
-    name: Text
+    name: Label
     result: Literal["Passed", "Failed", "Error", "Aborted", "Skipped"]
     measurements: list[Measurement] = []
 
@@ -107,12 +136,12 @@ class InstalledItem(Body, kw_only=True):
 
     lot: Id
     mpn: Id
-    category: Id | None = None
+    category: ShortId | None = None
     pn: Id | None = None
     serial: Id | None = None
-    qty: Annotated[int, Meta(ge=1)] | None = None
+    qty: Annotated[int, Meta(ge=1, le=INT32_MAX)] | None = None
     slot: Annotated[int, Meta(ge=0, le=1023)] | None = None
-    ref: Text | None = None
+    ref: Label | None = None
     parent: Id | None = None
 
 
@@ -126,7 +155,7 @@ class RemovedItem(Body, kw_only=True):
     lot: Id | None = None
     mpn: Id | None = None
     slot: Annotated[int, Meta(ge=0, le=1023)] | None = None
-    ref: Text | None = None
+    ref: Label | None = None
 
 
 class MaterialsUninstalled(Body, kw_only=True):
@@ -150,8 +179,8 @@ class UnitScrapped(Body, kw_only=True):
 
 class FirmwareFlashed(Body, kw_only=True):
     component: Id
-    image: Text
-    version: Text
+    image: Label
+    version: ShortLabel
     sha256: Sha256Hex
     target: Id | None = None
 
@@ -175,15 +204,15 @@ class UnitShipped(Body, kw_only=True):
 class Document(Body, kw_only=True):
     kind: Id
     sha256: Sha256Hex
-    name: Text | None = None
+    name: Label | None = None
 
 
 class MaterialReceived(Body, kw_only=True):
     lot: Id
     mpn: Id
     supplier: Id
-    date_code: Id
-    qty: Annotated[int, Meta(ge=1)]
+    date_code: ShortId
+    qty: Annotated[int, Meta(ge=1, le=INT32_MAX)]
     serials: list[Id] = []
     documents: list[Document] = []
 
@@ -194,7 +223,7 @@ class MaterialReceived(Body, kw_only=True):
 class GpuSample(Body, kw_only=True):
     gpu_index: GpuIndex
     gpu_serial: Id
-    gpu_uuid: Text
+    gpu_uuid: ShortLabel
     temp_c: float
     mem_temp_c: float | None = None
     temp_margin_c: float | None = None
@@ -202,17 +231,17 @@ class GpuSample(Body, kw_only=True):
     sm_clock_mhz: float
     mem_clock_mhz: float
     util_pct: Annotated[float, Meta(ge=0, le=100)]
-    clocks_event_reasons: Count = 0
-    ecc_sbe_vol: Count = 0
-    ecc_dbe_vol: Count = 0
-    remap_unc: Count = 0
-    remap_pending: Count = 0
-    remap_failed: Count = 0
-    pcie_replay: Count = 0
+    clocks_event_reasons: Counter64 = 0
+    ecc_sbe_vol: Counter64 = 0
+    ecc_dbe_vol: Counter64 = 0
+    remap_unc: Counter64 = 0
+    remap_pending: Counter64 = 0
+    remap_failed: Counter64 = 0
+    pcie_replay: Counter64 = 0
     pcie_gen: Count | None = None
     pcie_width: Count | None = None
-    nvlink_crc: Count = 0
-    nvlink_recovery: Count = 0
+    nvlink_crc: Counter64 = 0
+    nvlink_recovery: Counter64 = 0
     nvlink_links_up: Count | None = None
 
 
@@ -224,7 +253,7 @@ class BurninTelemetry(Body, kw_only=True):
 class BurninXid(Body, kw_only=True):
     run_id: Uuid
     gpu_index: GpuIndex
-    xid: Annotated[int, Meta(ge=0)]
+    xid: Annotated[int, Meta(ge=0, le=INT32_MAX)]
     gpu_serial: Id | None = None
     recovery_action: Text | None = None
     raw: Text = ""
@@ -233,8 +262,8 @@ class BurninXid(Body, kw_only=True):
 class GpuInventory(Body, kw_only=True):
     gpu_index: GpuIndex
     serial: Id
-    uuid: Text
-    board_pn: Text | None = None
+    uuid: ShortLabel
+    board_pn: ShortLabel | None = None
 
 
 class Thresholds(Body, kw_only=True):
@@ -248,8 +277,8 @@ class BurninRun(Body, kw_only=True):
     phase: Literal["start", "end"]
     sku: Id | None = None
     inventory: list[GpuInventory] = []
-    driver: Text | None = None
-    vbios: Text | None = None
+    driver: ShortLabel | None = None
+    vbios: ShortLabel | None = None
     thresholds: Thresholds | None = None
     power_limit_w: float | None = None
 
@@ -279,8 +308,8 @@ class FaultCleared(Body, kw_only=True):
 class StationEnrolled(Body, kw_only=True):
     """System event: a station public key, registered by the plant (CONTRACTS.md)."""
 
-    station_id: Id
-    station_type: Id
+    station_id: StationId
+    station_type: ShortId
     public_key: Annotated[str, Meta(pattern=r"^[A-Za-z0-9+/]{43}=\Z")]
     keyid: Annotated[str, Meta(pattern=r"^[0-9a-f]{16}\Z")]
 
@@ -333,7 +362,7 @@ class StationRevoked(Body, kw_only=True):
     any event signed by it on a topic not listed.
     """
 
-    station_id: Id
+    station_id: StationId
     keyid: Annotated[str, Meta(pattern=r"^[0-9a-f]{16}\Z")]
     last_valid: list[TopicSeq] = []
     reason: Text | None = None

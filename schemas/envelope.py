@@ -8,16 +8,16 @@ uses the msgspec models of `bodies.py`; the published JSON Schemas say the same 
 from __future__ import annotations
 
 import json
-import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
-from .bodies import BODY_OF_TYPE, SYSTEM_TYPES, Body
+from .bodies import BODY_OF_TYPE, ID_PATTERN, STATION_ID_PATTERN, SYSTEM_TYPES, Body
 from .errors import MalformedEvent
+from .lenient import lenient_decoder
 
 SYSTEM_SOURCE = "linetrace"
 SPECVERSION = "1.0"
@@ -25,7 +25,15 @@ DATACONTENTTYPE = "application/json"
 CONTENT_TYPE = "application/cloudevents+json"
 RFC3339_UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z\Z"
 STATIONSEQ = r"^[0-9]{16}\Z"
-SOURCE = r"^[a-z0-9][a-z0-9._-]{0,63}\Z"
+SOURCE = STATION_ID_PATTERN
+#: How far a `stationseq` may run ahead of its own event's time, read as microseconds since the
+#: epoch (times before 1970 count as 0): one day. A counter (1, 2, 3, ...) and the
+#: `max(last + 1, microseconds now)` scheme both stay far below it; a number pushed to
+#: 9999999999999999 by a bug cannot be accepted and then block the station forever.
+STATIONSEQ_LEAD_US = 86_400 * 10**6
+#: JSON nested deeper than this (arrays and objects) is refused before any model sees it.
+MAX_JSON_DEPTH = 64
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Current schema version of each type. A new version only adds optional fields.
 SCHEMA_VERSIONS: dict[str, int] = dict.fromkeys(BODY_OF_TYPE, 1)
@@ -47,7 +55,7 @@ class Envelope(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_de
     source: Annotated[str, Meta(pattern=SOURCE)]
     type: Annotated[str, Meta(pattern=r"^[a-z]+\.[a-z]+\Z")]
     time: Annotated[str, Meta(pattern=RFC3339_UTC)]
-    subject: Annotated[str, Meta(min_length=1, max_length=128)]
+    subject: Annotated[str, Meta(min_length=1, max_length=128, pattern=ID_PATTERN)]
     datacontenttype: Literal["application/json"]
     dataschema: Annotated[str, Meta(pattern=r"^urn:linetrace:schema:[a-z]+\.[a-z]+:v[0-9]+\Z")]
     stationseq: Annotated[str, Meta(pattern=STATIONSEQ)] | msgspec.UnsetType = msgspec.UNSET
@@ -167,25 +175,51 @@ def _refuse_constant(name: str) -> Any:
     raise MalformedEvent(f"{name} is not a JSON number", code="event.not_json")
 
 
+def _depth(doc: Any) -> int:
+    """How deeply arrays and objects nest in a parsed document (a scalar is 0)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((c, level + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
+
+
 def check_json(value: bytes) -> None:
-    """Reject bytes that are not UTF-8 JSON or that repeat an object key anywhere."""
+    """Reject bytes that are not UTF-8 JSON, that nest deeper than MAX_JSON_DEPTH, or that
+    repeat an object key anywhere. Ordinary bad input: always a MalformedEvent, never a crash."""
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as e:
         raise MalformedEvent(f"value is not UTF-8 ({e})", code="event.not_utf8") from None
+    too_deep = MalformedEvent(f"value is JSON nested deeper than {MAX_JSON_DEPTH} levels "
+                              "(linetrace's limit); events nest a few levels",
+                              code="event.not_json")
     try:
-        json.loads(text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant)
+        doc = json.loads(text, object_pairs_hook=_refuse_duplicates,
+                         parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
         raise MalformedEvent(f"value is not JSON: {e}", code="event.not_json") from None
+    except RecursionError:  # deeper than the parser's own limit: the same verdict as below
+        raise too_deep from None
+    if value.count(b"[") + value.count(b"{") > MAX_JSON_DEPTH and _depth(doc) > MAX_JSON_DEPTH:
+        raise too_deep
 
 
-_SEQ_RE = re.compile(STATIONSEQ)
+def stationseq_limit(time: datetime) -> int:
+    """The largest `stationseq` an event with this time may carry (STATIONSEQ_LEAD_US)."""
+    micros = (time - _EPOCH) // timedelta(microseconds=1)
+    return max(micros, 0) + STATIONSEQ_LEAD_US
 
 
 def decode_event(value: bytes) -> Event:
-    """Strictly decode and validate an event value (ingest rule 1).
+    """Strictly decode and validate an event value (ingest rule 1): what admission applies.
 
-    Raises MalformedEvent with a code from `errors.DLQ_CODES` naming what is wrong.
+    Raises MalformedEvent with a code from `errors.DLQ_CODES` naming what is wrong. Events the
+    ledger already holds are read with `decode_stored_event`, which never re-judges them.
     """
     check_json(value)
     try:
@@ -195,7 +229,7 @@ def decode_event(value: bytes) -> Event:
     except msgspec.DecodeError as e:
         raise MalformedEvent(f"value is not JSON: {e}", code="event.not_json") from None
     try:
-        parse_time(env.time)
+        time = parse_time(env.time)
     except ValueError as e:
         raise MalformedEvent(f"time {env.time!r}: {e}", code="event.invalid") from None
     decoder = _body_decoders.get(env.type)
@@ -229,4 +263,31 @@ def decode_event(value: bytes) -> Event:
             "station events need the `stationseq` extension (16 decimal digits)",
             code="event.invalid",
         )
+    elif int(env.stationseq) > stationseq_limit(time):
+        raise MalformedEvent(
+            f"stationseq {env.stationseq} runs more than a day ahead of the event's time "
+            f"{env.time} read as microseconds since the epoch (at most {stationseq_limit(time)}); "
+            "number events with a counter or with max(last + 1, microseconds now), and send "
+            "event time as it is", code="seq.ahead_of_time",
+        )
+    return Event(envelope=env, body=body, value=value)
+
+
+_stored_envelope = lenient_decoder(Envelope)
+_stored_bodies = {t: lenient_decoder(b) for t, b in BODY_OF_TYPE.items()}
+
+
+def decode_stored_event(value: bytes) -> Event:
+    """Decode an event the ledger already holds (`trace`, `verify`, `verify-ledger`, replays).
+
+    The bytes were admitted when they arrived, possibly under older, looser rules: this reads
+    their structure (fields, types, enumerations) and never re-applies admission's value
+    bounds and patterns, so tightening admission never makes an existing ledger unreadable.
+    Raises MalformedEvent only for bytes that are not an event at all.
+    """
+    try:
+        env = _stored_envelope(value)
+        body = _stored_bodies[env.type](env.data)
+    except (msgspec.ValidationError, msgspec.DecodeError, KeyError) as e:
+        raise MalformedEvent(f"stored event cannot be read: {e}", code="event.invalid") from None
     return Event(envelope=env, body=body, value=value)

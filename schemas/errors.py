@@ -63,16 +63,23 @@ DLQ_CODES: dict[str, str] = {
     "event.invalid": "the envelope or data does not match the JSON Schema of its type",
     "event.unknown_type": "the CloudEvents `type` is not one linetrace knows",
     "event.wrong_topic": "the event type does not belong on the topic it was sent to",
-    "event.key_mismatch": "the Kafka key is not the UTF-8 bytes of the event's `subject`",
+    "event.key_mismatch": "the Kafka key is absent or is not the UTF-8 bytes of the event's `subject`",
+    "event.wrong_partition": "the record is not on the partition the murmur2 partitioner assigns its key",
+    "seq.ahead_of_time": "`stationseq` runs more than a day ahead of the event's own time in microseconds",
+    "headers.too_many": "the record carries more Kafka headers than linetrace reads",
+    "headers.too_large": "a Kafka header name or value is longer than linetrace accepts",
+    "event.unstorable": "the event passed ingest but the ledger database refused to store it",
 }
 
 #: Rejections for input whose authorship or order cannot be trusted (quarantine topic).
 QUARANTINE_CODES: dict[str, str] = {
     "signature.missing": "the `linetrace-keyid` or `linetrace-signature` header is absent or unreadable",
+    "signature.ambiguous": "the `linetrace-keyid` or `linetrace-signature` header appears more than once",
     "station.unknown": "the `source` station was never enrolled",
     "key.unknown": "the key id is not an enrolled key of the `source` station",
     "signature.invalid": "the Ed25519 signature does not match the exact value bytes",
     "key.revoked": "the key was revoked before this `stationseq`",
+    "station.not_permitted": "the station's enrolled type may not send this event type",
     "event.equivocation": "the same (source, id) was already accepted with different bytes",
     "seq.reordered": "`stationseq` is not greater than the last accepted one for that station and topic-partition",
 }

@@ -11,7 +11,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .errors import ForgedEvent
+from .errors import ForgedEvent, MalformedEvent
 
 KEYID_HEADER = "linetrace-keyid"
 SIGNATURE_HEADER = "linetrace-signature"
@@ -19,6 +19,13 @@ TRACEPARENT_HEADER = "traceparent"
 CONTENT_TYPE_HEADER = "content-type"
 
 Headers = list[tuple[str, bytes]]
+
+#: Bounds on a record's Kafka headers (names are case-sensitive: `Linetrace-Signature` is not
+#: `linetrace-signature`). Generous for tracing (W3C `baggage` may take 8 KiB) and for the
+#: headers Kafka tooling adds; a record beyond them is dead-lettered, not read.
+MAX_HEADERS = 64
+MAX_HEADER_NAME_BYTES = 256
+MAX_HEADER_VALUE_BYTES = 8192
 
 
 def raw_public_key(key: Ed25519PublicKey) -> bytes:
@@ -58,8 +65,32 @@ def header(headers: Iterable[tuple[str, bytes]] | None, name: str) -> bytes | No
     return None
 
 
+def check_headers(headers: Sequence[tuple[str, bytes]] | None) -> None:
+    """MalformedEvent (`headers.too_many` / `headers.too_large`) beyond the header bounds."""
+    items = headers or ()
+    if len(items) > MAX_HEADERS:
+        raise MalformedEvent(
+            f"record carries {len(items)} headers; linetrace reads at most {MAX_HEADERS} "
+            f"(it needs {KEYID_HEADER}, {SIGNATURE_HEADER}, {CONTENT_TYPE_HEADER} and optionally "
+            f"{TRACEPARENT_HEADER})", code="headers.too_many")
+    for name, value in items:
+        size = len(name.encode("utf-8", "surrogateescape"))
+        if size > MAX_HEADER_NAME_BYTES or len(value or b"") > MAX_HEADER_VALUE_BYTES:
+            raise MalformedEvent(
+                f"header {name[:64]!r} has a {size}-byte name and a {len(value or b'')}-byte "
+                f"value; at most {MAX_HEADER_NAME_BYTES} and {MAX_HEADER_VALUE_BYTES} bytes",
+                code="headers.too_large")
+
+
 def read_signature(headers: Sequence[tuple[str, bytes]] | None) -> tuple[str, bytes]:
-    """The (key id, signature) a record carries; ForgedEvent if absent or unreadable."""
+    """The (key id, signature) a record carries; ForgedEvent if absent, repeated or
+    unreadable. Header names are matched exactly (case-sensitive)."""
+    for name in (KEYID_HEADER, SIGNATURE_HEADER):
+        count = sum(1 for k, _ in headers or () if k == name)
+        if count > 1:
+            raise ForgedEvent(
+                f"record carries {count} {name} headers; exactly one of each signature header "
+                "is allowed (which one signs would be ambiguous)", code="signature.ambiguous")
     kid = header(headers, KEYID_HEADER)
     sig = header(headers, SIGNATURE_HEADER)
     if kid is None or sig is None:

@@ -71,3 +71,34 @@ TOPIC_OF_TYPE: dict[str, str] = {
 
 #: Types whose accepted events become leaves of the Merkle log (CONTRACTS.md).
 LEAF_TOPICS = frozenset({EVENTS, RECEIPTS, STATIONS})
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (org.apache.kafka.common.utils.Utils.murmur2), as 32 unsigned bits."""
+    length = len(data)
+    seed, m, r = 0x9747B28C, 0x5BD1E995, 24
+    h = (seed ^ length) & 0xFFFFFFFF
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = length % 4
+    if tail:
+        rest = data[length - tail:]
+        if tail >= 3:
+            h ^= rest[2] << 16
+        if tail >= 2:
+            h ^= rest[1] << 8
+        h ^= rest[0]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition the murmur2 key partitioner (Java client, aiokafka, librdkafka's
+    `murmur2_random`) assigns `key`: one unit, one partition (CONTRACTS.md)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -31,9 +31,13 @@ from jsonschema.exceptions import best_match
 
 from linetrace.schemas import jsonschema as generator
 from linetrace.schemas.bodies import BODY_OF_TYPE, SYSTEM_TYPES
-from linetrace.schemas.envelope import RFC3339_UTC, dataschema_of, decode_event
+from linetrace.schemas.bodies import INT32_MAX, INT64_MAX
+from linetrace.schemas.envelope import (
+    MAX_JSON_DEPTH, RFC3339_UTC, STATIONSEQ_LEAD_US, Envelope, dataschema_of, decode_event,
+    decode_stored_event,
+)
 from linetrace.schemas.errors import DLQ_CODES, QUARANTINE_CODES, MalformedEvent
-from linetrace.schemas.examples import example_body, example_event, example_types
+from linetrace.schemas.examples import EXAMPLE_STATIONSEQ, example_body, example_event, example_types
 from linetrace.schemas.signing import generate_key, keyid_of, private_key_pem, verify_value
 from linetrace.schemas.topics import TOPIC_OF_TYPE
 
@@ -264,7 +268,12 @@ def field_values(f: mi.Field) -> Iterator[tuple[str, Any, bool]]:
         yield "number", 7, False
         yield "array", ["x"], False
         if t.pattern:
-            yield "bad pattern", "?!", False
+            if re.search(t.pattern, "?!") is None:
+                yield "bad pattern", "?!", False
+            yield "with NUL", "A\x00B", False  # no pattern admits NUL (PostgreSQL cannot store it)
+            ok = (re.search(t.pattern, "A\x1b[2JB") is not None
+                  and (t.max_length is None or t.max_length >= 6))
+            yield "with ESC", "A\x1b[2JB", ok
         if t.min_length:
             yield "empty", "", False
         if t.max_length is not None:
@@ -324,7 +333,7 @@ def envelope_cases(event_type: str) -> Iterator[tuple[str, bytes, bool]]:
         "type": ["unit.teleported", "unit", "Unit.Arrived", next(t for t in TYPES if t != event_type)],
         "time": ["2025-04-03T08:15:30+02:00", "2025-04-03T08:15:30.250+00:00", "2025-04-03 08:15:30Z",
                  "2025-04-03T08:15:30.1234567890Z", "2025-04-03", "2025-04-03T08:15Z"],
-        "subject": ["", "S" * 129],
+        "subject": ["", "S" * 129, "SRV-1\n", "SRV 1", "SRV-\x1b[2J", "-SRV", "SRV\u202e1"],
         "datacontenttype": ["application/cloudevents+json", "text/json"],
         "dataschema": [dataschema_of(event_type, 2), dataschema_of(event_type) + "x",
                        f"urn:linetrace:schema:{event_type}"],
@@ -334,14 +343,18 @@ def envelope_cases(event_type: str) -> Iterator[tuple[str, bytes, bool]]:
         for v in values:
             yield f"{key}: {v!r}", mutated(doc, (), key, v), False
     good = {
-        "time": ["2025-04-03T08:15:30Z", "2025-04-03T08:15:30.123456789Z", "1999-12-31T23:59:59.9Z"],
-        "subject": ["S" * 128, "x"],
+        "time": ["2025-04-03T08:15:30Z", "2025-04-03T08:15:30.123456789Z"],
+        "subject": ["S" * 128, "x", "LOT:2025/04-7_b"],
         "source": [] if system else ["a" * 64, "0", "ict-02.cell_b"],
-        "stationseq": [] if system else ["0000000000000000", "9999999999999999"],
+        "stationseq": [] if system else ["0000000000000000", "0000000000000001"],
     }
     for key, values in good.items():
         for v in values:
             yield f"{key}: {v!r}", mutated(doc, (), key, v), True
+    # times long ago are fine (never refused for time alone), with a stationseq not ahead of them
+    early = doc if system else {**doc, "stationseq": "0000000000000001"}
+    for v in ("1999-12-31T23:59:59.9Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
+        yield f"time: {v!r}", mutated(early, (), "time", v), True
     yield "extra envelope attribute", mutated(doc, (), "traceparent", "00-" + "a" * 32 + "-" + "b" * 16 + "-01"), False
     yield "extra envelope attribute", mutated(doc, (), "partitionkey", doc["subject"]), False
     yield "data is a string", mutated(doc, (), "data", json.dumps(doc["data"])), False
@@ -444,6 +457,175 @@ def test_integers_written_with_a_fraction_or_exponent_are_refused_though_schemas
         assert schema_verdict(value) is None
     value = example_event("station.state").replace(b'"state":1000', b'"state":1000.0')
     assert decode_error_code(value) == "event.invalid" and schema_verdict(value) is None
+
+
+def test_a_stationseq_far_ahead_of_its_time_is_refused_though_schemas_allow_it() -> None:
+    """The bound ties two attributes together (STATIONSEQ_LEAD_US): no JSON Schema can say it."""
+    doc = example_doc("unit.arrived")
+    for seq in ("9999999999999999", f"{EXAMPLE_STATIONSEQ + STATIONSEQ_LEAD_US + 1:016d}"):
+        value = encode({**doc, "stationseq": seq})
+        assert decode_error_code(value) == "seq.ahead_of_time"
+        assert schema_verdict(value) is None
+    value = encode({**doc, "stationseq": f"{EXAMPLE_STATIONSEQ + STATIONSEQ_LEAD_US:016d}"})
+    assert decoder_verdict(value) is None
+
+
+def test_json_nested_deeper_than_the_limit_is_refused_though_schemas_allow_it() -> None:
+    for lists, refused in ((MAX_JSON_DEPTH - 2, False), (MAX_JSON_DEPTH - 1, True), (5000, True)):
+        # the envelope is level 1, `data` level 2, then `lists` nested arrays in a vendor field
+        value = example_event("unit.arrived").replace(
+            b'"data":{', b'"data":{"x_vendor":' + b"[" * lists + b"]" * lists + b",", 1)
+        assert (decoder_verdict(value) is not None) is refused, lists
+        if refused:
+            assert decode_error_code(value) == "event.not_json"
+        if lists < 100:
+            assert schema_verdict(value) is None
+
+
+# --- bounds the ledger can store ------------------------------------------------------------
+
+
+def _leaf_types(t: mi.Type) -> Iterator[mi.Type]:
+    if isinstance(t, mi.StructType):
+        for f in t.fields:
+            yield from _leaf_types(f.type)
+    elif isinstance(t, mi.UnionType):
+        for inner in t.types:
+            yield from _leaf_types(inner)
+    elif isinstance(t, mi.ListType):
+        yield from _leaf_types(t.item_type)
+    else:
+        yield t
+
+
+@pytest.mark.parametrize("event_type", TYPES)
+def test_every_integer_and_string_has_a_bound_the_databases_can_store(event_type: str) -> None:
+    """Item 1: no value passes admission that a bigint or a bounded column cannot hold."""
+    for t in _leaf_types(mi.type_info(BODY_OF_TYPE[event_type])):
+        if isinstance(t, mi.IntType):
+            assert t.ge is not None and t.le is not None and -INT64_MAX - 1 <= t.ge <= t.le <= INT64_MAX
+        if isinstance(t, mi.StrType):
+            unbounded = t.pattern is None or re.search(r"[*+]|\{\d*,\}", re.sub(r"\[[^\]]*\]", "", t.pattern))
+            fixed = not unbounded  # the pattern alone bounds the length
+            assert t.max_length is not None or fixed, t
+            assert t.pattern is not None and re.search(t.pattern, "a\x00b") is None, t
+
+
+#: Body field -> the ledger column a projection stores it in.
+COLUMNS = {
+    ("work.started", "operation"): "operations.operation",
+    ("work.started", "operator"): "operations.operator",
+    ("work.started", "work_order"): "units.work_order",
+    ("work.started", "product"): "units.product",
+    ("work.started", "step"): "units.step",
+    ("materials.installed", "items.lot"): "installs.lot",
+    ("materials.installed", "items.mpn"): "installs.mpn",
+    ("materials.installed", "items.category"): "installs.category",
+    ("materials.installed", "items.pn"): "installs.pn",
+    ("materials.installed", "items.serial"): "installs.serial",
+    ("materials.installed", "items.parent"): "installs.parent",
+    ("materials.installed", "items.ref"): "installs.ref",
+    ("materials.installed", "items.qty"): "installs.qty",
+    ("materials.installed", "items.slot"): "installs.slot",
+    ("unit.tested", "tests.name"): "measurements.test",
+    ("unit.tested", "tests.measurements.name"): "measurements.name",
+    ("unit.tested", "tests.measurements.unit"): "measurements.unit",
+    ("firmware.flashed", "component"): "firmware.component",
+    ("firmware.flashed", "image"): "firmware.image",
+    ("firmware.flashed", "version"): "firmware.version",
+    ("firmware.flashed", "target"): "firmware.target",
+    ("unit.packed", "order"): "units.order",
+    ("unit.packed", "carton"): "units.carton",
+    ("material.received", "lot"): "lots.lot",
+    ("material.received", "mpn"): "lots.mpn",
+    ("material.received", "supplier"): "lots.supplier",
+    ("material.received", "date_code"): "lots.date_code",
+    ("material.received", "qty"): "lots.qty",
+    ("material.received", "serials"): "lot_serials.serial",
+    ("station.enrolled", "station_id"): "stations.station_id",
+    ("station.enrolled", "station_type"): "stations.station_type",
+}
+
+
+def _field(event_type: str, path: str) -> mi.Type:
+    t: mi.Type = mi.type_info(BODY_OF_TYPE[event_type])
+    for name in path.split("."):
+        while isinstance(t, (mi.ListType, mi.UnionType)):
+            t = t.item_type if isinstance(t, mi.ListType) else next(
+                x for x in t.types if not isinstance(x, mi.NoneType))
+        assert isinstance(t, mi.StructType)
+        t = next(f.type for f in t.fields if f.name == name)
+    while isinstance(t, (mi.ListType, mi.UnionType)):
+        t = t.item_type if isinstance(t, mi.ListType) else next(
+            x for x in t.types if not isinstance(x, mi.NoneType))
+    return t
+
+
+@pytest.mark.parametrize("where,column", sorted(COLUMNS.items()))
+def test_every_projected_value_fits_its_column_on_postgresql(where: tuple[str, str], column: str) -> None:
+    from sqlalchemy import BigInteger, Integer, String
+
+    from linetrace.ledger.models import Base, load_all_tables
+
+    load_all_tables()
+    table, name = column.split(".")
+    col = Base.metadata.tables[table].c[name]
+    t = _field(*where)
+    if isinstance(col.type, String):
+        assert isinstance(t, mi.StrType) and t.max_length is not None
+        assert col.type.length is not None and t.max_length <= col.type.length, (t, col.type)
+    elif isinstance(col.type, (Integer, BigInteger)):
+        assert isinstance(t, mi.IntType) and t.le is not None and t.ge is not None
+        top = INT64_MAX if isinstance(col.type, BigInteger) else INT32_MAX
+        assert -top - 1 <= t.ge and t.le <= top, (t, col.type)
+    else:
+        raise AssertionError(f"teach this test {col.type!r}")
+
+
+def test_the_envelope_fits_the_events_table() -> None:
+    from linetrace.ledger.models import EventRow
+
+    envelope = {f.name: f.type for f in mi.type_info(Envelope).fields}  # type: ignore[union-attr]
+    for name, column in (("subject", EventRow.subject), ("source", EventRow.source),
+                         ("id", EventRow.event_id)):
+        t = envelope[name]
+        assert isinstance(t, mi.StrType)
+        longest = t.max_length or len("x" * 64 if name == "source" else "x" * 36)
+        assert longest <= column.type.length, name  # type: ignore[attr-defined]
+
+
+# --- events already in the ledger are read as they were admitted ------------------------------
+
+
+@pytest.mark.parametrize("event_type", TYPES)
+def test_stored_events_decode_to_the_same_event_as_admission(event_type: str) -> None:
+    value = example_event(event_type)
+    assert decode_stored_event(value) == decode_event(value)
+
+
+@pytest.mark.parametrize("change", [
+    ("materials.installed", b'"qty":32', b'"qty":1099511627776'),
+    ("material.received", b'"qty":', b'"qty":9223372036854775808,"x_old":'),
+    ("unit.arrived", b'"subject":"SRV-S7-000001"', b'"subject":"SRV S7\\n"'),
+    ("work.started", b'"operation":"baseboard + GPU install"', b'"operation":"' + b"x" * 5000 + b'"'),
+    ("unit.arrived", f'"stationseq":"{EXAMPLE_STATIONSEQ:016d}"'.encode(), b'"stationseq":"9999999999999999"'),
+])
+def test_stored_events_admitted_under_looser_rules_stay_readable(change: tuple[str, bytes, bytes]) -> None:
+    """v1 had no upper bounds and no subject pattern: such stored events must still decode."""
+    event_type, old, new = change
+    value = example_event(event_type).replace(old, new, 1)
+    assert value != example_event(event_type)
+    with pytest.raises(MalformedEvent):
+        decode_event(value)
+    event = decode_stored_event(value)
+    assert type(event.body) is BODY_OF_TYPE[event_type] and event.value == value
+    assert type(event.envelope) is Envelope
+
+
+def test_stored_event_decoding_still_refuses_what_is_not_an_event() -> None:
+    for bad in (b"{}", b"not json", example_event("unit.arrived").replace(b'"step":60', b'"step":"x"')):
+        with pytest.raises(MalformedEvent):
+            decode_stored_event(bad)
 
 
 # --- decoder edge cases where Python and JSON Schema semantics could drift ----------------
