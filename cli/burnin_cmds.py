@@ -26,6 +26,7 @@ from linetrace.stations.burnin import (
 )
 from linetrace.stations.burnin.sku import DEFAULT_SKU
 
+from .extras import need_extra
 from .ledger_cmds import open_ledger, publish_outbox
 from .line_cmds import station_key
 from .output import print_json
@@ -92,12 +93,9 @@ def _enrolled_key(settings: Settings, station_id: str) -> Ed25519PrivateKey:
 
 
 def cmd_burnin(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        import aiokafka  # noqa: F401
-    except ImportError:
-        print("linetrace: burnin sends through the StationClient, which needs aiokafka: "
-              "pip install 'linetrace[worker]'", file=sys.stderr)
-        return 2
+    need_extra("station", "burnin (it sends through the StationClient)")
+    if args.backend == "nvml":
+        need_extra("gpu", "burnin --backend nvml")
     faults = [f for f in _split(args.faults) if f != "none"]
     if args.backend == "nvml" and faults:
         print("linetrace: --faults only applies to --backend sim", file=sys.stderr)
