@@ -15,9 +15,10 @@ from linetrace.ledger.records import Candidate, Rejection, SourceRecord
 from linetrace.ledger.writer import error_headers as error_headers  # DLQ copies are built there
 from linetrace.ledger.writer import revocation_violation
 from linetrace.schemas import signing
-from linetrace.schemas.envelope import decode_event
+from linetrace.schemas.envelope import SYSTEM_SOURCE, decode_event
 from linetrace.schemas.errors import ForgedEvent, MalformedEvent
-from linetrace.schemas.topics import QUARANTINE, TOPIC_OF_TYPE, dlq_topic
+from linetrace.schemas.station_types import may_send, senders_of
+from linetrace.schemas.topics import ALL_TOPICS, QUARANTINE, TOPIC_OF_TYPE, dlq_topic, partition_of
 
 log = logging.getLogger("linetrace.ingest")
 
@@ -69,6 +70,7 @@ def screen(record: SourceRecord, keys: KeyDirectory) -> Candidate | Rejection:
     if record.value is None:
         return _reject(record, dlq, "event.not_json", "record has no value (tombstone)", "decode")
     try:
+        signing.check_headers(record.headers)
         event = decode_event(record.value)
     except MalformedEvent as e:
         return _reject(record, dlq, e.code, str(e), "decode")
@@ -77,10 +79,23 @@ def screen(record: SourceRecord, keys: KeyDirectory) -> Candidate | Rejection:
         return _reject(record, dlq, "event.wrong_topic",
                        f"{env.type} events go to {TOPIC_OF_TYPE.get(env.type)}, not {record.topic}",
                        "decode", env.source, env.id)
+    if record.key is None:
+        return _reject(record, dlq, "event.key_mismatch",
+                       f"record has no Kafka key; the key must be the UTF-8 bytes of subject "
+                       f"{env.subject!r} (one unit, one partition)", "decode", env.source, env.id)
     if record.key != env.subject.encode("utf-8"):
         return _reject(record, dlq, "event.key_mismatch",
-                       f"Kafka key {record.key!r} must be the UTF-8 bytes of subject "
+                       f"Kafka key {record.key[:200]!r} must be the UTF-8 bytes of subject "
                        f"{env.subject!r} (one unit, one partition)", "decode", env.source, env.id)
+    partitions = ALL_TOPICS.get(record.topic)
+    if record.partition is not None and partitions is not None:
+        expected = partition_of(record.key, partitions)
+        if record.partition != expected:
+            return _reject(record, dlq, "event.wrong_partition",
+                           f"key {env.subject!r} belongs on {record.topic}[{expected}] (murmur2 of "
+                           f"the key modulo {partitions}), not [{record.partition}]; use the murmur2 "
+                           "partitioner (librdkafka clients: partitioner=murmur2_random)",
+                           "decode", env.source, env.id)
     try:
         keyid, signature = signing.read_signature(record.headers)
         key = keys.lookup(keyid, env.source)
@@ -95,6 +110,12 @@ def screen(record: SourceRecord, keys: KeyDirectory) -> Candidate | Rejection:
         why = revocation_violation(keyid, env.source, key.revoked_after, record.topic, event.seq)
         if why is not None:  # the writer checks again inside its transaction
             raise ForgedEvent(why, code="key.revoked")
+        if env.source != SYSTEM_SOURCE and not may_send(key.station_type, env.type):
+            raise ForgedEvent(
+                f"{env.source} is enrolled as a {key.station_type or 'station of unknown type'} "
+                f"station, which may not send {env.type} (sent by: "
+                f"{', '.join(senders_of(env.type)) or 'linetrace only'}; schemas/README.md)",
+                code="station.not_permitted")
     except ForgedEvent as e:
         return _reject(record, QUARANTINE, e.code, str(e), "verify", env.source, env.id)
     return Candidate(record=record, event=event, keyid=keyid, signature=signature)
