@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.orm import Session
 
 from linetrace.schemas import bodies as b
-from linetrace.schemas.envelope import SYSTEM_SOURCE, decode_event
+from linetrace.schemas.envelope import SYSTEM_SOURCE, decode_stored_event
 from linetrace.schemas.topics import LEAF_TOPICS, TOPIC_OF_TYPE
 
 from .proof import merkle
@@ -103,7 +103,7 @@ def _audit_log(s: Session, rep: AuditReport) -> tuple[merkle.MemoryTree, list[Lo
         where = f"idx={row.idx}"
         try:
             leaf = parse_leaf(row.data)
-            event = decode_event(leaf.value)
+            event = decode_stored_event(leaf.value)
         except (LeafMalformed, LedgerError, ValueError) as e:
             add(Finding("edited", "log_leaves", where, f"leaf bytes are not a valid leaf: {e}"))
             continue
@@ -236,7 +236,7 @@ def _rebuild(leaves: Iterable[LogLeaf]) -> Session:
     s = Session(scratch)
     for row in leaves:
         try:
-            project(s, decode_event(parse_leaf(row.data).value))
+            project(s, decode_stored_event(parse_leaf(row.data).value))
         except (LeafMalformed, LedgerError, ValueError):
             continue  # already reported by the log audit
     s.flush()
@@ -265,7 +265,7 @@ def _audit_hboms(s: Session, rep: AuditReport) -> None:
     sealed = {e.event_id: e.value for e in s.scalars(
         select(EventRow).where(EventRow.type == "unit.sealed"))}
     for row in s.scalars(select(SealedHbom)):
-        body = decode_event(sealed[row.sealed_event]).body if row.sealed_event in sealed else None
+        body = decode_stored_event(sealed[row.sealed_event]).body if row.sealed_event in sealed else None
         digest = hashlib.sha256(row.data).hexdigest()
         if not isinstance(body, b.UnitSealed) or body.hbom_sha256 != digest:
             rep.findings.append(Finding("edited", "hboms", f"sealed_event={row.sealed_event}",

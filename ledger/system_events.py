@@ -30,6 +30,7 @@ from linetrace.schemas.envelope import (
     SYSTEM_SOURCE,
     Event,
     decode_event,
+    decode_stored_event,
     deterministic_id,
     encode_event,
     parse_time,
@@ -113,7 +114,7 @@ def material_checked(c: Candidate, ctx: SystemContext) -> Candidate:
 
 
 def _events(session: Session, subject: str) -> list[Event]:
-    return [decode_event(parse_leaf(row.data).value)
+    return [decode_stored_event(parse_leaf(row.data).value)
             for row in chain_leaves(session, EVENTS, subject)]
 
 
