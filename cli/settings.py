@@ -53,6 +53,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("checkpoint_seconds", "LINETRACE_CHECKPOINT_SECONDS", "60",
             "...or grew at all and the last checkpoint is this many seconds old."),
     Setting("log_level", "LINETRACE_LOG_LEVEL", "info", "debug, info, warning or error."),
+    Setting("clock_bound_seconds", "LINETRACE_CLOCK_BOUND_SECONDS", "604800",
+            "An event whose time is more than this many seconds (default 7 days) from its "
+            "partition's line clock is stored but flagged (`linetrace flags`) and does not "
+            "move the clock. Never a reason to refuse an event."),
     Setting("routes", "LINETRACE_ROUTES", "(none: the packaged routes only)",
             "A folder of the plant's route files, one per product, named after it (A.json): "
             "each adds a product or replaces the packaged route of the same product. Checked "
@@ -73,6 +77,7 @@ class Settings:
     checkpoint_leaves: int
     checkpoint_seconds: float
     log_level: str
+    clock_bound_seconds: float
     routes: Path | None
     sources: Mapping[str, str]
 
@@ -144,11 +149,15 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
         batch_window = float(raw.get("batch_window", "0.05"))
         checkpoint_leaves = int(raw.get("checkpoint_leaves", "1000"))
         checkpoint_seconds = float(raw.get("checkpoint_seconds", "60"))
+        clock_bound_seconds = float(raw.get("clock_bound_seconds", "604800"))
     except ValueError as e:
         raise ConfigurationError(f"a numeric LINETRACE_* setting is not a number: {e}") from None
     if checkpoint_leaves < 1 or checkpoint_seconds <= 0:
         raise ConfigurationError("LINETRACE_CHECKPOINT_LEAVES must be >= 1 and "
                                  "LINETRACE_CHECKPOINT_SECONDS > 0")
+    if not 0 < clock_bound_seconds < 10_000 * 365 * 86_400:
+        raise ConfigurationError("LINETRACE_CLOCK_BOUND_SECONDS must be a positive number of "
+                                 "seconds (default 604800, 7 days)")
     if batch_size < 1 or batch_window <= 0:
         raise ConfigurationError("LINETRACE_BATCH_SIZE must be >= 1 and LINETRACE_BATCH_WINDOW > 0")
     broker = raw.get("broker")
@@ -161,6 +170,7 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
                     group=raw.get("group", "linetrace-worker"), batch_size=batch_size,
                     batch_window=batch_window, checkpoint_leaves=checkpoint_leaves,
                     checkpoint_seconds=checkpoint_seconds, log_level=level,
+                    clock_bound_seconds=clock_bound_seconds,
                     routes=Path(raw["routes"]).expanduser().resolve() if "routes" in raw else None,
                     sources=sources)
 

@@ -54,6 +54,8 @@ class EventRow(Base):
     __table_args__ = (
         UniqueConstraint("source", "event_id", name="uq_events_source_id"),
         Index("ix_events_subject_time", "subject", "time"),
+        # the line clock of a partition: its highest event time (linetrace.streams.time_flags)
+        Index("ix_events_partition_time", "topic", "partition", "time"),
     )
 
 
@@ -263,7 +265,8 @@ def load_all_tables() -> None:
 
 #: Modules beyond this one whose tables belong to the ledger schema.
 TABLE_MODULES = ("linetrace.ledger.log", "linetrace.ledger.system_events",
-                 "linetrace.ledger.outbox", "linetrace.ledger.stage_failures")
+                 "linetrace.ledger.outbox", "linetrace.ledger.stage_failures",
+                 "linetrace.ledger.flags")
 
 
 def create_schema(engine: Engine) -> None:

@@ -1,0 +1,119 @@
+"""The line-clock stage: flags events far from their partition's line clock (issue 8, item 5).
+
+A stage of the pipeline (`stages.py`): `load` rebuilds, from the ledger alone, the clock of
+every partition the batch touches (the highest time among its events that count, since its
+last reset; see `line_clock`), `decide` runs the batch's events through `line_clock.observe`
+in the order they were stored and returns a flag row for each event that gets one. Nothing is
+kept in memory between batches, so a worker that starts (or restarts, or replays into a fresh
+ledger) flags exactly what a worker that never stopped would have.
+
+Only events read from an input partition are judged; system events (no partition) are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, func, select
+from sqlalchemy.orm import Session
+
+from linetrace.ledger.flags import EventFlag
+from linetrace.ledger.models import EventRow
+from linetrace.ledger.records import Candidate
+from linetrace.ledger.sql import keys_in
+from linetrace.schemas.envelope import parse_time
+
+from .line_clock import DEFAULT_BOUND, EXCLUDED, FAR, RESET, RESET_AFTER, PartitionClock, describe, observe
+from .stages import Decisions
+
+Partition = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class ClockState:
+    """What `decide` needs: each touched partition's clock before the batch, the batch's
+    events.seq numbers, and the time the flags are recorded at."""
+
+    clocks: dict[Partition, PartitionClock]
+    seqs: dict[tuple[str, str], int]
+    now: datetime
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def partition_clock(session: Session, topic: str, partition: int, before_seq: int,
+                    reset_after: int = RESET_AFTER) -> PartitionClock:
+    """The clock of (topic, partition) as the events stored before `before_seq` left it."""
+    where = (EventFlag.topic == topic, EventFlag.partition == partition,
+             EventFlag.event_seq < before_seq)
+    reset = session.scalar(select(func.max(EventFlag.event_seq)).where(
+        *where, EventFlag.kind == RESET)) or 0
+    excluded = (select(EventFlag.id).where(EventFlag.event_seq == EventRow.seq,
+                                           EventFlag.kind.in_(sorted(EXCLUDED))).exists())
+    counted = (EventRow.topic == topic, EventRow.partition == partition,
+               EventRow.seq >= reset, EventRow.seq < before_seq, ~excluded)
+    top = session.scalar(select(EventRow.time).where(*counted)
+                         .order_by(EventRow.time.desc()).limit(1))
+    if top is None:
+        return PartitionClock()
+    top_seq = session.scalar(select(func.max(EventRow.seq)).where(*counted, EventRow.time == top))
+    far = session.scalars(select(EventFlag.event_time).where(
+        *where, EventFlag.kind == FAR, EventFlag.event_seq > (top_seq or 0))
+        .order_by(EventFlag.event_seq.desc()).limit(max(reset_after - 1, 1))).all()
+    return PartitionClock(_utc(top), tuple(_utc(t) for t in reversed(far)))
+
+
+class LineClockStage:
+    """Flags `time.far_from_clock` / `time.clock_reset`; never refuses or changes an event."""
+
+    name = "line-clock"
+
+    def __init__(self, bound: timedelta = DEFAULT_BOUND, reset_after: int = RESET_AFTER) -> None:
+        if bound <= timedelta(0) or reset_after < 1:
+            raise ValueError("the line clock bound must be positive and reset_after >= 1")
+        self.bound = bound
+        self.reset_after = reset_after
+
+    def load(self, session: Session, batch: Sequence[Candidate]) -> ClockState:
+        read = [(c.event.source, c.event.id) for c in batch if c.record.partition is not None]
+        seqs: dict[tuple[str, str], int] = {}
+        for i in range(0, len(read), 400):
+            rows = session.execute(select(EventRow.source, EventRow.event_id, EventRow.seq).where(
+                keys_in(session, (EventRow.source, EventRow.event_id), read[i:i + 400])))
+            seqs.update({(r[0], r[1]): r[2] for r in rows})
+        first: dict[Partition, int] = {}
+        for c in batch:
+            seq = seqs.get((c.event.source, c.event.id))
+            if c.record.partition is not None and seq is not None:
+                key = (c.record.topic, c.record.partition)
+                first[key] = min(first.get(key, seq), seq)
+        clocks = {tp: partition_clock(session, tp[0], tp[1], s, self.reset_after)
+                  for tp, s in first.items()}
+        return ClockState(clocks, seqs, datetime.now(UTC))
+
+    def decide(self, batch: Sequence[Candidate], state: ClockState) -> Decisions:
+        clocks = dict(state.clocks)
+        table: Table = EventFlag.__table__  # type: ignore[assignment]
+        rows: list[tuple[Table, dict[str, Any]]] = []
+        for c in batch:
+            seq = state.seqs.get((c.event.source, c.event.id))
+            if c.record.partition is None or seq is None:
+                continue
+            where = (c.record.topic, c.record.partition)
+            before = clocks.get(where, PartitionClock())
+            time = parse_time(c.event.envelope.time)
+            clocks[where], kind = observe(before, time, self.bound, self.reset_after)
+            if kind is None:
+                continue
+            rows.append((table, {
+                "event_seq": seq, "kind": kind, "source": c.event.source,
+                "event_id": c.event.id, "topic": c.record.topic, "partition": c.record.partition,
+                "event_time": time, "clock": before.time,
+                "message": describe(kind, time, before.time, self.bound)[:512],
+                "recorded": state.now}))
+        return Decisions(rows=rows)
