@@ -2,8 +2,8 @@
 
 `run_burnin(unit, backend, client, ...)` drives a `GpuBackend` and emits the burn-in events of
 DOMAIN.md §4 through anything with `StationClient.emit`'s signature. Backends: `NvmlBackend`
-(real GPUs; pynvml from the `[gpu]` extra is imported only when one is constructed, torch or
-cupy only for the GEMM stress load) and `SimulatedBaseboard` (8 GPUs on a `SimClock`, with the
+(real GPUs; pynvml from the `[gpu]` extra is imported only when one is constructed, CuPy (or
+torch) only for the GEMM stress load) and `SimulatedBaseboard` (8 GPUs on a `SimClock`, with the
 faults of DOMAIN.md §9).
 """
 

@@ -287,8 +287,8 @@ class NvmlBackend:
 
     def stop_load(self) -> StressReport:
         if self._engine is None:
-            return StressReport(available=False, note="no stress load: neither torch nor cupy "
-                                "with CUDA is importable (pip install torch)")
+            return StressReport(available=False, note="no stress load: neither cupy nor torch "
+                                "with CUDA is importable (pip install 'linetrace[gpu]')")
         if self._stress is None:
             return StressReport(available=True, engine=self._engine, note="no load was started")
         results: list[GemmResult] = self._stress.stop()

@@ -5,8 +5,10 @@ Same inputs, same GPU, same cuBLAS algorithm give the same bits on every run (cu
 reproducibility), so any difference means the silicon or its memory computed something else:
 exactly the silent-data-corruption class burn-in exists to catch. TF32 is switched off so the
 fp32 GEMM is a true fp32 one; CUDA ordinals follow PCI order like NVML indexes (unless
-CUDA_VISIBLE_DEVICES narrows them). torch is used when importable, else cupy; with neither,
-`GemmStress.engine()` is None and the backend reports no stress load.
+CUDA_VISIBLE_DEVICES narrows them). The engine is CuPy (`cupy-cuda12x` and the CUDA libraries it
+loads, all in the `[gpu]` extra: a machine needs only the NVIDIA driver); torch with CUDA is
+used instead where CuPy is absent; with neither, `available_engine()` is None and the backend
+reports no stress load.
 
 One thread per GPU; the CUDA calls release the GIL, so the sampling loop keeps its cadence.
 """
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = 8192
 SEED = 20260105
+#: GEMM libraries in order of preference: CuPy is the one the `[gpu]` extra installs.
+ENGINES = ("cupy", "torch")
 
 
 def _cuda_env() -> None:
@@ -37,9 +41,9 @@ def _cuda_env() -> None:
 
 
 def available_engine() -> str | None:
-    """'torch' or 'cupy' when that library is importable and sees a CUDA device, else None."""
+    """'cupy' or 'torch' when that library is importable and sees a CUDA device, else None."""
     _cuda_env()
-    for name in ("torch", "cupy"):
+    for name in ENGINES:
         try:
             lib: Any = importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a broken install is as good as none
@@ -77,7 +81,8 @@ class GemmStress:
 
     def start(self) -> None:
         if self.engine is None:
-            raise RuntimeError("no GEMM engine: install torch or cupy with CUDA support")
+            raise RuntimeError("no GEMM engine: pip install 'linetrace[gpu]' (CuPy), or torch "
+                               "with CUDA support")
         _cuda_env()
         self._stop.clear()
         for d in self.devices:

@@ -1,8 +1,9 @@
 """Burn-in on this machine's real NVIDIA GPUs (`pytest -m gpu`; never part of `make test`).
 
 NvmlBackend + the GEMM stress load + a real embedded broker + a real StationClient, for 60 s.
-Needs `nvidia-smi`, the `[gpu]` extra (nvidia-ml-py) and torch or cupy with CUDA; without
-`nvidia-smi` the test is skipped, and this module imports without pynvml, torch or aiokafka.
+Needs `nvidia-smi` and `pip install 'linetrace[gpu,test]'` (nvidia-ml-py, CuPy with the CUDA
+libraries, aiokafka; the test tools and the embedded broker); without `nvidia-smi` the test is
+skipped, and this module imports without pynvml, cupy or aiokafka.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def test_sixty_seconds_of_burn_in_on_this_machines_gpus(broker: str, tmp_path: P
         pytest.fail(f"NVML backend unusable ({err}); pip install 'linetrace[gpu]'")
     try:
         if not backend.stress_available:
-            pytest.fail("no GEMM stress load: install torch (or cupy) with CUDA support")
+            pytest.fail("no GEMM stress load: pip install 'linetrace[gpu]' (CuPy and the CUDA "
+                        "libraries)")
         assert [(g.serial, g.uuid) for g in backend.inventory()] == expected
         summary = burn_in(backend, broker, tmp_path / "station", [s for s, _ in expected])
     finally:
