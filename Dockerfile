@@ -1,5 +1,6 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY . /app
-RUN pip install --no-cache-dir '.[worker,console]'
+# linetrace[worker,console] with every dependency pinned and hash-checked by requirements.lock
+RUN PIP_NO_CACHE_DIR=1 python .ci/install-extras worker,console
 ENTRYPOINT []
