@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from linetrace.ledger.db import Ledger
+from linetrace.ledger.keys import enroll_station, load_or_create_plant_key
 from linetrace.schemas import bodies as b
 from linetrace.schemas import signing
 from linetrace.schemas.envelope import encode_event
@@ -29,19 +31,33 @@ UNIT_TYPES = ["unit.arrived", "work.started", "materials.installed", "unit.inspe
               "work.completed", "unit.departed", "unit.packed", "unit.shipped", "unit.scrapped"]
 
 
+#: Station (id, type) sending each event type that an integration cell may not send
+#: (schemas/README.md, "Who may send what"); cell-01 sends the rest.
+ROLES = {"material.received": ("recv-01", "receiving"), "unit.inspected": ("qa-01", "final-qa"),
+         "unit.tested": ("qa-01", "final-qa"), "firmware.flashed": ("fw-01", "firmware"),
+         "materials.uninstalled": ("repair-01", "repair"), "unit.repaired": ("repair-01", "repair"),
+         "unit.scrapped": ("repair-01", "repair"), "unit.packed": ("pack-01", "pack"),
+         "unit.shipped": ("ship-01", "shipping")}
+
+
 class Sender:
-    def __init__(self, station: str, key: signing.Ed25519PrivateKey) -> None:  # type: ignore[name-defined]
-        self.station, self.key, self.seq = station, key, 0
+    """One clock for the whole line; each event sent by a station whose type may send it."""
+
+    def __init__(self, station: str, keys: dict[str, signing.Ed25519PrivateKey]) -> None:  # type: ignore[name-defined]
+        self.station, self.keys = station, keys
+        self.seqs: dict[str, int] = {}
         self.records: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = []
         self.minute = 0
 
     def emit(self, etype: str, subject: str, body: b.Body) -> bytes:
-        self.seq += 1
+        station = ROLES.get(etype, (self.station, ""))[0]
+        self.seqs[station] = self.seqs.get(station, 0) + 1
         self.minute += 1
-        v = encode_event(event_type=etype, source=self.station, subject=subject, body=body,
-                         time=f"2026-02-01T08:{self.minute:02d}:00Z", stationseq=self.seq,
+        v = encode_event(event_type=etype, source=station, subject=subject, body=body,
+                         time=f"2026-02-01T08:{self.minute:02d}:00Z", stationseq=self.seqs[station],
                          event_id=str(uuid.uuid4()))
-        self.records.append((TOPIC_OF_TYPE[etype], subject.encode(), v, signing.sign_value(v, self.key)))
+        self.records.append((TOPIC_OF_TYPE[etype], subject.encode(), v,
+                             signing.sign_value(v, self.keys[station])))
         return v
 
 
@@ -57,7 +73,14 @@ def test_every_event_type_reaches_trace_lots_and_stations(broker: str, worker, l
     r = run_cli("stations", "enroll", "cell-01", "--type", "integration", "--public-key",
                 f"{keyfile}.pub", data_dir=line_dir)
     assert r.returncode == 0, r.stderr
-    s = Sender("cell-01", signing.load_private_key_pem(keyfile.read_bytes()))
+    keys = {"cell-01": signing.load_private_key_pem(keyfile.read_bytes())}
+    ledger = Ledger(f"sqlite:///{line_dir / 'ledger.db'}")
+    plant, _ = load_or_create_plant_key(line_dir / "keys")
+    for station, stype in sorted(set(ROLES.values())):
+        keys[station] = signing.generate_key()
+        enroll_station(ledger, plant, station, stype, keys[station].public_key())
+    ledger.close()
+    s = Sender("cell-01", keys)
     txn = str(uuid.uuid4())
     s.emit("material.received", LOT, b.MaterialReceived(
         lot=LOT, mpn="699-2G520-0200-000", supplier="NVIDIA", date_code="2551", qty=9,
