@@ -13,6 +13,7 @@ BENCHES = {
     "log": ["-m", "bench.bench_log"],
     "ledger": ["-m", "bench.bench_ledger"],
     "spool": ["-m", "bench.bench_spool"],
+    "otel": ["-m", "bench.bench_otel"],
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -206,6 +207,10 @@ def report_error(e: LinetraceError) -> int:
     return exit_status(e)
 
 
+#: Commands that do the line's work and so export telemetry when OTEL_*_EXPORTER asks.
+TRACED_COMMANDS = frozenset({"worker", "simulate", "burnin", "broker"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -216,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
+        if getattr(args, "command", None) in TRACED_COMMANDS:
+            from .telemetry import configure
+
+            configure(os.environ, f"linetrace-{args.command}")
         rc: int = args.fn(args, settings)
         return rc
     except BrokenPipeError:  # `linetrace ... | head`: the reader left, nothing is wrong

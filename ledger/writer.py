@@ -9,6 +9,7 @@ whose `stationseq` does not advance on its (station, topic, partition) is reorde
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -228,12 +229,29 @@ StageHook = Callable[[Session, Sequence[Candidate]], Sequence[Candidate]]
 _MAX_DEPTH = 8  # system events caused by system events: a bound, never reached in practice
 
 
+#: W3C trace context headers: a system event carries those of the record that caused it.
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def _with_cause_trace(decided: Sequence[Candidate], batch: Sequence[Candidate]) -> list[Candidate]:
+    trace_of = {c.event.id: [(k, v) for k, v in c.record.headers if k in TRACE_HEADERS]
+                for c in batch}
+    out = []
+    for d in decided:
+        extra = trace_of.get(d.cause or "", [])
+        if extra:
+            kept = [(k, v) for k, v in d.record.headers if k not in TRACE_HEADERS]
+            d = replace(d, record=replace(d.record, headers=kept + extra))
+        out.append(d)
+    return out
+
+
 def run_stages(session: Session, out: BatchOutcome, stages: StageHook,
                ctx: SystemContext | None) -> None:
     """Run the stages over what was stored, record the system events they decide, repeat."""
     batch: list[Candidate] = [*out.stored, *out.system]
     for _ in range(_MAX_DEPTH):
-        decided = list(stages(session, batch))
+        decided = _with_cause_trace(stages(session, batch), batch)
         if not decided:
             return
         nested = store_events(session, decided, ctx)

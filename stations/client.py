@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.errors import KafkaError
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 from aiokafka.partitioner import murmur2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -40,6 +42,7 @@ from .outbox import Outbox
 from .sender import Sender, SenderStats
 from .spool import SPOOL_FILE, Draft, Headers, Spool, SpoolLimits
 
+_tracer = trace.get_tracer("linetrace.stations")
 log = logging.getLogger(__name__)
 
 STATE_FILE = SPOOL_FILE
@@ -241,8 +244,22 @@ class StationClient:
                 headers.append((TRACEPARENT_HEADER, traceparent.encode("ascii")))
             return value, headers
 
-        draft = Draft(topic, partition_of(key, ALL_TOPICS[topic]), key, eid, build, reuse)
-        return await outbox.append(draft)
+        partition = partition_of(key, ALL_TOPICS[topic])
+        # The event's trace starts here unless the caller passed one: a `create` span whose
+        # context travels as `traceparent`, continued by the worker (OpenTelemetry API only;
+        # a no-op unless the station's process configured an SDK).
+        with _tracer.start_as_current_span(
+                f"create {topic}", kind=SpanKind.PRODUCER,
+                attributes={"messaging.system": "kafka", "messaging.operation.type": "create",
+                            "messaging.destination.name": topic,
+                            "messaging.destination.partition.id": str(partition),
+                            "messaging.message.id": eid}):
+            if traceparent is None:
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier)
+                traceparent = carrier.get(TRACEPARENT_HEADER)
+            draft = Draft(topic, partition, key, eid, build, reuse)
+            return await outbox.append(draft)
 
     async def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every event spooled before this call is acknowledged by the broker.

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import INVALID_SPAN, Span
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from linetrace.ledger import log as merkle_log
@@ -35,7 +39,9 @@ from linetrace.ledger.proof.note import Signer
 from linetrace.ledger.records import BatchOutcome, Candidate, Rejection, SourceRecord
 from linetrace.ledger.system_events import SystemContext
 from linetrace.ledger.writer import run_stages, store_events, write_batch
-from linetrace.schemas.topics import dlq_topic
+from linetrace.schemas.topics import QUARANTINE, dlq_topic
+
+from . import telemetry
 
 from .ingest import KeyDirectory, screen
 from .relay import Relay
@@ -230,15 +236,54 @@ class BatchProcessor:
 
     async def process(self, records: list[SourceRecord]) -> BatchOutcome:
         await self.start()
-        candidates, rejections = self.screen_all(records)
+        if not telemetry.tracing():
+            return await self._process(records, None, INVALID_SPAN)
+        topic = records[0].topic if records else ""
+        contexts = [telemetry.context_of(r.headers) for r in records]
+        batch = telemetry.batch_span(topic, contexts)
+        try:
+            with trace.use_span(batch, end_on_exit=False):
+                outcome = await self._process(records, contexts, batch)
+        finally:
+            batch.end()
+        return outcome
+
+    async def _process(self, records: list[SourceRecord], contexts: list[Context | None] | None,
+                       batch: Span) -> BatchOutcome:
+        """`contexts` None: no SDK records spans, so no per-record trace work is done."""
+        with telemetry.child_span("screen", batch):
+            candidates, rejections = self.screen_all(records)
+        # Each record's trace goes on in its own span; what it causes carries that span.
+        spans: dict[tuple[str, int | None, int | None], Span] = {}
+        traced: list[Candidate] = candidates
+        if contexts is not None:
+            by_position = {(r.topic, r.partition, r.offset): ctx
+                           for r, ctx in zip(records, contexts, strict=True)}
+            traced = []
+            for c in candidates:
+                pos = (c.record.topic, c.record.partition, c.record.offset)
+                span = telemetry.record_span(c.record.topic, c.event.type, c.event.id,
+                                             by_position.get(pos), batch)
+                spans[pos] = span
+                ctx = trace.set_span_in_context(span)
+                traced.append(replace(c, record=replace(
+                    c.record, headers=telemetry.with_context(c.record.headers, ctx))))
         positions: dict[tuple[str, int], int] = {}
         for r in records:
             if r.partition is not None and r.offset is not None:
                 k = (r.topic, r.partition)
                 positions[k] = max(positions.get(k, 0), r.offset + 1)
-        outcome: BatchOutcome = await self.in_writer(self.write_isolating, candidates, rejections,
-                                                     positions)
+        self.pipeline.parent = batch if contexts is not None else None
+        started = time.perf_counter()
+        with telemetry.child_span("write ledger", batch, {"db.system": self.ledger.dialect,
+                                                          "linetrace.events": len(traced)}):
+            outcome: BatchOutcome = await self.in_writer(self.write_isolating, traced,
+                                                         rejections, positions)
+        telemetry.COMMIT_SECONDS.record(time.perf_counter() - started)
+        telemetry.BATCH_SIZE.record(len(records), {"messaging.destination.name": records[0].topic}
+                                    if records else {})
         self._next.update(positions)
+        self._end_record_spans(spans, outcome)
         if self.checkpoints is not None and outcome.stored:
             cp = self.checkpoints
             await self.in_writer(maybe_checkpoint, self.ledger, cp.signer, cp.every_leaves,
@@ -247,6 +292,23 @@ class BatchProcessor:
         self._count(outcome)
         return outcome
 
+    @staticmethod
+    def _end_record_spans(spans: dict[tuple[str, int | None, int | None], Span],
+                          outcome: BatchOutcome) -> None:
+        for c in outcome.stored:
+            s = spans.pop((c.record.topic, c.record.partition, c.record.offset), None)
+            if s is not None:
+                s.set_attribute("linetrace.outcome", "stored")
+                s.end()
+        for rj in outcome.rejections:
+            s = spans.pop((rj.record.topic, rj.record.partition, rj.record.offset), None)
+            if s is not None:
+                s.set_attribute("linetrace.outcome", rj.code)
+                s.end()
+        for s in spans.values():
+            s.set_attribute("linetrace.outcome", "duplicate")
+            s.end()
+
     async def tick(self) -> None:
         """Periodic work while the line is quiet: stage retries."""
         out: BatchOutcome = await self.in_writer(self.retry_stages)
@@ -254,12 +316,22 @@ class BatchProcessor:
             self.relay.wake()
 
     def _count(self, outcome: BatchOutcome) -> None:
+        stored: Counter[str] = Counter(c.record.topic for c in outcome.stored)
+        for t, n in stored.items():
+            telemetry.EVENTS.add(n, {"messaging.destination.name": t, "linetrace.outcome": "stored"})
         for c in outcome.stored:
             self.stats.stored[c.event.type] += 1
         if any(c.event.type in ("station.enrolled", "station.revoked") for c in outcome.stored):
             self.keys.reload()
         self.stats.duplicates += outcome.duplicates
+        if outcome.duplicates:
+            telemetry.EVENTS.add(outcome.duplicates, {"linetrace.outcome": "duplicate"})
         for rj in outcome.rejections:
+            telemetry.REJECTED.add(1, {"linetrace.destination": rj.destination,
+                                       "error.code": rj.code})
+            telemetry.EVENTS.add(1, {"messaging.destination.name": rj.record.topic,
+                                     "linetrace.outcome": "quarantined"
+                                     if rj.destination == QUARANTINE else "dead_lettered"})
             self.stats.rejected[rj.code] += 1
             log.warning("rejected %s[%s]@%s -> %s: %s (%s)", rj.record.topic, rj.record.partition,
                         rj.record.offset, rj.destination, rj.code, rj.message)

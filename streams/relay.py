@@ -22,11 +22,14 @@ from datetime import timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from opentelemetry import trace
+from opentelemetry.trace import Span
 
 from linetrace.ledger import outbox
 from linetrace.ledger.db import Ledger
 from linetrace.schemas.topics import ALL_TOPICS
 
+from . import telemetry
 from .faults import NO_FAULTS, Faults
 
 log = logging.getLogger("linetrace.relay")
@@ -112,7 +115,7 @@ class Relay:
                 self._mark = outbox.start_watermark(s)
             rows = outbox.pending(s, self._mark, self.policy.batch,
                                   timedelta(seconds=self.policy.gap_grace))
-            self.stats.backlog = outbox.backlog(s)
+            self.stats.backlog = telemetry.GAUGES.backlog = outbox.backlog(s)
             return rows
 
     def _mark_sent(self, seqs: list[int]) -> None:
@@ -151,14 +154,22 @@ class Relay:
         if any(r.message.kind == "system" for r in rows):
             self.faults.at("kill-before-publish")
         futures: list[tuple[outbox.Pending, asyncio.Future[Any]]] = []
+        spans: list[Span] = []
         ready: dict[str, bool] = {}
+        tracing = telemetry.tracing()
         for row in rows:
             m = row.message
             if m.topic not in ready:
                 ready[m.topic] = await self._topic_ready(producer, m.topic)
             if not ready[m.topic]:
                 break
-            fut = await producer.send(m.topic, value=m.value, key=m.key, headers=m.headers)
+            headers = m.headers
+            cause = telemetry.context_of(headers) if tracing else None
+            if cause is not None:  # the trace of what caused it goes on to the consumers
+                span = telemetry.publish_span(m.topic, m.message_id, cause)
+                spans.append(span)
+                headers = telemetry.with_context(headers, trace.set_span_in_context(span))
+            fut = await producer.send(m.topic, value=m.value, key=m.key, headers=headers)
             futures.append((row, fut))
         acked: list[int] = []
         error: Exception | None = None
@@ -170,11 +181,14 @@ class Relay:
                 error, failed = e, row
                 break
             acked.append(row.seq)
+        for span in spans:
+            span.end()
         if acked:
             if any(row.message.kind == "system" for row, _ in futures[: len(acked)]):
                 self.faults.at("kill-after-publish")
             await self._db_call(self._mark_sent, acked)
             self.stats.published += len(acked)
+            telemetry.PUBLISHED.add(len(acked))
             for row, _ in futures[: len(acked)]:
                 k = row.message.kind
                 self.stats.by_kind[k] = self.stats.by_kind.get(k, 0) + 1

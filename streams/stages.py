@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from opentelemetry import trace
+from opentelemetry.trace import Span
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
@@ -30,6 +32,7 @@ from linetrace.ledger.sql import insert_ignore, keys_in
 from linetrace.schemas.envelope import decode_stored_event
 
 log = logging.getLogger("linetrace.stages")
+tracer = trace.get_tracer("linetrace.streams")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Pipeline:
         self.stages = list(stages)
         self.retry_limit = retry_limit
         self.stats = StageStats()
+        self.parent: Span | None = None  # the batch's span, for each stage's span
 
     def __call__(self, session: Session, batch: Sequence[Candidate]) -> list[Candidate]:
         decided: list[Candidate] = []
@@ -88,7 +92,10 @@ class Pipeline:
         return decided
 
     def _apply(self, session: Session, stage: Stage, batch: Sequence[Candidate]) -> Decisions:
-        with session.begin_nested():
+        with tracer.start_as_current_span(
+                f"stage {stage.name}", context=trace.set_span_in_context(self.parent)
+                if self.parent is not None else None,
+                attributes={"linetrace.events": len(batch)}), session.begin_nested():
             decisions = stage.decide(batch, stage.load(session, batch))
             outbox.enqueue(session, decisions.messages)
             for table, row in decisions.rows:

@@ -29,6 +29,7 @@ from linetrace.ledger.positions import resume_offset, stored_positions
 from .broker import cluster_id, wait_for_topics
 from .faults import Faults
 from .relay import Relay
+from .telemetry import GAUGES
 from .processor import BatchProcessor, CheckpointPolicy
 from .restart_guard import BrokerRestartGuard
 
@@ -161,11 +162,27 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
                     faults.at("kill-before-write")
                 await process_until_done(processor, records)
                 faults.at("kill-after-write")  # the ledger ahead of Kafka
+                _observe_lag(app, records)
                 yield len(records)
 
         ingest.__name__ = f"ingest_{spec.name.replace('.', '_')}"
         app.agent(topic, name=ingest.__name__, concurrency=1, sink=None)(ingest)
     return app, processor
+
+
+def _observe_lag(app: faust.App, records: list[SourceRecord]) -> None:
+    """Records the broker holds beyond what was just stored, per partition (a gauge)."""
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        if r.partition is not None and r.offset is not None:
+            last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
+    for (t, p), off in last.items():
+        try:
+            high = app.consumer.highwater(TP(t, p))
+        except Exception:  # not known yet: leave the last value
+            continue
+        if high is not None:
+            GAUGES.lag[(t, p)] = max(0, int(high) - off - 1)
 
 
 async def process_until_done(processor: BatchProcessor, records: list[SourceRecord]) -> None:
