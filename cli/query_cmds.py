@@ -28,7 +28,7 @@ def read_ledger(settings: Settings) -> Ledger:
     try:
         return Ledger(settings.db, read_only=True)
     except (LedgerMissing, SchemaOutOfDate, SchemaUnknown) as e:
-        raise ConfigurationError(f"{e} [{e.code}]") from None
+        raise ConfigurationError(e.message, code=e.code) from None  # exit 2, its own code
 
 
 def time_arg(s: str | None) -> datetime | None:
