@@ -105,9 +105,9 @@ def event(serial: str, time: datetime, seq: int) -> Candidate:
                                   serial.encode(), v), decode_event(v), kid, sig)
 
 
-def ledger_at(path: Path) -> Ledger:
+def ledger_at(path: Path, url: str | None = None) -> Ledger:
     path.mkdir(parents=True, exist_ok=True)
-    lg = Ledger(f"sqlite:///{path / 'l.db'}")
+    lg = Ledger(url or f"sqlite:///{path / 'l.db'}")
     plant, _ = load_or_create_plant_key(path / "keys")
     enroll_station(lg, plant, STATION, "aoi", KEY.public_key())
     return lg
@@ -182,3 +182,16 @@ def test_the_bound_is_configurable(tmp_path: Path) -> None:
     cands = [event("PCBA-C", at(d), i + 1) for i, d in enumerate((0, 0.5, 1.5))]
     write(lg, cands, batch=500, bound=timedelta(hours=12))
     assert [(k, t) for _, k, t in flags(lg)] == [(FAR, at(1.5).isoformat())]
+
+
+@pytest.mark.integration
+def test_postgresql_flags_what_sqlite_flags(tmp_path: Path, pg_url: str) -> None:
+    """The clock queries (timestamptz, years 0001 and 9999) on the other database."""
+    lite = ledger_at(tmp_path / "lite")
+    write(lite, stream(), batch=500)
+    pg = ledger_at(tmp_path / "pg", pg_url)
+    try:
+        write(pg, stream(), batch=3)
+        assert flags(pg) == flags(lite) and len(flags(pg)) == 7
+    finally:
+        pg.close()
