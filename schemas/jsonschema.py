@@ -116,17 +116,22 @@ def schema_file_name(event_type: str) -> str:
 
 
 def _walk(node: Any) -> Any:
-    """Post-process msgspec's output into what a non-Python validator needs to say the same.
+    """Post-process msgspec's output into what a non-Python validator needs to say the same,
+    in a form that does not depend on the msgspec version (`normalise`).
 
     - unbounded `number`s get the double range (see DOUBLE_MAX);
     - a pattern ending in Python's `\\Z` (end of string) is published with ECMA-262's `$`,
       which means the same there (Python's `$` also matches before a final newline).
     """
+    return normalise(_for_validators(node))
+
+
+def _for_validators(node: Any) -> Any:
     if isinstance(node, list):
-        return [_walk(x) for x in node]
+        return [_for_validators(x) for x in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _walk(v) for k, v in node.items()}
+    out = {k: _for_validators(v) for k, v in node.items()}
     pattern = out.get("pattern")
     if isinstance(pattern, str) and pattern.endswith("\\Z"):
         out["pattern"] = pattern[:-2] + "$"
@@ -172,7 +177,7 @@ def build_schema(event_type: str) -> JsonObject:
     system = event_type in SYSTEM_TYPES
     properties = _envelope_properties(event_type)
     key = f"the event's `subject` ({_KEYED_BY[topic]}); the Kafka key is its raw UTF-8 bytes"
-    return {
+    schema: JsonObject = normalise({
         "$schema": DRAFT,
         "$id": dataschema_of(event_type),
         "title": f"{event_type} v{SCHEMA_VERSIONS[event_type]}",
@@ -191,7 +196,8 @@ def build_schema(event_type: str) -> JsonObject:
         "additionalProperties": False,
         "$defs": {name: _walk(components[name]) for name in sorted(components)},
         "examples": [json.loads(example_event(event_type))],
-    }
+    })
+    return schema
 
 
 def plain_text(description: str) -> str:
