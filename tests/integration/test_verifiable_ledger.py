@@ -25,10 +25,12 @@ from linetrace.ledger.audit import AuditReport, audit_ledger
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.evidence import write_evidence
 from linetrace.ledger.log import LogLeaf
-from linetrace.ledger.models import Install, Operation, Unit
+from linetrace.ledger.models import EventRow, Install, Operation, Unit
 from linetrace.ledger.proof.verify import verify_bundle
+from linetrace.ledger.records import BatchOutcome
 from linetrace.ledger.writer import write_batch
 from linetrace.schemas import signing
+from linetrace.schemas.envelope import decode_event
 from tests.conftest import REPO
 from tests.unit.test_log_line import (
     ORIGIN,
@@ -111,17 +113,23 @@ def test_one_edited_leaf_is_named_and_breaks_the_signed_root(fed: Fed) -> None:
 
 
 def test_concurrent_batch_writers_share_one_log_without_gaps(fed: Fed) -> None:
-    more = station_candidates(line(units=2, seed=9))
+    # The fixture's stations already sent numbers 1..len(fed.candidates) on their partitions:
+    # the second line's events go on from there (restarting at 1 would reuse numbers, which
+    # the writer rightly quarantines as seq.reordered).
+    more = station_candidates(line(units=2, seed=9), first_seq=len(fed.candidates))
     other = Ledger(fed.ledger.url)
     # One unit is written by one worker (its partition's); the log is shared by both.
     second = [c for c in more if c.event.subject.endswith("000002")]
     halves = [[c for c in more if c not in second], second]
+    assert {(c.record.topic, c.record.partition) for c in halves[0]}.isdisjoint(
+        (c.record.topic, c.record.partition) for c in halves[1])  # one partition, one writer
+    outcomes: list[BatchOutcome] = []
     errors: list[BaseException] = []
 
     def run(ledger: Ledger, cands: list) -> None:  # type: ignore[type-arg]
         try:
             for k in range(0, len(cands), 7):
-                write_batch(ledger, cands[k : k + 7])
+                outcomes.append(write_batch(ledger, cands[k : k + 7]))
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
@@ -133,9 +141,18 @@ def test_concurrent_batch_writers_share_one_log_without_gaps(fed: Fed) -> None:
         t.join()
     other.close()
     assert not errors
+    # What went in came out: every event stored once, none rejected, none taken for a duplicate.
+    assert [r.code for o in outcomes for r in o.rejections] == []
+    assert sum(o.duplicates for o in outcomes) == 0
+    assert sorted(c.event.id for o in outcomes for c in o.stored) == sorted(
+        c.event.id for c in more)
     with fed.ledger.reader() as s:
+        ids = set(s.scalars(select(EventRow.event_id)))
+        assert {c.event.id for c in more} <= ids
         data = list(s.scalars(select(LogLeaf.data).order_by(LogLeaf.idx)))
         size = log.tree_size(s)
+        assert size == len(data) == len([e for e in s.scalars(select(EventRow))
+                                         if log.is_leaf_bearing(decode_event(e.value))])
         assert log.root_at(s, size) == merkle.MemoryTree.from_data(data).root()
     assert audit(fed).findings == []
 
