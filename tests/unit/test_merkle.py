@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from linetrace.ledger.proof.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.conftest import need
 
 TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
 MERKLE = TESTDATA / "merkle"
@@ -40,12 +40,7 @@ BIG = 10_000
 
 def require_testdata() -> None:
     """The vectors live beside the repo; CI must have them, a laptop may not."""
-    if MERKLE.is_dir():
-        return
-    message = f"shared test vectors not found at {MERKLE}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    need(MERKLE.is_dir(), f"the shared test vectors at {MERKLE}")
 
 
 def probe_files(kind: str) -> list[str | None]:
