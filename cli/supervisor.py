@@ -1,9 +1,13 @@
 """`linetrace up`: broker, worker and simulator as supervised child processes.
 
 Children get their own process group and die with us (PR_SET_PDEATHSIG), so Ctrl-C or a
-crash of `up` leaves no orphans. With --until-idle, `up` stops everything once the simulator
-has finished and the worker has written every input record (its positions in the ledger reach
-the end of every input partition), then prints a summary.
+crash of `up` leaves no orphans. With --until-idle, `up` stops everything once the line is
+idle, then prints a summary. Idle means nothing holds work (`waiting_for`): no station's
+spool under `<data dir>/stations` holds an event that is not acknowledged, or that was
+acknowledged by an earlier incarnation of the broker and is not in the ledger
+(`linetrace.stations.backlog`); the worker has written every input record (its positions in
+the ledger, in the broker's current incarnation, reach the end of every input partition); and
+the relay has published the whole outbox.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.models import EventRow, IngestPosition, Rejected, Unit
@@ -83,20 +88,57 @@ def _end_offsets(bootstrap: str) -> dict[tuple[str, int], int]:
     return asyncio.run(go())
 
 
-def drained(ledger: Ledger, bootstrap: str) -> bool:
-    """Has the worker stored everything the broker holds, and the relay published everything
-    the ledger holds? Positions count only in the broker's current incarnation: after the
-    embedded broker restarted empty, old positions say nothing about the new log."""
+def waiting_for(ledger: Ledger, bootstrap: str, stations_dir: Path | None = None) -> list[str]:
+    """What still holds work, one line each; empty when the line is idle.
+
+    The stations' spools (under `stations_dir`), then the outbox, are read before the broker's
+    end offsets, and those before the ledger's positions: whatever a spool or the outbox hands
+    to the broker meanwhile is then inside the end offsets compared. Positions count only in
+    the broker's current incarnation: after the embedded broker restarted empty, old positions
+    say nothing about the new log."""
     from linetrace.ledger.outbox import backlog
+    from linetrace.stations.backlog import station_backlogs
     from linetrace.streams.broker import cluster_id
 
-    ends = _end_offsets(bootstrap)
     incarnation = asyncio.run(cluster_id(bootstrap))
+    spools = station_backlogs(stations_dir, incarnation) if stations_dir is not None else []
     with ledger.reader() as s:
+        unsent = backlog(s)
+    ends = _end_offsets(bootstrap)
+    reasons: list[str] = []
+    with ledger.reader() as s:
+        for b in spools:
+            if b.acked_elsewhere:  # what the worker stored before the restart is not work
+                b = replace(b, acked_elsewhere=_not_stored(s, b.station_id, b.acked_elsewhere))
+                if b.empty:
+                    continue
+            reasons.append(b.describe())
         pos = {(r.topic, r.partition): r.next_offset for r in s.scalars(select(IngestPosition))
                if r.incarnation is None or r.incarnation == incarnation}
-        unsent = backlog(s)
-    return unsent == 0 and all(pos.get(k, 0) >= end for k, end in ends.items())
+    behind = {k: end - pos.get(k, 0) for k, end in ends.items() if pos.get(k, 0) < end}
+    if behind:
+        reasons.append(f"the worker has not yet written {sum(behind.values())} record(s) on "
+                       f"{len(behind)} partition(s)")
+    if unsent:
+        reasons.append(f"the relay has not yet published {unsent} outbox message(s)")
+    return reasons
+
+
+def _not_stored(s: Session, station_id: str, event_ids: tuple[str, ...]) -> tuple[str, ...]:
+    """The event ids of `station_id` that are neither in the ledger nor rejected."""
+    seen: set[str] = set()
+    for i in range(0, len(event_ids), 500):
+        chunk = event_ids[i:i + 500]
+        seen.update(s.scalars(select(EventRow.event_id).where(
+            EventRow.source == station_id, EventRow.event_id.in_(chunk))))
+        seen.update(e for e in s.scalars(select(Rejected.event_id).where(
+            Rejected.source == station_id, Rejected.event_id.in_(chunk))) if e is not None)
+    return tuple(e for e in event_ids if e not in seen)
+
+
+def drained(ledger: Ledger, bootstrap: str, stations_dir: Path | None = None) -> bool:
+    """Is the line idle: nothing in a spool, the ingest or the outbox (`waiting_for`)?"""
+    return not waiting_for(ledger, bootstrap, stations_dir)
 
 
 @dataclass(frozen=True)
@@ -205,6 +247,7 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
         print("  stop     Ctrl-C" if not until_idle else "  running until the line is idle...",
               flush=True)
         ledger = Ledger(settings.db)
+        stations = data / "stations"  # the simulator's spools (cli/line_cmds.py)
         progress = Progress(ledger)
         while sim.alive():
             for c in children:
@@ -221,21 +264,30 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
         if not until_idle:
             print("simulation finished; broker and worker keep running (Ctrl-C stops)", flush=True)
             while all(c.alive() for c in children if c is not sim):
-                if progress.tick() and not progress.caught_up and drained(ledger, bootstrap):
+                if progress.tick() and not progress.caught_up and drained(ledger, bootstrap,
+                                                                          stations):
                     progress.worker_caught_up()
                 time.sleep(0.5)
             return 1
         deadline = time.monotonic() + 300
         stable = 0
+        told: set[str] = set()
+        reasons: list[str] = []
         while stable < 2:
             worker = children[-2]
             if not worker.alive():
                 print(f"linetrace: worker exited; see {worker.log_path}", file=sys.stderr)
                 return 1
             if time.monotonic() > deadline:
-                print("linetrace: worker did not drain within 300 s", file=sys.stderr)
+                print("linetrace: the line is not idle after 300 s: " + "; ".join(reasons),
+                      file=sys.stderr)
                 return 1
-            stable = stable + 1 if drained(ledger, bootstrap) else 0
+            reasons = waiting_for(ledger, bootstrap, stations)
+            stable = 0 if reasons else stable + 1
+            spools = {r.split(":", 1)[0]: r for r in reasons if r.startswith("station ")}
+            for who in sorted(spools.keys() - told):  # a station holding work is news
+                print(f"  waiting: {spools[who]}", flush=True)
+            told = set(spools)
             progress.tick()
             time.sleep(0.5)
         progress.worker_caught_up()
