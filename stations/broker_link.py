@@ -9,7 +9,12 @@ acknowledged, see `sender.py`); a connection never outlives its broker process, 
 either reaches the confirmed broker or fails. Nothing is retried below the sender.
 
 The connections, API version negotiation and security settings are aiokafka's
-(`AIOKafkaClient`); the requests are aiokafka's protocol classes.
+(`AIOKafkaClient`); the requests are aiokafka's protocol classes. Two things of that client are
+left out because they only make noise here: its background metadata refresher (every metadata
+request is ours, `describe`), and its connection attempts to a broker that is not listening:
+before aiokafka opens a connection, a plain TCP probe checks the address, so while the broker
+is away the sender fails quietly (and logs the outage once) instead of aiokafka logging an
+ERROR at every retry.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka.client import AIOKafkaClient
+from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.protocol.metadata import MetadataRequest
@@ -95,11 +100,16 @@ class BrokerLink:
         client = AIOKafkaClient(bootstrap_servers=self.bootstrap, client_id=self.client_id,
                                 request_timeout_ms=self.request_timeout_ms,
                                 metadata_max_age_ms=60_000, **self._security)
+        await _probe_any(_hosts(self.bootstrap), self.request_timeout_ms / 1000)
         try:
             await client.bootstrap()
         except BaseException:
             await client.close()
             raise
+        sync, client._sync_task = client._sync_task, None  # see the module docstring
+        if sync is not None:
+            sync.cancel()
+            await asyncio.gather(sync, return_exceptions=True)
         self._client = client
 
     async def close(self) -> None:
@@ -119,6 +129,7 @@ class BrokerLink:
         node = client.get_random_node()
         if node is None:
             raise KafkaConnectionError("no broker known")
+        await self._reachable(client, node)
         resp = await client.send(node, MetadataRequest(sorted(topics),
                                                        allow_auto_topic_creation=False))
         client.cluster.update_metadata(resp)
@@ -138,11 +149,22 @@ class BrokerLink:
         client = self._require()
         out: dict[int, Connection] = {}
         for node in sorted(nodes):
+            await self._reachable(client, node)
             conn = await client._get_conn(node)  # aiokafka's pool; private but long stable
             if conn is None or not conn.connected():
                 raise KafkaConnectionError(f"no connection to broker node {node}")
             out[node] = conn
         return out
+
+    async def _reachable(self, client: Any, node: int) -> None:
+        """Raise KafkaConnectionError, quietly, if `node` has no live connection and does
+        not accept one (aiokafka would log an ERROR for each such attempt)."""
+        conn = client._conns.get((node, ConnectionGroup.DEFAULT))
+        if conn is not None and conn.connected():
+            return
+        broker = client.cluster.broker_metadata(node)
+        if broker is not None:
+            await _probe_any([(broker.host, broker.port)], self.request_timeout_ms / 1000)
 
     async def produce(self, conn: Connection, batches: Mapping[TopicPartition, list[Spooled]],
                       ) -> dict[TopicPartition, Landed]:
@@ -192,6 +214,36 @@ class BrokerLink:
             if isinstance(e, KafkaError):
                 raise
             raise KafkaConnectionError(f"{type(e).__name__}: {e}") from e
+
+
+def _hosts(bootstrap: str) -> list[tuple[str, int]]:
+    """host:port pairs of a bootstrap string (`h1:9092,h2:9092`, `[::1]:9092`)."""
+    out: list[tuple[str, int]] = []
+    for item in bootstrap.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not port.isdigit():
+            host, port = item.strip(), "9092"
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+async def _probe_any(hosts: Sequence[tuple[str, int]], timeout_s: float) -> None:
+    """Return once one of `hosts` accepts a TCP connection; KafkaConnectionError if none."""
+    errors: list[str] = []
+    for host, port in hosts:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                               min(timeout_s, 5.0))
+        except (OSError, asyncio.TimeoutError) as e:
+            errors.append(f"{host}:{port}: {e or type(e).__name__}")
+            continue
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+        return
+    raise KafkaConnectionError("no broker listening (" + "; ".join(errors) + ")")
 
 
 def _record_batch(rows: list[Spooled]) -> bytes:

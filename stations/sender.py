@@ -13,6 +13,16 @@ offset it recorded on its last acknowledgement (minus one). If the broker no lon
 partition become pending again and are resent, in their original order and bytes, before
 anything newer. Real Kafka never loses acknowledged records, so there this never replays.
 Topics whose partition count differs from CONTRACTS.md are never written; the sender waits.
+
+A quiet station checks too. While nothing is pending, the sender asks the broker it last
+wrote to for metadata every `watch_interval_s` (1 s): a connection that had to be reopened,
+or a cluster id other than the one that acknowledged our events (the embedded broker takes a
+new one at every start), runs the same confirmation, so what a restarted broker lost is
+replayed without waiting for the station's next event.
+
+Logging: an outage is logged once when it starts (WARNING) and once when the broker answers
+again (INFO, with its length and the attempts that failed); a long one is reminded every
+`remind_s`. A replay is one WARNING line.
 """
 
 from __future__ import annotations
@@ -48,14 +58,26 @@ class SenderStats:
     rounds: int = 0
     replayed: int = 0
     confirmations: int = 0
+    watches: int = 0        # idle checks of the broker while nothing was pending
+    outages: int = 0
     last_error: str | None = None
+
+
+@dataclass
+class _Outage:
+    since: float
+    reason: str
+    failures: int = 1
+    reminded: float = 0.0
 
 
 class Sender:
     def __init__(self, station_id: str, outbox: Outbox, link: BrokerLink, *,
                  window_events: int = 1000, window_bytes: int = 900 * 1024,
                  retry_backoff_s: float = 0.1, max_retry_backoff_s: float = 2.0,
-                 topic_poll_s: float = 0.5, purge_interval_s: float = 60.0) -> None:
+                 topic_poll_s: float = 0.5, purge_interval_s: float = 60.0,
+                 watch_interval_s: float = 1.0, remind_s: float = 300.0,
+                 topic_grace_s: float = 1.0) -> None:
         self.station_id = station_id
         self.outbox = outbox
         self.link = link
@@ -65,11 +87,16 @@ class Sender:
         self.max_retry_backoff_s = max_retry_backoff_s
         self.topic_poll_s = topic_poll_s
         self.purge_interval_s = purge_interval_s
+        self.watch_interval_s = watch_interval_s
+        self.remind_s = remind_s
+        self.topic_grace_s = topic_grace_s
         self.stats = SenderStats()
         self.progress = asyncio.Event()   # set after every round that acknowledged something
         self._trusted: dict[int, Connection] = {}
         self._view: ClusterView | None = None
         self._warned: dict[str, float] = {}
+        self._outage: _Outage | None = None
+        self._next_watch = 0.0
         self.stopped = False  # aiokafka's close() can swallow a cancellation: also a flag
 
     async def stop(self, task: asyncio.Task[None]) -> None:
@@ -95,13 +122,13 @@ class Sender:
                 reason = str(e) if str(e).startswith(type(e).__name__) or isinstance(e, _Retry) \
                     else f"{type(e).__name__}: {e}"
                 self.stats.last_error = reason
-                self._warn("send", f"station {self.station_id}: delivery paused ({reason}); "
-                                   f"{self.outbox.spool.pending} event(s) wait in the spool")
+                self._failed(reason)
                 if isinstance(e, (KafkaError, OSError, asyncio.TimeoutError)):
                     await self._reset()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_retry_backoff_s)
                 continue
+            self._recovered()
             if time.monotonic() >= next_purge:
                 await self.outbox.purge()
                 next_purge = time.monotonic() + self.purge_interval_s
@@ -109,7 +136,8 @@ class Sender:
                 self.outbox.appended.clear()
                 if self.outbox.spool.pending == 0:
                     try:
-                        await asyncio.wait_for(self.outbox.appended.wait(), self.purge_interval_s)
+                        await asyncio.wait_for(self.outbox.appended.wait(), min(
+                            self.watch_interval_s, self.purge_interval_s))
                     except TimeoutError:
                         pass
 
@@ -118,6 +146,33 @@ class Sender:
         self._trusted.clear()
         self._view = None
         await self.link.close()
+
+    def _failed(self, reason: str) -> None:
+        """A round failed: say so when the outage starts, then only remind now and then."""
+        now = time.monotonic()
+        o = self._outage
+        if o is None:
+            self._outage = _Outage(now, reason, reminded=now)
+            self.stats.outages += 1
+            log.warning("station %s: cannot deliver (%s); events are kept in the spool and "
+                        "sent when the broker answers (%d waiting); retrying quietly",
+                        self.station_id, reason, self.outbox.spool.pending)
+            return
+        o.failures += 1
+        o.reason = reason
+        if now - o.reminded >= self.remind_s:
+            o.reminded = now
+            log.warning("station %s: still cannot deliver after %.0f s (%d attempts; last: %s); "
+                        "%d event(s) wait in the spool", self.station_id, now - o.since,
+                        o.failures, reason, self.outbox.spool.pending)
+
+    def _recovered(self) -> None:
+        o, self._outage = self._outage, None
+        if o is not None:
+            log.info("station %s: the broker answers again after %.1f s (%d failed attempt(s); "
+                     "last: %s); %d event(s) wait in the spool", self.station_id,
+                     time.monotonic() - o.since, o.failures, o.reason,
+                     self.outbox.spool.pending)
 
     def _warn(self, what: str, message: str, every_s: float = 30.0) -> None:
         now = time.monotonic()
@@ -131,7 +186,7 @@ class Sender:
         """Send one window; the number of rows acknowledged (-1: confirmed, go again)."""
         rows = await self.outbox.next_pending(self.window_events, self.window_bytes)
         if not rows:
-            return 0
+            return await self._watch()
         await self.link.connect()
         topics = {r.topic for r in rows}
         view = self._view
@@ -176,6 +231,28 @@ class Sender:
                          + (" ..." if len(failed) > 5 else ""))
         return len(acked)
 
+    async def _watch(self) -> int:
+        """Nothing to send: every `watch_interval_s`, make sure the broker we last wrote to
+        still holds what it acknowledged (-1: it did not, the lost rows are pending again)."""
+        now = time.monotonic()
+        if now < self._next_watch:
+            return 0
+        self._next_watch = now + self.watch_interval_s
+        marks = await self.outbox.marks()
+        if not marks:
+            return 0
+        self.stats.watches += 1
+        await self.link.connect()
+        view = await self._describe({t for t, _ in marks})
+        conns = await self.link.connections({self._leader(view, tp) for tp in marks})
+        known = await self.outbox.cluster_id()
+        moved = known is not None and view.cluster_id is not None and known != view.cluster_id
+        if not moved and all(self._trusted.get(n) is c for n, c in conns.items()):
+            return 0
+        replayed = self.stats.replayed
+        await self._confirm(view, conns)
+        return -1 if self.stats.replayed > replayed else 0
+
     def _leader(self, view: ClusterView, tp: TopicPartition) -> int:
         node = view.leaders.get(tp, -1)
         if node < 0:
@@ -186,6 +263,7 @@ class Sender:
     async def _describe(self, topics: Iterable[str]) -> ClusterView:
         """Metadata of `topics`, waiting (and saying why) while a count is wrong."""
         wanted = sorted(set(topics))
+        since = time.monotonic()
         while True:
             view = await self.link.describe(wanted)
             wrong = {t: view.partitions.get(t) for t in wanted
@@ -193,7 +271,10 @@ class Sender:
             if not wrong:
                 self._view = view
                 return view
-            for t, found in wrong.items():
+            # A restarted embedded broker creates the topics within a second: only a count
+            # that stays wrong is worth a warning.
+            settled = time.monotonic() - since >= self.topic_grace_s
+            for t, found in wrong.items() if settled else ():
                 self._warn(f"topic {t}", (
                     f"station {self.station_id}: waiting for topic {t}: it has {found or 'no'} "
                     f"partition(s), linetrace needs {ALL_TOPICS[t]} (the embedded broker "
@@ -210,9 +291,9 @@ class Sender:
             view = await self._describe({t for t, _ in marks} | set(view.partitions))
         lost: set[TopicPartition] = set()
         known = await self.outbox.cluster_id()
+        why = "it does not hold them"
         if known is not None and view.cluster_id is not None and known != view.cluster_id:
-            log.warning("station %s: the broker's cluster id is %r, was %r when it last "
-                        "acknowledged our events", self.station_id, view.cluster_id, known)
+            why = f"its cluster id is {view.cluster_id!r}, was {known!r}: a new broker"
             lost = set(marks)
         else:
             wanted: dict[int, dict[TopicPartition, int]] = defaultdict(dict)
@@ -234,10 +315,12 @@ class Sender:
         if lost:
             n = await self.outbox.replay(lost)
             self.stats.replayed += n
+            names = [f"{t}[{p}]" for t, p in sorted(lost)]
             log.warning(
-                "station %s: the broker no longer holds what it acknowledged on %s; resending "
-                "%d retained event(s) in their original order before anything newer",
-                self.station_id, ", ".join(f"{t}[{p}]" for t, p in sorted(lost)), n)
+                "station %s: the broker lost what it acknowledged on %d partition(s) (%s%s; "
+                "%s); resending %d retained event(s) in their original order before anything "
+                "newer", self.station_id, len(names), ", ".join(names[:4]),
+                " ..." if len(names) > 4 else "", why, n)
         elif marks:
             log.info("station %s: broker confirmed (%d partition(s) intact)", self.station_id,
                      len(marks))
