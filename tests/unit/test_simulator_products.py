@@ -39,11 +39,13 @@ def visits(u: Unit) -> list[list[SimEvent]]:
 
 @pytest.mark.parametrize("product", ["A", "B", "mix"])
 def test_every_unit_follows_its_route_file_step_by_step(product: str) -> None:
+    checked, repairs, failures, finished = 0, 0, 0, 0
     for seed in (1, 2, 3):
         for u in product_plan(product, seed).units:
             route = route_for_unit(u.product, u.kind)
             expected_next = route.first_step.step
             for v in visits(u):
+                checked += 1
                 started = v[1].body
                 assert isinstance(started, WorkStarted)
                 step = route.step(started.step)
@@ -53,6 +55,7 @@ def test_every_unit_follows_its_route_file_step_by_step(product: str) -> None:
                 completed = v[-2].body
                 assert isinstance(completed, WorkCompleted) and step.allows(completed.result)
                 if step.is_repair:
+                    repairs += 1
                     repaired = next(e.body for e in v if isinstance(e.body, UnitRepaired))
                     if repaired.result == "Scrap":
                         break
@@ -62,6 +65,7 @@ def test_every_unit_follows_its_route_file_step_by_step(product: str) -> None:
                 assert not route.missing_before(step.step, {s.step for s in route.steps
                                                             if s.step < step.step})
                 if completed.result == "Failed":
+                    failures += 1
                     repair = route.repair_for(step.step)
                     assert repair is not None
                     expected_next = repair.step
@@ -69,11 +73,15 @@ def test_every_unit_follows_its_route_file_step_by_step(product: str) -> None:
                     nxt = route.next_step(step.step)
                     expected_next = nxt.step if nxt else -1
             if u.outcome in ("shipped", "passed", "installed"):
+                finished += 1
                 assert expected_next == -1, u.serial
+    # Every branch above ran: the seeds have failures sent to repair and units that finished.
+    assert checked >= 100 and repairs > 0 and failures >= repairs and finished >= 18
 
 
 @pytest.mark.parametrize("product", ["A", "B"])
 def test_each_install_step_installs_what_its_route_expects(product: str) -> None:
+    steps, slotted, bulk, parented = 0, 0, 0, 0
     for u in product_plan(product).servers:
         route = route_for_unit(product, "server")
         for v in visits(u):
@@ -84,19 +92,25 @@ def test_each_install_step_installs_what_its_route_expects(product: str) -> None
             items = [i for e in v if isinstance(e.body, MaterialsInstalled) for i in e.body.items]
             expected = route.parts_expected(started.step)
             consumed = route.sub_assemblies(started.step)
+            steps += bool(expected or consumed)
             assert Counter(i.category for i in items) == Counter(
                 {**{p.category: (p.count if p.serialized else 1) for p in expected},
                  **{a.category: a.count for a in consumed}})
             by_category = {i.category: i for i in items if i.serial and i.slot is None}
             for p in expected:
                 mine = [i for i in items if i.category == p.category]
+                assert mine, p.category
                 if p.slots:
+                    slotted += 1
                     assert sorted(i.slot for i in mine if i.slot is not None) == sorted(p.slots)
                 if not p.serialized:
+                    bulk += 1
                     assert mine[0].qty == p.count and mine[0].serial is None
                 for i in mine:
                     parent = by_category[p.parent].serial if p.parent else None
+                    parented += parent is not None
                     assert i.parent == parent, (p.category, i.parent, parent)
+    assert steps >= 6 and slotted >= 6 and bulk >= 6 and parented >= 24
 
 
 def test_product_b_has_eight_pcie_cards_in_slots_0_to_7_no_baseboard_and_a_bought_mainboard() -> None:
@@ -115,9 +129,10 @@ def test_product_b_has_eight_pcie_cards_in_slots_0_to_7_no_baseboard_and_a_bough
         runs = [e.body for e in server.events if e.event_type == "burnin.run"]
         assert runs and all(getattr(r, "sku") in (None, "RTX-PRO-6000-BSE") for r in runs)
     golden = {(f.component, f.image, f.version): f.sha256 for f in PRODUCTS["B"].firmware}
-    for e in p.stream():
-        if isinstance(e.body, FirmwareFlashed):
-            assert golden[e.body.component, e.body.image, e.body.version] == e.body.sha256
+    flashed = [e.body for e in p.stream() if isinstance(e.body, FirmwareFlashed)]
+    assert len(flashed) >= len(p.servers) * len(golden) > 0
+    for f in flashed:
+        assert golden[f.component, f.image, f.version] == f.sha256
 
 
 def test_mix_alternates_a_and_b_servers_and_builds_pcbas_only_for_a() -> None:
@@ -155,7 +170,9 @@ def test_every_station_reports_producing_when_the_run_starts() -> None:
 def test_receipts_name_supplier_date_code_coc_and_pass_the_plants_avl() -> None:
     avl = default_avl()
     for product in ("A", "B"):
-        for e in product_plan(product).receipts:
+        receipts = product_plan(product).receipts
+        assert len(receipts) >= 10
+        for e in receipts:
             body = e.body
             assert isinstance(body, MaterialReceived)
             assert avl.check(body.mpn, body.supplier).result == "Passed", (body.mpn, body.supplier)
@@ -180,7 +197,9 @@ def burnin_runs(u: Unit) -> list[list[SimEvent]]:
 def test_burnin_emits_run_one_telemetry_per_second_with_every_gpu_and_burnin_results(
         seconds: int) -> None:
     p = generate_line(LineConfig(units=3, seed=21, burnin_seconds=seconds))
+    assert len(p.servers) == 3
     for server in p.servers:
+        assert burnin_runs(server), server.serial  # every server is burnt in at least once
         for run in burnin_runs(server):
             types = [e.event_type for e in run]
             assert types[0] == "burnin.run" and types[-1] == "burnin.run"
@@ -200,6 +219,7 @@ def test_burnin_emits_run_one_telemetry_per_second_with_every_gpu_and_burnin_res
 
 
 def test_burnin_inventory_is_the_gpus_installed_at_step_60() -> None:
+    runs = 0
     for server in plan(7).servers:
         fitted: dict[int, str] = {}
         for e in server.events:
@@ -207,16 +227,22 @@ def test_burnin_inventory_is_the_gpus_installed_at_step_60() -> None:
                 fitted |= {i.slot: i.serial or "" for i in e.body.items
                            if i.category == "gpu" and i.slot is not None}
             if isinstance(e.body, BurninRun) and e.body.phase == "start":
+                runs += 1
+                assert len(fitted) == 8
                 assert {g.gpu_index: g.serial for g in e.body.inventory} == fitted
+    assert runs >= len(plan(7).servers) > 0
 
 
 def test_burnin_visit_lasts_set_up_plus_telemetry_plus_tear_down_within_max_cycle() -> None:
     route = route_for_unit("A", "server")
+    burnt = 0
     for server in plan(7).servers:
         for v in visits(server):
             if v[0].station_id == "burnin-01":
+                burnt += 1
                 span = (v[-1].time - v[0].time).total_seconds()
                 assert 60 + 300 <= span <= route.step(90).max_cycle_s
+    assert burnt >= len(plan(7).servers) > 0
 
 
 def test_bad_simulator_settings_are_refused_with_stable_codes() -> None:
