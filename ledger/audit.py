@@ -10,13 +10,17 @@ The leaves are the record; everything else is checked against them:
 - the genealogy tables are rebuilt from the leaf values into a scratch in-memory SQLite with the
   writer's own projections and compared row by row on natural keys (surrogate ids differ
   between databases), so an edited, inserted or deleted row is reported by table and key;
+- they are rebuilt again with the partitions read one after another, in ascending and then in
+  descending order (each partition's events in their own order, keys and system events
+  first): the genealogy must be a function of the events, never of the order in which the
+  worker happened to consume partitions, so any difference is reported (`order`);
 - every sealed HBOM must still hash to what its `unit.sealed` leaf says.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +30,8 @@ from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.orm import Session
 
 from linetrace.schemas import bodies as b
-from linetrace.schemas.envelope import SYSTEM_SOURCE, decode_stored_event
-from linetrace.schemas.topics import LEAF_TOPICS, TOPIC_OF_TYPE
+from linetrace.schemas.envelope import SYSTEM_SOURCE, Event, decode_stored_event, parse_time
+from linetrace.schemas.topics import LEAF_TOPICS, STATIONS, TOPIC_OF_TYPE
 
 from .proof import merkle
 from .proof.checkpoints import read_checkpoints
@@ -49,14 +53,14 @@ from .models import (
     Unit,
 )
 from .proof.note import VerifierKey, open_checkpoint
-from .projections import project
+from .projections import project, settle
 from .system_events import SealedHbom
-from .proof.leaf import LeafMalformed, Src, chain_of, parse_leaf
+from .proof.leaf import Leaf, LeafMalformed, Src, chain_of, parse_leaf
 
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # edited | inserted | deleted | invalid
+    kind: str  # edited | inserted | deleted | invalid | order
     table: str
     key: str
     detail: str
@@ -192,6 +196,7 @@ def _audit_checkpoints(s: Session, tree: merkle.MemoryTree, verifier: VerifierKe
 # --- Genealogy ---------------------------------------------------------------------------------
 
 KeyFn = Callable[[Any], tuple[Any, ...]]
+ROUTE_COLUMNS = ("route_product", "route_revision", "route_sha256")
 
 
 def _rows(s: Session, model: type[Base], key: KeyFn, skip: Iterable[str],
@@ -213,7 +218,9 @@ def _rows(s: Session, model: type[Base], key: KeyFn, skip: Iterable[str],
 def _tables(s: Session, plant_keyid: str) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
     tests = {t.id: t.event_id for t in s.scalars(select(TestRun))}
     return {
-        "units": _rows(s, Unit, lambda r: (r.serial,), ()),
+        # The route a unit started on comes from the route files in force then (the worker's
+        # LINETRACE_ROUTES), not from its events: the leaves cannot say it.
+        "units": _rows(s, Unit, lambda r: (r.serial,), ROUTE_COLUMNS),
         "operations": _rows(s, Operation, lambda r: (r.serial, r.transaction_id), ("id",)),
         "installs": _rows(s, Install, lambda r: (r.installed_event,), ("id",)),
         "tests": _rows(s, TestRun, lambda r: (r.event_id,), ("id",)),
@@ -230,17 +237,66 @@ def _tables(s: Session, plant_keyid: str) -> dict[str, dict[tuple[Any, ...], dic
     }
 
 
-def _rebuild(leaves: Iterable[LogLeaf]) -> Session:
+Replayed = tuple[Event, Leaf]
+_REBUILD_BATCH = 500  # events per settle, as the worker's batches (the result must not depend on it)
+
+
+def _replayable(leaves: Iterable[LogLeaf]) -> list[Replayed]:
+    out: list[Replayed] = []
+    for row in leaves:
+        try:
+            leaf = parse_leaf(row.data)
+            out.append((decode_stored_event(leaf.value), leaf))
+        except (LeafMalformed, LedgerError, ValueError):
+            continue  # already reported by the log audit
+    return out
+
+
+def partitions_in_turn(items: Sequence[Replayed], *, descending: bool) -> list[Replayed]:
+    """The events as a worker would write them if it read the partitions one after another:
+    keys and system events first (a station's key precedes its events), then each partition's
+    events in their own order, the partitions in ascending or descending order."""
+    def partition(item: Replayed) -> tuple[str, int] | None:
+        src = item[1].src
+        if "cause" in src or src.get("topic") == STATIONS:
+            return None
+        return str(src.get("topic")), int(src.get("partition") or 0)
+
+    keyed = [(partition(i), i) for i in items]
+    first = [i for p, i in keyed if p is None]
+    rest = [(p, i) for p, i in keyed if p is not None]
+    rest.sort(key=lambda pi: pi[0], reverse=descending)  # stable: each partition keeps its order
+    return first + [i for _, i in rest]
+
+
+def _rebuild(items: Iterable[Replayed]) -> Session:
     scratch = create_engine("sqlite://")
     Base.metadata.create_all(scratch)
     s = Session(scratch)
-    for row in leaves:
-        try:
-            project(s, decode_stored_event(parse_leaf(row.data).value))
-        except (LeafMalformed, LedgerError, ValueError):
-            continue  # already reported by the log audit
+    now = datetime.now(UTC)
+    for n, (event, leaf) in enumerate(items, 1):
+        src = leaf.src
+        s.add(EventRow(source=event.source, event_id=event.id, type=event.type,
+                       subject=event.subject, time=parse_time(event.envelope.time),
+                       stationseq=event.seq, topic=TOPIC_OF_TYPE.get(event.type, ""),
+                       partition=src.get("partition"), offset=src.get("offset"),
+                       cause=src.get("cause"), keyid=leaf.keyid, signature=leaf.signature,
+                       value=leaf.value, recorded=now))
+        project(s, event)
+        if n % _REBUILD_BATCH == 0:
+            settle(s)
+    settle(s)
     s.flush()
     return s
+
+
+def _derived(items: Iterable[Replayed], plant_keyid: str
+             ) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
+    scratch = _rebuild(items)
+    try:
+        return _tables(scratch, plant_keyid)
+    finally:
+        scratch.close()
 
 
 def _diff(table: str, stored: dict[tuple[Any, ...], dict[str, Any]],
@@ -259,6 +315,24 @@ def _diff(table: str, stored: dict[tuple[Any, ...], dict[str, Any]],
                        for c in want if got.get(c) != want[c]]
             if changed:
                 add(Finding("edited", table, name, "; ".join(changed)))
+
+
+def _diff_order(table: str, in_log_order: dict[tuple[Any, ...], dict[str, Any]],
+                other: dict[tuple[Any, ...], dict[str, Any]], how: str, rep: AuditReport) -> None:
+    """Rows the same leaves give differently when the partitions are read in turn."""
+    for key in sorted(in_log_order.keys() | other.keys(), key=repr):
+        got, want = other.get(key), in_log_order.get(key)
+        if got == want:
+            continue
+        name = ", ".join(map(str, key[:-1])) + (f" #{key[-1]}" if key[-1] else "")
+        if got is None or want is None:
+            what = "only in log order" if got is None else f"only with partitions {how}"
+        else:
+            what = "; ".join(f"{c}: {want[c]!r} in log order, {got.get(c)!r}" for c in want
+                             if got.get(c) != want[c])
+        rep.findings.append(Finding("order", table, name, f"{what} (partitions read in turn, "
+                                    f"{how}): the projection depends on the order in which "
+                                    "partitions are consumed"))
 
 
 def _audit_hboms(s: Session, rep: AuditReport) -> None:
@@ -281,12 +355,14 @@ def audit_ledger(ledger: Ledger, verifier: VerifierKey, plant_keyid: str,
         _audit_checkpoints(s, tree, verifier, held, rep)
         stored = _tables(s, plant_keyid)
         _audit_hboms(s, rep)
-    scratch = _rebuild(leaves)
-    try:
-        derived = _tables(scratch, plant_keyid)
-    finally:
-        scratch.close()
+    items = _replayable(leaves)
+    derived = _derived(items, plant_keyid)
     for table, rows in stored.items():
         _diff(table, rows, derived[table], rep)
+    for descending in (False, True):
+        how = "descending" if descending else "ascending"
+        other = _derived(partitions_in_turn(items, descending=descending), plant_keyid)
+        for table, rows in derived.items():
+            _diff_order(table, rows, other[table], how, rep)
     rep.findings.sort(key=lambda f: (f.table, f.key))
     return rep

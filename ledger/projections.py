@@ -7,6 +7,11 @@ rebuilds them (a unit's route columns come from the routes in force during the r
 A unit records the route it starts on when its product becomes known (its first
 `work.started`), from the routes in force that the writer puts in `session.info["routes"]`
 (a `RouteBook`); it keeps that route when the route files change later.
+
+Every table here is a function of the events, never of the order in which partitions are
+read: each row belongs to the unit (or lot, or station) whose own partition carries the
+events that write it, except a sub-assembly's state, which its installs into other units
+decide too; `unit_state` settles that once per batch (`settle`, called by the writer).
 """
 
 from __future__ import annotations
@@ -25,9 +30,8 @@ from linetrace.schemas.signing import keyid_of, load_public_key, raw_public_key
 
 from .models import Firmware, Install, Lot, LotSerial, Measurement, Operation, Station
 from .models import StationKey, TestRun, Unit
-
-REPAIR_STATION_TYPE = "repair"
-FINAL_STATES = frozenset({"packed", "shipped", "scrapped"})
+from .unit_state import FINAL_STATES, REPAIR_STATION_TYPE, aware, mark, needs_settling
+from .unit_state import route_state, settle_units
 
 
 def _unit(session: Session, serial: str, t: datetime, *, product: str | None = None,
@@ -38,17 +42,18 @@ def _unit(session: Session, serial: str, t: datetime, *, product: str | None = N
         unit = Unit(serial=serial, product=product or "unknown", kind=kind or "server",
                     state="in_progress", step=None, created=t, updated=t)
         session.add(unit)
+        mark(session, serial)  # installs read earlier may already name it
         if product:
             _start_route(session, unit)
     else:
         starts = bool(product) and unit.product == "unknown"
         if product and unit.product == "unknown":
             unit.product = product
-        if kind and unit.kind != kind and unit.state != "installed":
+        if kind and unit.kind != kind:
             unit.kind = kind
         if starts:
             _start_route(session, unit)
-        if t > _aware(unit.updated):
+        if t > aware(unit.updated):
             unit.updated = t
     cache[serial] = unit
     return unit
@@ -63,21 +68,18 @@ def _start_route(session: Session, unit: Unit) -> None:
         unit.route_sha256 = route.sha256
 
 
-def _known_unit(session: Session, serial: str) -> Unit | None:
-    cache: dict[str, Unit] = session.info.setdefault("units", {})
-    return cache.get(serial) or session.get(Unit, serial)
-
-
-def _aware(t: datetime) -> datetime:
-    # SQLite returns naive datetimes; every time we store is UTC.
-    from datetime import UTC
-
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
 def _station_type(session: Session, station_id: str) -> str | None:
     st = session.get(Station, station_id)
     return st.station_type if st else None
+
+
+def _route(s: Session, unit: Unit, e: Event) -> None:
+    """Apply one of the unit's own state-bearing events (`unit_state.route_state`)."""
+    if needs_settling(unit):
+        mark(s, unit.serial)
+    at_repair = (isinstance(e.body, b.WorkStarted) and unit.state not in FINAL_STATES
+                 and _station_type(s, e.source) == REPAIR_STATION_TYPE)
+    unit.state, unit.step = route_state(unit.state, unit.step, e.body, at_repair)
 
 
 def _work_started(s: Session, e: Event, t: datetime) -> None:
@@ -85,14 +87,7 @@ def _work_started(s: Session, e: Event, t: datetime) -> None:
     assert isinstance(body, b.WorkStarted)
     unit = _unit(s, e.subject, t, product=body.product, kind=body.kind)
     unit.work_order = body.work_order
-    if unit.state not in FINAL_STATES:
-        unit.step = body.step
-        at_repair = _station_type(s, e.source) == REPAIR_STATION_TYPE
-        unit.state = "in_repair" if at_repair else "in_progress"
-    elif unit.state == "packed":
-        # A packed unit still has its route's last steps to go (ship): the step follows the
-        # work, the state stays packed until unit.shipped.
-        unit.step = body.step
+    _route(s, unit, e)
     op = Operation(serial=e.subject, transaction_id=body.transaction_id, step=body.step,
                    operation=body.operation, station=e.source, operator=body.operator,
                    work_order=body.work_order, started=t)
@@ -148,12 +143,8 @@ def _installed(s: Session, e: Event, t: datetime) -> None:
                       mpn=item.mpn, lot=item.lot, category=item.category, pn=item.pn,
                       qty=item.qty, slot=item.slot, ref=item.ref, station=e.source,
                       installed_at=t, installed_event=e.id))
-        if item.serial is not None:
-            sub = _known_unit(s, item.serial)
-            if sub is not None:  # a sub-assembly with a route of its own
-                sub.state = "installed"
-                sub.installed_in = e.subject
-                sub.updated = max(_aware(sub.updated), t)
+        if item.serial is not None:  # perhaps a sub-assembly with a route of its own
+            mark(s, item.serial)
 
 
 _REF_RANGE = re.compile(r"^([A-Za-z]+)(\d+)-\1?(\d+)$")
@@ -211,28 +202,19 @@ def _uninstalled(s: Session, e: Event, t: datetime) -> None:
         rows = s.scalars(q).all()
         for row in rows:
             row.removed_at, row.removed_event, row.removed_reason = t, e.id, body.reason
+            if row.serial is not None:
+                mark(s, row.serial)
         if not rows and item.serial is None and item.ref is not None:
             _remove_from_group(s, e, t, body.reason, item)
-        if item.serial is not None:
-            sub = _known_unit(s, item.serial)
-            if sub is not None and sub.installed_in == e.subject:
-                sub.state, sub.installed_in = "in_repair", None
 
 
 def _repaired(s: Session, e: Event, t: datetime) -> None:
-    body = e.body
-    assert isinstance(body, b.UnitRepaired)
-    unit = _unit(s, e.subject, t)
-    if body.result == "Scrap":
-        unit.state = "scrapped"
-    elif unit.state not in FINAL_STATES:
-        unit.state = "in_progress" if body.result == "RepairSuccessful" else "in_repair"
-        if body.return_step is not None:
-            unit.step = body.return_step
+    assert isinstance(e.body, b.UnitRepaired)
+    _route(s, _unit(s, e.subject, t), e)
 
 
 def _scrapped(s: Session, e: Event, t: datetime) -> None:
-    _unit(s, e.subject, t).state = "scrapped"
+    _route(s, _unit(s, e.subject, t), e)
 
 
 def _firmware(s: Session, e: Event, t: datetime) -> None:
@@ -248,14 +230,16 @@ def _packed(s: Session, e: Event, t: datetime) -> None:
     body = e.body
     assert isinstance(body, b.UnitPacked)
     unit = _unit(s, e.subject, t)
-    unit.state, unit.order, unit.carton = "packed", body.order, body.carton
+    _route(s, unit, e)
+    unit.order, unit.carton = body.order, body.carton
 
 
 def _shipped(s: Session, e: Event, t: datetime) -> None:
     body = e.body
     assert isinstance(body, b.UnitShipped)
     unit = _unit(s, e.subject, t)
-    unit.state, unit.order, unit.carton = "shipped", body.order, body.carton
+    _route(s, unit, e)
+    unit.order, unit.carton = body.order, body.carton
 
 
 def _received(s: Session, e: Event, t: datetime) -> None:
@@ -323,3 +307,8 @@ def project(session: Session, event: Event) -> None:
     fn = PROJECTIONS.get(event.type)
     if fn is not None:
         fn(session, event, parse_time(event.envelope.time))
+
+
+def settle(session: Session) -> None:
+    """Finish a batch of `project` calls: the states that installs decide (`unit_state`)."""
+    settle_units(session)

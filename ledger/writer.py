@@ -28,7 +28,7 @@ from . import outbox
 from .db import Ledger
 from .system_events import SystemContext, derive, register_plant_key
 from .models import EventRow, IngestPosition, Rejected, StationKey, StationPosition
-from .projections import project
+from .projections import project, settle
 from .records import BatchOutcome, Candidate, Rejection
 from .sql import insert_ignore, keys_in, upsert
 
@@ -166,6 +166,7 @@ def store_events(session: Session, candidates: Sequence[Candidate],
                 keyid=c.keyid, signature=c.signature, value=ev.value, recorded=now))
             project(session, ev)
             out.stored.append(c)
+        settle(session)  # the states installs decide, whatever order partitions came in
     session.flush()
     upsert(session, StationPosition.__table__,  # type: ignore[arg-type]
            [{"station_id": k[0], "topic": k[1], "partition": k[2], "last_seq": v}
