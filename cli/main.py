@@ -14,6 +14,7 @@ from linetrace.streams.faults import FAULT_POINTS  # a pure module: no Faust, no
 from . import ledger_cmds as lc
 from . import line_cmds as ln
 from . import query_cmds as qc
+from .client_logs import quiet_client_logs
 from .output import print_json, print_table, printable
 from .settings import SETTINGS, ConfigurationError, Settings, load
 
@@ -220,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+    quiet_client_logs()  # a broker outage: one line when it starts, a summary when it ends
     try:
         if getattr(args, "command", None) in TRACED_COMMANDS:
             from .telemetry import configure

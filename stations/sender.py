@@ -128,7 +128,8 @@ class Sender:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_retry_backoff_s)
                 continue
-            self._recovered()
+            if self._outage is not None and self.link.connected:  # the broker answered
+                self._recovered()
             if time.monotonic() >= next_purge:
                 await self.outbox.purge()
                 next_purge = time.monotonic() + self.purge_interval_s

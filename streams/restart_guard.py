@@ -137,9 +137,9 @@ class BrokerRestartGuard:
                     for p in parts:
                         verdict = self._verdict(topic, p)
                         if verdict == "restarted":
-                            log.warning("the broker no longer holds %s[%s] offset %s that this "
-                                        "worker consumed: it restarted empty", topic, p[0],
-                                        self._last_of(topic, p[0])[0])
+                            log.info("the broker no longer holds %s[%s] offset %s that this "
+                                     "worker consumed: it restarted empty", topic, p[0],
+                                     self._last_of(topic, p[0])[0])
                         if verdict != "intact":
                             return verdict
         except Exception as e:  # broker down or restarting: check again on the next fetch
