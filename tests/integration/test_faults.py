@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -151,8 +150,10 @@ def test_clean_run_has_no_cloned_serial_unknown_lot_avl_or_firmware_finding_in_s
     assert line.sql("SELECT count(*) FROM events WHERE type = 'burnin.xid' AND subject LIKE ?",
                     seed) == [(0,)]
     golden = golden_firmware()
-    for image, version, sha in line.sql("SELECT image, version, sha256 FROM firmware "
-                                        "WHERE serial LIKE ?", seed):
+    flashed = line.sql("SELECT serial, image, version, sha256 FROM firmware WHERE serial LIKE ?",
+                       seed)
+    assert len({serial for serial, *_ in flashed}) >= CLEAN.units  # each server was flashed
+    for _, image, version, sha in flashed:
         assert golden[image, version] == sha
 
 
@@ -323,12 +324,23 @@ def test_a_held_unit_does_not_move_until_released(broker: str, worker: Proc,
         wait_for(lambda: (u := unit()) is not None and u["step"] is not None, 60,
                  what=f"{serial} on the line")
         publish_command(line_dir, broker, "hold", serial, "gpu-install-01")
-        time.sleep(4)  # the visit under way ends; the unit then waits
+        # The simulator says so once it sent everything it could: the rest of the line went
+        # on, the held unit's remaining events stay parked (a state, not a pause to wait out).
+        def parked() -> bool:
+            assert sim.proc.poll() is None, f"the simulator ended: no hold\n{sim.tail()}"
+            return (f"on hold ({serial}); waiting for command.release"
+                    in (line_dir / "simulate.out").read_text())
+
+        wait_for(parked, 120, what=f"the simulator to park {serial}")
+        wait_for(lambda: _drained(Line(line_dir, broker)), 60, interval=0.5,
+                 what="the worker to store everything the simulator sent")
+        assert sim.proc.poll() is None, sim.tail()
         held = unit()
-        count = run_cli("trace", serial, "--json", data_dir=line_dir).stdout
-        time.sleep(5)  # ~100 simulated minutes at --speed 1200: it would have moved on
-        assert unit() == held and sim.proc.poll() is None, sim.tail()
-        assert run_cli("trace", serial, "--json", data_dir=line_dir).stdout == count
+        stored = [t for (t,) in Line(line_dir, broker).sql(
+            "SELECT type FROM events WHERE subject = ? ORDER BY seq", serial)]
+        assert held is not None and held["state"] not in {"packed", "shipped", "scrapped"}
+        assert stored[-1] == "unit.departed"  # it finished its visit and waits before the next
+        assert "unit.shipped" not in stored
         publish_command(line_dir, broker, "release", serial, "gpu-install-01")
         assert sim.proc.wait(120) == 0, sim.tail()
         wait_for(lambda: (u := unit()) is not None and u["state"] in {"shipped", "scrapped"}, 60,
@@ -336,3 +348,6 @@ def test_a_held_unit_does_not_move_until_released(broker: str, worker: Proc,
     finally:
         sim.stop()
     assert "hold " + serial in (line_dir / "simulate.out").read_text()
+    after = [t for (t,) in Line(line_dir, broker).sql(
+        "SELECT type FROM events WHERE subject = ? ORDER BY seq", serial)]
+    assert after[:len(stored)] == stored and after[len(stored)] == "unit.arrived"
