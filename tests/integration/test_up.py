@@ -67,9 +67,9 @@ def test_ten_servers_end_in_a_final_state_mostly_packed_or_shipped(
 def test_trace_shows_eight_gpus_the_pcba_and_ordered_operations(
         two_runs: tuple[Path, Path, str]) -> None:
     d = two_runs[0]
-    for u in servers(d):
-        if u["state"] not in {"packed", "shipped"}:
-            continue
+    finished = [u for u in servers(d) if u["state"] in {"packed", "shipped"}]
+    assert len(finished) >= 8
+    for u in finished:
         r = run_cli("trace", u["serial"], "--json", data_dir=d)
         assert r.returncode == 0, r.stderr
         t = json.loads(r.stdout)
@@ -87,7 +87,7 @@ def test_trace_shows_eight_gpus_the_pcba_and_ordered_operations(
 def test_same_seed_gives_identical_units_and_traces(two_runs: tuple[Path, Path, str]) -> None:
     a, b, _ = two_runs
     ua, ub = servers(a), servers(b)
-    assert ua == ub
+    assert ua == ub and len(ua) == 10
     for u in ua:
         ta = run_cli("trace", u["serial"], "--json", data_dir=a).stdout
         tb = run_cli("trace", u["serial"], "--json", data_dir=b).stdout
