@@ -131,7 +131,10 @@ class InstalledItem(Body, kw_only=True):
 
     `parent` is the serial of the part it is mounted on (a GPU on its baseboard); absent means
     the unit itself. An item whose serial is a unit with a route of its own (the mainboard PCBA)
-    is a sub-assembly: its own genealogy becomes part of this unit's.
+    is a sub-assembly: its own genealogy becomes part of this unit's. For a sub-assembly,
+    `last_event` is the id of its last event before this install (its chain head as the
+    installing station knew it): the unit's `unit.sealed` covers the sub-assembly's events up
+    to that one, and waits for it if the ledger has not read it yet.
     """
 
     lot: Id
@@ -143,6 +146,7 @@ class InstalledItem(Body, kw_only=True):
     slot: Annotated[int, Meta(ge=0, le=1023)] | None = None
     ref: Label | None = None
     parent: Id | None = None
+    last_event: Uuid | None = None
 
 
 class MaterialsInstalled(Body, kw_only=True):

@@ -144,7 +144,8 @@ def install(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
         mb = unit.mainboard
         assert mb is not None, f"{unit.serial}: step {step.step} needs its {a.category}"
         items.append(InstalledItem(lot=mb.work_order, mpn=parts.MAINBOARD_MPN,
-                                   pn=parts.MAINBOARD_PN, category=a.category, serial=mb.serial))
+                                   pn=parts.MAINBOARD_PN, category=a.category, serial=mb.serial,
+                                   last_event=mb.events[-1].event_id))  # its chain, as built
         unit.installed[a.category] = mb.serial
     for expected in step.parts:
         part = product.part(expected.category)
