@@ -100,7 +100,10 @@ def _collect(session: Session, unit: str, size: int) -> tuple[list[LogLeaf], byt
     body = seal.body
     assert isinstance(body, b.UnitSealed)
     leaves = {r.idx: r for r in mine}
-    chains: dict[str, list[Event]] = {unit: [_decode(r) for r in mine if r.idx < seal_row.idx]}
+    # The seal covers the unit's chain up to the leaf it names (its unit.packed).
+    head_idx = next((r.idx for r in mine if r.idx < seal_row.idx
+                     and merkle.leaf_hash(r.data).hex() == body.chain_head), seal_row.idx - 1)
+    chains: dict[str, list[Event]] = {unit: [_decode(r) for r in mine if r.idx <= head_idx]}
     for asm in body.assemblies:
         sub = chain_leaves(session, EVENTS, asm.serial)
         head = next((r for r in sub if merkle.leaf_hash(r.data).hex() == asm.chain_head), None)

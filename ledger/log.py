@@ -220,6 +220,18 @@ def leaves_of_events(session: Session, event_seqs: Sequence[int]) -> dict[int, t
     return out
 
 
+def event_leaf(session: Session, event_id: str, *, source: str | None = None,
+               subject: str | None = None) -> LogLeaf | None:
+    """The leaf of an event, by its id and its source or subject (None: not in the log yet)."""
+    q = (select(LogLeaf).join(EventRow, EventRow.seq == LogLeaf.event_seq)
+         .where(EventRow.event_id == event_id))
+    if source is not None:
+        q = q.where(EventRow.source == source)
+    if subject is not None:
+        q = q.where(EventRow.subject == subject)
+    return session.scalars(q.order_by(LogLeaf.idx).limit(1)).first()
+
+
 def chain_leaves(session: Session, topic: str, subject: str, upto: int | None = None
                  ) -> list[LogLeaf]:
     """A chain's leaves in log order (up to index `upto`, inclusive)."""

@@ -2,13 +2,16 @@
 
 - every `material.received` -> `material.checked`: the receipt against the approved vendor
   list (MPN -> approved suppliers), Passed or Failed with the reason;
-- every `unit.packed` -> `unit.sealed`: the HBOM is generated now, its exact bytes stored in
-  `hboms`, and its SHA-256 sealed together with the leaf hash of the unit's previous leaf (and
-  the chain heads of the sub-assemblies in it).
+- every `unit.packed` -> `unit.sealed`: the HBOM of the unit as its `unit.packed` leaves it,
+  its exact bytes stored in `hboms`, and its SHA-256 sealed with the leaf hash of that
+  `unit.packed` and the chain heads of the sub-assemblies in it (`seals.py`). A seal whose
+  sub-assembly leaves are not all in the ledger yet waits in a pending row (`pending.py`) and
+  is made in the batch that brings the last of them.
 
 They are deterministic (CONTRACTS.md): id = UUIDv5(type, subject, cause id), time = the cause's
-time, and the HBOM's serial number and timestamp derive from the cause too, so a worker that
-crashes and redoes a batch produces byte-identical events and HBOMs.
+time, content a function of the cause alone (never of batch boundaries or of how far other
+partitions were read), so a worker that crashes and redoes a batch, or another worker reading
+the partitions in another order, produces byte-identical events and HBOMs.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import LargeBinary, String, select
+from sqlalchemy import LargeBinary, String, Table, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from linetrace.schemas import bodies as b
@@ -38,17 +41,18 @@ from linetrace.schemas.envelope import (
 from linetrace.schemas.routes import RouteBook, packaged_routes
 from linetrace.schemas.topics import EVENTS, TOPIC_OF_TYPE
 
+from . import pending
 from .avl import ApprovedVendorList, default_avl
 from .errors import LedgerError
 from .proof.hbom import as_built, build_hbom, current_items
 from .log import chain_heads, chain_leaves
 from .models import Base, StationKey
+from .pending import Row
 from .projections import record_station_key
 from .records import Candidate, SourceRecord
+from .seals import SealPlan, SealWait, plan_seal
 from .sql import insert_ignore
 from .proof.leaf import parse_leaf
-
-_HBOM_NS = uuid.UUID("0b8f0a52-6c1e-5d0a-9a55-68626f6d0001")
 
 
 class UnitNotFound(LedgerError):
@@ -134,7 +138,8 @@ def load_chains(session: Session, unit: str) -> dict[str, list[Event]]:
 
 def make_hbom(session: Session, unit: str, serial_number: uuid.UUID, timestamp: datetime
               ) -> tuple[bytes, list[str]]:
-    """HBOM bytes of the unit as built now, and the sub-assemblies it includes."""
+    """HBOM bytes of the unit as built now, and the sub-assemblies it includes (a preview:
+    seals are planned from their cause, `seals.plan_seal`)."""
     chains = load_chains(session, unit)
     if not chains[unit]:
         raise UnitNotFound(f"no events of unit {unit!r} in the log; `linetrace units` lists them")
@@ -145,25 +150,6 @@ def make_hbom(session: Session, unit: str, serial_number: uuid.UUID, timestamp: 
     # leaves in the evidence bundle.
     data = build_hbom(built, serial_number=serial_number, timestamp=timestamp)
     return data, list(built.assemblies)
-
-
-@dataclass(frozen=True)
-class SealPlan:
-    """What sealing one packed unit needs, read from the ledger: the HBOM bytes as built and
-    the chain heads the seal covers."""
-
-    hbom: bytes
-    unit_head: bytes
-    assemblies: list[tuple[str, bytes]]  # (serial, chain head) of each sub-assembly
-
-
-def plan_seal(session: Session, c: Candidate) -> SealPlan:
-    unit = c.event.subject
-    serial_number = uuid.uuid5(_HBOM_NS, f"{unit}\x00{c.event.id}")
-    data, assemblies = make_hbom(session, unit, serial_number, parse_time(c.event.envelope.time))
-    heads = chain_heads(session, [(EVENTS, s) for s in [unit, *assemblies]])
-    return SealPlan(data, heads[(EVENTS, unit)][1],
-                    [(s, heads[(EVENTS, s)][1]) for s in assemblies])
 
 
 def unit_sealed(c: Candidate, plan: SealPlan, ctx: SystemContext
@@ -182,34 +168,63 @@ def unit_sealed(c: Candidate, plan: SealPlan, ctx: SystemContext
     return sealed, row
 
 
-def plan_system_events(session: Session, stored: Sequence[Candidate]) -> dict[str, SealPlan]:
-    """What `decide_system_events` needs from the ledger: a seal plan per packed unit."""
-    return {c.event.id: plan_seal(session, c) for c in stored if c.event.type == "unit.packed"}
+@dataclass(frozen=True)
+class SystemPlans:
+    """What `decide_system_events` needs from the ledger for a batch."""
+
+    seals: dict[str, SealPlan | SealWait]  # by cause id: each unit.packed of the batch, and...
+    resumed: list[Candidate]  # ...each pending seal's cause that the batch may complete
 
 
-def decide_system_events(stored: Sequence[Candidate], plans: dict[str, SealPlan],
-                         ctx: SystemContext) -> tuple[list[Candidate], list[dict[str, object]]]:
-    """System events caused by `stored`, in order, and the sealed HBOM rows (pure)."""
+def plan_system_events(session: Session, stored: Sequence[Candidate]) -> SystemPlans:
+    """Read what the system events caused by `stored` need: a seal plan per `unit.packed`, and
+    the pending seals waiting for an event of `stored`, planned again."""
+    packed = [c for c in stored if c.event.type == "unit.packed"]
+    mine = {c.event.id for c in packed}
+    resumed = [c for c in pending.awaiting(session, stored) if c.event.id not in mine]
+    return SystemPlans({c.event.id: plan_seal(session, c) for c in [*packed, *resumed]},
+                       resumed)
+
+
+def _seal(c: Candidate, plan: SealPlan | SealWait, ctx: SystemContext
+          ) -> tuple[list[Candidate], list[Row]]:
+    if isinstance(plan, SealWait):
+        sealed_id = deterministic_id("unit.sealed", c.event.subject, c.event.id)
+        return [], pending.pending_rows(sealed_id, "unit.sealed", c, plan.missing)
+    sealed, row = unit_sealed(c, plan, ctx)
+    table: Table = SealedHbom.__table__  # type: ignore[assignment]
+    return [sealed], [(table, row)]
+
+
+def decide_system_events(stored: Sequence[Candidate], plans: SystemPlans, ctx: SystemContext
+                         ) -> tuple[list[Candidate], list[Row]]:
+    """System events caused by `stored`, in order, then the pending seals the batch completes;
+    and the rows to write with them (sealed HBOMs, pending seals). Pure."""
     out: list[Candidate] = []
-    hboms: list[dict[str, object]] = []
+    rows: list[Row] = []
     for c in stored:
         if c.event.type == "material.received":
             out.append(material_checked(c, ctx))
         elif c.event.type == "unit.packed":
-            sealed, row = unit_sealed(c, plans[c.event.id], ctx)
-            out.append(sealed)
-            hboms.append(row)
-    return out, hboms
+            events, more = _seal(c, plans.seals[c.event.id], ctx)
+            out += events
+            rows += more
+    for c in plans.resumed:
+        events, more = _seal(c, plans.seals[c.event.id], ctx)
+        out += events
+        rows += more
+    return out, rows
 
 
 def derive(session: Session, stored: Sequence[Candidate], ctx: SystemContext | None
            ) -> list[Candidate]:
-    """System events caused by `stored` (none without a plant key), with their HBOM rows
-    written: the writer's default when no stage pipeline is given."""
+    """System events caused by `stored` (none without a plant key), with their rows written:
+    the writer's default when no stage pipeline is given."""
     if ctx is None:
         return []
-    out, hboms = decide_system_events(stored, plan_system_events(session, stored), ctx)
-    insert_ignore(session, SealedHbom.__table__, hboms)  # type: ignore[arg-type]
+    out, rows = decide_system_events(stored, plan_system_events(session, stored), ctx)
+    for table, row in rows:
+        insert_ignore(session, table, [row])
     return out
 
 

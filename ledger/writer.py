@@ -24,7 +24,7 @@ from linetrace.schemas.routes import packaged_routes
 from linetrace.schemas.topics import QUARANTINE
 
 from . import log as merkle_log
-from . import outbox
+from . import outbox, pending
 from .db import Ledger
 from .system_events import SystemContext, derive, register_plant_key
 from .models import EventRow, IngestPosition, Rejected, StationKey, StationPosition
@@ -172,6 +172,7 @@ def store_events(session: Session, candidates: Sequence[Candidate],
            [{"station_id": k[0], "topic": k[1], "partition": k[2], "last_seq": v}
             for k, v in moved.items()], ["station_id", "topic", "partition"])
     merkle_log.append_events(session, out.stored)
+    pending.resolve(session, out.stored)  # a seal that waited is written now
     own = [c for c in out.stored if is_own_system_event(c)]
     if own:
         outbox.enqueue(session, [system_message(c) for c in own], now)

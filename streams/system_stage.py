@@ -5,21 +5,24 @@
 knows how to build them (`linetrace.ledger.system_events`); as a stage, a failure to build
 one (say, a bug in HBOM generation) never dead-letters the valid event that caused it: the
 event is stored, the failure recorded, and the seal retried.
+
+A seal covers its unit's chain up to the `unit.packed` and each sub-assembly's chain up to the
+event its install names. If the worker has not read that event yet (the board's partition is
+behind the server's), `decide` returns a pending row instead of the seal; `load` finds the
+pending seals that the events of a later batch wait for, plans them again, and `decide` then
+returns the seal, with the id, time and bytes it would have had without the wait.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from linetrace.ledger.records import Candidate
 from linetrace.ledger.system_events import (
-    SealedHbom,
-    SealPlan,
     SystemContext,
+    SystemPlans,
     decide_system_events,
     plan_system_events,
 )
@@ -33,11 +36,9 @@ class SystemEventsStage:
     def __init__(self, ctx: SystemContext) -> None:
         self.ctx = ctx
 
-    def load(self, session: Session, batch: Sequence[Candidate]) -> dict[str, SealPlan]:
+    def load(self, session: Session, batch: Sequence[Candidate]) -> SystemPlans:
         return plan_system_events(session, batch)
 
-    def decide(self, batch: Sequence[Candidate], state: dict[str, SealPlan]) -> Decisions:
-        events, hboms = decide_system_events(batch, state, self.ctx)
-        table: Table = SealedHbom.__table__  # type: ignore[assignment]
-        rows: list[tuple[Table, dict[str, Any]]] = [(table, dict(r)) for r in hboms]
+    def decide(self, batch: Sequence[Candidate], state: SystemPlans) -> Decisions:
+        events, rows = decide_system_events(batch, state, self.ctx)
         return Decisions(system=events, rows=rows)

@@ -104,20 +104,25 @@ def current_items(events: Sequence[Event]) -> list[b.InstalledItem]:
 
     Removal matches like the ledger's projection: by serial, else slot, else ref, else lot.
     """
-    current: list[b.InstalledItem] = []
+    return [item for _, item in current_installs(events)]
+
+
+def current_installs(events: Sequence[Event]) -> list[tuple[Event, b.InstalledItem]]:
+    """`current_items`, each with the `materials.installed` event that installed it."""
+    current: list[tuple[Event, b.InstalledItem]] = []
     for e in events:
         if isinstance(e.body, b.MaterialsInstalled):
-            current.extend(e.body.items)
+            current.extend((e, i) for i in e.body.items)
         elif isinstance(e.body, b.MaterialsUninstalled):
             for r in e.body.items:
                 if r.serial is not None:
-                    current = [i for i in current if i.serial != r.serial]
+                    current = [(x, i) for x, i in current if i.serial != r.serial]
                 elif r.slot is not None:
-                    current = [i for i in current if i.slot != r.slot]
+                    current = [(x, i) for x, i in current if i.slot != r.slot]
                 elif r.ref is not None:
-                    current = [i for i in current if i.ref != r.ref]
+                    current = [(x, i) for x, i in current if i.ref != r.ref]
                 elif r.lot is not None:
-                    current = [i for i in current if i.lot != r.lot]
+                    current = [(x, i) for x, i in current if i.lot != r.lot]
     return current
 
 

@@ -204,10 +204,8 @@ def _check_chains(entries: list[Entry], unit: str) -> Sealed:
         raise fail("unit-chain", f"no unit.sealed leaf for {unit}: the unit is not sealed or "
                    "its seal was removed")
     seal, body = seals[-1]
-    if seal.leaf.unit_prev is None or body.chain_head != seal.leaf.unit_prev.hex():
-        raise fail("unit-chain", f"unit.sealed (leaf {seal.index}) seals chain head "
-                   f"{body.chain_head[:16]}…, not the leaf before it")
-    chains = {unit: [e.event for e in chain if e.index < seal.index]}
+    sealed = _sealed_head(chain, seal, body)
+    chains = {unit: [e.event for e in chain[: chain.index(sealed) + 1]]}
     for asm in body.assemblies:
         head = by_hash.get(bytes.fromhex(asm.chain_head))
         if head is None:
@@ -218,6 +216,23 @@ def _check_chains(entries: list[Entry], unit: str) -> Sealed:
             raise fail("unit-chain", f"sub-assembly {asm.serial}: chain holds foreign events")
         chains[asm.serial] = [e.event for e in sub]
     return Sealed(seal, body, chains, chain)
+
+
+def _sealed_head(chain: list[Entry], seal: Entry, body: b.UnitSealed) -> Entry:
+    """The leaf a seal names as the unit's chain head: on the unit's chain before the seal, at
+    or after the `unit.packed` it answers (the seal covers the chain up to its cause; seals
+    made before that rule name the leaf just before them)."""
+    before = chain[: chain.index(seal)]
+    head = next((e for e in before if e.hash.hex() == body.chain_head), None)
+    if head is None:
+        raise fail("unit-chain", f"unit.sealed (leaf {seal.index}) seals chain head "
+                   f"{body.chain_head[:16]}…, which is not a leaf of the unit before it")
+    packed = next((e for e in before if e.event.id == body.packed
+                   and isinstance(e.event.body, b.UnitPacked)), None)
+    if packed is None or packed.index > head.index:
+        raise fail("unit-chain", f"unit.sealed (leaf {seal.index}) answers unit.packed "
+                   f"{body.packed}, which is not on the unit's chain up to the sealed head")
+    return head
 
 
 def _check_seal(hbom_bytes: bytes, sealed: Sealed) -> str:

@@ -150,10 +150,13 @@ def test_each_packed_unit_is_sealed_with_its_hbom_hash_and_chain_head(fed: Fed) 
         chain = log.chain_leaves(s, "line.events", fed.server)
     kinds = [decode_event(parse_leaf(r.data).value).type for r in chain]
     at = kinds.index("unit.sealed")
-    assert "unit.packed" in kinds[:at]  # later events of the same batch may come in between
+    packed = kinds.index("unit.packed")
+    assert packed < at  # later events of the same batch may come in between
     from linetrace.ledger.proof.merkle import leaf_hash
 
-    assert seal.chain_head == leaf_hash(chain[at - 1].data).hex()
+    # The seal covers the chain up to its cause, the unit.packed, never beyond it.
+    assert seal.chain_head == leaf_hash(chain[packed].data).hex()
+    assert decode_event(parse_leaf(chain[packed].data).value).id == seal.packed
     assert parse_leaf(chain[at].data).unit_prev == leaf_hash(chain[at - 1].data)
     assert [a.serial for a in seal.assemblies] == [fed.plan.servers[0].mainboard.serial]  # type: ignore[union-attr]
 

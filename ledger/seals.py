@@ -1,0 +1,119 @@
+"""What a `unit.sealed` covers: a function of its cause alone (docs/system-events.md).
+
+A seal answers a `unit.packed` of unit U and covers
+- U's chain up to and including that `unit.packed` leaf (`chain_head` is its leaf hash): an
+  event of U recorded after it, even in the same batch (a `unit.shipped`), is never covered;
+- each sub-assembly installed in U at that point (U's installs and removals up to the
+  `unit.packed`): its chain up to the event its install names (`InstalledItem.last_event`),
+  and likewise for sub-assemblies installed in it.
+The HBOM is built from exactly those events; its serial number and timestamp come from the
+cause. So whatever the batch boundaries, restarts or the order in which the partitions were
+read, a seal and its HBOM are the same bytes.
+
+When a covered leaf is not in the ledger yet (the sub-assembly's partition has not been read
+that far), the plan is a `SealWait` naming the missing events: the seal waits in a pending
+row (`pending.py`) and is planned again when they arrive.
+
+An install that names no event (stations that predate `last_event`) covers the
+sub-assembly's events up to the install's time that the ledger holds when the seal is made:
+the one case where a seal can depend on how far another partition was read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from linetrace.schemas import bodies as b
+from linetrace.schemas.envelope import Event, decode_stored_event, parse_time
+from linetrace.schemas.topics import EVENTS
+
+from .errors import LedgerError
+from .log import LogLeaf, chain_leaves, event_leaf
+from .proof import merkle
+from .proof.hbom import as_built, build_hbom, current_installs
+from .proof.leaf import parse_leaf
+from .records import Candidate
+
+HBOM_NS = uuid.UUID("0b8f0a52-6c1e-5d0a-9a55-68626f6d0001")
+
+
+class CauseNotRecorded(LedgerError):
+    """A seal was planned for a `unit.packed` that has no leaf (a bug: stages run after the
+    write)."""
+
+    code = "seal.cause_not_recorded"
+
+
+@dataclass(frozen=True)
+class SealPlan:
+    """What sealing one packed unit needs, read from the ledger: the HBOM bytes as built and
+    the chain heads the seal covers."""
+
+    hbom: bytes
+    unit_head: bytes
+    assemblies: list[tuple[str, bytes]]  # (serial, chain head) of each sub-assembly
+
+
+@dataclass(frozen=True)
+class SealWait:
+    """A seal that cannot be made yet: the covered events the ledger does not hold."""
+
+    missing: tuple[tuple[str, str], ...]  # (subject, event id)
+
+
+def _decode(rows: Sequence[LogLeaf]) -> list[Event]:
+    return [decode_stored_event(parse_leaf(r.data).value) for r in rows]
+
+
+def _covered(session: Session, serial: str, install: Event, item: b.InstalledItem
+             ) -> list[LogLeaf] | tuple[str, str] | None:
+    """The sub-assembly chain an install covers; (serial, event id) when the event it names is
+    not in the ledger yet; None for a part with no chain of its own."""
+    if item.last_event is not None:
+        named = event_leaf(session, item.last_event, subject=serial)
+        if named is None:
+            return serial, item.last_event
+        return chain_leaves(session, named.chain_topic, serial, upto=named.idx)
+    rows = chain_leaves(session, EVENTS, serial)
+    if not rows:
+        return None
+    until = parse_time(install.envelope.time)
+    times = [parse_time(e.envelope.time) for e in _decode(rows)]
+    last = max((n for n, t in enumerate(times) if t <= until), default=None)
+    return rows[: last + 1] if last is not None else None
+
+
+def plan_seal(session: Session, packed: Candidate) -> SealPlan | SealWait:
+    """The seal of `packed` (a stored `unit.packed`), or what it waits for."""
+    unit, cause = packed.event.subject, packed.event
+    head = event_leaf(session, cause.id, source=cause.source)
+    if head is None:
+        raise CauseNotRecorded(f"{cause.type} {cause.id} of {unit} has no leaf; it must be "
+                               "recorded before its seal is planned")
+    chains = {unit: _decode(chain_leaves(session, head.chain_topic, unit, upto=head.idx))}
+    heads = {unit: merkle.leaf_hash(head.data)}
+    missing: list[tuple[str, str]] = []
+    todo = [unit]
+    while todo:
+        owner = todo.pop(0)
+        for install, item in current_installs(chains[owner]):
+            serial = item.serial
+            if serial is None or serial in chains:
+                continue
+            covered = _covered(session, serial, install, item)
+            if isinstance(covered, tuple):
+                missing.append(covered)
+            elif covered:
+                chains[serial] = _decode(covered)
+                heads[serial] = merkle.leaf_hash(covered[-1].data)
+                todo.append(serial)
+    if missing:
+        return SealWait(tuple(dict.fromkeys(missing)))
+    built = as_built(unit, chains)
+    data = build_hbom(built, serial_number=uuid.uuid5(HBOM_NS, f"{unit}\x00{cause.id}"),
+                      timestamp=parse_time(cause.envelope.time))
+    return SealPlan(data, heads[unit], [(s, heads[s]) for s in built.assemblies])
