@@ -32,7 +32,7 @@ from linetrace.schemas.envelope import Event, decode_stored_event, parse_time
 from linetrace.schemas.topics import EVENTS
 
 from .errors import LedgerError
-from .log import LogLeaf, chain_leaves, event_leaf
+from .log import LogLeaf, chain_heads, chain_leaves, event_leaf
 from .proof import merkle
 from .proof.hbom import as_built, build_hbom, current_installs
 from .proof.leaf import parse_leaf
@@ -87,6 +87,17 @@ def _covered(session: Session, serial: str, install: Event, item: b.InstalledIte
     return rows[: last + 1] if last is not None else None
 
 
+def _with_chains(session: Session, installs: Sequence[tuple[Event, b.InstalledItem]]
+                 ) -> list[tuple[Event, b.InstalledItem]]:
+    """The installs that may cover a chain: those naming an event, and those of a serial that
+    has leaves of its own (one query for all the serialized parts, GPUs included)."""
+    unnamed = sorted({i.serial for _, i in installs
+                      if i.serial is not None and i.last_event is None})
+    chained = {s for _, s in chain_heads(session, [(EVENTS, s) for s in unnamed])}
+    return [(e, i) for e, i in installs if i.serial is not None
+            and (i.last_event is not None or i.serial in chained)]
+
+
 def plan_seal(session: Session, packed: Candidate) -> SealPlan | SealWait:
     """The seal of `packed` (a stored `unit.packed`), or what it waits for."""
     unit, cause = packed.event.subject, packed.event
@@ -100,7 +111,7 @@ def plan_seal(session: Session, packed: Candidate) -> SealPlan | SealWait:
     todo = [unit]
     while todo:
         owner = todo.pop(0)
-        for install, item in current_installs(chains[owner]):
+        for install, item in _with_chains(session, current_installs(chains[owner])):
             serial = item.serial
             if serial is None or serial in chains:
                 continue
