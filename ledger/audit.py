@@ -14,7 +14,8 @@ The leaves are the record; everything else is checked against them:
   descending order (each partition's events in their own order, keys and system events
   first): the genealogy must be a function of the events, never of the order in which the
   worker happened to consume partitions, so any difference is reported (`order`);
-- every sealed HBOM must still hash to what its `unit.sealed` leaf says.
+- every sealed HBOM must still hash to what its `unit.sealed` leaf says, and every pending
+  system event must still be waiting for an event the ledger does not hold.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from .models import (
     Unit,
 )
 from .proof.note import VerifierKey, open_checkpoint
+from .pending import PendingSystemEvent, PendingWait
 from .projections import project, settle
 from .system_events import SealedHbom
 from .proof.leaf import Leaf, LeafMalformed, Src, chain_of, parse_leaf
@@ -346,6 +348,27 @@ def _audit_hboms(s: Session, rep: AuditReport) -> None:
                                         "HBOM bytes do not hash to the sealed SHA-256"))
 
 
+def _audit_pending(s: Session, rep: AuditReport) -> None:
+    """A pending system event must still be waiting: not written, and not everything it waits
+    for already here (the system-events stage writes it in the batch that brings the last)."""
+    have = {(r[0], r[1]) for r in s.execute(select(EventRow.subject, EventRow.event_id))}
+    written = {r[0] for r in s.execute(select(EventRow.event_id).where(
+        EventRow.source == SYSTEM_SOURCE))}
+    waits: dict[str, list[tuple[str, str]]] = {}
+    for w in s.scalars(select(PendingWait)):
+        waits.setdefault(w.event_id, []).append((w.subject, w.awaited))
+    for p in s.scalars(select(PendingSystemEvent)):
+        where = f"{p.type} {p.subject} event_id={p.event_id}"
+        if p.event_id in written:
+            rep.findings.append(Finding("invalid", "pending_system_events", where,
+                                        "the event is written but still listed as pending"))
+        elif all(k in have for k in waits.get(p.event_id, [])):
+            rep.findings.append(Finding("invalid", "pending_system_events", where,
+                                        "every event it waits for is in the ledger, yet it was "
+                                        "not written: the system-events stage failed on it "
+                                        "(`stage_failures`; it retries) or this is a defect"))
+
+
 def audit_ledger(ledger: Ledger, verifier: VerifierKey, plant_keyid: str,
                  held: Path | None = None) -> AuditReport:
     """Everything `verify-ledger` checks; findings are empty when the ledger is intact."""
@@ -355,6 +378,7 @@ def audit_ledger(ledger: Ledger, verifier: VerifierKey, plant_keyid: str,
         _audit_checkpoints(s, tree, verifier, held, rep)
         stored = _tables(s, plant_keyid)
         _audit_hboms(s, rep)
+        _audit_pending(s, rep)
     items = _replayable(leaves)
     derived = _derived(items, plant_keyid)
     for table, rows in stored.items():

@@ -151,9 +151,20 @@ def test_a_seal_waits_durably_for_the_board_event_its_install_names(ledgers: Led
         (sealed_id, packed.event.id, server.serial)]
     assert [(w.subject, w.awaited) for w in waits] == [(board, named)]
     assert sealed_id not in system_events(lg)
+    keyid = signing.keyid_of(PLANT.public_key())
+    assert audit_ledger(lg, SIGNER.verifier, keyid).findings == []  # waiting is no finding
 
     feed(lg, plan, boards, 7)  # a new worker reads the board's partition
     assert pending_seals(lg) == 0
     assert system_events(lg)[sealed_id] == system_events(reference)[sealed_id]
     assert decode_event(system_events(lg)[sealed_id]).envelope.time == packed.event.envelope.time
     assert hboms(lg) == hboms(reference)
+
+    with lg.transaction() as s:  # a seal stuck although what it waits for is here
+        s.add(PendingSystemEvent(event_id=str(packed.event.id), type="unit.sealed",
+                                 subject=server.serial, cause_source=packed.event.source,
+                                 cause_id=packed.event.id, since=ENROLLED_AT))
+        s.add(PendingWait(event_id=str(packed.event.id), subject=board, awaited=named))
+    findings = audit_ledger(lg, SIGNER.verifier, keyid).findings
+    assert [(f.kind, f.table) for f in findings] == [("invalid", "pending_system_events")]
+    assert "yet it was not written" in findings[0].detail
