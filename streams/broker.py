@@ -35,6 +35,11 @@ BINARY_SHA256: dict[str, str] = {
 }
 
 
+#: The cluster ids the embedded broker takes (a new one at every start): how a worker tells it
+#: from a Kafka of one's own (`worker.group_timing`).
+EMBEDDED_CLUSTER_PREFIX = "linetrace-"
+
+
 def platform_key() -> str:
     return f"{sys.platform}-{platform.machine().lower()}"
 
@@ -96,7 +101,7 @@ class EmbeddedBroker:
         # A new cluster id per start: the broker keeps its log in memory, so each start is a
         # new incarnation whose offsets begin at 0 again; consumers and stations compare it
         # with the one they stored to tell "already read" from "a new log".
-        self.cluster_id = f"linetrace-{uuid.uuid4().hex[:16]}"
+        self.cluster_id = f"{EMBEDDED_CLUSTER_PREFIX}{uuid.uuid4().hex[:16]}"
 
     @property
     def bootstrap(self) -> str:

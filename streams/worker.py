@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from linetrace.schemas.topics import ALL_TOPICS, INPUT_TOPICS
 
 from linetrace.ledger.positions import resume_offset, stored_positions
 
-from .broker import cluster_id, wait_for_topics
+from .broker import EMBEDDED_CLUSTER_PREFIX, cluster_id, wait_for_topics
 from .faults import Faults
 from .relay import Relay
 from .telemetry import GAUGES
@@ -34,6 +34,30 @@ from .processor import BatchProcessor, CheckpointPolicy
 from .restart_guard import BrokerRestartGuard
 
 log = logging.getLogger("linetrace.worker")
+
+
+@dataclass(frozen=True)
+class GroupTiming:
+    """How fast the consumer group notices a dead worker and hands its partitions over."""
+
+    session_timeout_s: float
+    heartbeat_s: float
+    rebalance_timeout_s: float = 3.0
+
+
+#: The embedded broker runs beside the workers: a worker that sent no heartbeat for 2 s is
+#: dead, and a running worker writes its partitions about 4 s after a SIGKILL (session, the
+#: broker's 1 s join round, assignment, first batch; docs/benchmarks.md "Recovery"). Tansu's
+#: join round is 1 s up to a 2 s session and longer above, so 2 s is the sweet spot.
+EMBEDDED_TIMING = GroupTiming(session_timeout_s=2.0, heartbeat_s=0.2)
+#: A Kafka of one's own refuses sessions below its group.min.session.timeout.ms (6 s by default).
+KAFKA_TIMING = GroupTiming(session_timeout_s=6.0, heartbeat_s=0.5)
+
+
+def group_timing(incarnation: str | None) -> GroupTiming:
+    """The timing for the broker whose cluster id is `incarnation`."""
+    embedded = incarnation is not None and incarnation.startswith(EMBEDDED_CLUSTER_PREFIX)
+    return EMBEDDED_TIMING if embedded else KAFKA_TIMING
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,7 @@ class WorkerConfig:
     #: The routes in force (packaged + LINETRACE_ROUTES); a unit records the one it starts on.
     routes: RouteBook = field(default_factory=packaged_routes)
     fault: str | None = None  # a fault injection point (tests only): streams/faults.py
+    timing: GroupTiming | None = None  # None: `group_timing` of the broker found at start
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:
@@ -72,6 +97,7 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
                                                             cfg.checkpoint_seconds),
                                clock_bound=timedelta(seconds=cfg.clock_bound_s),
                                relay=Relay(ledger, cfg.bootstrap, faults=faults))
+    timing = cfg.timing or KAFKA_TIMING
     app = faust.App(
         cfg.group,
         broker=f"kafka://{cfg.bootstrap}",
@@ -81,9 +107,9 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
         topic_allow_declare=False,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
-        broker_session_timeout=6.0,
-        broker_heartbeat_interval=0.5,
-        broker_rebalance_timeout=3.0,
+        broker_session_timeout=timing.session_timeout_s,
+        broker_heartbeat_interval=timing.heartbeat_s,
+        broker_rebalance_timeout=timing.rebalance_timeout_s,
         broker_commit_interval=0.5,
         stream_buffer_maxsize=4 * cfg.batch_size,
         producer_acks=-1,
@@ -214,6 +240,12 @@ def run_worker(cfg: WorkerConfig) -> None:
     # Before Faust asks for metadata: a topic it touched first would be auto-created with the
     # wrong partition count by the embedded broker.
     asyncio.run(wait_for_topics(cfg.bootstrap, list(ALL_TOPICS)))
+    if cfg.timing is None:
+        timing = group_timing(asyncio.run(cluster_id(cfg.bootstrap)))
+        cfg = replace(cfg, timing=timing)
+        log.info("consumer group timing: session %g s, heartbeat %g s (%s)",
+                 timing.session_timeout_s, timing.heartbeat_s,
+                 "embedded broker" if timing is EMBEDDED_TIMING else "Kafka")
     app, _ = build_app(cfg)
     level = {"warning": "warn", "error": "error", "debug": "debug"}.get(cfg.log_level, "info")
     Worker(app, loglevel=level, quiet=True).execute_from_commandline()
