@@ -120,6 +120,8 @@ class BatchProcessor:
             try:
                 out = screen(rec, self.keys)
             except Exception as e:  # never let one record stop the agent
+                if is_transient(e):  # the keys could not be read: the ledger is away, not
+                    raise            # the record at fault; the whole batch waits and retries
                 log.exception("unexpected error screening %s[%s]@%s", rec.topic, rec.partition,
                               rec.offset)
                 out = Rejection(record=rec, destination=dlq_topic(rec.topic),
