@@ -30,7 +30,7 @@ from .broker import EMBEDDED_CLUSTER_PREFIX, cluster_id, wait_for_topics
 from .faults import Faults
 from .relay import Relay
 from .telemetry import GAUGES
-from .processor import BatchProcessor, CheckpointPolicy
+from .processor import BatchProcessor, CheckpointPolicy, is_transient
 from .restart_guard import BrokerRestartGuard
 
 log = logging.getLogger("linetrace.worker")
@@ -211,11 +211,17 @@ def _observe_lag(app: faust.App, records: list[SourceRecord]) -> None:
             GAUGES.lag[(t, p)] = max(0, int(high) - off - 1)
 
 
+#: The longest wait between two tries of a failing batch: writes resume within about a
+#: second of the database's return (docs/benchmarks.md "Recovery").
+RETRY_CAP_S = 1.0
+
+
 async def process_until_done(processor: BatchProcessor, records: list[SourceRecord]) -> None:
     """Bad input never raises (it is dead-lettered or quarantined) and records the database
-    cannot store are isolated; what still fails is a bug or an outage. Never skip the batch
-    (Faust would ack it): retry it, logging once, until it goes through."""
-    delay = 0.5
+    cannot store are isolated; what still fails is a bug or an outage (screening could not
+    read the enrolled keys). Never skip the batch (Faust would ack it): retry it, logging
+    once, until it goes through."""
+    delay = 0.1
     failing = False
     while True:
         try:
@@ -225,13 +231,18 @@ async def process_until_done(processor: BatchProcessor, records: list[SourceReco
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as e:
             if not failing:
-                log.exception("batch of %d records failed; retrying it (nothing is skipped)",
-                              len(records))
+                if is_transient(e):  # an outage: one line, no traceback
+                    log.error("batch of %d records failed; retrying it (nothing is skipped) "
+                              "until the ledger DB answers: %s", len(records),
+                              getattr(e, "orig", e))
+                else:
+                    log.exception("batch of %d records failed; retrying it (nothing is "
+                                  "skipped)", len(records))
                 failing = True
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            delay = min(delay * 2, RETRY_CAP_S)
 
 
 def run_worker(cfg: WorkerConfig) -> None:
