@@ -8,6 +8,7 @@ the reserved source `linetrace`, so ingest verifies system events like any other
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,18 +42,33 @@ class KeyError_(LedgerError):
 
 
 def load_or_create_plant_key(keys_dir: Path) -> tuple[Ed25519PrivateKey, bool]:
-    """The plant's private key, created (0600) if absent. Returns (key, created)."""
+    """The plant's private key, created (0600) if absent. Returns (key, created).
+
+    Several processes may be first at once (`linetrace up` and a `stations enroll`, or two
+    enrolments on a fresh data dir): the key is written whole to a file of this call's own and
+    linked into place, so a reader sees no file or the complete one, and exactly one key wins;
+    the others load it."""
     path = keys_dir / PLANT_KEY_FILE
     if path.exists():
         return signing.load_private_key_pem(path.read_bytes()), False
     keys_dir.mkdir(parents=True, exist_ok=True)
     key = signing.generate_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(signing.private_key_pem(key))
-        f.flush()
-        os.fsync(f.fileno())
-    (keys_dir / "plant.pub").write_bytes(signing.public_key_pem(key.public_key()))
+    tmp = keys_dir / f".{PLANT_KEY_FILE}.{os.getpid()}.{uuid.uuid4().hex}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(signing.private_key_pem(key))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # atomic, and never replaces a key another process placed
+        except FileExistsError:
+            return signing.load_private_key_pem(path.read_bytes()), False
+    finally:
+        tmp.unlink()
+    pub = keys_dir / f".plant.pub.{os.getpid()}.{uuid.uuid4().hex}"
+    pub.write_bytes(signing.public_key_pem(key.public_key()))
+    os.replace(pub, keys_dir / "plant.pub")
     return key, True
 
 
