@@ -155,7 +155,7 @@ class Sender:
         if o is None:
             self._outage = _Outage(now, reason, reminded=now)
             self.stats.outages += 1
-            log.warning("station %s: cannot deliver (%s); events are kept in the spool and "
+            log.warning("station %s: delivery paused (%s); events are kept in the spool and "
                         "sent when the broker answers (%d waiting); retrying quietly",
                         self.station_id, reason, self.outbox.spool.pending)
             return
@@ -163,7 +163,7 @@ class Sender:
         o.reason = reason
         if now - o.reminded >= self.remind_s:
             o.reminded = now
-            log.warning("station %s: still cannot deliver after %.0f s (%d attempts; last: %s); "
+            log.warning("station %s: delivery still paused after %.0f s (%d attempts; last: %s); "
                         "%d event(s) wait in the spool", self.station_id, now - o.since,
                         o.failures, reason, self.outbox.spool.pending)
 
