@@ -14,6 +14,7 @@ BENCHES = {
     "ledger": ["-m", "bench.bench_ledger"],
     "spool": ["-m", "bench.bench_spool"],
     "otel": ["-m", "bench.bench_otel"],
+    "recovery": ["-m", "bench.bench_recovery"],
 }
 
 
