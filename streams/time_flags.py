@@ -81,10 +81,15 @@ class LineClockStage:
 
     def load(self, session: Session, batch: Sequence[Candidate]) -> ClockState:
         read = [(c.event.source, c.event.id) for c in batch if c.record.partition is not None]
-        seqs: dict[tuple[str, str], int] = {}
-        for i in range(0, len(read), 400):
+        # The rows this transaction just stored are in the session: no query for their seq
+        # (a stage retry runs on rows read back, which are looked up).
+        seqs: dict[tuple[str, str], int] = {
+            (o.source, o.event_id): o.seq for o in session.identity_map.values()
+            if isinstance(o, EventRow)}
+        missing = [k for k in read if k not in seqs]
+        for i in range(0, len(missing), 400):
             rows = session.execute(select(EventRow.source, EventRow.event_id, EventRow.seq).where(
-                keys_in(session, (EventRow.source, EventRow.event_id), read[i:i + 400])))
+                keys_in(session, (EventRow.source, EventRow.event_id), missing[i:i + 400])))
             seqs.update({(r[0], r[1]): r[2] for r in rows})
         first: dict[Partition, int] = {}
         for c in batch:

@@ -57,7 +57,7 @@ def test_worker_refuses_to_start_on_an_out_of_date_schema(tmp_path: Path) -> Non
     r = subprocess.run(linetrace_cmd("worker", "--data-dir", str(data)), capture_output=True,
                        text=True, timeout=60,
                        env={"LINETRACE_BROKER": "kafka://127.0.0.1:9", "PATH": "/usr/bin:/bin"})
-    assert r.returncode == 1
+    assert r.returncode == 2  # a configuration error (docs/errors.md "Exit codes"): not started
     assert "run `linetrace db upgrade`" in r.stderr and "db.schema_out_of_date" in r.stderr
     status = run_cli("db", "status", data_dir=data)
     assert status.returncode == 1 and "linetrace db upgrade" in status.stdout

@@ -1,0 +1,328 @@
+"""The full pipeline: the real worker draining a broker full of a realistic mix, beside its
+limits measured on the same records in the same run.
+
+The embedded broker is filled with N validly signed records from enrolled stations: 80%
+`burnin.telemetry` carrying 8 GPUs (~2.5 KB), 20% lifecycle (work started/completed, parts
+installed), receipts and station states. Then, on those records:
+
+- (a) a bare aiokafka consumer that only decodes them (`decode_event`);
+- (b) a loop that only verifies their Ed25519 signatures: the limit of per-event signatures
+      on one core;
+- (c) a Faust no-op agent with the worker's settings (`bench/faust_noop.py`);
+- the real `linetrace worker` on SQLite, and on PostgreSQL (`--pg ''` skips it).
+
+Sustained rate = records / (time of the last record drained - time of the first), so process
+start-up is not counted. `docs/benchmarks.md` gets the "Pipeline" section.
+
+    .venv/bin/python -m bench.bench_pipeline [--records 20000] [--pg URL | --pg '']
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import create_engine, text
+
+from linetrace.ledger.db import normalise_url
+from linetrace.schemas import bodies as b
+from linetrace.schemas import signing
+from linetrace.schemas.envelope import decode_event, encode_event
+from linetrace.schemas.topics import INPUT_TOPICS, TOPIC_OF_TYPE
+from linetrace.streams.broker import EmbeddedBroker, ensure_topics
+
+from .report import machine, table, tree, write_section
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
+STATIONS = {"burnin-01": "burnin", "burnin-02": "burnin", "gpu-install-01": "gpu-install",
+            "ict-01": "ict", "receiving-01": "receiving"}
+Record = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
+
+
+def keys() -> dict[str, Ed25519PrivateKey]:
+    import hashlib
+
+    return {s: Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"pipe " + s.encode())
+                                                    .digest()) for s in STATIONS}
+
+
+def _sample(g: int, unit: int, t: int) -> b.GpuSample:
+    return b.GpuSample(gpu_index=g, gpu_serial=f"GPU-{unit:06d}-{g}",
+                       gpu_uuid=f"GPU-{uuid.UUID(int=unit * 8 + g)}", temp_c=60.0 + (t % 17),
+                       mem_temp_c=70.0 + (t % 11), temp_margin_c=20.0, power_w=650.0 + g,
+                       sm_clock_mhz=1980.0, mem_clock_mhz=2619.0, util_pct=99.0)
+
+
+def mix(n: int) -> list[Record]:
+    """n signed records in time order: 80% 8-GPU telemetry, 20% lifecycle, receipts, states."""
+    k = keys()
+    seq = {s: 0 for s in STATIONS}
+    out: list[Record] = []
+
+    def emit(station: str, etype: str, subject: str, body: b.Body, t: datetime) -> None:
+        seq[station] = max(seq[station] + 1, int(t.timestamp() * 1_000_000))
+        value = encode_event(event_type=etype, source=station, subject=subject, body=body,
+                             time=t, stationseq=seq[station], event_id=str(uuid.uuid4()))
+        out.append((TOPIC_OF_TYPE[etype], subject.encode(), value,
+                    signing.sign_value(value, k[station])))
+
+    runs = {u: str(uuid.uuid4()) for u in range(48)}
+    i = 0
+    while len(out) < n:
+        t = T0 + timedelta(seconds=i)
+        unit = i % 48
+        serial = f"SRV-P-{unit:06d}"
+        r = i % 10
+        if r < 8:
+            emit(f"burnin-0{1 + unit % 2}", "burnin.telemetry", serial, b.BurninTelemetry(
+                run_id=runs[unit], samples=[_sample(g, unit, i) for g in range(8)]), t)
+        elif r == 8:
+            txn = str(uuid.uuid4())
+            emit("gpu-install-01", "work.started", serial, b.WorkStarted(
+                transaction_id=txn, step=50, operation="GPU install", work_order="WO-P",
+                product="A", kind="server"), t)
+            emit("gpu-install-01", "materials.installed", serial, b.MaterialsInstalled(
+                transaction_id=txn, items=[b.InstalledItem(
+                    lot="LOT-GPU-P", mpn="699-2G520-0200-000", category="gpu",
+                    serial=f"GPU-{i:07d}", slot=0)]), t)
+        elif i % 20 == 9:
+            lot = f"LOT-P-{i:07d}"
+            emit("receiving-01", "material.received", lot, b.MaterialReceived(
+                lot=lot, mpn="699-2G520-0200-000", supplier="NVIDIA", date_code="2026-08",
+                qty=8), t)
+        else:
+            emit("ict-01", "station.state", "ict-01", b.StationState(state=1000), t)
+        i += 1
+    return out[:n]
+
+
+async def fill(bootstrap: str, records: list[Record]) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                         max_batch_size=1 << 20, max_request_size=8 << 20)
+    await p.start()
+    try:
+        futs = [await p.send(t, v, key=k, headers=h) for t, k, v, h in records]
+        await asyncio.gather(*futs)
+    finally:
+        await p.stop()
+
+
+async def bare_consumer(bootstrap: str, n: int) -> float:
+    """(a) records/s of a plain consumer that decodes every record."""
+    c = AIOKafkaConsumer(*[t.name for t in INPUT_TOPICS], bootstrap_servers=bootstrap,
+                         auto_offset_reset="earliest", enable_auto_commit=False,
+                         group_id=f"bench-{uuid.uuid4().hex[:6]}", max_poll_records=2000)
+    await c.start()
+    got, first, last = 0, 0.0, 0.0
+    try:
+        while got < n:
+            batch = await c.getmany(timeout_ms=500, max_records=2000)
+            for msgs in batch.values():
+                for m in msgs:
+                    decode_event(m.value)
+                if msgs and not first:
+                    first = time.perf_counter()
+                got += len(msgs)
+            last = time.perf_counter()
+    finally:
+        await c.stop()
+    return n / (last - first)
+
+
+def verify_only(records: list[Record]) -> float:
+    """(b) records/s of Ed25519 verification alone, one core."""
+    pubs = {signing.keyid_of(k.public_key()): k.public_key() for k in keys().values()}
+    t = time.perf_counter()
+    for _, _, value, headers in records:
+        keyid, sig = signing.read_signature(headers)
+        signing.verify_value(value, sig, pubs[keyid])
+    return len(records) / (time.perf_counter() - t)
+
+
+def faust_noop(bootstrap: str, n: int, workdir: Path) -> float:
+    """(c) records/s of a Faust agent that does nothing, with the worker's settings."""
+    out = subprocess.run([sys.executable, "-m", "bench.faust_noop", bootstrap, str(n),
+                          str(workdir)], capture_output=True, text=True, timeout=900)
+    for line in (out.stdout + "\n" + out.stderr).splitlines():  # Faust logs what we print
+        if "rate " in line:
+            return float(line.split("rate ", 1)[1].split()[0])
+    raise RuntimeError(f"faust no-op agent failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+
+
+def _env(code: Path | None, **extra: str) -> dict[str, str]:
+    """The environment of a child running this tree's linetrace, or the build at `code`."""
+    env = {**os.environ, **extra}
+    if code is not None:
+        env["PYTHONPATH"] = f"{code}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    return env
+
+
+def worker(bootstrap: str, n: int, data: Path, db: str, code: Path | None,
+           profile: Path | None = None) -> float:
+    """The real worker: records/s from its first stored batch to the last record."""
+    env = _env(code, LINETRACE_BROKER=f"kafka://{bootstrap}", LINETRACE_DB=db,
+               LINETRACE_LOG_LEVEL="warning", LINETRACE_GROUP=f"bench-{data.name}")
+    log = (data / "worker.log").open("ab")
+    argv = [sys.executable, "-m", "linetrace.cli.main", "worker", "--data-dir", str(data)]
+    if profile is not None:  # py-spy's collapsed stacks of the whole worker (all threads)
+        argv = ["py-spy", "record", "--format", "raw", "--threads", "--idle", "-r", "200",
+                "-o", str(profile), "--", *argv]
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    engine = create_engine(normalise_url(db))  # plain SQL: the baseline's schema may differ
+    first = last = 0.0
+    try:
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited; see {data / 'worker.log'}")
+            with engine.connect() as conn:
+                done = int(conn.execute(text(
+                    "SELECT COALESCE(SUM(next_offset), 0) FROM ingest_positions")).scalar() or 0)
+            now = time.perf_counter()
+            if done and not first:
+                first, first_done = now, done
+            if done >= n:
+                last = now
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("worker did not drain within 30 min")
+    finally:
+        os.killpg(proc.pid, signal.SIGINT if profile is not None else signal.SIGTERM)
+        proc.wait(60)
+        engine.dispose()
+    return (n - first_done) / (last - first) if last > first else float("nan")
+
+
+_PREPARE = """
+import sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pathlib import Path
+from linetrace.ledger.db import Ledger
+from linetrace.ledger.keys import enroll_station, load_or_create_plant_key
+db, data, *stations = sys.argv[1:]
+ledger = Ledger(db)
+plant, _ = load_or_create_plant_key(Path(data) / "keys")
+for s in stations:
+    sid, kind, hexkey = s.split(",")
+    key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(hexkey))
+    enroll_station(ledger, plant, sid, kind, key.public_key())
+ledger.close()
+"""
+
+
+def prepare_ledger(db: str, data: Path, code: Path | None) -> None:
+    """Create the ledger and enrol the stations with the code that will run the worker."""
+    from cryptography.hazmat.primitives import serialization as ser
+
+    raw = {s: k.private_bytes(ser.Encoding.Raw, ser.PrivateFormat.Raw, ser.NoEncryption()).hex()
+           for s, k in keys().items()}
+    subprocess.run([sys.executable, "-c", _PREPARE, db, str(data),
+                    *[f"{s},{kind},{raw[s]}" for s, kind in STATIONS.items()]],
+                   check=True, env=_env(code))
+
+
+def fresh_pg_schema(url: str) -> tuple[str, str]:
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return f"{url}?options=-csearch_path%3D{schema}", schema
+
+
+def drop_pg_schema(url: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=20000)
+    ap.add_argument("--pg", default=PG, help="PostgreSQL URL ('' skips PostgreSQL)")
+    ap.add_argument("--docs", default="docs/benchmarks.md")
+    ap.add_argument("--baseline", type=Path,
+                    help="a folder holding another build of linetrace (pip install --no-deps "
+                         "--target DIR): its worker is measured too, on the same records")
+    ap.add_argument("--profile", type=Path,
+                    help="write py-spy's collapsed stacks of this tree's SQLite worker here")
+    args = ap.parse_args()
+    n = args.records
+    records = mix(n)
+    size = sum(len(r[2]) for r in records) / n
+    telemetry = sum(r[0] == "line.telemetry" for r in records) / n
+    print(f"{n} records, {telemetry:.0%} telemetry, {size:.0f} bytes on average", flush=True)
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = EmbeddedBroker(log_file=Path(tmp) / "broker.log")
+        broker.start()
+        try:
+            asyncio.run(ensure_topics(broker.bootstrap, fix_wrong_counts=True))
+            asyncio.run(fill(broker.bootstrap, records))
+            b_rate = verify_only(records)
+            a_rate = asyncio.run(bare_consumer(broker.bootstrap, n))
+            c_rate = faust_noop(broker.bootstrap, n, Path(tmp) / "faust")
+            figures = [("(a) bare aiokafka consumer, decode only", a_rate),
+                       ("(b) Ed25519 verify only, one core", b_rate),
+                       ("(c) Faust no-op agent, worker settings", c_rate)]
+            for name, rate in figures:
+                print(f"{name:48s} {rate:10,.0f} records/s", flush=True)
+            builds: list[tuple[str, Path | None]] = [("", None)]
+            if args.baseline:
+                builds.append((" (baseline)", args.baseline))
+            targets = [(f"worker, SQLite{label}", None, code) for label, code in builds]
+            if args.pg:
+                targets += [(f"worker, PostgreSQL{label}", args.pg, code) for label, code in builds]
+            for k, (name, pg, code) in enumerate(targets):
+                data = Path(tmp) / f"worker-{k}"
+                data.mkdir()
+                schema = None
+                db = f"sqlite:///{data / 'ledger.db'}"
+                if pg:
+                    db, schema = fresh_pg_schema(pg)
+                try:
+                    prepare_ledger(db, data, code)
+                    rate = worker(broker.bootstrap, n, data, db, code,
+                                  args.profile if k == 0 else None)
+                finally:
+                    if schema:
+                        drop_pg_schema(pg, schema)  # type: ignore[arg-type]
+                print(f"{name:48s} {rate:10,.0f} records/s  ({rate / b_rate:.0%} of (b))",
+                      flush=True)
+                figures.append((name, rate))
+        finally:
+            broker.stop()
+    b_rate = figures[1][1]
+    for name, rate in figures:
+        rows.append((name, f"{rate:,.0f}", f"{rate / b_rate:.2f}"))
+    if args.docs:
+        cmd = f".venv/bin/python -m bench.bench_pipeline --records {n}" + \
+            ("" if args.pg else " --pg ''") + (" --baseline DIR" if args.baseline else "")
+        body = "\n".join([
+            "## Pipeline: the worker draining a realistic mix", "",
+            f"{machine()}; {datetime.now(UTC):%Y-%m-%d}; {tree()}. Command: `{cmd}`", "",
+            f"{n:,} records, {telemetry:.0%} `burnin.telemetry` with 8 GPUs, {size:,.0f} bytes "
+            "on average, all validly signed by enrolled stations; one run, same records, same "
+            "machine. Sustained rate from the first stored batch to the last record.", "",
+            table([("path", "records/s", "x (b)"), *rows]), ""])
+        write_section(Path(args.docs), body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
