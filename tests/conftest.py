@@ -13,8 +13,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from linetrace.ledger.db import Ledger
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -119,6 +123,24 @@ def pg_url() -> Iterator[str]:
     yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
     conn.execute(f"DROP SCHEMA {schema} CASCADE")
     conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty ledger database on each engine: a SQLite file, a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def ledger(db_url: str) -> Iterator[Ledger]:
+    """A new ledger at the current schema on each engine."""
+    from linetrace.ledger.db import Ledger
+
+    lg = Ledger(db_url)
+    yield lg
+    lg.close()
 
 
 def wait_for(pred, timeout: float = 60, interval: float = 0.2, what: str = "condition"):  # type: ignore[no-untyped-def]

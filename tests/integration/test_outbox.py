@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from sqlalchemy import func, insert, select
 
 from linetrace.ledger import outbox
@@ -18,19 +16,11 @@ from linetrace.streams.broker import EmbeddedBroker, ensure_topics
 from linetrace.streams.relay import Relay, RelayPolicy
 
 from ..conftest import _broker_available, need
+from .test_ingest import read_all
 
 pytestmark = pytest.mark.integration
 
 T = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    url = (f"sqlite:///{tmp_path / 'l.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
-    lg = Ledger(url)
-    yield lg
-    lg.close()
 
 
 def msg(i: int, key: str = "SRV-1", topic: str = "line.alerts") -> Message:
@@ -122,21 +112,6 @@ def test_only_one_relay_holds_the_lease_until_it_expires_or_is_released(ledger: 
         assert outbox.take_lease(s, "relay", "a", ttl, now=T + timedelta(seconds=17))
 
 
-async def _consume(bootstrap: str, topic: str, n: int, timeout: float = 30) -> list:  # type: ignore[type-arg]
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                         enable_auto_commit=False)
-    await c.start()
-    out: list = []  # type: ignore[type-arg]
-    try:
-        end = asyncio.get_running_loop().time() + timeout
-        while len(out) < n and asyncio.get_running_loop().time() < end:
-            for msgs in (await c.getmany(timeout_ms=300)).values():
-                out.extend(msgs)
-    finally:
-        await c.stop()
-    return sorted(out, key=lambda m: (m.partition, m.offset))
-
-
 async def _until(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     end = asyncio.get_running_loop().time() + timeout
     while not pred():
@@ -174,7 +149,8 @@ def test_messages_recorded_while_the_broker_is_down_arrive_after_it_returns_in_o
             broker.start()  # the same port, an empty broker
             await ensure_topics(broker.bootstrap, fix_wrong_counts=True)
             await _until(lambda: backlog() == 0, 60, "the backlog to drain")
-            return await _consume(broker.bootstrap, "line.alerts", 20)
+            got = await read_all(broker.bootstrap, "line.alerts", 20)
+            return sorted(got, key=lambda m: (m.partition, m.offset))
         finally:
             await relay.stop()
             broker.stop()

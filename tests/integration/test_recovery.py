@@ -46,6 +46,18 @@ def _worker(line_dir: Path, fault: str | None, n: int) -> Proc:
                 env={"LINETRACE_BATCH_WINDOW": "0.02"})
 
 
+def _killed_at(line_dir: Path, fault: str) -> Proc:
+    """Run a worker armed with `fault` until the fault kills it (SIGKILL, as the point says)."""
+    first = _worker(line_dir, fault, 1)
+    try:
+        wait_for(lambda: first.proc.poll() is not None, timeout=120,
+                 what=f"the worker to die at {fault}")
+    finally:
+        first.stop()
+    assert first.proc.returncode == -9, first.tail()
+    return first
+
+
 def _stored(ledger: Ledger, source: str) -> int:
     with ledger.reader() as s:
         return int(s.scalar(select(func.count()).select_from(EventRow)
@@ -90,13 +102,7 @@ def test_a_worker_killed_around_the_ledger_commit_loses_nothing_and_writes_nothi
                                  for serial, v in zip(serials, values, strict=True)]))
     ledger = Ledger(f"sqlite:///{line_dir / 'ledger.db'}")
 
-    first = _worker(line_dir, fault, 1)
-    try:
-        wait_for(lambda: first.proc.poll() is not None, timeout=120,
-                 what=f"the worker to die at {fault}")
-    finally:
-        first.stop()
-    assert first.proc.returncode == -9, first.tail()
+    first = _killed_at(line_dir, fault)
     stored = _stored(ledger, "ict-31")
     committed = asyncio.run(_committed(broker, "line.events", 8))
     if fault == "kill-before-write":  # Kafka's offsets are ahead of what the ledger holds
@@ -139,13 +145,7 @@ def test_a_system_event_committed_before_a_crash_is_published_after_the_restart_
             return int(s.scalar(select(func.count()).select_from(OutboxRow).where(
                 OutboxRow.topic == "line.receipts", OutboxRow.sent.is_(None))) or 0)
 
-    first = _worker(line_dir, fault, 1)
-    try:
-        wait_for(lambda: first.proc.poll() is not None, timeout=120,
-                 what=f"the worker to die at {fault}")
-    finally:
-        first.stop()
-    assert first.proc.returncode == -9, first.tail()
+    first = _killed_at(line_dir, fault)
     assert unsent_checks() > 0  # recorded, not marked sent
 
     second = _worker(line_dir, None, 2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Columns that record when a row was written, not what happened.
 WALL_CLOCK = {"recorded", "updated"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    url = (f"sqlite:///{tmp_path / 'l.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
-    lg = Ledger(url)
-    yield lg
-    lg.close()
 
 
 def signed_events(ledger: Ledger, tmp_path: Path, n: int) -> tuple[list[Candidate], SystemContext]:

@@ -19,13 +19,6 @@ from ..conftest import linetrace_cmd, run_cli
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
 def test_migrations_create_exactly_the_schema_the_models_describe(db_url: str) -> None:
     engine = make_engine(db_url)
     upgrade(engine)

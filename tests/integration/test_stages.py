@@ -39,11 +39,10 @@ pytestmark = pytest.mark.integration
 T0 = "2026-03-01T08:00:00.000Z"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    url = (f"sqlite:///{tmp_path / 'l.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
-    lg = Ledger(url)
+@pytest.fixture
+def ledger(db_url: str, tmp_path: Path) -> Iterator[Ledger]:
+    """A ledger with gpu-install-01 enrolled (signing with KEY)."""
+    lg = Ledger(db_url)
     plant, _ = load_or_create_plant_key(tmp_path / "keys")
     enroll_station(lg, plant, "gpu-install-01", "gpu-install", KEY.public_key())
     yield lg

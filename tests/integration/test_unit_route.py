@@ -8,7 +8,6 @@ LINETRACE_ROUTES) applies to units started later, never to units already started
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,15 +28,6 @@ from linetrace.schemas.routes import PRODUCTS_DIR, RouteBook, load_route_book, p
 pytestmark = pytest.mark.integration
 
 KEY = signing.generate_key()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    url = (f"sqlite:///{tmp_path / 'l.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
-    lg = Ledger(url)
-    yield lg
-    lg.close()
 
 
 class Station:
