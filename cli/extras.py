@@ -25,6 +25,8 @@ MISSING_EXTRA_EXIT = 2
 def missing_modules(modules: tuple[str, ...]) -> list[str]:
     missing = []
     for name in modules:
+        if sys.modules.get(name) is not None:  # imported already (faust's module has no spec)
+            continue
         try:
             found = importlib.util.find_spec(name) is not None
         except (ImportError, ValueError):
