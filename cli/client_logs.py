@@ -22,6 +22,8 @@ from collections import Counter
 #: The loggers folded (every record of their children passes through them).
 CLIENT_LOGGERS = ("aiokafka",)
 SUMMARY_LOGGER = "linetrace.client_logs"
+#: The StationClient's logger (`linetrace simulate` runs a whole line's stations in one process).
+STATION_LOGGER = "linetrace.stations.client"
 
 
 class Burst(logging.Handler):

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from linetrace.ledger.keys import enroll_station, load_or_create_plant_key
 from linetrace.schemas import signing
 
+from .client_logs import STATION_LOGGER, quiet_client_logs
 from .ledger_cmds import open_ledger, publish_outbox
 from .routes_cmds import routes_in_force
 from .extras import need_extra
@@ -187,6 +188,9 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     plant, _ = load_or_create_plant_key(settings.keys_dir)
     ledger = open_ledger(settings)
     stations_dir = settings.data_dir / "stations"
+    # Every station of the line runs in this process: one outage is one line and a summary
+    # here too, not two lines per station.
+    quiet_client_logs((STATION_LOGGER,))
     keys = {}
     for station_id, station_type in station_roster(config.product, config.routes):
         keys[station_id] = station_key(stations_dir, station_id)
