@@ -312,8 +312,15 @@ class BatchProcessor:
             s.end()
 
     async def tick(self) -> None:
-        """Periodic work while the line is quiet: stage retries."""
-        out: BatchOutcome = await self.in_writer(self.retry_stages)
+        """Periodic work while the line is quiet: stage retries. Never waits out an outage
+        (the next tick tries again; the batches' own retry loop reports it)."""
+        loop = asyncio.get_running_loop()
+        try:
+            out = await loop.run_in_executor(self.writer, self.retry_stages)
+        except Exception as e:
+            if is_transient(e):
+                return
+            raise
         if out.system:
             self.relay.wake()
 

@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from opentelemetry import trace
 from opentelemetry.trace import Span
+from sqlalchemy.exc import SQLAlchemyError
 
 from linetrace.ledger import outbox
 from linetrace.ledger.db import Ledger
@@ -73,7 +74,7 @@ class Relay:
         self._producer: AIOKafkaProducer | None = None
         self._mark: outbox.Watermark | None = None
         self._task: asyncio.Task[None] | None = None
-        self._broker_ok = True
+        self._trouble: str | None = None  # "db" or "broker" while passes fail
 
     def wake(self) -> None:
         """Something was committed to the outbox: publish it now rather than at the next poll."""
@@ -222,9 +223,11 @@ class Relay:
         while True:
             try:
                 await self.pass_once()
-                if not self._broker_ok:
-                    log.warning("outbox relay: broker reachable again; publishing resumed")
-                    self._broker_ok = True
+                if self._trouble is not None:
+                    log.warning("outbox relay: %s again; publishing resumed",
+                                "ledger DB available" if self._trouble == "db"
+                                else "broker reachable")
+                    self._trouble = None
                 delay = 0.1
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.policy.poll)
@@ -234,10 +237,13 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                if self._broker_ok:
-                    log.error("outbox relay: publish failed (%s: %s); %d message(s) wait in the "
-                              "ledger and are retried", type(e).__name__, e, self.stats.backlog)
-                    self._broker_ok = False
+                trouble = "db" if isinstance(e, SQLAlchemyError) else "broker"
+                if self._trouble != trouble:  # a state change is logged once, not per retry
+                    what = ("the ledger DB is unavailable" if trouble == "db"
+                            else "publishing to the broker failed")
+                    log.error("outbox relay: %s (%s: %s); %d message(s) wait in the ledger and "
+                              "are retried", what, type(e).__name__, e, self.stats.backlog)
+                    self._trouble = trouble
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.policy.backoff_max)
 
