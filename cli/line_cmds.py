@@ -95,16 +95,24 @@ async def _ensure_topics_racing_clients(bootstrap: str, attempts: int = 50) -> d
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     """Check (or --create) the topics of CONTRACTS.md on the configured broker (own Kafka)."""
     _need_worker_extra()
+    from aiokafka.errors import KafkaError
+
     from linetrace.schemas.topics import ALL_TOPICS
     from linetrace.streams.broker import ensure_topics, partition_counts_of
+    from linetrace.streams.errors import BrokerError
 
     bootstrap = settings.bootstrap()
-    if args.create:
-        done = asyncio.run(ensure_topics(bootstrap, fix_wrong_counts=False))
-        for name, what in done.items():
-            print(f"{name:24} {ALL_TOPICS[name]:3}  {what}")
-        return 0
-    counts = asyncio.run(partition_counts_of(bootstrap, list(ALL_TOPICS)))
+    try:
+        if args.create:
+            done = asyncio.run(ensure_topics(bootstrap, fix_wrong_counts=False))
+            for name, what in done.items():
+                print(f"{name:24} {ALL_TOPICS[name]:3}  {what}")
+            return 0
+        counts = asyncio.run(partition_counts_of(bootstrap, list(ALL_TOPICS)))
+    except KafkaError as e:  # a failed operation, said in one line (exit 1), no traceback
+        raise BrokerError(f"cannot reach the broker at {bootstrap} ({type(e).__name__}); start "
+                          "it (`linetrace broker` or `linetrace up`) or check LINETRACE_BROKER",
+                          code="broker.unreachable", retriable=True) from None
     bad = 0
     for name, want in ALL_TOPICS.items():
         have = counts.get(name)
