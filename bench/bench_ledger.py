@@ -132,7 +132,7 @@ def run_db(name: str, url: str, args: argparse.Namespace, keys_dir: Path,
         floor.close()
         sizes = [measure.recall_once(ledger, x) for x in lots[:20]]
         r["recall_rows"] = sum(map(len, sizes)) / len(sizes)
-        r["recall_units"] = sum(len({x["serial"] for x in s}) for s in sizes) / len(sizes)
+        r["recall_units"] = sum(len({x.serial for x in s}) for s in sizes) / len(sizes)
         print(f"{name}: writer {args.writer_events} events", file=sys.stderr, flush=True)
         ctx = writer_load.enroll(ledger, keys_dir)
         r["ceiling"] = writer_load.ceiling(ledger, cands, args.batch)

@@ -200,10 +200,12 @@ class Generator:
         order = carton = None
         if state != "in_progress":
             order, carton = f"SO-{i // 40:06d}", f"CTN-{i:08d}"
+        # route_product, route_revision, route_sha256: NULL (no route in force)
         rows["units"].append((mb, product, "assembly", "installed", 25, wo, created_mb, T[k20],
-                              srv, None, None))
+                              srv, None, None, None, None, None))
         rows["units"].append((srv, product, "server", state, 80 if state == "in_progress"
-                              else 100, wo, created_srv, T[last[False]], None, order, carton))
+                              else 100, wo, created_srv, T[last[False]], None, order, carton,
+                              None, None, None))
 
     def _installs(self, i: int, out: list[tuple[object, ...]], T: list[str], ids: list[str],
                   installed: dict[tuple[bool, int], int]) -> None:
