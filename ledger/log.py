@@ -135,9 +135,10 @@ def tree_size(session: Session) -> int:
 
 
 def _event_seqs(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """events.seq of rows this transaction just flushed: from the session, else one query."""
-    out = {(o.source, o.event_id): o.seq for o in session.identity_map.values()
-           if isinstance(o, EventRow)}
+    """events.seq of rows this transaction just stored (the writer keeps them in
+    `session.info["event_seqs"]`), else one query."""
+    known: dict[tuple[str, str], int] = session.info.get("event_seqs", {})
+    out = {k: known[k] for k in keys if k in known}
     missing = [k for k in keys if k not in out]
     for i in range(0, len(missing), _CHUNK):
         part = missing[i : i + _CHUNK]

@@ -125,6 +125,7 @@ def store_events(session: Session, candidates: Sequence[Candidate],
                                 for c in candidates
                                 if c.event.seq is not None and c.record.partition is not None])
     moved: dict[tuple[str, str, int], int] = {}
+    new_rows: list[EventRow] = []
     revoked = _revoked(session, {c.keyid for c in candidates})
     now = datetime.now(UTC)
     with session.no_autoflush:  # projections flush where they must
@@ -159,15 +160,18 @@ def store_events(session: Session, candidates: Sequence[Candidate],
                     continue
                 moved[pos] = seq
             existing[key] = ev.value
-            session.add(EventRow(
+            row = EventRow(
                 source=ev.source, event_id=ev.id, type=ev.type, subject=ev.subject,
                 time=parse_time(ev.envelope.time), stationseq=seq, topic=c.record.topic,
                 partition=c.record.partition, offset=c.record.offset, cause=c.cause,
-                keyid=c.keyid, signature=c.signature, value=ev.value, recorded=now))
+                keyid=c.keyid, signature=c.signature, value=ev.value, recorded=now)
+            session.add(row)
+            new_rows.append(row)
             project(session, ev)
             out.stored.append(c)
         settle(session)  # the states installs decide, whatever order partitions came in
     session.flush()
+    stored_seqs(session).update({(r.source, r.event_id): r.seq for r in new_rows})
     upsert(session, StationPosition.__table__,  # type: ignore[arg-type]
            [{"station_id": k[0], "topic": k[1], "partition": k[2], "last_seq": v}
             for k, v in moved.items()], ["station_id", "topic", "partition"])
@@ -179,6 +183,13 @@ def store_events(session: Session, candidates: Sequence[Candidate],
         if ctx is not None:  # ingest verifies them when they come back from Kafka
             register_plant_key(session, ctx.plant_key, now)
     return out
+
+
+def stored_seqs(session: Session) -> dict[tuple[str, str], int]:
+    """events.seq of every event this transaction stored, by (source, id): what the log and
+    the stages need, without a query or a scan of the session."""
+    seqs: dict[tuple[str, str], int] = session.info.setdefault("event_seqs", {})
+    return seqs
 
 
 def is_own_system_event(c: Candidate) -> bool:

@@ -290,7 +290,9 @@ class BatchProcessor:
             cp = self.checkpoints
             await self.in_writer(maybe_checkpoint, self.ledger, cp.signer, cp.every_leaves,
                                  cp.every_seconds)
-        self.relay.wake()
+        if outcome.system or outcome.rejections or self.pipeline.enqueued:
+            self.pipeline.enqueued = 0
+            self.relay.wake()  # otherwise nothing new is in the outbox: let it sleep
         self._count(outcome)
         return outcome
 

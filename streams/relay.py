@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class Relay:
         self._mark: outbox.Watermark | None = None
         self._task: asyncio.Task[None] | None = None
         self._trouble: str | None = None  # "db" or "broker" while passes fail
+        self._held_since: float | None = None  # monotonic time the lease was last renewed
 
     def wake(self) -> None:
         """Something was committed to the outbox: publish it now rather than at the next poll."""
@@ -100,10 +102,19 @@ class Relay:
 
     # -- database side (relay thread) -------------------------------------------------------
     def _take(self) -> bool:
+        """Hold the lease: renewed in the DB once a third of its time has passed (a write
+        transaction per wake-up would contend with the writer for SQLite's lock)."""
+        now = time.monotonic()
+        if self._held_since is not None and now - self._held_since < self.policy.lease_ttl / 3:
+            return True
         with self.ledger.transaction() as s:
-            return outbox.take_lease(s, LEASE, self.holder, timedelta(seconds=self.policy.lease_ttl))
+            held = outbox.take_lease(s, LEASE, self.holder,
+                                     timedelta(seconds=self.policy.lease_ttl))
+        self._held_since = now if held else None
+        return held
 
     def _release(self) -> None:
+        self._held_since = None
         try:
             with self.ledger.transaction() as s:
                 outbox.release_lease(s, LEASE, self.holder)

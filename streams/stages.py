@@ -82,6 +82,7 @@ class Pipeline:
         self.retry_limit = retry_limit
         self.stats = StageStats()
         self.parent: Span | None = None  # the batch's span, for each stage's span
+        self.enqueued = 0  # outbox messages the stages wrote (the relay is woken for them)
 
     def __call__(self, session: Session, batch: Sequence[Candidate]) -> list[Candidate]:
         decided: list[Candidate] = []
@@ -98,6 +99,7 @@ class Pipeline:
                 attributes={"linetrace.events": len(batch)}), session.begin_nested():
             decisions = stage.decide(batch, stage.load(session, batch))
             outbox.enqueue(session, decisions.messages)
+            self.enqueued += len(decisions.messages)
             for table, row in decisions.rows:
                 insert_ignore(session, table, [row])
         self.stats.runs[stage.name] += 1

@@ -24,6 +24,7 @@ from linetrace.ledger.flags import EventFlag
 from linetrace.ledger.models import EventRow
 from linetrace.ledger.records import Candidate
 from linetrace.ledger.sql import keys_in
+from linetrace.ledger.writer import stored_seqs
 from linetrace.schemas.envelope import parse_time
 
 from .line_clock import DEFAULT_BOUND, EXCLUDED, FAR, RESET, RESET_AFTER, PartitionClock, describe, observe
@@ -81,11 +82,10 @@ class LineClockStage:
 
     def load(self, session: Session, batch: Sequence[Candidate]) -> ClockState:
         read = [(c.event.source, c.event.id) for c in batch if c.record.partition is not None]
-        # The rows this transaction just stored are in the session: no query for their seq
+        # The writer keeps the seq of the rows this transaction stored: no query, no scan
         # (a stage retry runs on rows read back, which are looked up).
-        seqs: dict[tuple[str, str], int] = {
-            (o.source, o.event_id): o.seq for o in session.identity_map.values()
-            if isinstance(o, EventRow)}
+        known = stored_seqs(session)
+        seqs = {k: known[k] for k in read if k in known}
         missing = [k for k in read if k not in seqs]
         for i in range(0, len(missing), 400):
             rows = session.execute(select(EventRow.source, EventRow.event_id, EventRow.seq).where(
