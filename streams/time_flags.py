@@ -48,25 +48,43 @@ def _utc(t: datetime) -> datetime:
 
 
 def partition_clock(session: Session, topic: str, partition: int, before_seq: int,
-                    reset_after: int = RESET_AFTER) -> PartitionClock:
-    """The clock of (topic, partition) as the events stored before `before_seq` left it."""
+                    reset_after: int = RESET_AFTER, flagged: bool = True) -> PartitionClock:
+    """The clock of (topic, partition) as the events stored before `before_seq` left it.
+
+    `flagged=False` says the partition has no flags at all (the common case): one query then.
+    """
     where = (EventFlag.topic == topic, EventFlag.partition == partition,
              EventFlag.event_seq < before_seq)
-    reset = session.scalar(select(func.max(EventFlag.event_seq)).where(
-        *where, EventFlag.kind == RESET)) or 0
-    excluded = (select(EventFlag.id).where(EventFlag.event_seq == EventRow.seq,
-                                           EventFlag.kind.in_(sorted(EXCLUDED))).exists())
-    counted = (EventRow.topic == topic, EventRow.partition == partition,
-               EventRow.seq >= reset, EventRow.seq < before_seq, ~excluded)
-    top = session.scalar(select(EventRow.time).where(*counted)
-                         .order_by(EventRow.time.desc()).limit(1))
-    if top is None:
+    reset = 0
+    if flagged:
+        reset = session.scalar(select(func.max(EventFlag.event_seq)).where(
+            *where, EventFlag.kind == RESET)) or 0
+    counted = [EventRow.topic == topic, EventRow.partition == partition,
+               EventRow.seq >= reset, EventRow.seq < before_seq]
+    if flagged:
+        counted.append(~select(EventFlag.id).where(
+            EventFlag.event_seq == EventRow.seq, EventFlag.kind.in_(sorted(EXCLUDED))).exists())
+    top_row = session.execute(select(EventRow.time, EventRow.seq).where(*counted)
+                              .order_by(EventRow.time.desc(), EventRow.seq.desc()).limit(1)).first()
+    if top_row is None:
         return PartitionClock()
-    top_seq = session.scalar(select(func.max(EventRow.seq)).where(*counted, EventRow.time == top))
+    top, top_seq = top_row
+    if not flagged:
+        return PartitionClock(_utc(top))
     far = session.scalars(select(EventFlag.event_time).where(
         *where, EventFlag.kind == FAR, EventFlag.event_seq > (top_seq or 0))
         .order_by(EventFlag.event_seq.desc()).limit(max(reset_after - 1, 1))).all()
     return PartitionClock(_utc(top), tuple(_utc(t) for t in reversed(far)))
+
+
+def flagged_partitions(session: Session, partitions: Sequence[Partition]) -> set[Partition]:
+    """Which of these partitions have any flag (one query for all of them)."""
+    if not partitions:
+        return set()
+    rows = session.execute(select(EventFlag.topic, EventFlag.partition).where(
+        EventFlag.topic.in_(sorted({t for t, _ in partitions})),
+        EventFlag.partition.in_(sorted({p for _, p in partitions}))).distinct())
+    return {(str(r[0]), int(r[1])) for r in rows if r[1] is not None} & set(partitions)
 
 
 class LineClockStage:
@@ -97,7 +115,8 @@ class LineClockStage:
             if c.record.partition is not None and seq is not None:
                 key = (c.record.topic, c.record.partition)
                 first[key] = min(first.get(key, seq), seq)
-        clocks = {tp: partition_clock(session, tp[0], tp[1], s, self.reset_after)
+        flagged = flagged_partitions(session, list(first))
+        clocks = {tp: partition_clock(session, tp[0], tp[1], s, self.reset_after, tp in flagged)
                   for tp, s in first.items()}
         return ClockState(clocks, seqs, datetime.now(UTC))
 
