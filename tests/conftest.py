@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -106,17 +106,22 @@ def worker(broker: str, line_dir: Path) -> Iterator[Proc]:
     p.stop()
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL schema on the test server, dropped afterwards."""
+def pg_admin() -> Any:
+    """An autocommit psycopg connection to the test server (fails under CI=true if absent)."""
     try:
         import psycopg
 
-        conn = psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"),
+        return psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"),
                                autocommit=True, connect_timeout=3)
     except Exception:
         need(False, f"PostgreSQL at {PG_URL}")
         raise
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema on the test server, dropped afterwards."""
+    conn = pg_admin()
     schema = f"t_{uuid.uuid4().hex[:12]}"
     conn.execute(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in PG_URL else "?"

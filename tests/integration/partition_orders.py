@@ -20,7 +20,7 @@ from linetrace.ledger.records import Candidate
 from linetrace.ledger.system_events import SealedHbom
 from linetrace.schemas.envelope import SYSTEM_SOURCE
 from linetrace.schemas.topics import STATIONS
-from tests.conftest import PG_URL, need
+from tests.conftest import PG_URL, pg_admin
 
 LedgerMaker = Callable[[], Ledger]
 
@@ -32,12 +32,7 @@ def ledger_maker(kind: str, tmp_path: Path) -> Iterator[LedgerMaker]:
     schemas: list[str] = []
     conn: psycopg.Connection[tuple[object, ...]] | None = None
     if kind == "postgresql":
-        try:
-            conn = psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"),
-                                   autocommit=True, connect_timeout=3)
-        except Exception:
-            need(False, f"PostgreSQL at {PG_URL}")
-            raise
+        conn = pg_admin()
 
     def make() -> Ledger:
         if conn is None:

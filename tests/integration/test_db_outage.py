@@ -30,7 +30,7 @@ from linetrace.schemas.topics import partition_of
 from linetrace.streams.processor import BatchProcessor
 from linetrace.streams.worker import process_until_done
 
-from ..conftest import PG_URL, Proc, linetrace_cmd, need, run_cli, wait_for
+from ..conftest import PG_URL, Proc, linetrace_cmd, pg_admin, run_cli, wait_for
 from .test_ingest import produce, work_started
 
 pytestmark = pytest.mark.integration
@@ -95,14 +95,7 @@ class PgOutage(Outage):
 
 @pytest.fixture
 def pg_outage() -> Iterator[PgOutage]:
-    try:
-        import psycopg
-
-        admin = psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"),
-                                autocommit=True, connect_timeout=3)
-    except Exception:
-        need(False, f"PostgreSQL at {PG_URL}")
-        raise
+    admin = pg_admin()
     role = f"lt_{uuid.uuid4().hex[:12]}"
     admin.execute(f"CREATE ROLE {role} LOGIN")
     admin.execute(f"CREATE SCHEMA {role} AUTHORIZATION {role}")
