@@ -134,7 +134,7 @@ def tree_size(session: Session) -> int:
     return session.execute(select(LogHead.size).where(LogHead.id == 1)).scalar_one_or_none() or 0
 
 
-def _event_seqs(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+def event_seqs(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
     """events.seq of rows this transaction just stored (the writer keeps them in
     `session.info["event_seqs"]`), else one query."""
     known: dict[tuple[str, str], int] = session.info.get("event_seqs", {})
@@ -175,7 +175,7 @@ def append_events(session: Session, stored: Sequence[Candidate]) -> list[tuple[i
         return []
     size = lock_head(session)
     session.flush()  # the events' rows get their seq
-    seqs = _event_seqs(session, [(c.event.source, c.event.id) for c in items])
+    seqs = event_seqs(session, [(c.event.source, c.event.id) for c in items])
     chains = list(dict.fromkeys(chain_of(c.event) for c in items))
     heads = {k: h for k, (_, h) in chain_heads(session, chains).items()}
     leaf_rows: list[dict[str, Any]] = []

@@ -44,6 +44,7 @@ class OpenFailure:
     event_id: str
     error: str
     attempts: int
+    last_failed: datetime
 
 
 def record_failures(session: Session, stage: str, failed: Sequence[tuple[int, str, str]],
@@ -74,7 +75,8 @@ def open_failures(session: Session, stage: str | None = None, limit: int = 500
     q = select(StageFailure).where(StageFailure.resolved.is_(None))
     if stage is not None:
         q = q.where(StageFailure.stage == stage)
-    return [OpenFailure(r.stage, r.event_seq, r.source, r.event_id, r.error, r.attempts)
+    return [OpenFailure(r.stage, r.event_seq, r.source, r.event_id, r.error, r.attempts,
+                        r.last_failed)
             for r in session.scalars(q.order_by(StageFailure.event_seq).limit(limit))]
 
 

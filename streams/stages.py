@@ -21,14 +21,15 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import Span
-from sqlalchemy import Table, select
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from linetrace.ledger import outbox
+from linetrace.ledger.log import event_seqs
 from linetrace.ledger import stage_failures as failures
 from linetrace.ledger.models import EventRow
 from linetrace.ledger.records import Candidate, SourceRecord
-from linetrace.ledger.sql import insert_ignore, keys_in
+from linetrace.ledger.sql import insert_ignore
 from linetrace.schemas.envelope import decode_stored_event
 
 log = logging.getLogger("linetrace.stages")
@@ -126,7 +127,7 @@ class Pipeline:
         log.error("stage %s failed on %s/%s: %s (the event is stored; the stage will retry)",
                   stage.name, batch[0].event.source, batch[0].event.id, why)
         self.stats.failures[stage.name] += len(batch)
-        seqs = _event_seqs(session, [(c.event.source, c.event.id) for c in batch])
+        seqs = event_seqs(session, [(c.event.source, c.event.id) for c in batch])
         failures.record_failures(session, stage.name, [
             (seqs[(c.event.source, c.event.id)], c.event.source, c.event.id)
             for c in batch if (c.event.source, c.event.id) in seqs], why)
@@ -141,7 +142,7 @@ class Pipeline:
             stage = by_name.get(f.stage)
             if stage is None:
                 continue  # a stage no longer configured: left open for an operator
-            if not _due(session, f, t):
+            if not _due(f, t):
                 continue
             rows = failures.event_rows(session, [f.event_seq])
             if not rows:
@@ -158,22 +159,11 @@ class Pipeline:
         return decided
 
 
-def _due(session: Session, f: failures.OpenFailure, now: datetime) -> bool:
-    last = session.scalar(select(failures.StageFailure.last_failed).where(
-        failures.StageFailure.stage == f.stage, failures.StageFailure.event_seq == f.event_seq))
-    if last is None:
-        return True
+def _due(f: failures.OpenFailure, now: datetime) -> bool:
+    last = f.last_failed
     if last.tzinfo is None:  # SQLite returns naive UTC
         last = last.replace(tzinfo=UTC)
     return now - last >= _retry_after(f.attempts)
-
-
-def _event_seqs(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    if not keys:
-        return {}
-    rows = session.execute(select(EventRow.source, EventRow.event_id, EventRow.seq).where(
-        keys_in(session, (EventRow.source, EventRow.event_id), list(keys))))
-    return {(r[0], r[1]): r[2] for r in rows}
 
 
 def stored_candidate(row: EventRow) -> Candidate:

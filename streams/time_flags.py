@@ -23,8 +23,7 @@ from sqlalchemy.orm import Session
 from linetrace.ledger.flags import EventFlag
 from linetrace.ledger.models import EventRow
 from linetrace.ledger.records import Candidate
-from linetrace.ledger.sql import keys_in
-from linetrace.ledger.writer import stored_seqs
+from linetrace.ledger.log import event_seqs
 from linetrace.schemas.envelope import parse_time
 
 from .line_clock import DEFAULT_BOUND, EXCLUDED, FAR, RESET, RESET_AFTER, PartitionClock, describe, observe
@@ -100,15 +99,7 @@ class LineClockStage:
 
     def load(self, session: Session, batch: Sequence[Candidate]) -> ClockState:
         read = [(c.event.source, c.event.id) for c in batch if c.record.partition is not None]
-        # The writer keeps the seq of the rows this transaction stored: no query, no scan
-        # (a stage retry runs on rows read back, which are looked up).
-        known = stored_seqs(session)
-        seqs = {k: known[k] for k in read if k in known}
-        missing = [k for k in read if k not in seqs]
-        for i in range(0, len(missing), 400):
-            rows = session.execute(select(EventRow.source, EventRow.event_id, EventRow.seq).where(
-                keys_in(session, (EventRow.source, EventRow.event_id), missing[i:i + 400])))
-            seqs.update({(r[0], r[1]): r[2] for r in rows})
+        seqs = event_seqs(session, read)  # the writer's record of what it stored, else a query
         first: dict[Partition, int] = {}
         for c in batch:
             seq = seqs.get((c.event.source, c.event.id))
