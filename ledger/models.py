@@ -26,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from .telemetry_store import EventValue
+
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 SCHEMA_VERSION = 1
 
@@ -49,8 +51,12 @@ class EventRow(Base):
     cause: Mapped[str | None] = mapped_column(String(36))
     keyid: Mapped[str] = mapped_column(String(16))
     signature: Mapped[bytes] = mapped_column(LargeBinary)
-    value: Mapped[bytes] = mapped_column(LargeBinary)
+    # Telemetry rows hold a compressed (or, after retention, pruned) form; reads give the
+    # exact event bytes (linetrace.ledger.telemetry_store).
+    value: Mapped[bytes] = mapped_column(EventValue)
     recorded: Mapped[datetime]
+    # SHA-256 of the exact event bytes, for telemetry rows: kept forever, after pruning too.
+    digest: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     __table_args__ = (
         UniqueConstraint("source", "event_id", name="uq_events_source_id"),
         Index("ix_events_subject_time", "subject", "time"),
