@@ -62,6 +62,10 @@ SETTINGS: tuple[Setting, ...] = (
             "each adds a product or replaces the packaged route of the same product. Checked "
             "at the start of `worker`, `up` and `simulate` like `linetrace routes check`; "
             "any problem refuses to start (exit 2). See docs/routes.md."),
+    Setting("telemetry_retention_days", "LINETRACE_TELEMETRY_RETENTION_DAYS", "90",
+            "Days (by event time) raw burn-in telemetry is kept before `linetrace telemetry "
+            "prune` drops its bytes (each event's SHA-256 is kept forever). Nothing prunes "
+            "on its own: schedule the command. See docs/operations.md."),
 )
 
 
@@ -79,6 +83,7 @@ class Settings:
     log_level: str
     clock_bound_seconds: float
     routes: Path | None
+    telemetry_retention_days: float
     sources: Mapping[str, str]
 
     @property
@@ -150,6 +155,7 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
         checkpoint_leaves = int(raw.get("checkpoint_leaves", "1000"))
         checkpoint_seconds = float(raw.get("checkpoint_seconds", "60"))
         clock_bound_seconds = float(raw.get("clock_bound_seconds", "604800"))
+        retention_days = float(raw.get("telemetry_retention_days", "90"))
     except ValueError as e:
         raise ConfigurationError(f"a numeric LINETRACE_* setting is not a number: {e}") from None
     if checkpoint_leaves < 1 or checkpoint_seconds <= 0:
@@ -158,6 +164,9 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
     if not 0 < clock_bound_seconds < 10_000 * 365 * 86_400:
         raise ConfigurationError("LINETRACE_CLOCK_BOUND_SECONDS must be a positive number of "
                                  "seconds (default 604800, 7 days)")
+    if not 1 <= retention_days < 100_000:
+        raise ConfigurationError("LINETRACE_TELEMETRY_RETENTION_DAYS must be at least 1 day "
+                                 "(default 90)")
     if batch_size < 1 or batch_window <= 0:
         raise ConfigurationError("LINETRACE_BATCH_SIZE must be >= 1 and LINETRACE_BATCH_WINDOW > 0")
     broker = raw.get("broker")
@@ -172,7 +181,7 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
                     checkpoint_seconds=checkpoint_seconds, log_level=level,
                     clock_bound_seconds=clock_bound_seconds,
                     routes=Path(raw["routes"]).expanduser().resolve() if "routes" in raw else None,
-                    sources=sources)
+                    telemetry_retention_days=retention_days, sources=sources)
 
 
 assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)} - {"sources"}

@@ -34,6 +34,7 @@ from linetrace.schemas import bodies as b
 from linetrace.schemas.envelope import SYSTEM_SOURCE, Event, decode_stored_event, parse_time
 from linetrace.schemas.topics import LEAF_TOPICS, STATIONS, TOPIC_OF_TYPE
 
+from . import telemetry_store
 from .proof import merkle
 from .proof.checkpoints import read_checkpoints
 from .db import Ledger
@@ -134,6 +135,9 @@ def _audit_log(s: Session, rep: AuditReport) -> tuple[merkle.MemoryTree, list[Lo
         if bearing and ev.seq not in with_leaf:
             add(Finding("inserted", "events", f"seq={ev.seq} {ev.source}/{ev.event_id}",
                         f"{ev.type} has no leaf in the log"))
+        why = telemetry_store.digest_problem(ev.value, ev.digest)
+        if why is not None:
+            add(Finding("edited", "events", f"seq={ev.seq} {ev.source}/{ev.event_id}", why))
     head = s.scalar(select(LogHead.size).where(LogHead.id == 1)) or 0
     if head != tree.size:
         add(Finding("edited", "log_head", "id=1", f"size {head}, the leaves make {tree.size}"))

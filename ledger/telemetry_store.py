@@ -22,7 +22,6 @@ and old rows still decode.
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from typing import Any
 
@@ -30,6 +29,9 @@ from sqlalchemy import Dialect, LargeBinary
 from sqlalchemy.types import TypeDecorator
 
 from linetrace.schemas.topics import TELEMETRY
+
+from .errors import LedgerError
+from .proof.telemetry import event_digest
 
 COMPRESSED = b"\x00LTz1"
 PRUNED = b"\x00LTpruned"
@@ -57,15 +59,15 @@ _LEVEL = 6
 _WBITS = -15  # raw DEFLATE: no zlib header or Adler-32 (the digest is the integrity check)
 
 
-class TelemetryPruned(LookupError):
+class TelemetryPruned(LedgerError):
     """The raw bytes of a telemetry event were dropped under the retention policy."""
 
     code = "telemetry.pruned"
 
 
 def digest(value: bytes) -> bytes:
-    """SHA-256 of the exact signed event bytes (32 bytes)."""
-    return hashlib.sha256(value).digest()
+    """SHA-256 of the exact signed event bytes (32 bytes): `proof.telemetry.event_digest`."""
+    return event_digest(value)
 
 
 def compress(value: bytes) -> bytes:
@@ -99,10 +101,11 @@ def stored_columns(topic: str, value: bytes) -> dict[str, Any]:
 
 def same_bytes(prior_value: bytes, prior_digest: bytes | None, incoming: bytes) -> bool:
     """Is `incoming` byte-identical to the stored event (ingest rule 3)? `prior_value` may be
-    raw, compressed or pruned; after pruning the digest decides."""
-    if is_pruned(prior_value):
-        return prior_digest is not None and digest(incoming) == prior_digest
-    return decode(prior_value) == incoming
+    raw, compressed (as read through `EventValue`, or not) or pruned; where the row has a
+    digest, the digest decides (it outlives pruning)."""
+    if prior_digest is not None:
+        return digest(incoming) == prior_digest
+    return not is_pruned(prior_value) and decode(prior_value) == incoming
 
 
 def require_bytes(value: bytes, what: str, stored_digest: bytes | None = None) -> bytes:
@@ -115,10 +118,22 @@ def require_bytes(value: bytes, what: str, stored_digest: bytes | None = None) -
         f"(`linetrace telemetry prune`, docs/operations.md){tail}")
 
 
+def digest_problem(value: bytes, stored_digest: bytes | None) -> str | None:
+    """What is wrong with a row's bytes against its digest (`linetrace verify-ledger`), or
+    None: no digest (not telemetry, or written before digests), or pruned, or matching."""
+    if stored_digest is None:
+        return "telemetry bytes were pruned but no digest was kept" if is_pruned(value) else None
+    if is_pruned(value) or digest(value) == stored_digest:
+        return None
+    return "event bytes differ from their SHA-256 digest (events.digest)"
+
+
 class EventValue(TypeDecorator[bytes]):
     """`events.value`: reads give the exact event bytes whatever the stored form (a pruned
     row reads as `PRUNED`); binds pass through unchanged (the writer compresses explicitly
-    via `stored_columns`)."""
+    via `stored_columns`). A compressed value that no longer inflates (an edited row) reads
+    as its stored bytes, which are never a valid event: readers fail on it as on any edited
+    row, and `linetrace verify-ledger` reports it against its digest."""
 
     impl = LargeBinary
     cache_ok = True
@@ -126,4 +141,8 @@ class EventValue(TypeDecorator[bytes]):
     def process_result_value(self, value: Any, dialect: Dialect) -> bytes | None:
         if value is None:
             return None
-        return decode(bytes(value))
+        stored = bytes(value)
+        try:
+            return decode(stored)
+        except (zlib.error, ValueError):
+            return stored

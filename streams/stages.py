@@ -30,6 +30,7 @@ from linetrace.ledger import stage_failures as failures
 from linetrace.ledger.models import EventRow
 from linetrace.ledger.records import Candidate, SourceRecord
 from linetrace.ledger.sql import insert_ignore
+from linetrace.ledger.telemetry_store import require_bytes
 from linetrace.schemas.envelope import decode_stored_event
 
 log = logging.getLogger("linetrace.stages")
@@ -168,7 +169,8 @@ def _due(f: failures.OpenFailure, now: datetime) -> bool:
 
 def stored_candidate(row: EventRow) -> Candidate:
     """A stored event as the stages see it (exact bytes; its Kafka position if it had one)."""
+    value = require_bytes(row.value, f"event {row.source}/{row.event_id}", row.digest)
     record = SourceRecord(topic=row.topic, partition=row.partition, offset=row.offset,
-                          key=row.subject.encode(), value=row.value)
-    return Candidate(record=record, event=decode_stored_event(row.value), keyid=row.keyid,
+                          key=row.subject.encode(), value=value)
+    return Candidate(record=record, event=decode_stored_event(value), keyid=row.keyid,
                      signature=row.signature, cause=row.cause)
