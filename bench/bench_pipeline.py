@@ -15,6 +15,12 @@ Sustained rate = records / (time of the last record drained - time of the first)
 start-up is not counted. `docs/benchmarks.md` gets the "Pipeline" section.
 
     .venv/bin/python -m bench.bench_pipeline [--records 20000] [--pg URL | --pg '']
+        [--profile F] [--profile-pg F] [--profile-noop F]   # py-spy on PATH; see profile_report
+
+`--profile*` attach py-spy (200 Hz, all threads, idle included) to the worker at its first
+stored batch (the no-op agent at its first record) until the drain ends: start-up is left out.
+`bench/profile_report.py` turns the stacks into tables; `bench/bench_scaleout.py` reuses
+`start_worker` / `wait_drained` for groups of workers.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -151,14 +159,44 @@ def verify_only(records: list[Record]) -> float:
     return len(records) / (time.perf_counter() - t)
 
 
-def faust_noop(bootstrap: str, n: int, workdir: Path) -> float:
-    """(c) records/s of a Faust agent that does nothing, with the worker's settings."""
-    out = subprocess.run([sys.executable, "-m", "bench.faust_noop", bootstrap, str(n),
-                          str(workdir)], capture_output=True, text=True, timeout=900)
-    for line in (out.stdout + "\n" + out.stderr).splitlines():  # Faust logs what we print
-        if "rate " in line:
-            return float(line.split("rate ", 1)[1].split()[0])
-    raise RuntimeError(f"faust no-op agent failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+def spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy attached to a running process: collapsed stacks of all its threads, idle ones
+    included, 200 Hz, until it gets SIGINT or the process ends (start-up is left out)."""
+    return subprocess.Popen(["py-spy", "record", "--format", "raw", "--threads", "--idle",
+                             "-r", "200", "-o", str(out), "--pid", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def unspy(p: subprocess.Popen[bytes] | None) -> None:
+    if p is not None:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+        p.wait(60)
+
+
+def faust_noop(bootstrap: str, n: int, workdir: Path, profile: Path | None = None) -> float:
+    """(c) records/s of a Faust agent that does nothing, with the worker's settings; profiled
+    by py-spy from its first record on when `profile` is given."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench.faust_noop", bootstrap, str(n),
+                             str(workdir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines: list[str] = []
+    spied = None
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:  # Faust logs what we print
+            lines.append(line)
+            if profile is not None and spied is None and "noop-first-record" in line:
+                spied = spy(proc.pid, profile)
+        proc.wait(900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        unspy(spied)
+    for line in lines:
+        if m := re.search(r"\brate (\d+(?:\.\d*)?)", line):
+            return float(m.group(1))
+    raise RuntimeError("faust no-op agent failed:\n" + "".join(lines)[-4000:])
 
 
 def _env(code: Path | None, **extra: str) -> dict[str, str]:
@@ -169,41 +207,73 @@ def _env(code: Path | None, **extra: str) -> dict[str, str]:
     return env
 
 
-def worker(bootstrap: str, n: int, data: Path, db: str, code: Path | None,
-           profile: Path | None = None) -> float:
-    """The real worker: records/s from its first stored batch to the last record."""
+def start_worker(bootstrap: str, data: Path, db: str, code: Path | None, group: str,
+                 name: str = "worker") -> subprocess.Popen[bytes]:
+    """One `linetrace worker` in consumer group `group` (its own session), logging to
+    data/NAME.log."""
     env = _env(code, LINETRACE_BROKER=f"kafka://{bootstrap}", LINETRACE_DB=db,
-               LINETRACE_LOG_LEVEL="warning", LINETRACE_GROUP=f"bench-{data.name}")
-    log = (data / "worker.log").open("ab")
+               LINETRACE_LOG_LEVEL="warning", LINETRACE_GROUP=group)
+    log = (data / f"{name}.log").open("ab")
     argv = [sys.executable, "-m", "linetrace.cli.main", "worker", "--data-dir", str(data)]
-    if profile is not None:  # py-spy's collapsed stacks of the whole worker (all threads)
-        argv = ["py-spy", "record", "--format", "raw", "--threads", "--idle", "-r", "200",
-                "-o", str(profile), "--", *argv]
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
+
+
+def wait_drained(db: str, n: int, procs: list[subprocess.Popen[bytes]], logs: Path,
+                 on_first: Callable[[], object] | None = None,
+                 timeout: float = 1800) -> tuple[float, float, int]:
+    """Poll the ledger's positions until all n records are stored: (time of the first stored
+    batch, time of the last record, records already stored at the first). `on_first` runs
+    right at the first stored batch (a snapshot of CPU counters)."""
     engine = create_engine(normalise_url(db))  # plain SQL: the baseline's schema may differ
     first = last = 0.0
+    first_done = 0
     try:
-        deadline = time.monotonic() + 1800
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited; see {data / 'worker.log'}")
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"a worker exited; see {logs}")
             with engine.connect() as conn:
                 done = int(conn.execute(text(
                     "SELECT COALESCE(SUM(next_offset), 0) FROM ingest_positions")).scalar() or 0)
             now = time.perf_counter()
             if done and not first:
                 first, first_done = now, done
+                if on_first is not None:
+                    on_first()
             if done >= n:
                 last = now
                 break
             time.sleep(0.05)
         else:
-            raise RuntimeError("worker did not drain within 30 min")
+            raise RuntimeError(f"workers did not drain within {timeout:.0f} s")
     finally:
-        os.killpg(proc.pid, signal.SIGINT if profile is not None else signal.SIGTERM)
-        proc.wait(60)
         engine.dispose()
+    return first, last, first_done
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]], sig: int = signal.SIGTERM) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, sig)
+    for p in procs:
+        p.wait(60)
+
+
+def worker(bootstrap: str, n: int, data: Path, db: str, code: Path | None,
+           profile: Path | None = None) -> float:
+    """The real worker: records/s from its first stored batch to the last record; profiled by
+    py-spy (all threads) over that same window when `profile` is given."""
+    proc = start_worker(bootstrap, data, db, code, f"bench-{data.name}")
+    spied: list[subprocess.Popen[bytes]] = []
+    try:
+        first, last, first_done = wait_drained(
+            db, n, [proc], data / "worker.log",
+            on_first=None if profile is None else lambda: spied.append(spy(proc.pid, profile)))
+    finally:
+        for p in spied:
+            unspy(p)
+        stop_workers([proc])
     return (n - first_done) / (last - first) if last > first else float("nan")
 
 
@@ -261,6 +331,10 @@ def main() -> int:
                          "--target DIR): its worker is measured too, on the same records")
     ap.add_argument("--profile", type=Path,
                     help="write py-spy's collapsed stacks of this tree's SQLite worker here")
+    ap.add_argument("--profile-pg", type=Path,
+                    help="the same for this tree's PostgreSQL worker")
+    ap.add_argument("--profile-noop", type=Path,
+                    help="the same for the Faust no-op agent (c)")
     args = ap.parse_args()
     n = args.records
     records = mix(n)
@@ -276,7 +350,7 @@ def main() -> int:
             asyncio.run(fill(broker.bootstrap, records))
             b_rate = verify_only(records)
             a_rate = asyncio.run(bare_consumer(broker.bootstrap, n))
-            c_rate = faust_noop(broker.bootstrap, n, Path(tmp) / "faust")
+            c_rate = faust_noop(broker.bootstrap, n, Path(tmp) / "faust", args.profile_noop)
             figures = [("(a) bare aiokafka consumer, decode only", a_rate),
                        ("(b) Ed25519 verify only, one core", b_rate),
                        ("(c) Faust no-op agent, worker settings", c_rate)]
@@ -297,8 +371,10 @@ def main() -> int:
                     db, schema = fresh_pg_schema(pg)
                 try:
                     prepare_ledger(db, data, code)
-                    rate = worker(broker.bootstrap, n, data, db, code,
-                                  args.profile if k == 0 else None)
+                    profile = None
+                    if code is None:
+                        profile = args.profile_pg if pg else args.profile
+                    rate = worker(broker.bootstrap, n, data, db, code, profile)
                 finally:
                     if schema:
                         drop_pg_schema(pg, schema)  # type: ignore[arg-type]
