@@ -169,7 +169,7 @@ class Generator:
                               subject.encode(), a[3], f"{times[k]:016d}".encode(), a[4]))
             ev.append((self._id("events"), p.source, ids[k], p.type, subject, T[k], times[k],
                        "line.events", part, k, None, self.keyids[p.source], os.urandom(64),
-                       value, T[k]))
+                       value, T[k], None))  # digest: telemetry only
             key = (sl.on_pcba, p.step)
             if p.type == "work.started":
                 started[key] = k
