@@ -56,6 +56,10 @@ CASES: list[tuple[str, tuple[str, ...], dict[str, str], int, str]] = [
      "invalid choice"),
     ("evidence: into a folder that is not empty", ("evidence", SERVER, "-o", "{tmp}/full"), {},
      2, "[evidence.exists]"),
+    ("telemetry prune: a retention under a day", ("telemetry", "prune", "--older-than-days",
+                                                  "0"), {}, 2, "[config.invalid]"),
+    ("telemetry prune: a bad LINETRACE_TELEMETRY_RETENTION_DAYS", ("telemetry", "prune"),
+     {"LINETRACE_TELEMETRY_RETENTION_DAYS": "soon"}, 2, "[config.invalid]"),
     # a failed check or operation: exit 1
     ("trace: an unknown unit", ("trace", "SRV-NONE-1"), {}, 1, "[unit.unknown]"),
     ("hbom: an unknown unit", ("hbom", "SRV-NONE-1"), {}, 1, "[unit.unknown]"),
@@ -75,6 +79,7 @@ CASES: list[tuple[str, tuple[str, ...], dict[str, str], int, str]] = [
     # done
     ("units", ("units",), {}, 0, ""),
     ("verify-ledger", ("verify-ledger",), {}, 0, ""),
+    ("telemetry prune", ("telemetry", "prune", "--data-dir", "{tmp}/edited"), {}, 0, ""),
 ]
 
 
