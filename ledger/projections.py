@@ -69,8 +69,12 @@ def _start_route(session: Session, unit: Unit) -> None:
 
 
 def _station_type(session: Session, station_id: str) -> str | None:
-    st = session.get(Station, station_id)
-    return st.station_type if st else None
+    """A station's type (read once per batch: it never changes after enrolment)."""
+    cache: dict[str, str | None] = session.info.setdefault("station_types", {})
+    if station_id not in cache:
+        cache[station_id] = session.scalar(
+            select(Station.station_type).where(Station.station_id == station_id))
+    return cache[station_id]
 
 
 def _route(s: Session, unit: Unit, e: Event) -> None:
@@ -267,6 +271,7 @@ def record_station_key(s: Session, station_id: str, station_type: str, public_ke
     keyid = keyid_of(raw)
     if s.get(Station, station_id) is None:
         s.add(Station(station_id=station_id, station_type=station_type, enrolled_at=t))
+        s.info.get("station_types", {}).pop(station_id, None)
     if s.get(StationKey, keyid) is None:
         s.add(StationKey(keyid=keyid, station_id=station_id, public_key=raw_public_key(raw),
                          enrolled_event=event_id, enrolled_at=t))

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,27 +24,29 @@ from linetrace.schemas.routes import packaged_routes
 from linetrace.schemas.topics import QUARANTINE
 
 from . import log as merkle_log
-from . import outbox, pending
+from . import outbox, pending, telemetry_store
 from .db import Ledger
 from .system_events import SystemContext, derive, register_plant_key
 from .models import EventRow, IngestPosition, Rejected, StationKey, StationPosition
-from .projections import project, settle
+from .projections import PROJECTIONS, project, settle
 from .records import BatchOutcome, Candidate, Rejection
 from .sql import insert_ignore, keys_in, upsert
 
 _CHUNK = 400
 
 
-def _existing(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
-    found: dict[tuple[str, str], bytes] = {}
+def _existing(session: Session, keys: Sequence[tuple[str, str]]
+              ) -> dict[tuple[str, str], tuple[bytes, bytes | None]]:
+    """(source, id) -> (stored value, digest) of those keys already in the ledger."""
+    found: dict[tuple[str, str], tuple[bytes, bytes | None]] = {}
     for i in range(0, len(keys), _CHUNK):
         chunk = keys[i : i + _CHUNK]
         rows = session.execute(
-            select(EventRow.source, EventRow.event_id, EventRow.value).where(
+            select(EventRow.source, EventRow.event_id, EventRow.value, EventRow.digest).where(
                 keys_in(session, (EventRow.source, EventRow.event_id), chunk)
             )
         )
-        found.update({(r[0], r[1]): r[2] for r in rows})
+        found.update({(r[0], r[1]): (r[2], r[3]) for r in rows})
     return found
 
 
@@ -111,67 +113,121 @@ def rejection_row(r: Rejection, now: datetime) -> dict[str, object]:
     }
 
 
+def _suspects(candidates: Sequence[Candidate], last: Mapping[tuple[str, str, int], int],
+              full: bool) -> list[tuple[str, str]]:
+    """The (source, id) keys that may already be in the ledger, to look up before storing.
+
+    A station event whose `stationseq` is past the last one accepted on its partition cannot
+    have been stored (positions advance in the transaction that stores the event), so the
+    common case needs no lookup; a reused id there still meets the unique key, and the batch
+    is then written again with every key looked up (`full`)."""
+    out: list[tuple[str, str]] = []
+    for c in candidates:
+        ev = c.event
+        seq, part = ev.seq, c.record.partition
+        if full or seq is None or part is None:
+            out.append((ev.source, ev.id))
+            continue
+        prev = last.get((ev.source, c.record.topic, part))
+        if prev is not None and seq <= prev:
+            out.append((ev.source, ev.id))
+    return out
+
+
+def _event_row(c: Candidate, now: datetime) -> dict[str, Any]:
+    ev, rec = c.event, c.record
+    row: dict[str, Any] = {
+        "source": ev.source, "event_id": ev.id, "type": ev.type, "subject": ev.subject,
+        "time": parse_time(ev.envelope.time), "stationseq": ev.seq, "topic": rec.topic,
+        "partition": rec.partition, "offset": rec.offset, "cause": c.cause, "keyid": c.keyid,
+        "signature": c.signature, "recorded": now}
+    row.update(telemetry_store.stored_columns(rec.topic, ev.value))
+    return row
+
+
+def _allocate_seqs(session: Session, n: int) -> list[int]:
+    """n new events.seq numbers, in increasing order (PostgreSQL: the column's sequence;
+    SQLite: past the highest, safe because a writer holds the database's write lock)."""
+    if session.get_bind().dialect.name == "postgresql":
+        got: Iterable[Any] = session.execute(text("SELECT nextval(pg_get_serial_sequence('events', 'seq')) "
+                                   "FROM generate_series(1, :n)"), {"n": n}).scalars()
+        return sorted(int(x) for x in got)
+    top = int(session.execute(text("SELECT COALESCE(MAX(seq), 0) FROM events")).scalar_one())
+    return list(range(top + 1, top + 1 + n))
+
+
+def _insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Bulk INSERT of event rows (Core executemany of one small statement: the driver's fast
+    path, psycopg's pipeline), their seq allocated beforehand; returns the seqs."""
+    if not rows:
+        return []
+    seqs = _allocate_seqs(session, len(rows))
+    for row, seq in zip(rows, seqs, strict=True):
+        row["seq"] = seq
+    table: Table = EventRow.__table__  # type: ignore[assignment]
+    session.execute(insert(table), list(rows))
+    return seqs
+
+
 def store_events(session: Session, candidates: Sequence[Candidate],
-                 ctx: SystemContext | None = None) -> BatchOutcome:
+                 ctx: SystemContext | None = None, *, full_dedupe: bool = False) -> BatchOutcome:
     """Rules 3 and 4, store and project the accepted events, append their leaves, and queue
     the system events among them for publishing (inside the caller's transaction).
 
-    The system events they cause are decided after, by the stages (`run_stages`).
+    The system events they cause are decided after, by the stages (`run_stages`). Event rows
+    are inserted in bulk (Core); only events with a projection touch the ORM.
     """
     out = BatchOutcome()
     session.info["routes"] = ctx.routes if ctx is not None else packaged_routes()  # projections
-    existing = _existing(session, [(c.event.source, c.event.id) for c in candidates])
     last = _positions(session, [(c.event.source, c.record.topic, c.record.partition)
                                 for c in candidates
                                 if c.event.seq is not None and c.record.partition is not None])
+    existing = _existing(session, _suspects(candidates, last, full_dedupe))
     moved: dict[tuple[str, str, int], int] = {}
-    new_rows: list[EventRow] = []
     revoked = _revoked(session, {c.keyid for c in candidates})
     now = datetime.now(UTC)
-    with session.no_autoflush:  # projections flush where they must
-        for c in candidates:
-            ev = c.event
-            if c.keyid in revoked:
-                why = revocation_violation(c.keyid, ev.source, revoked[c.keyid], c.record.topic, ev.seq)
-                if why is not None:
-                    out.rejections.append(_quarantine(c, "key.revoked", why, "verify"))
-                    continue
-            key = (ev.source, ev.id)
-            prior = existing.get(key)
-            if prior is not None:
-                if prior == c.record.value:
-                    out.duplicates += 1
-                else:
-                    out.rejections.append(_quarantine(
-                        c, "event.equivocation",
-                        f"{ev.source} already sent event {ev.id} with different bytes; an event id "
-                        "is used once (a resend must be byte-identical)", "dedupe"))
+    for c in candidates:
+        ev = c.event
+        if c.keyid in revoked:
+            why = revocation_violation(c.keyid, ev.source, revoked[c.keyid], c.record.topic, ev.seq)
+            if why is not None:
+                out.rejections.append(_quarantine(c, "key.revoked", why, "verify"))
                 continue
-            seq = ev.seq
-            if seq is not None and c.record.partition is not None:
-                pos = (ev.source, c.record.topic, c.record.partition)
-                prev = moved.get(pos, last.get(pos))
-                if prev is not None and seq <= prev:
-                    out.rejections.append(_quarantine(
-                        c, "seq.reordered",
-                        f"stationseq {seq} from {ev.source} on {c.record.topic}[{c.record.partition}] "
-                        f"is not after the last accepted {prev}; send events in order and never "
-                        "reuse a number", "sequence"))
-                    continue
-                moved[pos] = seq
-            existing[key] = ev.value
-            row = EventRow(
-                source=ev.source, event_id=ev.id, type=ev.type, subject=ev.subject,
-                time=parse_time(ev.envelope.time), stationseq=seq, topic=c.record.topic,
-                partition=c.record.partition, offset=c.record.offset, cause=c.cause,
-                keyid=c.keyid, signature=c.signature, value=ev.value, recorded=now)
-            session.add(row)
-            new_rows.append(row)
-            project(session, ev)
-            out.stored.append(c)
-        settle(session)  # the states installs decide, whatever order partitions came in
-    session.flush()
-    stored_seqs(session).update({(r.source, r.event_id): r.seq for r in new_rows})
+        key = (ev.source, ev.id)
+        prior = existing.get(key)
+        if prior is not None:
+            if telemetry_store.same_bytes(prior[0], prior[1], ev.value):
+                out.duplicates += 1
+            else:
+                out.rejections.append(_quarantine(
+                    c, "event.equivocation",
+                    f"{ev.source} already sent event {ev.id} with different bytes; an event id "
+                    "is used once (a resend must be byte-identical)", "dedupe"))
+            continue
+        seq = ev.seq
+        if seq is not None and c.record.partition is not None:
+            pos = (ev.source, c.record.topic, c.record.partition)
+            prev = moved.get(pos, last.get(pos))
+            if prev is not None and seq <= prev:
+                out.rejections.append(_quarantine(
+                    c, "seq.reordered",
+                    f"stationseq {seq} from {ev.source} on {c.record.topic}[{c.record.partition}] "
+                    f"is not after the last accepted {prev}; send events in order and never "
+                    "reuse a number", "sequence"))
+                continue
+            moved[pos] = seq
+        existing[key] = (ev.value, None)
+        out.stored.append(c)
+    seqs = _insert_events(session, [_event_row(c, now) for c in out.stored])
+    stored_seqs(session).update({(c.event.source, c.event.id): s
+                                 for c, s in zip(out.stored, seqs, strict=True)})
+    projected = [c.event for c in out.stored if c.event.type in PROJECTIONS]
+    if projected:
+        with session.no_autoflush:  # projections flush where they must
+            for ev in projected:
+                project(session, ev)
+            settle(session)  # the states installs decide, whatever order partitions came in
+        session.flush()
     upsert(session, StationPosition.__table__,  # type: ignore[arg-type]
            [{"station_id": k[0], "topic": k[1], "partition": k[2], "last_seq": v}
             for k, v in moved.items()], ["station_id", "topic", "partition"])
@@ -291,18 +347,22 @@ def write_batch(
     stages: StageHook | None = None,
     incarnation: str | None = None,
 ) -> BatchOutcome:
-    """One batch, one transaction. Retried once if a concurrent writer raced us on a key.
+    """One batch, one transaction. Retried if a concurrent writer raced us on a key.
 
     Events, projections, leaves, the system events they cause, the stages' decisions, the
     rejections and every outbox message all commit together, or none of them does.
     """
+    leafy = any(merkle_log.is_leaf_bearing(c.event) for c in candidates)
     for attempt in range(3):
         try:
             with ledger.transaction() as session:
-                # The log-head lock first: every writer takes its locks in the same order, so
-                # two PostgreSQL writers touching the same units cannot deadlock.
-                merkle_log.lock_head(session)
-                out = store_events(session, candidates, ctx)
+                if leafy:
+                    # The log-head lock first: every writer takes its locks in the same order,
+                    # so two PostgreSQL writers touching the same units cannot deadlock. A batch
+                    # with no leaf of its own (telemetry) does not wait for it: if a stage
+                    # decides a system event there, `append_events` takes it then.
+                    merkle_log.lock_head(session)
+                out = store_events(session, candidates, ctx, full_dedupe=attempt > 0)
                 hook = stages if stages is not None else _derive_hook(ctx)
                 if hook is not None:
                     run_stages(session, out, hook, ctx)
@@ -316,6 +376,8 @@ def write_batch(
                             for (t, p), o in positions.items()], ["topic", "partition"])
                 return out
         except IntegrityError:
+            # A key another writer stored meanwhile, or an event id reused past the station's
+            # last position: write it again, this time looking every key up (rules 3 and 4).
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")

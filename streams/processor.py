@@ -19,13 +19,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -66,6 +66,18 @@ class CheckpointPolicy:
 
 
 @dataclass
+class Screened:
+    """A batch after rules 1 and 2, ready for the writer: its records, the candidates (with
+    their trace context when tracing), the rejections, and the spans to end once written."""
+
+    records: list[SourceRecord]
+    candidates: list[Candidate]
+    rejections: list[Rejection]
+    spans: dict[tuple[str, int | None, int | None], Span]
+    batch: Span | None  # the batch's span (None: not tracing)
+
+
+@dataclass
 class Stats:
     stored: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
@@ -88,7 +100,7 @@ class BatchProcessor:
     def __init__(self, ledger: Ledger, bootstrap: str, ctx: SystemContext | None = None,
                  checkpoints: CheckpointPolicy | None = None,
                  stages: Sequence[Stage] | None = None, relay: Relay | None = None,
-                 clock_bound: timedelta = DEFAULT_BOUND) -> None:
+                 clock_bound: timedelta = DEFAULT_BOUND, screen_thread: bool = False) -> None:
         self.ledger = ledger
         self.ctx = ctx
         self.checkpoints = checkpoints
@@ -98,6 +110,11 @@ class BatchProcessor:
         self.relay = relay if relay is not None else Relay(ledger, bootstrap)
         # One writer thread: batches from all agents are serialised into the DB in order.
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
+        # Screening runs in a thread of its own (None: on the event loop, as tools and tests
+        # that drive `process` directly do).
+        self.screener: ThreadPoolExecutor | None = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-screen")
+            if screen_thread else None)
         self.incarnation: str | None = None  # the broker's, stored with the positions
         self._next: dict[tuple[str, int], int] = {}  # where the ledger stands, this incarnation
         self.stats = Stats()
@@ -112,6 +129,8 @@ class BatchProcessor:
     async def stop(self) -> None:
         await self.relay.stop()
         self.writer.shutdown(wait=True)
+        if self.screener is not None:
+            self.screener.shutdown(wait=True)
 
     def screen_all(self, records: list[SourceRecord]) -> tuple[list[Candidate], list[Rejection]]:
         candidates: list[Candidate] = []
@@ -237,24 +256,33 @@ class BatchProcessor:
         return {k: self._next[k] for k, o in first.items() if o > self._next[k]}
 
     async def process(self, records: list[SourceRecord]) -> BatchOutcome:
-        await self.start()
-        if not telemetry.tracing():
-            return await self._process(records, None, INVALID_SPAN)
-        topic = records[0].topic if records else ""
-        contexts = [telemetry.context_of(r.headers) for r in records]
-        batch = telemetry.batch_span(topic, contexts)
-        try:
-            with trace.use_span(batch, end_on_exit=False):
-                outcome = await self._process(records, contexts, batch)
-        finally:
-            batch.end()
-        return outcome
+        """Screen and write one batch (what `screen_batch` then `write_screened` do)."""
+        return await self.write_screened(await self.screen_batch(records))
 
-    async def _process(self, records: list[SourceRecord], contexts: list[Context | None] | None,
-                       batch: Span) -> BatchOutcome:
-        """`contexts` None: no SDK records spans, so no per-record trace work is done."""
-        with telemetry.child_span("screen", batch):
-            candidates, rejections = self.screen_all(records)
+    async def _screen(self, records: list[SourceRecord]) -> tuple[list[Candidate], list[Rejection]]:
+        if self.screener is None:
+            return self.screen_all(records)
+        # Ed25519 releases the interpreter lock: verifying in a thread of its own overlaps
+        # with the event loop (fetching) and with the writer thread.
+        return await asyncio.get_running_loop().run_in_executor(self.screener, self.screen_all,
+                                                                records)
+
+    async def screen_batch(self, records: list[SourceRecord]) -> Screened:
+        """Rules 1 and 2 over a batch; nothing is written. A lane screens the next batch while
+        the writer stores the previous one."""
+        await self.start()
+        contexts = [telemetry.context_of(r.headers) for r in records] \
+            if telemetry.tracing() else None
+        batch = telemetry.batch_span(records[0].topic if records else "", contexts) \
+            if contexts is not None else INVALID_SPAN
+        try:
+            with _using(batch if contexts is not None else None), \
+                    telemetry.child_span("screen", batch):
+                candidates, rejections = await self._screen(records)
+        except BaseException:
+            if contexts is not None:
+                batch.end()
+            raise
         # Each record's trace goes on in its own span; what it causes carries that span.
         spans: dict[tuple[str, int | None, int | None], Span] = {}
         traced: list[Candidate] = candidates
@@ -270,22 +298,43 @@ class BatchProcessor:
                 ctx = trace.set_span_in_context(span)
                 traced.append(replace(c, record=replace(
                     c.record, headers=telemetry.with_context(c.record.headers, ctx))))
+        return Screened(records, traced, rejections, spans, batch if contexts is not None else None)
+
+    def discard(self, screened: Screened) -> None:
+        """A screened batch that will not be written (it starts past a hole): end its spans."""
+        for s in screened.spans.values():
+            s.set_attribute("linetrace.outcome", "not_written")
+            s.end()
+        if screened.batch is not None:
+            screened.batch.end()
+
+    async def write_screened(self, screened: Screened) -> BatchOutcome:
+        """Write a screened batch in one transaction (rules 3 and 4, stages, positions)."""
+        try:
+            with _using(screened.batch):
+                return await self._write_screened(screened)
+        finally:
+            if screened.batch is not None:
+                screened.batch.end()
+
+    async def _write_screened(self, screened: Screened) -> BatchOutcome:
+        records, batch = screened.records, screened.batch or INVALID_SPAN
         positions: dict[tuple[str, int], int] = {}
         for r in records:
             if r.partition is not None and r.offset is not None:
                 k = (r.topic, r.partition)
                 positions[k] = max(positions.get(k, 0), r.offset + 1)
-        self.pipeline.parent = batch if contexts is not None else None
+        self.pipeline.parent = screened.batch
         started = time.perf_counter()
         with telemetry.child_span("write ledger", batch, {"db.system": self.ledger.dialect,
-                                                          "linetrace.events": len(traced)}):
-            outcome: BatchOutcome = await self.in_writer(self.write_isolating, traced,
-                                                         rejections, positions)
+                                                          "linetrace.events": len(screened.candidates)}):
+            outcome: BatchOutcome = await self.in_writer(self.write_isolating, screened.candidates,
+                                                         screened.rejections, positions)
         telemetry.COMMIT_SECONDS.record(time.perf_counter() - started)
         telemetry.BATCH_SIZE.record(len(records), {"messaging.destination.name": records[0].topic}
                                     if records else {})
         self._next.update(positions)
-        self._end_record_spans(spans, outcome)
+        self._end_record_spans(dict(screened.spans), outcome)
         if self.checkpoints is not None and outcome.stored:
             cp = self.checkpoints
             await self.in_writer(maybe_checkpoint, self.ledger, cp.signer, cp.every_leaves,
@@ -346,6 +395,11 @@ class BatchProcessor:
             self.stats.rejected[rj.code] += 1
             log.warning("rejected %s[%s]@%s -> %s: %s (%s)", rj.record.topic, rj.record.partition,
                         rj.record.offset, rj.destination, rj.code, rj.message)
+
+
+def _using(span: Span | None) -> AbstractContextManager[object]:
+    """The batch's span as the current one (nothing to do when not tracing)."""
+    return nullcontext() if span is None else trace.use_span(span, end_on_exit=False)
 
 
 def _merge(into: BatchOutcome, part: BatchOutcome) -> None:

@@ -42,7 +42,9 @@ def _digest(value: bytes | None) -> bytes:
 
 
 class BrokerRestartGuard:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any = None) -> None:
+        """`app`: the Faust app whose consumer to guard (`install`); None for a plain aiokafka
+        consumer, which calls `before_fetch` and `vet` around each `getmany`."""
         self.app = app
         self.last: dict[Any, tuple[int, bytes]] = {}   # tp -> (offset, digest) handed to Faust
         self.conns: dict[Any, Any] = {}                # connection objects the check covered
@@ -82,7 +84,10 @@ class BrokerRestartGuard:
             f"{tp[0]}[{tp[1]}]@{off}" for tp, off in sorted(due.items())))
 
     def _reset_bookkeeping(self, tps: Any) -> None:
-        """Forget Faust's read/commit bookkeeping of these partitions after a seek of ours."""
+        """Forget Faust's read/commit bookkeeping of these partitions after a seek of ours
+        (a plain aiokafka consumer, `app` None, keeps none)."""
+        if self.app is None:
+            return
         faust_consumer = self.app.consumer
         for tp in tps:
             faust_consumer._read_offset[tp] = None
@@ -92,10 +97,19 @@ class BrokerRestartGuard:
 
     async def _fetch_records(self, consumer: Any, active_partitions: Any,
                              timeout: float | None = None, max_records: int | None = None) -> Any:
-        if self._seeks:
-            self._apply_seeks(consumer)
+        self.before_fetch(consumer)
         records = await self._original(consumer, active_partitions, timeout=timeout,
                                        max_records=max_records)
+        return await self.vet(consumer, records)
+
+    def before_fetch(self, consumer: Any) -> None:
+        """Apply the seeks asked for (`start_at`) before the consumer fetches again."""
+        if self._seeks:
+            self._apply_seeks(consumer)
+
+    async def vet(self, consumer: Any, records: Any) -> Any:
+        """The records just fetched, or {} when the broker may have restarted under them (they
+        are fetched again, or the partitions rewound, before anything is handed over)."""
         if self._connections_changed(consumer):
             verdict = await self._check(consumer)
             if verdict != "intact":

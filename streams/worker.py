@@ -22,7 +22,7 @@ from linetrace.ledger.keys import load_or_create_plant_key
 from linetrace.ledger.system_events import SystemContext
 from linetrace.ledger.records import SourceRecord
 from linetrace.schemas.routes import RouteBook, packaged_routes
-from linetrace.schemas.topics import ALL_TOPICS, INPUT_TOPICS
+from linetrace.schemas.topics import ALL_TOPICS, INPUT_TOPICS, TELEMETRY
 
 from linetrace.ledger.positions import resume_offset, stored_positions
 
@@ -30,7 +30,9 @@ from .broker import EMBEDDED_CLUSTER_PREFIX, cluster_id, wait_for_topics
 from .faults import Faults
 from .relay import Relay
 from .telemetry import GAUGES
-from .processor import BatchProcessor, CheckpointPolicy, is_transient
+from .batch_consumer import BatchConsumer
+from .lane import WriteLane, process_until_done
+from .processor import BatchProcessor, CheckpointPolicy
 from .restart_guard import BrokerRestartGuard
 
 log = logging.getLogger("linetrace.worker")
@@ -76,6 +78,9 @@ class WorkerConfig:
     #: The routes in force (packaged + LINETRACE_ROUTES); a unit records the one it starts on.
     routes: RouteBook = field(default_factory=packaged_routes)
     fault: str | None = None  # a fault injection point (tests only): streams/faults.py
+    #: Read line.telemetry with the batch consumer (`batch_consumer.py`, group
+    #: `<group>.telemetry`) instead of a Faust agent. False: every topic through Faust.
+    telemetry_batches: bool = True
     timing: GroupTiming | None = None  # None: `group_timing` of the broker found at start
 
 
@@ -96,7 +101,8 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
                                                             cfg.checkpoint_leaves,
                                                             cfg.checkpoint_seconds),
                                clock_bound=timedelta(seconds=cfg.clock_bound_s),
-                               relay=Relay(ledger, cfg.bootstrap, faults=faults))
+                               relay=Relay(ledger, cfg.bootstrap, faults=faults),
+                               screen_thread=True)
     timing = cfg.timing or KAFKA_TIMING
     app = faust.App(
         cfg.group,
@@ -116,7 +122,8 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
     )
 
     guard = BrokerRestartGuard(app)  # follows the embedded broker through a restart
-    input_names = {spec.name for spec in INPUT_TOPICS}
+    input_names = {spec.name for spec in INPUT_TOPICS} - ({TELEMETRY} if cfg.telemetry_batches
+                                                          else set())
     seen_rewinds = 0
 
     async def refresh_incarnation() -> None:
@@ -145,8 +152,15 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
 
         guard.start_at(await loop.run_in_executor(None, read))
 
+    lanes: list[WriteLane] = []  # one per agent, and the batch consumer's
+    readers: list[BatchConsumer] = []
+
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _shutdown(app_: faust.App, **_: Any) -> None:
+        for reader in readers:
+            reader.stop()
+        for lane in lanes:  # the batches in the writer are stored before the writer stops
+            await lane.drain()
         await processor.stop()
         ledger.close()
 
@@ -161,11 +175,16 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
         except Exception as e:
             log.error("periodic stage retry failed: %r", e)
 
+    batch_topics = [TELEMETRY] if cfg.telemetry_batches else []
     for spec in INPUT_TOPICS:
+        if spec.name in batch_topics:
+            continue
         topic = app.topic(spec.name, key_type=bytes, value_type=bytes, key_serializer="raw",
                           value_serializer="raw", partitions=spec.partitions, internal=False)
+        lane = WriteLane(processor)
+        lanes.append(lane)
 
-        async def ingest(stream: Any) -> Any:
+        async def ingest(stream: Any, lane: WriteLane = lane) -> Any:
             async for events in stream.take_events(cfg.batch_size, within=cfg.batch_window):
                 records = [SourceRecord(topic=e.message.topic, partition=e.message.partition,
                                         offset=e.message.offset, key=e.message.key,
@@ -173,26 +192,46 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
                                         headers=_headers(e.message.headers))
                            for e in events]
                 if guard.rewinds != seen_rewinds:
+                    await lane.drain()
                     await refresh_incarnation()
-                behind = await processor.gaps(records)
+                if faults.point == "kill-before-write":  # Kafka ahead of the ledger
+                    await lane.drain()
+                    for e in events:
+                        e.ack()
+                    await app.consumer.commit()
+                    faults.at("kill-before-write")
+
+                def after(records: list[SourceRecord] = records) -> None:
+                    faults.at("kill-after-write")  # the ledger ahead of Kafka
+                    _observe_lag(app, records)
+
+                behind = await lane.submit(records, after)
                 if behind:  # never write past a hole: seek back to where the ledger stands
                     log.warning("records start past the ledger's position in %s; seeking back "
                                 "(nothing is written past a hole)", ", ".join(
                                     f"{t}[{p}]@{o}" for (t, p), o in sorted(behind.items())))
                     guard.start_at({TP(t, p): o for (t, p), o in behind.items()})
                     continue
-                if faults.point == "kill-before-write":  # Kafka ahead of the ledger
-                    for e in events:
-                        e.ack()
-                    await app.consumer.commit()
-                    faults.at("kill-before-write")
-                await process_until_done(processor, records)
-                faults.at("kill-after-write")  # the ledger ahead of Kafka
-                _observe_lag(app, records)
                 yield len(records)
+            await lane.drain()
 
         ingest.__name__ = f"ingest_{spec.name.replace('.', '_')}"
         app.agent(topic, name=ingest.__name__, concurrency=1, sink=None)(ingest)
+
+    if batch_topics:
+        batches = BatchConsumer(
+            processor, cfg.bootstrap, f"{cfg.group}.telemetry", batch_topics,
+            batch_size=cfg.batch_size, batch_window=cfg.batch_window,
+            session_timeout_s=timing.session_timeout_s, heartbeat_s=timing.heartbeat_s,
+            rebalance_timeout_s=timing.rebalance_timeout_s, on_rewind=refresh_incarnation,
+            after_write=lambda _records: faults.at("kill-after-write"))
+        readers.append(batches)
+        lanes.append(batches.lane)
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def _read_batches() -> None:
+            await batches.run()
+
     return app, processor
 
 
@@ -209,40 +248,6 @@ def _observe_lag(app: faust.App, records: list[SourceRecord]) -> None:
             continue
         if high is not None:
             GAUGES.lag[(t, p)] = max(0, int(high) - off - 1)
-
-
-#: The longest wait between two tries of a failing batch: writes resume within about a
-#: second of the database's return (docs/benchmarks.md "Recovery").
-RETRY_CAP_S = 1.0
-
-
-async def process_until_done(processor: BatchProcessor, records: list[SourceRecord]) -> None:
-    """Bad input never raises (it is dead-lettered or quarantined) and records the database
-    cannot store are isolated; what still fails is a bug or an outage (screening could not
-    read the enrolled keys). Never skip the batch (Faust would ack it): retry it, logging
-    once, until it goes through."""
-    delay = 0.1
-    failing = False
-    while True:
-        try:
-            await processor.process(records)
-            if failing:
-                log.warning("batch of %d records written after earlier failures", len(records))
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            if not failing:
-                if is_transient(e):  # an outage: one line, no traceback
-                    log.error("batch of %d records failed; retrying it (nothing is skipped) "
-                              "until the ledger DB answers: %s", len(records),
-                              getattr(e, "orig", e))
-                else:
-                    log.exception("batch of %d records failed; retrying it (nothing is "
-                                  "skipped)", len(records))
-                failing = True
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_CAP_S)
 
 
 def run_worker(cfg: WorkerConfig) -> None:

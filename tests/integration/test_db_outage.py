@@ -28,7 +28,7 @@ from linetrace.ledger.records import SourceRecord
 from linetrace.schemas import signing
 from linetrace.schemas.topics import partition_of
 from linetrace.streams.processor import BatchProcessor
-from linetrace.streams.worker import process_until_done
+from linetrace.streams.lane import process_until_done
 
 from ..conftest import PG_URL, Proc, linetrace_cmd, pg_admin, run_cli, wait_for
 from .test_ingest import produce, work_started
