@@ -83,7 +83,13 @@ def run_db(name: str, db: str, data: Path, broker: EmbeddedBroker, args: argpars
               f"{fill_s:.0f} s); starting the worker", file=sys.stderr, flush=True)
         load_before = sl.loadavg()
         w.start()
-        samples = w.wait(ends, timeout=args.timeout)
+        assert w.proc is not None
+        rss = sl.RssSampler(w.proc.pid)
+        rss.start()
+        try:
+            samples = w.wait(ends, timeout=args.timeout)
+        finally:
+            rss.stop()
         load_after = sl.loadavg()
         d = sl.drain_of(samples, w.launched)
         stored = w.count("SELECT COUNT(*) FROM events")
@@ -96,6 +102,7 @@ def run_db(name: str, db: str, data: Path, broker: EmbeddedBroker, args: argpars
         r.update(records=n, backlog=backlog, mb=size / 1e6, line_rate=line_rate, drain=d,
                  ratio=d.rate / line_rate, catch_up_s=catch_up, stored=stored,
                  rejected=rejected, deciles=deciles(samples), fill_s=fill_s,
+                 rss_peak=max((kb for _, kb in rss.samples), default=0) / 1024,
                  load=f"{load_before:.1f} -> {load_after:.1f}")
         print(f"{name}: drain {d.rate:,.0f} records/s = {d.rate / line_rate:.2f}x the line's "
               f"{line_rate:,.0f}/s; start-up {d.startup_s:.1f} s, backlog stored "
@@ -106,7 +113,7 @@ def run_db(name: str, db: str, data: Path, broker: EmbeddedBroker, args: argpars
         w.close()
 
 
-def deciles(samples: list[tuple[float, int]]) -> str:
+def deciles(samples: list[tuple[float, int, float]]) -> str:
     """Records/s over the first and last tenth of the drain (after the first batch)."""
     base = samples[0][1]
     live = [s for s in samples if s[1] > base]
@@ -185,6 +192,9 @@ def render(args: argparse.Namespace, argv: list[str], results: dict[str, dict[st
     line("drain rate, records/s", lambda r: f"{r['drain'].rate:,.0f}")
     line("drain rate / line rate (goal >= 5x)", lambda r: f"{r['ratio']:.2f}x")
     line("drain rate, first / last 10% of the backlog", lambda r: r["deciles"])
+    line("records per worker CPU-second (less load-sensitive)",
+         lambda r: f"{r['drain'].per_cpu_s:,.0f}")
+    line("worker RSS peak during the drain, MB", lambda r: f"{r['rss_peak']:,.0f}")
     line("backlog stored, s after launch", lambda r: f"{r['drain'].total_s:.0f}")
     line("caught up with the line still running, s (computed)",
          lambda r: "never" if math.isinf(r["catch_up_s"]) else f"{r['catch_up_s']:.0f}")

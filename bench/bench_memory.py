@@ -134,16 +134,15 @@ def run_one(label: str, db: str, data: Path, args: argparse.Namespace, t0: datet
             rss.stop()
         load_after = sl.loadavg()
         d = sl.drain_of(samples, w.launched)
-        t_first = samples[0][0] + 0.0
         base = samples[0][1]
-        t_first = next((t for t, x in samples if x > base), samples[-1][0])
+        t_first = next((s[0] for s in samples if s[1] > base), samples[-1][0])
         t_last = samples[-1][0]
         during = [kb for t, kb in rss.samples if t_first <= t <= t_last]
         second_half = [kb for t, kb in rss.samples if (t_first + t_last) / 2 <= t <= t_last]
         rejected = w.count("SELECT COUNT(*) FROM rejected")
         in_progress = w.count("SELECT COUNT(*) FROM units WHERE state = 'in_progress'")
         r: dict[str, object] = {
-            "records": n, "rate": d.rate, "startup": d.startup_s,
+            "records": n, "rate": d.rate, "per_cpu": d.per_cpu_s, "startup": d.startup_s,
             "start": during[0] / 1024 if during else float("nan"),
             "steady": statistics.median(second_half) / 1024 if second_half else float("nan"),
             "peak": max(kb for _, kb in rss.samples) / 1024,
@@ -227,10 +226,12 @@ def render(args: argparse.Namespace, argv: list[str], results: dict[str, dict[st
     cmd = " ".join([".venv/bin/python -m bench.bench_memory", *map(shlex.quote, argv)])
     rows: list[tuple[str, ...]] = [(
         "ledger", "RSS start MB", "steady MB (goal < 400)", "peak MB", "idle MB",
-        "records/s", "units in progress", "rejected", "load avg (1 min)")]
+        "records/s", "records / worker CPU-s", "units in progress", "rejected",
+        "load avg (1 min)")]
     for name, r in results.items():
         rows.append((name, f"{r['start']:.0f}", f"{r['steady']:.0f}", f"{r['peak']:.0f}",
-                     f"{r['idle']:.0f}", f"{r['rate']:,.0f}", f"{r['in_progress']:,}",
+                     f"{r['idle']:.0f}", f"{r['rate']:,.0f}", f"{r['per_cpu']:,.0f}",
+                     f"{r['in_progress']:,}",
                      f"{r['rejected']:,}", str(r["load"])))
     seeds = ", ".join(f"{k} {v / 60:.1f} min" for k, v in seeded.items())
     return "\n".join([

@@ -171,18 +171,23 @@ class WorkerProc:
         with self.engine.connect() as conn:
             return int(conn.execute(text(sql)).scalar() or 0)
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the worker's process tree has used so far."""
+        return cpu_seconds(self.proc.pid) if self.proc is not None else 0.0
+
     def wait(self, ends: dict[Partition, int], timeout: float = 3600.0,
-             every: float = 0.1) -> list[tuple[float, int]]:
-        """Poll until every partition of `ends` is drained; (perf_counter, drained) samples."""
+             every: float = 0.1) -> list[tuple[float, int, float]]:
+        """Poll until every partition of `ends` is drained; (perf_counter, drained, worker
+        CPU-s) samples."""
         total = sum(ends.values())
-        samples: list[tuple[float, int]] = []
+        samples: list[tuple[float, int, float]] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited; see {self.data / 'worker.log'}")
             done = drained(self.positions(), ends)
-            samples.append((time.perf_counter(), done))
+            samples.append((time.perf_counter(), done, self.cpu_s()))
             if done >= total:
                 return samples
             time.sleep(every)
@@ -213,37 +218,65 @@ class Drain:
     startup_s: float
     drain_s: float
     total_s: float
+    cpu_s: float = float("nan")  # the worker's CPU seconds over the same span
 
     @property
     def rate(self) -> float:
         return self.records / self.drain_s if self.drain_s > 0 else float("nan")
 
+    @property
+    def per_cpu_s(self) -> float:
+        """Records per CPU-second of the worker: moves less with other load than the rate
+        does (the database server's CPU is not in it)."""
+        return self.records / self.cpu_s if self.cpu_s > 0 else float("nan")
 
-def drain_of(samples: list[tuple[float, int]], launched: float) -> Drain:
+
+def drain_of(samples: list[tuple[float, int, float]], launched: float) -> Drain:
     base = samples[0][1]
-    first = next((i for i, (_, d) in enumerate(samples) if d > base), len(samples) - 1)
-    t_first, d_first = samples[first]
-    t_last, d_last = samples[-1]
+    first = next((i for i, s in enumerate(samples) if s[1] > base), len(samples) - 1)
+    t_first, d_first, c_first = samples[first]
+    t_last, d_last, c_last = samples[-1]
     # The first batch's records are counted from the sample before it (their time is unknown
     # within one poll interval): sustained rate = records after the first batch / time after.
     return Drain(records=d_last - d_first, startup_s=t_first - launched,
-                 drain_s=t_last - t_first, total_s=t_last - launched)
+                 drain_s=t_last - t_first, total_s=t_last - launched, cpu_s=c_last - c_first)
+
+
+def _tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(k) for k in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process tree (/proc/PID/stat; 0 for what is gone)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / ticks
 
 
 def rss_kb(pid: int) -> int:
     """Resident set of a process and its descendants, in KiB (/proc; 0 once it is gone)."""
     total = 0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
+    for p in _tree(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
                     break
-            for task in Path(f"/proc/{p}/task").iterdir():
-                kids = (task / "children").read_text().split()
-                todo.extend(int(k) for k in kids)
         except (OSError, ValueError):
             continue
     return total
