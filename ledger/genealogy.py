@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import BindParameter, Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from .errors import LedgerError
@@ -26,12 +27,14 @@ class UnknownUnit(LedgerError):
 
 
 def iso(t: datetime | None) -> str | None:
-    """RFC 3339 UTC with milliseconds, as every --json time."""
+    """RFC 3339 UTC with milliseconds, as every --json time (naive times are UTC)."""
     if t is None:
         return None
-    t = t if t.tzinfo else t.replace(tzinfo=UTC)
-    t = t.astimezone(UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    if t.tzinfo is not None:
+        if t.utcoffset():
+            t = t.astimezone(UTC)
+        t = t.replace(tzinfo=None)
+    return t.isoformat(timespec="milliseconds") + "Z"
 
 
 def list_units(session: Session, *, kind: str | None = None, state: str | None = None,
@@ -59,33 +62,77 @@ def _part(row: Any) -> InstalledPart:
                          station=row.station, installed=iso(row.installed_at))
 
 
-def _installed_tree(session: Session, serial: str) -> list[Any]:
-    """Current installs of the unit and, level by level, of sub-assemblies installed in it.
+def _removed_part(r: Any) -> RemovedPart:
+    return RemovedPart(serial=r.serial, mpn=r.mpn, lot=r.lot, parent=r.parent, slot=r.slot,
+                       ref=r.ref, category=r.category, qty=r.qty, station=r.station,
+                       installed=iso(r.installed_at), removed=iso(r.removed_at),
+                       reason=r.removed_reason, removed_event=r.removed_event)
 
-    Two queries per level of nesting (installs, then which of their serials are units), so a
-    server with a PCBA costs four, however many parts it has.
+
+# Statements built once: a select() built per call costs more in Python than a warm trace's
+# database work (construction, cache key, result-column adaptation to the new objects).
+_S: BindParameter[str] = bindparam("serial")
+_UNIT = select(Unit.serial, Unit.product, Unit.kind, Unit.state, Unit.step, Unit.work_order,
+               Unit.order, Unit.carton, Unit.installed_in, Unit.updated, Unit.route_product,
+               Unit.route_revision, Unit.route_sha256).where(Unit.serial == _S)
+# Each install joined to `units`: `sub_unit` says its serial is a sub-assembly (a PCBA).
+_PARTS = (select(*_PART_COLUMNS, Install.id, Unit.serial.label("sub_unit"))
+          .outerjoin(Unit, Unit.serial == Install.serial))
+_OWN_PARTS = _PARTS.where(Install.unit == _S).order_by(Install.id)
+_SUB_PARTS = (_PARTS.where(Install.unit.in_(bindparam("units", expanding=True)),
+                           Install.removed_at.is_(None)).order_by(Install.id))
+_OPERATIONS = (select(Operation.step, Operation.operation, Operation.station, Operation.operator,
+                      Operation.result, Operation.started, Operation.completed)
+               .where(Operation.serial == _S).order_by(Operation.started, Operation.id))
+_FIRMWARE = (select(Firmware.component, Firmware.image, Firmware.version, Firmware.sha256,
+                    Firmware.target, Firmware.station, Firmware.time)
+             .where(Firmware.serial == _S).order_by(Firmware.time, Firmware.id))
+# A unit's tests, each with its measurements (the test's columns repeated on each of them).
+_TESTS = (select(TestRun.id, TestRun.kind, TestRun.method, TestRun.result, TestRun.station,
+                 TestRun.time, TestRun.detail, Measurement.id.label("m_id"), Measurement.test,
+                 Measurement.name, Measurement.value, Measurement.unit, Measurement.expected,
+                 Measurement.min, Measurement.max)
+          .outerjoin(Measurement, Measurement.test_id == TestRun.id)
+          .where(TestRun.serial == _S).order_by(TestRun.time, TestRun.id, Measurement.id))
+_HISTORY = (select(EventRow.time, EventRow.type, EventRow.source, EventRow.event_id,
+                   EventRow.value)
+            .where(EventRow.subject == _S, EventRow.topic != "line.telemetry")
+            .order_by(EventRow.time, EventRow.seq))
+
+
+def _installs(conn: Connection, serial: str) -> tuple[list[Any], list[Any]]:
+    """The unit's parts now installed (level by level: its own, then those of sub-assemblies
+    installed in it) and the parts removed from the unit itself, in their trace order.
+
+    One statement per level of nesting, so a server with a PCBA costs two however many parts
+    it has: the unit's own installs come removed ones and all (split here, instead of a query
+    of their own), each row saying whether its serial is a sub-assembly.
     """
-    out: list[Any] = []
-    frontier, seen = [serial], {serial}
-    while frontier:
-        rows = session.execute(select(*_PART_COLUMNS)
-                               .where(Install.unit.in_(frontier), Install.removed_at.is_(None))
-                               .order_by(Install.id)).all()
-        out.extend(rows)
-        serials = {r.serial for r in rows if r.serial and r.serial not in seen}
-        if not serials:
+    rows = conn.execute(_OWN_PARTS, {"serial": serial}).all()
+    removed = sorted((r for r in rows if r.removed_at is not None),
+                     key=lambda r: (r.removed_at, r.id))
+    level: Sequence[Any] = [r for r in rows if r.removed_at is None]
+    parts: list[Any] = []
+    seen = {serial}
+    while level:
+        parts.extend(level)
+        frontier = sorted({r.sub_unit for r in level if r.sub_unit and r.sub_unit not in seen})
+        if not frontier:
             break
-        frontier = sorted(session.scalars(select(Unit.serial).where(Unit.serial.in_(serials))))
         seen.update(frontier)
-    return out
+        level = conn.execute(_SUB_PARTS, {"units": frontier}).all()
+    return parts, removed
 
 
 def trace(session: Session, serial: str) -> Trace:
-    unit = session.get(Unit, serial)
+    # Selected columns on the session's connection, not ORM entities: seven statements, no
+    # identity map (docs/benchmarks.md, "Ledger at plant scale: diagnosis").
+    conn = session.connection()
+    key = {"serial": serial}
+    unit = conn.execute(_UNIT, key).first()
     if unit is None:
         raise UnknownUnit(_not_a_unit(session, serial))
-    ops = session.scalars(select(Operation).where(Operation.serial == serial)
-                          .order_by(Operation.started, Operation.id)).all()
+    parts, removed = _installs(conn, serial)
     return Trace(
         serial=unit.serial,
         product=unit.product,
@@ -97,18 +144,17 @@ def trace(session: Session, serial: str) -> Trace:
         carton=unit.carton,
         installed_in=unit.installed_in,
         updated=iso(unit.updated),
-        parts=[_part(r) for r in _installed_tree(session, serial)],
+        parts=[_part(r) for r in parts],
         operations=[OperationRecord(step=o.step, operation=o.operation, station=o.station,
                                     operator=o.operator, result=o.result,
                                     started=iso(o.started), completed=iso(o.completed))
-                    for o in ops],
-        removed=_removed(session, serial),
-        tests=_tests(session, serial),
+                    for o in conn.execute(_OPERATIONS, key)],
+        removed=[_removed_part(r) for r in removed],
+        tests=_tests(conn, serial),
         firmware=[FirmwareRecord(component=f.component, image=f.image, version=f.version,
                                  sha256=f.sha256, target=f.target, station=f.station,
                                  time=iso(f.time))
-                  for f in session.scalars(select(Firmware).where(Firmware.serial == serial)
-                                           .order_by(Firmware.time, Firmware.id))],
+                  for f in conn.execute(_FIRMWARE, key)],
         history=history(session, serial),
         route=(UnitRoute(product=unit.route_product, revision=unit.route_revision,
                          sha256=unit.route_sha256)
@@ -169,17 +215,7 @@ def _not_a_unit(session: Session, serial: str) -> str:
             f"never installed; `linetrace lots show {where.lots[0]}` shows the lot")
 
 
-def _removed(session: Session, serial: str) -> list[RemovedPart]:
-    rows = session.execute(select(*_PART_COLUMNS).where(Install.unit == serial,
-                                                        Install.removed_at.is_not(None))
-                           .order_by(Install.removed_at, Install.id))
-    return [RemovedPart(serial=r.serial, mpn=r.mpn, lot=r.lot, parent=r.parent, slot=r.slot,
-                        ref=r.ref, category=r.category, qty=r.qty, station=r.station,
-                        installed=iso(r.installed_at), removed=iso(r.removed_at),
-                        reason=r.removed_reason, removed_event=r.removed_event) for r in rows]
-
-
-def _test_record(r: TestRun, ms: list[Measurement]) -> TestRecord:
+def _test_record(r: Any, ms: list[Any]) -> TestRecord:
     detail: dict[str, Any] = r.detail or {}
     measurements = [MeasurementRecord(test=m.test, name=m.name, value=m.value, unit=m.unit,
                                       expected=m.expected, min=m.min, max=m.max) for m in ms]
@@ -195,15 +231,15 @@ def _test_record(r: TestRun, ms: list[Measurement]) -> TestRecord:
                              for t in detail.get("tests", [])])
 
 
-def _tests(session: Session, serial: str) -> list[TestRecord]:
-    runs = session.scalars(select(TestRun).where(TestRun.serial == serial)
-                           .order_by(TestRun.time, TestRun.id)).all()
-    ms: dict[int, list[Measurement]] = {}
-    if runs:
-        for m in session.scalars(select(Measurement).where(
-                Measurement.test_id.in_([r.id for r in runs])).order_by(Measurement.id)):
-            ms.setdefault(m.test_id, []).append(m)
-    return [_test_record(r, ms.get(r.id, [])) for r in runs]
+def _tests(conn: Connection, serial: str) -> list[TestRecord]:
+    """The unit's tests in time order, each with its measurements (one statement)."""
+    rows = conn.execute(_TESTS, {"serial": serial})
+    runs: dict[int, tuple[Any, list[Any]]] = {}
+    for r in rows:
+        ms = runs.setdefault(r.id, (r, []))[1]
+        if r.m_id is not None:
+            ms.append(r)
+    return [_test_record(r, ms) for r, ms in runs.values()]
 
 
 #: Fields that depend on where events landed in the log (leaf hashes), not on what happened.
@@ -214,19 +250,16 @@ LOG_POSITION_FIELDS = frozenset({"chain_head"})
 
 def _without_log_positions(data: Any) -> Any:
     if isinstance(data, dict):
-        return {k: _without_log_positions(v) for k, v in data.items()
-                if k not in LOG_POSITION_FIELDS}
+        return {k: _without_log_positions(v) if isinstance(v, (dict, list)) else v
+                for k, v in data.items() if k not in LOG_POSITION_FIELDS}
     if isinstance(data, list):
-        return [_without_log_positions(v) for v in data]
+        return [_without_log_positions(v) if isinstance(v, (dict, list)) else v for v in data]
     return data
 
 
 def history(session: Session, serial: str) -> list[HistoryEntry]:
     """Every accepted event about the unit, in event-time order: who, what, when, where."""
-    rows = session.execute(select(EventRow.time, EventRow.type, EventRow.source,
-                                  EventRow.event_id, EventRow.value)
-                           .where(EventRow.subject == serial, EventRow.topic != "line.telemetry")
-                           .order_by(EventRow.time, EventRow.seq)).all()
+    rows = session.connection().execute(_HISTORY, {"serial": serial}).all()
     out: list[HistoryEntry] = []
     for t, typ, source, event_id, value in rows:
         data = _without_log_positions(json.loads(value)["data"])

@@ -7,9 +7,10 @@ PCBA went into), and units already shipped (with order and carton, for the recal
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ARRAY, Connection, Select, String, any_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from .errors import LedgerError
@@ -34,59 +35,91 @@ def recall(session: Session, *, lot: str | None = None, part: str | None = None,
     list means it is known and no unit in the time window holds it)."""
     if sum(x is not None for x in (lot, part, mpn)) != 1:
         raise RecallQueryError("give exactly one of --lot, --part or --mpn")
-    # Installs first, then their units by primary key: a join lets PostgreSQL's default
-    # planner scan every unit (docs/benchmarks.md, recall diagnosis).
-    q = select(Install.unit, Install.serial, Install.mpn, Install.lot, Install.removed_at)
-    if lot is not None:
-        q = q.where(Install.lot == lot)
-    elif part is not None:
-        q = q.where(Install.serial == part)
-    else:
-        q = q.where(Install.mpn == mpn)
-    if since is not None:
-        q = q.where(Install.installed_at >= since)
-    if until is not None:
-        q = q.where(Install.installed_at <= until)
-    installs = session.execute(q.order_by(Install.unit, Install.id)).all()
+    by = "lot" if lot is not None else "part" if part is not None else "mpn"
+    conn = session.connection()
+    installs = conn.execute(_installs(by, since is not None, until is not None),
+                            {"key": lot if lot is not None else part if part is not None
+                             else mpn, "since": since, "until": until}).all()
     if not installs:
         _must_be_known(session, lot=lot, part=part, mpn=mpn)
-    units = _units(session, {i.unit for i in installs})
+    units = _units(conn, {i[0] for i in installs})
     # Walk up: a unit installed in another (PCBA -> server) makes the container affected too.
-    containers: dict[str, str] = {s: u.installed_in for s, u in units.items() if u.installed_in}
+    containers: dict[str, str] = {s: u[4] for s, u in units.items() if u[4]}
     frontier = set(containers.values()) - units.keys()
     while frontier:
-        more = _units(session, frontier)
+        more = _units(conn, frontier)
         units.update(more)
-        containers.update({s: u.installed_in for s, u in more.items() if u.installed_in})
-        frontier = {u.installed_in for u in more.values() if u.installed_in} - units.keys()
+        containers.update({s: u[4] for s, u in more.items() if u[4]})
+        frontier = {u[4] for u in more.values() if u[4]} - units.keys()
     out: list[RecallHit] = []
     seen: set[tuple[str, str, str]] = set()
-    for i in installs:
-        status = "installed" if i.removed_at is None else "removed"
-        part_id = i.serial or i.mpn
-        serial = i.unit
+    for in_unit, part_id, part_lot, removed_at in installs:
+        status = "installed" if removed_at is None else "removed"
+        serial = in_unit
         while True:
             key = (serial, part_id, status)
             unit = units.get(serial)
             if unit is not None and key not in seen:
                 seen.add(key)
-                out.append(RecallHit(serial=serial, product=unit.product, state=unit.state,
-                                     status=status, part=part_id, lot=i.lot, order=unit.order,
-                                     carton=unit.carton,
-                                     via=None if serial == i.unit else i.unit))
-            if serial not in containers:
+                product, state, order, carton, _ = unit
+                out.append(RecallHit(serial=serial, product=product, state=state,
+                                     status=status, part=part_id, lot=part_lot, order=order,
+                                     carton=carton, via=None if serial == in_unit else in_unit))
+            container = containers.get(serial)
+            if container is None:
                 break
-            serial = containers[serial]
+            serial = container
     return out
 
 
-def _units(session: Session, serials: set[str]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
+# Installs first, then their units by primary key: a join lets PostgreSQL's default planner
+# scan every unit (docs/benchmarks.md, recall diagnosis). Statements are built once and rows
+# read as plain tuples on the session's connection: a GPU lot is ~6,400 hits, and ORM rows,
+# statement building per call and attribute access were most of a recall's time.
+_BY = {"lot": Install.lot, "part": Install.serial, "mpn": Install.mpn}
+
+
+@cache
+def _installs(by: str, since: bool, until: bool) -> Select[str, str, str, datetime | None]:
+    """(unit, part serial or else MPN, lot, removed_at) of the installs naming the material."""
+    q = (select(Install.unit, func.coalesce(Install.serial, Install.mpn), Install.lot,
+                Install.removed_at)
+         .where(_BY[by] == bindparam("key")))
+    if since:
+        q = q.where(Install.installed_at >= bindparam("since"))
+    if until:
+        q = q.where(Install.installed_at <= bindparam("until"))
+    return q.order_by(Install.unit, Install.id)
+
+
+_UNITS = select(Unit.serial, Unit.product, Unit.state, Unit.order, Unit.carton,
+                Unit.installed_in)
+_UNITS_SQLITE = _UNITS.where(Unit.serial.in_(bindparam("serials", expanding=True)))
+_UNITS_POSTGRESQL = _UNITS.where(Unit.serial == any_(bindparam("serials", type_=ARRAY(String))))
+
+
+def _units(conn: Connection, serials: set[str]) -> dict[str, tuple[Any, ...]]:
+    """serial -> (product, state, order, carton, installed_in) of the units among `serials`.
+
+    PostgreSQL gets the serials as one array parameter: an IN list of hundreds of parameters
+    costs more to render, parse and plan than the lookups themselves. With its default
+    random_page_cost (4, for spinning disks) it would also rather scan every unit than probe
+    the primary key for hundreds of keys (16 vs 3.5 ms for 816 of 40,000 units), so the cost
+    is lowered for this read transaction only. SQLite searches the key once per term of an
+    IN list, in chunks under its variable limit.
+    """
     items = sorted(serials)
-    for n in range(0, len(items), 500):
-        found.update({u.serial: u for u in session.execute(
-            select(Unit.serial, Unit.product, Unit.state, Unit.order, Unit.carton,
-                   Unit.installed_in).where(Unit.serial.in_(items[n:n + 500])))})
+    if not items:
+        return {}
+    found: dict[str, tuple[Any, ...]] = {}
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+        found.update((serial, tuple(rest)) for serial, *rest
+                     in conn.execute(_UNITS_POSTGRESQL, {"serials": items}))
+    else:
+        for n in range(0, len(items), 500):
+            found.update((serial, tuple(rest)) for serial, *rest
+                         in conn.execute(_UNITS_SQLITE, {"serials": items[n:n + 500]}))
     return found
 
 
