@@ -34,7 +34,8 @@ from linetrace.schemas.topics import EVENTS
 from .errors import LedgerError
 from .log import LogLeaf, chain_heads, chain_leaves, event_leaf
 from .proof import merkle
-from .proof.hbom import as_built, build_hbom, current_installs
+from .proof.hbom import as_built, current_installs
+from .proof.hbom_json import hbom_bytes
 from .proof.leaf import parse_leaf
 from .records import Candidate
 
@@ -125,6 +126,6 @@ def plan_seal(session: Session, packed: Candidate) -> SealPlan | SealWait:
     if missing:
         return SealWait(tuple(dict.fromkeys(missing)))
     built = as_built(unit, chains)
-    data = build_hbom(built, serial_number=uuid.uuid5(HBOM_NS, f"{unit}\x00{cause.id}"),
+    data = hbom_bytes(built, serial_number=uuid.uuid5(HBOM_NS, f"{unit}\x00{cause.id}"),
                       timestamp=parse_time(cause.envelope.time))
     return SealPlan(data, heads[unit], [(s, heads[s]) for s in built.assemblies])

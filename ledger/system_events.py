@@ -44,7 +44,8 @@ from linetrace.schemas.topics import EVENTS, TOPIC_OF_TYPE
 from . import pending
 from .avl import ApprovedVendorList, default_avl
 from .errors import LedgerError
-from .proof.hbom import as_built, build_hbom, current_items
+from .proof.hbom import as_built, current_items
+from .proof.hbom_json import hbom_bytes
 from .log import chain_heads, chain_leaves
 from .models import Base, StationKey
 from .pending import Row
@@ -148,7 +149,7 @@ def make_hbom(session: Session, unit: str, serial_number: uuid.UUID, timestamp: 
     # table would depend on whether the worker had read line.receipts yet, so the same line
     # could seal different HBOMs. Suppliers stay provable through the lots' receipt and AVL
     # leaves in the evidence bundle.
-    data = build_hbom(built, serial_number=serial_number, timestamp=timestamp)
+    data = hbom_bytes(built, serial_number=serial_number, timestamp=timestamp)
     return data, list(built.assemblies)
 
 
