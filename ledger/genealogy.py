@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -246,6 +247,10 @@ def _tests(conn: Connection, serial: str) -> list[TestRecord]:
 #: Trace leaves them out so the same line history always reads the same; `linetrace evidence`
 #: carries them, with the proofs that make them meaningful.
 LOG_POSITION_FIELDS = frozenset({"chain_head"})
+#: An event's JSON can hold one of those fields only if its bytes name it or escape a
+#: character (`\u0063hain_head`); most events do neither and skip the walk that removes them.
+_LOG_POSITION_MARKS = re.compile(b"|".join([*(re.escape(f'"{f}"'.encode())
+                                               for f in sorted(LOG_POSITION_FIELDS)), rb"\\u"]))
 
 
 def _without_log_positions(data: Any) -> Any:
@@ -262,7 +267,9 @@ def history(session: Session, serial: str) -> list[HistoryEntry]:
     rows = session.connection().execute(_HISTORY, {"serial": serial}).all()
     out: list[HistoryEntry] = []
     for t, typ, source, event_id, value in rows:
-        data = _without_log_positions(json.loads(value)["data"])
+        data = json.loads(value)["data"]
+        if _LOG_POSITION_MARKS.search(value):
+            data = _without_log_positions(data)
         out.append(HistoryEntry(time=iso(t), type=typ, station=source, event_id=event_id,
                                 operator=data.get("operator"), step=data.get("step"), data=data))
     return out

@@ -4,6 +4,7 @@ and a lot spread over more units than one SQLite IN list holds."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ from sqlalchemy import insert
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.genealogy import trace
 from linetrace.ledger import models
-from linetrace.ledger.models import Install, Measurement, Unit
+from linetrace.ledger.models import EventRow, Install, Measurement, Unit
 from linetrace.ledger.recall import UnknownMaterial, recall
 from linetrace.ledger.views import to_data
 
@@ -119,6 +120,30 @@ def test_trace_of_the_sub_assembly_shows_its_reels_and_its_removed_reel(plant: L
     assert [(p["lot"], p["qty"], p["reason"]) for p in t["removed"]] == [
         ("REEL-B", 4, "rework")]
     assert t["installed_in"] == "SRV-1" and t["tests"] == []
+
+
+def test_trace_history_leaves_out_log_positions_however_the_json_spells_them(
+        plant: Ledger) -> None:
+    sealed = {"hbom_sha256": "ab" * 32, "chain_head": "cd" * 32,
+              "assemblies": [{"serial": "PCBA-1", "chain_head": "ef" * 32}]}
+    values = [
+        b'{"data": {"step": 60, "operator": "op-1", "items": [{"slot": 0}]}}',
+        json.dumps({"data": sealed}).encode(),
+        b'{"data": {"hbom_sha256": "ab", "\\u0063hain_head": "cd", "note": "caf\\u00e9"}}',
+    ]
+    with plant.transaction() as s:
+        s.execute(insert(EventRow), [
+            {"source": "st-1", "event_id": f"e-{i}", "type": "unit.sealed" if i else "work.started",
+             "subject": "SRV-1", "time": at(100 + i), "stationseq": i, "topic": "line.events",
+             "partition": 0, "offset": i, "cause": None, "keyid": "k", "signature": b"s",
+             "value": v, "recorded": at(100 + i)} for i, v in enumerate(values)])
+    with plant.reader() as s:
+        history = to_data(trace(s, "SRV-1"))["history"]
+    assert [(h["type"], h["step"], h["operator"], h["data"]) for h in history] == [
+        ("work.started", 60, "op-1", {"step": 60, "operator": "op-1", "items": [{"slot": 0}]}),
+        ("unit.sealed", None, None, {"hbom_sha256": "ab" * 32,
+                                     "assemblies": [{"serial": "PCBA-1"}]}),
+        ("unit.sealed", None, None, {"hbom_sha256": "ab", "note": "caf\u00e9"})]
 
 
 def test_recall_of_a_reel_lot_names_the_sub_assembly_and_the_server_it_went_into(
