@@ -50,20 +50,34 @@ COMPONENTS: list[tuple[str, str]] = [
     ("faust: offset commits", r"^(Consumer\._commit_handler|Consumer\.commit|Consumer\._commit"
                               r"\w*|Consumer\.force_commit) \("),
     ("faust: agent actor", r"^Agent\.\w+ \(faust/agents/"),
-    ("faust: producer (publish)", r"\(faust/transport/producer\.py|\(faust/topics\.py"),
+    ("faust: producer buffer (publish; on_message checks it per record)",
+     r"\(faust/transport/producer\.py|\(faust/topics\.py"),
     ("aiokafka: fetcher (consumer thread)", r"\(aiokafka/consumer/"),
     ("aiokafka: producer (publish)", r"\(aiokafka/producer/"),
     ("aiokafka: connection, protocol", r"\(aiokafka/(conn|client|protocol|record)"),
     # our code, the agents' side
-    ("worker: agents, batch handling", r"\((linetrace/)?streams/(worker|processor)\.py"),
-    ("screening (other)", r"^screen \(|\((linetrace/)?streams/ingest\.py"),
-    ("screening: decode", r"^decode_event \(|\((linetrace/)?schemas/envelope\.py"),
+    ("worker: agents, batch handling (processor, hand-off to the writer)",
+     r"\((linetrace/)?streams/processor\.py|^(build_app\.<locals>\.\w+|process_until_done"
+     r"|_observe_lag) \("),
+    ("screening (other: screen, key lookup, partition check)",
+     r"^screen \(|\((linetrace/)?streams/ingest\.py"),
+    ("screening: duplicate-key and depth check (check_json: json.loads with a hook)",
+     r"^check_json \("),
+    ("screening: decode (msgspec envelope and body)",
+     r"^decode_event \(|\((linetrace/)?schemas/envelope\.py"),
     ("screening: schema (bodies)", r"\((linetrace/)?schemas/bodies\.py|\(pydantic"),
     ("screening: Ed25519 verify", r"^verify_value \(|^read_signature \(|^check_headers \("),
     ("screening: key directory", r"\((linetrace/)?streams/keydir|KeyDirectory"),
     # our code, the writer's side
+    ("writer: dedupe lookups (_existing: events by source and id)",
+     r"^(_existing|keys_in|existing_keys) \("),
+    ("writer: position and revocation checks", r"^(_positions|_revoked) \("),
+    ("writer: upserts (station and ingest positions)", r"^upsert \("),
+    ("writer: transaction begin and commit", r"^Ledger\.transaction \("),
+    ("writer: log head lock", r"^lock_head \("),
+    ("writer: rejections", r"^record_rejections \("),
+    ("writer: pending seals", r"\((linetrace/)?ledger/pending\.py"),
     ("writer (other)", r"^write_batch \(|^store_events \(|\((linetrace/)?ledger/writer\.py"),
-    ("writer: dedupe lookups", r"^(_existing|keys_in|existing_keys) \("),
     ("writer: projections", r"\((linetrace/)?ledger/(projections|unit_state|lookups)\.py"),
     ("writer: telemetry store", r"\((linetrace/)?ledger/telemetry_store\.py"),
     ("writer: log append (Merkle)", r"\((linetrace/)?ledger/(log|proof/merkle|proof/leaf)\.py"),
@@ -71,8 +85,16 @@ COMPONENTS: list[tuple[str, str]] = [
     ("writer: stages", r"\((linetrace/)?streams/(stages|system_stage|time_flags|line_clock)\.py"),
     ("writer: seal / CycloneDX", r"\((linetrace/)?ledger/(seals|proof/hbom)\.py|cyclonedx"),
     ("writer: positions", r"\((linetrace/)?ledger/positions\.py"),
-    ("writer: outbox", r"\((linetrace/)?ledger/outbox\.py"),
+    ("outbox (ledger/outbox.py: enqueue in the writer, take / mark sent in the relay)",
+     r"\((linetrace/)?ledger/outbox\.py"),
     ("relay", r"\((linetrace/)?streams/relay\.py"),
+]
+
+#: (component, regex on the frame right below its marker, finer component).
+REFINE: list[tuple[str, str, str]] = [
+    ("writer (other)", r"^Session\.flush \(",
+     "writer: ORM flush in store_events (events INSERT, projected rows)"),
+    ("writer (other)", r"^(__init__|Session\.add) \(", "writer: EventRow objects (construct, add)"),
 ]
 
 #: (label, regex on the innermost frame): where the time is spent, whoever asked for it.
@@ -82,7 +104,8 @@ WAITS: list[tuple[str, str]] = [
     ("wait: lock / future / queue", r"^(wait|_wait_for_tstate_lock|join|get|acquire|result)"
                                     r" \((threading|queue|concurrent/futures/_base)\.py"),
     ("wait: sleep", r"^(sleep|_sleep) \("),
-    ("wait: PostgreSQL round trip", r"\(psycopg/(waiting|_wait)|^wait_c \(|^_wait_conn"),
+    ("wait: PostgreSQL round trip", r"\(psycopg/(waiting|_wait)|^wait_c \(|^_wait_conn"
+                                    r"|^(Async)?Connection\.wait \(psycopg/"),
 ]
 LAYERS: list[tuple[str, str]] = [
     ("database driver (C: SQLite / libpq)", r"^DefaultDialect\.do_(execute|executemany|commit"
@@ -159,8 +182,11 @@ def waiting(frames: tuple[str, ...]) -> str | None:
 
 
 def component(frames: tuple[str, ...]) -> str:
-    for frame in reversed(frames):
-        if (label := first(COMPONENTS, frame)) is not None:
+    for j in range(len(frames) - 1, -1, -1):
+        if (label := first(COMPONENTS, frames[j])) is not None:
+            for parent, rx, finer in REFINE:
+                if parent == label and j + 1 < len(frames) and re.search(rx, frames[j + 1]):
+                    return finer
             return label
     where = layer(frames)
     if where == "asyncio":  # nobody's frame below the loop: its own work
@@ -173,6 +199,11 @@ def layer(frames: tuple[str, ...]) -> str:
         if (label := first(LAYERS, frame)) is not None:
             return label
     return "stdlib / other"
+
+
+def part(component_label: str) -> str:
+    """`faust: on_message (...)` -> `faust`; `writer (other)` -> `writer`."""
+    return re.split(r"[:(]", component_label, maxsplit=1)[0].strip()
 
 
 def func(frame: str) -> str:
@@ -216,6 +247,18 @@ def report(prof: Profile, top: int, events: int | None, rate: float, only: str |
                      us(n - idle),
                      f"{best[0][0]} ({pct(best[0][1], n)})" if best else "-"))
     out += ["Threads (share of each thread's own samples):", "", table(rows, markdown), ""]
+
+    main = [t for t in threads if sum(prof.samples[t].values()) >= total * 0.02]
+    grouped: dict[str, Counter[str]] = defaultdict(Counter)
+    for t in main:
+        for f, k in prof.samples[t].items():
+            grouped[part(waiting(f) or component(f))][t] += k
+    rows = [("part", *(t.split(" ")[0] for t in main))]
+    for name in sorted(grouped, key=lambda x: -sum(grouped[x].values())):
+        rows.append((name, *(pct(grouped[name][t], sum(prof.samples[t].values()))
+                             if grouped[name][t] else "" for t in main)))
+    out += ["Parts (components grouped by what precedes the colon), share of each thread:", "",
+            table(rows, markdown), ""]
 
     for t in threads:
         c = prof.samples[t]
