@@ -159,10 +159,15 @@ def verify_only(records: list[Record]) -> float:
     return len(records) / (time.perf_counter() - t)
 
 
+#: py-spy's mode: all threads, idle ones included (wall time); "--gil": only the thread
+#: holding the interpreter lock at each sample (`--profile-gil`).
+SPY_MODE = ["--idle"]
+
+
 def spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """py-spy attached to a running process: collapsed stacks of all its threads, idle ones
-    included, 200 Hz, until it gets SIGINT or the process ends (start-up is left out)."""
-    return subprocess.Popen(["py-spy", "record", "--format", "raw", "--threads", "--idle",
+    """py-spy attached to a running process: collapsed stacks of its threads (`SPY_MODE`),
+    200 Hz, until it gets SIGINT or the process ends (start-up is left out)."""
+    return subprocess.Popen(["py-spy", "record", "--format", "raw", "--threads", *SPY_MODE,
                              "-r", "200", "-o", str(out), "--pid", str(pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -335,7 +340,11 @@ def main() -> int:
                     help="the same for this tree's PostgreSQL worker")
     ap.add_argument("--profile-noop", type=Path,
                     help="the same for the Faust no-op agent (c)")
+    ap.add_argument("--profile-gil", action="store_true",
+                    help="profiles sample only the thread holding the interpreter lock")
     args = ap.parse_args()
+    if args.profile_gil:
+        SPY_MODE[:] = ["--gil"]
     n = args.records
     records = mix(n)
     size = sum(len(r[2]) for r in records) / n

@@ -108,7 +108,7 @@ WAITS: list[tuple[str, str]] = [
                                     r"|^(Async)?Connection\.wait \(psycopg/"),
 ]
 LAYERS: list[tuple[str, str]] = [
-    ("database driver (C: SQLite / libpq)", r"^DefaultDialect\.do_(execute|executemany|commit"
+    ("database driver (SQLite C, psycopg)", r"^DefaultDialect\.do_(execute|executemany|commit"
                                             r"|rollback|begin)|\(psycopg/|\(sqlite3/"),
     ("SQLAlchemy ORM", r"\(sqlalchemy/orm/"),
     ("SQLAlchemy Core", r"\(sqlalchemy/"),
