@@ -12,6 +12,11 @@ Every table here is a function of the events, never of the order in which partit
 read: each row belongs to the unit (or lot, or station) whose own partition carries the
 events that write it, except a sub-assembly's state, which its installs into other units
 decide too; `unit_state` settles that once per batch (`settle`, called by the writer).
+
+The append-only rows (operations, installs, tests with their measurements, firmware) are not
+ORM objects: they are buffered as plain rows and inserted in bulk, in the order the events
+made them (`flush_rows`), before anything reads those tables (an uninstall, `settle`, the end
+of `project_batch`). Units are read for a whole batch in one query (`project_batch`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import select
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from linetrace.schemas import bodies as b
@@ -37,11 +45,14 @@ from .unit_state import route_state, settle_units
 def _unit(session: Session, serial: str, t: datetime, *, product: str | None = None,
           kind: str | None = None) -> Unit:
     cache: dict[str, Unit] = session.info.setdefault("units", {})
-    unit = cache.get(serial) or session.get(Unit, serial)
+    unit = cache.get(serial)
+    if unit is None and serial not in session.info.get(_ABSENT, ()):
+        unit = session.get(Unit, serial)
     if unit is None:
         unit = Unit(serial=serial, product=product or "unknown", kind=kind or "server",
                     state="in_progress", step=None, created=t, updated=t)
         session.add(unit)
+        session.info.get(_ABSENT, set()).discard(serial)
         mark(session, serial)  # installs read earlier may already name it
         if product:
             _start_route(session, unit)
@@ -57,6 +68,48 @@ def _unit(session: Session, serial: str, t: datetime, *, product: str | None = N
             unit.updated = t
     cache[serial] = unit
     return unit
+
+
+_ROWS = "projected_rows"  # table -> rows to insert, in the order the events made them
+_COMPLETIONS = "operations_completed"  # completions of operations already inserted
+_ABSENT = "units_absent"  # serials `project_batch` looked up and did not find
+_CHUNK = 400
+_TABLES: tuple[Table, ...] = tuple(m.__table__ for m in (  # type: ignore[misc]
+    Operation, Install, TestRun, Firmware))
+
+
+def _add(s: Session, table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    s.info.setdefault(_ROWS, {}).setdefault(table, []).append(row)
+    return row
+
+
+def flush_rows(s: Session) -> None:
+    """Insert the buffered rows (executemany per table), then the completions of operations
+    inserted earlier. Tests get their ids back in order (RETURNING) for their measurements."""
+    buffered: dict[Table, list[dict[str, Any]]] = s.info.pop(_ROWS, {})
+    s.info.pop("operations", None)  # their rows are inserted: a completion now updates
+    tests: Table = TestRun.__table__  # type: ignore[assignment]
+    for table in _TABLES:
+        rows = buffered.get(table)
+        if not rows:
+            continue
+        if table is not tests:
+            s.execute(insert(table), rows)
+            continue
+        measured = [r.pop("measurements") for r in rows]
+        ids: Sequence[int] = s.execute(
+            insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
+        ).scalars().all()
+        found = [dict(m, test_id=i) for i, ms in zip(ids, measured, strict=True) for m in ms]
+        if found:
+            s.execute(insert(Measurement.__table__), found)  # type: ignore[arg-type]
+    done: list[dict[str, Any]] = s.info.pop(_COMPLETIONS, [])
+    if done:
+        ops: Table = Operation.__table__  # type: ignore[assignment]
+        s.execute(update(ops).where(ops.c.serial == bindparam("b_serial"),
+                                    ops.c.transaction_id == bindparam("b_txn"))
+                  .values(completed=bindparam("b_completed"), result=bindparam("b_result")),
+                  done)
 
 
 def _start_route(session: Session, unit: Unit) -> None:
@@ -92,10 +145,10 @@ def _work_started(s: Session, e: Event, t: datetime) -> None:
     unit = _unit(s, e.subject, t, product=body.product, kind=body.kind)
     unit.work_order = body.work_order
     _route(s, unit, e)
-    op = Operation(serial=e.subject, transaction_id=body.transaction_id, step=body.step,
-                   operation=body.operation, station=e.source, operator=body.operator,
-                   work_order=body.work_order, started=t)
-    s.add(op)
+    op = _add(s, Operation.__table__, {  # type: ignore[arg-type]
+        "serial": e.subject, "transaction_id": body.transaction_id, "step": body.step,
+        "operation": body.operation, "station": e.source, "operator": body.operator,
+        "work_order": body.work_order, "started": t, "completed": None, "result": None})
     s.info.setdefault("operations", {})[(e.subject, body.transaction_id)] = op
 
 
@@ -104,12 +157,12 @@ def _work_completed(s: Session, e: Event, t: datetime) -> None:
     assert isinstance(body, b.WorkCompleted)
     _unit(s, e.subject, t)
     op = s.info.setdefault("operations", {}).get((e.subject, body.transaction_id))
-    if op is None:  # started in an earlier batch
-        op = s.scalars(select(Operation).where(
-            Operation.serial == e.subject,
-            Operation.transaction_id == body.transaction_id)).one_or_none()
-    if op is not None:
-        op.completed, op.result = t, body.result
+    if op is not None:  # started in this batch, not inserted yet
+        op["completed"], op["result"] = t, body.result
+    else:  # inserted already: updated at the next `flush_rows` (none started: no row)
+        s.info.setdefault(_COMPLETIONS, []).append({
+            "b_serial": e.subject, "b_txn": body.transaction_id, "b_completed": t,
+            "b_result": body.result})
 
 
 def _moved(s: Session, e: Event, t: datetime) -> None:
@@ -120,33 +173,37 @@ def _test(s: Session, e: Event, t: datetime) -> None:
     body = e.body
     assert isinstance(body, (b.UnitTested, b.UnitInspected))
     _unit(s, e.subject, t)
+    tests: Table = TestRun.__table__  # type: ignore[assignment]
     if isinstance(body, b.UnitTested):
-        row = TestRun(serial=e.subject, event_id=e.id, station=e.source, time=t, kind="test",
-                      method=body.method, result=body.result,
-                      detail={"fixture": body.fixture, "tests": [
-                          {"name": x.name, "result": x.result} for x in body.tests]})
-        s.add(row)
-        s.flush()
-        s.add_all(Measurement(test_id=row.id, test=x.name, name=m.name, value=m.value,
-                              unit=m.unit, expected=m.expected, min=m.min, max=m.max)
-                  for x in body.tests for m in x.measurements)
+        _add(s, tests, {
+            "serial": e.subject, "event_id": e.id, "station": e.source, "time": t,
+            "kind": "test", "method": body.method, "result": body.result,
+            "detail": {"fixture": body.fixture, "tests": [
+                {"name": x.name, "result": x.result} for x in body.tests]},
+            "measurements": [{"test": x.name, "name": m.name, "value": m.value,
+                              "unit": m.unit, "expected": m.expected, "min": m.min,
+                              "max": m.max} for x in body.tests for m in x.measurements]})
     else:
-        s.add(TestRun(serial=e.subject, event_id=e.id, station=e.source, time=t,
-                      kind="inspection", method=body.method, result=body.result,
-                      detail={"defects": [{"code": d.code, "category": d.category,
-                                           "ref": d.ref, "confidence": d.confidence}
-                                          for d in body.defects]}))
+        _add(s, tests, {
+            "serial": e.subject, "event_id": e.id, "station": e.source, "time": t,
+            "kind": "inspection", "method": body.method, "result": body.result,
+            "detail": {"defects": [{"code": d.code, "category": d.category, "ref": d.ref,
+                                    "confidence": d.confidence} for d in body.defects]},
+            "measurements": []})
 
 
 def _installed(s: Session, e: Event, t: datetime) -> None:
     body = e.body
     assert isinstance(body, b.MaterialsInstalled)
     _unit(s, e.subject, t)
+    installs: Table = Install.__table__  # type: ignore[assignment]
     for item in body.items:
-        s.add(Install(unit=e.subject, parent=item.parent or e.subject, serial=item.serial,
-                      mpn=item.mpn, lot=item.lot, category=item.category, pn=item.pn,
-                      qty=item.qty, slot=item.slot, ref=item.ref, station=e.source,
-                      installed_at=t, installed_event=e.id))
+        _add(s, installs, {
+            "unit": e.subject, "parent": item.parent or e.subject, "serial": item.serial,
+            "mpn": item.mpn, "lot": item.lot, "category": item.category, "pn": item.pn,
+            "qty": item.qty, "slot": item.slot, "ref": item.ref, "station": e.source,
+            "installed_at": t, "installed_event": e.id, "removed_at": None,
+            "removed_event": None, "removed_reason": None})
         if item.serial is not None:  # perhaps a sub-assembly with a route of its own
             mark(s, item.serial)
 
@@ -180,11 +237,12 @@ def _remove_from_group(s: Session, e: Event, t: datetime, reason: str, item: b.R
         q = q.where(Install.lot == item.lot)
     for row in s.scalars(q):
         if row.ref is not None and ref_in_group(item.ref, row.ref):
-            s.add(Install(unit=row.unit, parent=row.parent, serial=None, mpn=row.mpn,
-                          lot=row.lot, category=row.category, pn=row.pn, qty=1, slot=None,
-                          ref=item.ref, station=row.station, installed_at=row.installed_at,
-                          installed_event=row.installed_event, removed_at=t,
-                          removed_event=e.id, removed_reason=reason))
+            _add(s, Install.__table__, {  # type: ignore[arg-type]
+                "unit": row.unit, "parent": row.parent, "serial": None, "mpn": row.mpn,
+                "lot": row.lot, "category": row.category, "pn": row.pn, "qty": 1,
+                "slot": None, "ref": item.ref, "station": row.station,
+                "installed_at": row.installed_at, "installed_event": row.installed_event,
+                "removed_at": t, "removed_event": e.id, "removed_reason": reason})
             return
 
 
@@ -192,6 +250,7 @@ def _uninstalled(s: Session, e: Event, t: datetime) -> None:
     body = e.body
     assert isinstance(body, b.MaterialsUninstalled)
     _unit(s, e.subject, t)
+    flush_rows(s)  # the installs it removes may be buffered still
     s.flush()
     for item in body.items:
         q = select(Install).where(Install.unit == e.subject, Install.removed_at.is_(None))
@@ -225,9 +284,10 @@ def _firmware(s: Session, e: Event, t: datetime) -> None:
     body = e.body
     assert isinstance(body, b.FirmwareFlashed)
     _unit(s, e.subject, t)
-    s.add(Firmware(serial=e.subject, component=body.component, image=body.image,
-                   version=body.version, sha256=body.sha256, target=body.target,
-                   station=e.source, time=t, event_id=e.id))
+    _add(s, Firmware.__table__, {  # type: ignore[arg-type]
+        "serial": e.subject, "component": body.component, "image": body.image,
+        "version": body.version, "sha256": body.sha256, "target": body.target,
+        "station": e.source, "time": t, "event_id": e.id})
 
 
 def _packed(s: Session, e: Event, t: datetime) -> None:
@@ -308,6 +368,10 @@ PROJECTIONS: dict[str, Callable[[Session, Event, datetime], None]] = {
 }
 
 
+_UNIT_EVENTS = frozenset(PROJECTIONS) - {"material.received", "station.enrolled",
+                                          "station.revoked"}
+
+
 def project(session: Session, event: Event) -> None:
     fn = PROJECTIONS.get(event.type)
     if fn is not None:
@@ -315,5 +379,28 @@ def project(session: Session, event: Event) -> None:
 
 
 def settle(session: Session) -> None:
-    """Finish a batch of `project` calls: the states that installs decide (`unit_state`)."""
+    """Finish a batch of `project` calls: their buffered rows, then the states that installs
+    decide (`unit_state`)."""
+    flush_rows(session)
     settle_units(session)
+
+
+def project_batch(session: Session, events: Sequence[Event]) -> None:
+    """`project` each event in order, then `settle`, with the batch's units read in one query
+    (the writer's path)."""
+    cache: dict[str, Unit] = session.info.setdefault("units", {})
+    wanted = sorted({e.subject for e in events if e.type in _UNIT_EVENTS} - cache.keys())
+    absent = session.info.setdefault(_ABSENT, set())
+    absent.update(wanted)
+    for i in range(0, len(wanted), _CHUNK):
+        for unit in session.scalars(select(Unit).where(Unit.serial.in_(wanted[i:i + _CHUNK]))):
+            cache[unit.serial] = unit
+            absent.discard(unit.serial)
+    try:
+        with session.no_autoflush:  # projections flush where they must
+            for ev in events:
+                project(session, ev)
+            settle(session)
+        session.flush()
+    finally:
+        session.info.pop(_ABSENT, None)

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from linetrace.schemas import bodies as b
@@ -33,6 +34,7 @@ from linetrace.schemas.topics import EVENTS
 
 from .errors import LedgerError
 from .log import LogLeaf, chain_heads, chain_leaves, event_leaf
+from .models import EventRow
 from .proof import merkle
 from .proof.hbom import as_built, current_installs
 from .proof.hbom_json import hbom_bytes
@@ -70,22 +72,52 @@ def _decode(rows: Sequence[LogLeaf]) -> list[Event]:
     return [decode_stored_event(parse_leaf(r.data).value) for r in rows]
 
 
+#: The event types `as_built` reads; a chain's other events (tests, moves) do not shape an
+#: HBOM, so a seal does not decode them.
+SHAPING = ("work.started", "materials.installed", "materials.uninstalled", "firmware.flashed")
+
+
+_SHAPING_UPTO = (  # built once: the statement is compiled once, then only bound
+    select(EventRow.value).join(LogLeaf, LogLeaf.event_seq == EventRow.seq)
+    .where(LogLeaf.subject == bindparam("subject"), LogLeaf.chain_topic == bindparam("topic"),
+           LogLeaf.idx <= bindparam("upto"), EventRow.type.in_(SHAPING))
+    .order_by(LogLeaf.idx))
+
+
+def _shaping(session: Session, head: LogLeaf) -> list[Event]:
+    """The events of `head`'s chain up to it that shape an HBOM, in log order (their bytes
+    from `events`: the same bytes the leaves carry, written in the same transaction)."""
+    rows = session.execute(_SHAPING_UPTO, {"subject": head.subject, "topic": head.chain_topic,
+                                           "upto": head.idx}).scalars()
+    return [decode_stored_event(v) for v in rows]
+
+
+@dataclass(frozen=True)
+class _Chain:
+    events: list[Event]  # those that shape the HBOM
+    head: bytes  # leaf hash of the last covered leaf
+
+
 def _covered(session: Session, serial: str, install: Event, item: b.InstalledItem
-             ) -> list[LogLeaf] | tuple[str, str] | None:
-    """The sub-assembly chain an install covers; (serial, event id) when the event it names is
-    not in the ledger yet; None for a part with no chain of its own."""
+             ) -> _Chain | tuple[str, str] | None:
+    """The sub-assembly chain an install covers (its events that shape the HBOM, and the hash
+    of its last covered leaf); (serial, event id) when the event it names is not in the
+    ledger yet; None for a part with no chain of its own."""
     if item.last_event is not None:
         named = event_leaf(session, item.last_event, subject=serial)
         if named is None:
             return serial, item.last_event
-        return chain_leaves(session, named.chain_topic, serial, upto=named.idx)
+        return _Chain(_shaping(session, named), merkle.leaf_hash(named.data))
     rows = chain_leaves(session, EVENTS, serial)
     if not rows:
         return None
     until = parse_time(install.envelope.time)
-    times = [parse_time(e.envelope.time) for e in _decode(rows)]
+    events = _decode(rows)
+    times = [parse_time(e.envelope.time) for e in events]
     last = max((n for n, t in enumerate(times) if t <= until), default=None)
-    return rows[: last + 1] if last is not None else None
+    if last is None:
+        return None
+    return _Chain(events[: last + 1], merkle.leaf_hash(rows[last].data))
 
 
 def _with_chains(session: Session, installs: Sequence[tuple[Event, b.InstalledItem]]
@@ -106,7 +138,7 @@ def plan_seal(session: Session, packed: Candidate) -> SealPlan | SealWait:
     if head is None:
         raise CauseNotRecorded(f"{cause.type} {cause.id} of {unit} has no leaf; it must be "
                                "recorded before its seal is planned")
-    chains = {unit: _decode(chain_leaves(session, head.chain_topic, unit, upto=head.idx))}
+    chains = {unit: _shaping(session, head)}
     heads = {unit: merkle.leaf_hash(head.data)}
     missing: list[tuple[str, str]] = []
     todo = [unit]
@@ -119,9 +151,8 @@ def plan_seal(session: Session, packed: Candidate) -> SealPlan | SealWait:
             covered = _covered(session, serial, install, item)
             if isinstance(covered, tuple):
                 missing.append(covered)
-            elif covered:
-                chains[serial] = _decode(covered)
-                heads[serial] = merkle.leaf_hash(covered[-1].data)
+            elif covered is not None:
+                chains[serial], heads[serial] = covered.events, covered.head
                 todo.append(serial)
     if missing:
         return SealWait(tuple(dict.fromkeys(missing)))

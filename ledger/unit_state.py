@@ -128,8 +128,9 @@ def settle_units(session: Session) -> int:
     session.flush()
     facts = _install_facts(session, sorted(marked))
     units = _units(session, sorted(facts))
+    routes = own_routes(session, sorted(units))
     for serial in sorted(units):
-        restate(session, units[serial], facts[serial])
+        restate(session, units[serial], facts[serial], routes[serial])
     return len(units)
 
 
@@ -159,17 +160,32 @@ def _units(session: Session, serials: Sequence[str]) -> dict[str, Unit]:
 
 def own_route(session: Session, serial: str) -> tuple[str, int | None, datetime | None]:
     """(route state, step, latest time) from the unit's own state-bearing events, in order."""
-    rows = session.execute(
-        select(EventRow.source, EventRow.time, EventRow.value)
-        .where(EventRow.subject == serial, EventRow.type.in_(STATE_TYPES))
-        .order_by(EventRow.seq)).all()
-    repair = _repair_stations(session, {r[0] for r in rows})
-    state, step, latest = "in_progress", None, None
-    for source, t, value in rows:
-        state, step = route_state(state, step, decode_stored_event(value).body, source in repair)
-        at = aware(t)
-        latest = at if latest is None or at > latest else latest
-    return state, step, latest
+    return own_routes(session, [serial])[serial]
+
+
+def own_routes(session: Session, serials: Sequence[str]
+               ) -> dict[str, tuple[str, int | None, datetime | None]]:
+    """`own_route` of each unit, for all of them in one query per chunk of serials."""
+    events: dict[str, list[tuple[int, str, datetime, bytes]]] = {s: [] for s in serials}
+    for i in range(0, len(serials), _CHUNK):
+        rows = session.execute(
+            select(EventRow.subject, EventRow.seq, EventRow.source, EventRow.time,
+                   EventRow.value)
+            .where(EventRow.subject.in_(serials[i:i + _CHUNK]),
+                   EventRow.type.in_(STATE_TYPES)))
+        for subject, seq, source, t, value in rows:
+            events[subject].append((seq, source, t, value))
+    repair = _repair_stations(session, {e[1] for own in events.values() for e in own})
+    out: dict[str, tuple[str, int | None, datetime | None]] = {}
+    for serial, own in events.items():
+        state, step, latest = "in_progress", None, None
+        for _, source, t, value in sorted(own, key=lambda r: r[0]):
+            state, step = route_state(state, step, decode_stored_event(value).body,
+                                      source in repair)
+            at = aware(t)
+            latest = at if latest is None or at > latest else latest
+        out[serial] = (state, step, latest)
+    return out
 
 
 def _repair_stations(session: Session, sources: Iterable[str]) -> set[str]:
@@ -180,11 +196,13 @@ def _repair_stations(session: Session, sources: Iterable[str]) -> set[str]:
         Station.station_id.in_(wanted), Station.station_type == REPAIR_STATION_TYPE)))
 
 
-def restate(session: Session, unit: Unit, facts: Sequence[InstallFact]) -> None:
-    """Set the unit's state, step, `installed_in` and `updated` from its events and custody."""
-    route, step, route_at = own_route(session, unit.serial)
+def restate(session: Session, unit: Unit, facts: Sequence[InstallFact],
+            route: tuple[str, int | None, datetime | None] | None = None) -> None:
+    """Set the unit's state, step, `installed_in` and `updated` from its events and custody
+    (and its `own_route`, when the caller read it already)."""
+    state, step, route_at = route or own_route(session, unit.serial)
     custody = custody_of(facts)
-    unit.state = combined_state(route, route_at, custody)
+    unit.state = combined_state(state, route_at, custody)
     unit.step = step
     unit.installed_in = custody.installed_in
     if custody.latest > aware(unit.updated):

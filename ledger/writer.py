@@ -28,7 +28,7 @@ from . import outbox, pending, telemetry_store
 from .db import Ledger
 from .system_events import SystemContext, derive, register_plant_key
 from .models import EventRow, IngestPosition, Rejected, StationKey, StationPosition
-from .projections import PROJECTIONS, project, settle
+from .projections import PROJECTIONS, project_batch
 from .records import BatchOutcome, Candidate, Rejection
 from .sql import insert_ignore, keys_in, upsert
 
@@ -222,12 +222,8 @@ def store_events(session: Session, candidates: Sequence[Candidate],
     stored_seqs(session).update({(c.event.source, c.event.id): s
                                  for c, s in zip(out.stored, seqs, strict=True)})
     projected = [c.event for c in out.stored if c.event.type in PROJECTIONS]
-    if projected:
-        with session.no_autoflush:  # projections flush where they must
-            for ev in projected:
-                project(session, ev)
-            settle(session)  # the states installs decide, whatever order partitions came in
-        session.flush()
+    if projected:  # then settled: the states installs decide, whatever the partitions' order
+        project_batch(session, projected)
     upsert(session, StationPosition.__table__,  # type: ignore[arg-type]
            [{"station_id": k[0], "topic": k[1], "partition": k[2], "last_seq": v}
             for k, v in moved.items()], ["station_id", "topic", "partition"])
