@@ -14,7 +14,7 @@ transaction with a lower `seq` may commit after one with a higher `seq`, or roll
 conflict, on a redo) and leave a gap for ever. `pending` therefore returns rows in `seq` order
 only up to the first gap, until the gap is known to be final: on PostgreSQL once every
 transaction that was running when the gap was first seen has ended (each holds a lock on its
-own transaction id, visible in `pg_locks`), elsewhere after `gap_grace`; rows that commit
+own transaction id, visible in `pg_locks`, and a lock on the outbox table), elsewhere after `gap_grace`; rows that commit
 late below the watermark are returned on the next pass.
 """
 
@@ -125,8 +125,15 @@ class Watermark:
     gap_running: frozenset[str] | None = None  # PostgreSQL: transactions running at the gap
 
 
-_RUNNING = text("SELECT transactionid::text FROM pg_locks WHERE locktype = 'transactionid' "
-                "AND mode = 'ExclusiveLock' AND granted")
+#: Transactions (by id) that are writing to this database's outbox table: only they can fill a
+#: gap (an INSERT locks the table before it draws its seq). Other transactions of the cluster
+#: (a long report, another database's load) never hold the relay back.
+_RUNNING = text(
+    "SELECT x.transactionid::text FROM pg_locks x JOIN pg_locks r "
+    "ON r.virtualtransaction = x.virtualtransaction "
+    "WHERE x.locktype = 'transactionid' AND x.mode = 'ExclusiveLock' AND x.granted "
+    "AND r.locktype = 'relation' AND r.relation = CAST('outbox' AS regclass) "
+    "AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database())")
 
 
 def _running(session: Session) -> frozenset[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from linetrace.schemas.envelope import Event
 
@@ -30,6 +31,10 @@ class Candidate:
     keyid: str
     signature: bytes
     cause: str | None = None
+    #: The stored form of the value (`telemetry_store.stored_columns`), when screening
+    #: computed it already (it compresses telemetry, off the writer thread); None: the
+    #: writer computes it.
+    columns: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from linetrace.schemas.envelope import SYSTEM_SOURCE, parse_time
@@ -141,7 +141,8 @@ def _event_row(c: Candidate, now: datetime) -> dict[str, Any]:
         "time": parse_time(ev.envelope.time), "stationseq": ev.seq, "topic": rec.topic,
         "partition": rec.partition, "offset": rec.offset, "cause": c.cause, "keyid": c.keyid,
         "signature": c.signature, "recorded": now}
-    row.update(telemetry_store.stored_columns(rec.topic, ev.value))
+    row.update(c.columns if c.columns is not None
+               else telemetry_store.stored_columns(rec.topic, ev.value))
     return row
 
 
@@ -348,16 +349,15 @@ def write_batch(
     Events, projections, leaves, the system events they cause, the stages' decisions, the
     rejections and every outbox message all commit together, or none of them does.
     """
-    leafy = any(merkle_log.is_leaf_bearing(c.event) for c in candidates)
     for attempt in range(3):
         try:
             with ledger.transaction() as session:
-                if leafy:
-                    # The log-head lock first: every writer takes its locks in the same order,
-                    # so two PostgreSQL writers touching the same units cannot deadlock. A batch
-                    # with no leaf of its own (telemetry) does not wait for it: if a stage
-                    # decides a system event there, `append_events` takes it then.
-                    merkle_log.lock_head(session)
+                # The log-head lock is taken by `append_events`, after the events and their
+                # projections are written: two PostgreSQL workers serialise only on the
+                # appends and the stages, and a batch with no leaf (telemetry) never waits for
+                # it. Two workers whose batches touch the same row (a sub-assembly's custody)
+                # can then deadlock; PostgreSQL aborts one, and that batch is written again at
+                # once (`rolled_back_by_peer`).
                 out = store_events(session, candidates, ctx, full_dedupe=attempt > 0)
                 hook = stages if stages is not None else _derive_hook(ctx)
                 if hook is not None:
@@ -376,7 +376,16 @@ def write_batch(
             # last position: write it again, this time looking every key up (rules 3 and 4).
             if attempt == 2:
                 raise
+        except OperationalError as e:
+            if attempt == 2 or not rolled_back_by_peer(e):
+                raise
     raise AssertionError("unreachable")
+
+
+def rolled_back_by_peer(e: OperationalError) -> bool:
+    """PostgreSQL aborted the transaction because of another one (deadlock detected,
+    serialization failure): write the batch again at once."""
+    return getattr(e.orig, "sqlstate", None) in ("40P01", "40001")
 
 
 def record_system_event(session: Session, candidate: Candidate) -> bool:

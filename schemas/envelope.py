@@ -195,18 +195,20 @@ def check_json(value: bytes) -> None:
         text = value.decode("utf-8")
     except UnicodeDecodeError as e:
         raise MalformedEvent(f"value is not UTF-8 ({e})", code="event.not_utf8") from None
-    too_deep = MalformedEvent(f"value is JSON nested deeper than {MAX_JSON_DEPTH} levels "
-                              "(linetrace's limit); events nest a few levels",
-                              code="event.not_json")
     try:
         doc = json.loads(text, object_pairs_hook=_refuse_duplicates,
                          parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
         raise MalformedEvent(f"value is not JSON: {e}", code="event.not_json") from None
     except RecursionError:  # deeper than the parser's own limit: the same verdict as below
-        raise too_deep from None
+        raise _too_deep() from None
     if value.count(b"[") + value.count(b"{") > MAX_JSON_DEPTH and _depth(doc) > MAX_JSON_DEPTH:
-        raise too_deep
+        raise _too_deep()
+
+
+def _too_deep() -> MalformedEvent:
+    return MalformedEvent(f"value is JSON nested deeper than {MAX_JSON_DEPTH} levels "
+                          "(linetrace's limit); events nest a few levels", code="event.not_json")
 
 
 def stationseq_limit(time: datetime) -> int:

@@ -38,8 +38,9 @@ from linetrace.ledger.positions import resume_offset, stored_positions
 from linetrace.ledger.proof.note import Signer
 from linetrace.ledger.records import BatchOutcome, Candidate, Rejection, SourceRecord
 from linetrace.ledger.system_events import SystemContext
+from linetrace.ledger.telemetry_store import stored_columns
 from linetrace.ledger.writer import run_stages, store_events, write_batch
-from linetrace.schemas.topics import QUARANTINE, dlq_topic
+from linetrace.schemas.topics import QUARANTINE, TELEMETRY, dlq_topic
 
 from . import telemetry
 
@@ -147,6 +148,8 @@ class BatchProcessor:
                                 code="event.invalid", message=f"ingest error: {e}",
                                 stage="decode")
             if isinstance(out, Candidate):
+                if out.record.topic == TELEMETRY:  # compressed here, off the writer thread
+                    out = replace(out, columns=stored_columns(out.record.topic, out.event.value))
                 candidates.append(out)
             else:
                 rejections.append(out)

@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from linetrace.ledger.avl import ApprovedVendorList, default_avl
+from linetrace.ledger.telemetry_store import decode
 from linetrace.schemas.envelope import parse_time
 from linetrace.schemas.routes import Route, RouteError
 from linetrace.schemas.routes import route_for_unit as _route_for_unit
@@ -59,7 +60,7 @@ def from_ledger(db: Path, like: str = "%") -> list[Ev]:
             " ORDER BY time, seq", (like, like)).fetchall()
     out = []
     for typ, source, subject, value in rows:
-        doc = json.loads(value)
+        doc = json.loads(decode(value))  # telemetry rows are stored compressed
         out.append(Ev(typ, source, subject, parse_time(doc["time"]), doc["data"]))
     return out
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from linetrace.ledger.keys import load_or_create_plant_key
+from linetrace.ledger.telemetry_store import decode
 from linetrace.schemas.bodies import CommandHold, CommandRelease
 from linetrace.schemas.envelope import SYSTEM_SOURCE, encode_event
 from linetrace.schemas.signing import sign_value
@@ -161,7 +162,7 @@ def test_clean_run_has_no_cloned_serial_unknown_lot_avl_or_firmware_finding_in_s
 
 
 def telemetry(line: Line, serial: str) -> list[dict[str, Any]]:
-    return [json.loads(v)["data"] for (v,) in line.sql(
+    return [json.loads(decode(v))["data"] for (v,) in line.sql(
         "SELECT value FROM events WHERE subject = ? AND type = 'burnin.telemetry' "
         "ORDER BY time", serial)]
 
@@ -192,9 +193,9 @@ def test_ecc_dbe_counter_rises_during_burnin(line: Line) -> None:
 
 
 def test_fatal_xid_79_is_recorded_for_one_gpu(line: Line) -> None:
-    rows = line.sql("SELECT subject, json_extract(value, '$.data.xid'), "
-                    "json_extract(value, '$.data.gpu_index') FROM events WHERE type = 'burnin.xid'")
-    assert len(rows) == 1 and rows[0][0] == "SRV-S501-000003" and rows[0][1] == 79
+    rows = [(subject, json.loads(decode(v))["data"]) for subject, v in line.sql(
+        "SELECT subject, value FROM events WHERE type = 'burnin.xid'")]
+    assert len(rows) == 1 and rows[0][0] == "SRV-S501-000003" and rows[0][1]["xid"] == 79
 
 
 def test_gpu_off_bus_goes_quiet_while_its_siblings_report(line: Line) -> None:

@@ -74,6 +74,28 @@ def test_identical_replay_is_dropped_and_changed_bytes_are_equivocation(ledger: 
         assert s.scalar(select(Rejected.code)) == "event.equivocation"
 
 
+def test_an_id_reused_with_a_new_stationseq_is_equivocation_and_the_batch_is_kept(
+        ledger: Ledger) -> None:
+    """The writer looks up only events that may be stored already (stationseq not past the
+    partition's last); an id reused with a fresh stationseq meets the unique key instead, and
+    must still be quarantined as equivocation while the rest of its batch is stored."""
+    st = Station("gpu-install-01")
+    body = b.UnitArrived(step=60)
+    first = st.cand("unit.arrived", "SRV-1", body, t="2026-01-01T10:00:00Z", partition=1)
+    assert len(write_batch(ledger, [first]).stored) == 1
+    good = st.cand("unit.arrived", "SRV-2", body, t="2026-01-01T10:00:01Z", partition=2)
+    reused = st.cand("unit.arrived", "SRV-3", b.UnitArrived(step=70), t="2026-01-01T10:00:02Z",
+                     partition=3, event_id=first.event.id)
+    after = st.cand("unit.arrived", "SRV-4", body, t="2026-01-01T10:00:03Z", partition=4)
+    out = write_batch(ledger, [good, reused, after])
+    assert [c.event.subject for c in out.stored] == ["SRV-2", "SRV-4"]
+    assert [(r.code, r.destination) for r in out.rejections] == [
+        ("event.equivocation", "line.quarantine")]
+    with ledger.reader() as s:
+        assert sorted(s.scalars(select(EventRow.subject).where(
+            EventRow.source == "gpu-install-01")).all()) == ["SRV-1", "SRV-2", "SRV-4"]
+
+
 def test_stationseq_must_advance_per_topic_partition(ledger: Ledger) -> None:
     st = Station("gpu-install-01")
     body = b.UnitArrived(step=60)

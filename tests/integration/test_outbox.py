@@ -195,3 +195,28 @@ def test_a_second_relay_waits_while_the_first_holds_the_lease(tmp_path: Path) ->
         assert s.scalar(select(func.count()).select_from(OutboxRow)
                         .where(OutboxRow.sent.is_(None))) == 0
     ledger.close()
+
+
+def test_a_transaction_writing_elsewhere_does_not_hold_back_a_final_gap(pg_url: str) -> None:
+    """PostgreSQL: only a transaction writing to the outbox can fill a gap; one writing another
+    table (a long import, a report's temp rows) must not stall publishing. (SQLite tells a
+    final gap by the grace period alone, tested above.)"""
+    ledger = Ledger(pg_url)
+    try:
+        _gap_beside_another_writer(ledger)
+    finally:
+        ledger.close()
+
+
+def _gap_beside_another_writer(ledger: Ledger) -> None:
+    with ledger.transaction() as s:
+        s.execute(insert(OutboxRow), [_row(1, b"a"), _row(3, b"c")])
+    mark = outbox.Watermark()
+    grace = timedelta(seconds=60)
+    with ledger.transaction() as other:  # open for the whole check, writing another table
+        other.execute(insert(outbox.Lease), [{"name": "unrelated", "holder": "x",
+                                              "expires": T}])
+        other.flush()
+        with ledger.reader() as s:  # final at once: no transaction can fill 2
+            got = outbox.pending(s, mark, gap_grace=grace, now=T)
+        assert [p.message.value for p in got] == [b"a", b"c"]
