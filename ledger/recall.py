@@ -37,9 +37,14 @@ def recall(session: Session, *, lot: str | None = None, part: str | None = None,
         raise RecallQueryError("give exactly one of --lot, --part or --mpn")
     by = "lot" if lot is not None else "part" if part is not None else "mpn"
     conn = session.connection()
-    installs = conn.execute(_installs(by, since is not None, until is not None),
-                            {"key": lot if lot is not None else part if part is not None
-                             else mpn, "since": since, "until": until}).all()
+    # Plain tuples, not the result's rows: the rows are objects the garbage collector tracks,
+    # and ~6,400 of them kept alive through the call made a full collection every few recalls
+    # (a third of a recall's time); a tuple of strings and times is untracked once seen.
+    rows = conn.execute(_installs(by, since is not None, until is not None),
+                        {"key": lot if lot is not None else part if part is not None else mpn,
+                         "since": since, "until": until})
+    installs = [(unit, part_id, part_lot, removed_at)
+                for unit, part_id, part_lot, removed_at in rows]
     if not installs:
         _must_be_known(session, lot=lot, part=part, mpn=mpn)
     units = _units(conn, {i[0] for i in installs})

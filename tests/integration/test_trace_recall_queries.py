@@ -55,7 +55,7 @@ def plant(ledger: Ledger) -> Ledger:
     with ledger.transaction() as s:
         s.execute(insert(Unit), [unit("SRV-1", order="SO-7", carton="CTN-3"),
                                  unit("PCBA-1", "assembly", installed_in="SRV-1", state="installed"),
-                                 unit("SRV-2")])
+                                 unit("SRV-2"), unit("SRV-3", step=None)])
         s.execute(insert(Install), [
             part("PCBA-1", "REEL-A", None, 1, category="smt", ref="C1-C8"),
             removed(part("PCBA-1", "REEL-B", None, 2, category="smt", ref="R1"), 3, "rework"),
@@ -120,6 +120,13 @@ def test_trace_of_the_sub_assembly_shows_its_reels_and_its_removed_reel(plant: L
     assert [(p["lot"], p["qty"], p["reason"]) for p in t["removed"]] == [
         ("REEL-B", 4, "rework")]
     assert t["installed_in"] == "SRV-1" and t["tests"] == []
+
+
+def test_trace_of_a_unit_with_no_parts_yet_is_the_unit_alone(plant: Ledger) -> None:
+    with plant.reader() as s:
+        t = to_data(trace(s, "SRV-3"))
+    assert (t["serial"], t["step"], t["parts"], t["removed"], t["tests"]) == (
+        "SRV-3", None, [], [], [])
 
 
 def test_trace_history_leaves_out_log_positions_however_the_json_spells_them(
