@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from typing import Any
 
-from sqlalchemy import Table, insert, select, text
+from sqlalchemy import Table, bindparam, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -35,18 +35,23 @@ from .sql import insert_ignore, keys_in, upsert
 _CHUNK = 400
 
 
+_EXISTING = (select(EventRow.source, EventRow.event_id, EventRow.value, EventRow.digest)
+             .where(EventRow.source == bindparam("source"),
+                    EventRow.event_id.in_(bindparam("ids", expanding=True))))
+
+
 def _existing(session: Session, keys: Sequence[tuple[str, str]]
               ) -> dict[tuple[str, str], tuple[bytes, bytes | None]]:
-    """(source, id) -> (stored value, digest) of those keys already in the ledger."""
+    """(source, id) -> (stored value, digest) of those keys already in the ledger: one cached
+    statement per source (`source = ? AND event_id IN (...)` searches the unique index)."""
     found: dict[tuple[str, str], tuple[bytes, bytes | None]] = {}
-    for i in range(0, len(keys), _CHUNK):
-        chunk = keys[i : i + _CHUNK]
-        rows = session.execute(
-            select(EventRow.source, EventRow.event_id, EventRow.value, EventRow.digest).where(
-                keys_in(session, (EventRow.source, EventRow.event_id), chunk)
-            )
-        )
-        found.update({(r[0], r[1]): (r[2], r[3]) for r in rows})
+    by_source: dict[str, list[str]] = {}
+    for src, eid in dict.fromkeys(keys):
+        by_source.setdefault(src, []).append(eid)
+    for src, ids in by_source.items():
+        for i in range(0, len(ids), _CHUNK):
+            rows = session.execute(_EXISTING, {"source": src, "ids": ids[i : i + _CHUNK]})
+            found.update({(r[0], r[1]): (r[2], r[3]) for r in rows})
     return found
 
 
