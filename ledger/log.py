@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Text
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Table, Text
+from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from linetrace.schemas.envelope import SYSTEM_SOURCE, Event
@@ -30,7 +30,7 @@ from .proof.leaf import Leaf, cause_src, chain_of, station_src
 from .models import Base, EventRow
 from .proof.note import Checkpoint, Signer, VerifierKey, sign_checkpoint
 from .records import Candidate
-from .sql import insert_ignore, keys_in
+from .sql import insert_ignore
 
 _CHUNK = 200  # terms per query: SQLite parses an OR chain as one expression of this depth
 
@@ -109,11 +109,17 @@ class SqlSubtrees:
         return found[(level, index)]
 
     def get_many(self, keys: Sequence[merkle.SubtreeKey]) -> Mapping[merkle.SubtreeKey, bytes]:
+        """One query per chunk: `level = L AND idx IN (...)` per level, OR'd (a batch's chain
+        heads are all level 0, a frontier one per level)."""
         out: dict[merkle.SubtreeKey, bytes] = {}
         for i in range(0, len(keys), _CHUNK):
+            by_level: dict[int, list[int]] = {}
+            for level, idx in keys[i : i + _CHUNK]:
+                by_level.setdefault(level, []).append(idx)
             rows = self.session.execute(
-                select(LogSubtree.level, LogSubtree.idx, LogSubtree.hash).where(keys_in(
-                    self.session, (LogSubtree.level, LogSubtree.idx), keys[i : i + _CHUNK])))
+                select(LogSubtree.level, LogSubtree.idx, LogSubtree.hash).where(or_(*(
+                    and_(LogSubtree.level == level, LogSubtree.idx.in_(idxs))
+                    for level, idxs in sorted(by_level.items())))))
             out.update({(r[0], r[1]): r[2] for r in rows})
         return out
 
@@ -190,8 +196,11 @@ def append_events(session: Session, stored: Sequence[Candidate]) -> list[tuple[i
                           "chain_topic": chain[0], "subject": chain[1], "data": data})
     frontier = SqlSubtrees(session).get_many(merkle.root_keys(size))
     rows = merkle.append_leaves(size, hashes, lambda level, idx: frontier[(level, idx)])
-    session.execute(insert(LogLeaf), leaf_rows)
-    session.execute(insert(LogSubtree), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in rows])
+    leaves: Table = LogLeaf.__table__  # type: ignore[assignment]
+    subtrees: Table = LogSubtree.__table__  # type: ignore[assignment]
+    # Core inserts (not the ORM's bulk path, which builds an insert command per row)
+    session.execute(insert(leaves), leaf_rows)
+    session.execute(insert(subtrees), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in rows])
     session.execute(update(LogHead).where(LogHead.id == 1).values(size=size + len(items)))
     return [(size + n, h) for n, h in enumerate(hashes)]
 
@@ -224,13 +233,21 @@ def leaves_of_events(session: Session, event_seqs: Sequence[int]) -> dict[int, t
 def event_leaf(session: Session, event_id: str, *, source: str | None = None,
                subject: str | None = None) -> LogLeaf | None:
     """The leaf of an event, by its id and its source or subject (None: not in the log yet)."""
-    q = (select(LogLeaf).join(EventRow, EventRow.seq == LogLeaf.event_seq)
-         .where(EventRow.event_id == event_id))
-    if source is not None:
-        q = q.where(EventRow.source == source)
-    if subject is not None:
-        q = q.where(EventRow.subject == subject)
-    return session.scalars(q.order_by(LogLeaf.idx).limit(1)).first()
+    shape = (source is not None, subject is not None)
+    q = _EVENT_LEAF.get(shape)
+    if q is None:  # built once per shape: then only bound (a seal asks for several)
+        built = (select(LogLeaf).join(EventRow, EventRow.seq == LogLeaf.event_seq)
+                 .where(EventRow.event_id == bindparam("event_id")))
+        if source is not None:
+            built = built.where(EventRow.source == bindparam("source"))
+        if subject is not None:
+            built = built.where(EventRow.subject == bindparam("subject"))
+        q = _EVENT_LEAF[shape] = built.order_by(LogLeaf.idx).limit(1)
+    return session.scalars(q, {"event_id": event_id, "source": source,
+                               "subject": subject}).first()
+
+
+_EVENT_LEAF: dict[tuple[bool, bool], Select[LogLeaf]] = {}
 
 
 def chain_leaves(session: Session, topic: str, subject: str, upto: int | None = None

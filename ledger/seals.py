@@ -33,12 +33,12 @@ from linetrace.schemas.envelope import Event, decode_stored_event, parse_time
 from linetrace.schemas.topics import EVENTS
 
 from .errors import LedgerError
-from .log import LogLeaf, chain_heads, chain_leaves, event_leaf
+from .log import LogLeaf, event_leaf
 from .models import EventRow
+from .unit_state import aware
 from .proof import merkle
 from .proof.hbom import as_built, current_installs
 from .proof.hbom_json import hbom_bytes
-from .proof.leaf import parse_leaf
 from .records import Candidate
 
 HBOM_NS = uuid.UUID("0b8f0a52-6c1e-5d0a-9a55-68626f6d0001")
@@ -68,10 +68,6 @@ class SealWait:
     missing: tuple[tuple[str, str], ...]  # (subject, event id)
 
 
-def _decode(rows: Sequence[LogLeaf]) -> list[Event]:
-    return [decode_stored_event(parse_leaf(r.data).value) for r in rows]
-
-
 #: The event types `as_built` reads; a chain's other events (tests, moves) do not shape an
 #: HBOM, so a seal does not decode them.
 SHAPING = ("work.started", "materials.installed", "materials.uninstalled", "firmware.flashed")
@@ -92,6 +88,13 @@ def _shaping(session: Session, head: LogLeaf) -> list[Event]:
     return [decode_stored_event(v) for v in rows]
 
 
+_CHAIN_TIMES = (  # a chain's leaves with their events' time, type and bytes, in log order
+    select(LogLeaf.data, EventRow.time, EventRow.type, EventRow.value)
+    .join(EventRow, EventRow.seq == LogLeaf.event_seq)
+    .where(LogLeaf.subject == bindparam("subject"), LogLeaf.chain_topic == EVENTS)
+    .order_by(LogLeaf.idx))
+
+
 @dataclass(frozen=True)
 class _Chain:
     events: list[Event]  # those that shape the HBOM
@@ -108,16 +111,19 @@ def _covered(session: Session, serial: str, install: Event, item: b.InstalledIte
         if named is None:
             return serial, item.last_event
         return _Chain(_shaping(session, named), merkle.leaf_hash(named.data))
-    rows = chain_leaves(session, EVENTS, serial)
-    if not rows:
-        return None
     until = parse_time(install.envelope.time)
-    events = _decode(rows)
-    times = [parse_time(e.envelope.time) for e in events]
-    last = max((n for n, t in enumerate(times) if t <= until), default=None)
+    rows = session.execute(_CHAIN_TIMES, {"subject": serial}).all()
+    last = max((n for n, r in enumerate(rows) if aware(r[1]) <= until), default=None)
     if last is None:
         return None
-    return _Chain(events[: last + 1], merkle.leaf_hash(rows[last].data))
+    covered = rows[: last + 1]
+    return _Chain([decode_stored_event(r[3]) for r in covered if r[2] in SHAPING],
+                  merkle.leaf_hash(covered[-1][0]))
+
+
+_CHAINED = (select(LogLeaf.subject).distinct()  # serials with a chain on line.events
+            .where(LogLeaf.subject.in_(bindparam("serials", expanding=True)),
+                   LogLeaf.chain_topic == EVENTS))
 
 
 def _with_chains(session: Session, installs: Sequence[tuple[Event, b.InstalledItem]]
@@ -126,7 +132,7 @@ def _with_chains(session: Session, installs: Sequence[tuple[Event, b.InstalledIt
     has leaves of its own (one query for all the serialized parts, GPUs included)."""
     unnamed = sorted({i.serial for _, i in installs
                       if i.serial is not None and i.last_event is None})
-    chained = {s for _, s in chain_heads(session, [(EVENTS, s) for s in unnamed])}
+    chained = set(session.scalars(_CHAINED, {"serials": unnamed})) if unnamed else set()
     return [(e, i) for e, i in installs if i.serial is not None
             and (i.last_event is not None or i.serial in chained)]
 

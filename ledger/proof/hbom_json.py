@@ -167,22 +167,23 @@ def hbom_bytes(built: AsBuilt, *, serial_number: uuid.UUID, timestamp: datetime,
 
 
 def _dump(value: Any, newline: str, out: list[str]) -> None:
-    """`json.dumps(value, indent=2)` for dicts, lists, strings and ints, as fast as the C
-    encoder (the indenting encoder is pure Python: 5 ms of a server's HBOM)."""
-    if isinstance(value, str):
-        out.append(encode_basestring_ascii(value))
-    elif isinstance(value, dict):
+    """`json.dumps(value, indent=2)` for dicts, lists, strings and ints, several times faster
+    (the indenting encoder is pure Python: 5 ms of a server's HBOM). Strings and ints are
+    written in the loop that meets them; only containers recurse."""
+    if isinstance(value, dict):
         if not value:
             out.append("{}")
             return
         inner = newline + "  "
         sep = "{" + inner
         for k, v in value.items():
-            out.append(sep)
-            out.append(encode_basestring_ascii(k))
-            out.append(": ")
-            _dump(v, inner, out)
+            head = sep + _enc(k) + ": "
             sep = "," + inner
+            if type(v) is str:
+                out.append(head + _enc(v))
+            else:
+                out.append(head)
+                _dump(v, inner, out)
         out.append(newline + "}")
     elif isinstance(value, list):
         if not value:
@@ -191,11 +192,19 @@ def _dump(value: Any, newline: str, out: list[str]) -> None:
         inner = newline + "  "
         sep = "[" + inner
         for v in value:
-            out.append(sep)
-            _dump(v, inner, out)
+            if type(v) is str:
+                out.append(sep + _enc(v))
+            else:
+                out.append(sep)
+                _dump(v, inner, out)
             sep = "," + inner
         out.append(newline + "]")
+    elif isinstance(value, str):
+        out.append(_enc(value))
     elif isinstance(value, int) and not isinstance(value, bool):
         out.append(int.__repr__(value))
     else:
         raise TypeError(f"not in an HBOM: {type(value).__name__}")
+
+
+_enc = encode_basestring_ascii
