@@ -32,7 +32,8 @@ from linetrace.schemas import signing
 from linetrace.schemas.envelope import encode_event
 from linetrace.schemas.topics import TOPIC_OF_TYPE
 
-from .bench_pipeline import Record, _env, _sample, keys
+from .bench_pipeline import Record as Record  # re-exported for the benches
+from .bench_pipeline import _env, _sample, keys
 
 Partition = tuple[str, int]
 
@@ -164,8 +165,8 @@ class WorkerProc:
 
     def positions(self) -> dict[Partition, int]:
         with self.engine.connect() as conn:
-            return {(str(t), int(p)): int(o) for t, p, o in conn.execute(text(
-                "SELECT topic, partition, next_offset FROM ingest_positions"))}
+            rows = conn.execute(text("SELECT topic, partition, next_offset FROM ingest_positions"))
+            return {(str(t), int(str(p))): int(str(o)) for t, p, o in rows}
 
     def count(self, sql: str) -> int:
         with self.engine.connect() as conn:
