@@ -34,7 +34,7 @@ import psycopg
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import bench_ledger, writer_load  # noqa: E402
+from bench import bench_ledger, report, writer_load  # noqa: E402
 from bench.stream_load import code_under_test  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +50,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pg", default=bench_ledger.PG_DEFAULT, help="PostgreSQL URL ('' to skip)")
     ap.add_argument("--no-sqlite", action="store_true")
     ap.add_argument("--profile", default="", help="cProfile this checkout's first writer run")
+    ap.add_argument("--docs", default="", help="Markdown file whose writer section to update")
     ap.add_argument("--child", nargs=3, metavar=("URL", "KEYS", "FIRST"), help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -66,6 +67,7 @@ def child(args: argparse.Namespace) -> int:
     try:
         ctx = SystemContext(plant_key=load_or_create_plant_key(Path(keys))[0])
         ceiling = writer_load.ceiling(ledger, cands, args.batch)
+        before = row_counts(ledger)
         prof = cProfile.Profile() if args.profile else None
         if prof:
             prof.enable()
@@ -73,13 +75,28 @@ def child(args: argparse.Namespace) -> int:
         if prof:
             prof.disable()
             prof.dump_stats(args.profile)
+        after = row_counts(ledger)
     finally:
         ledger.close()
     import linetrace
 
+    rows = {t: after[t] - before[t] for t in TABLES}
     print(json.dumps({"ceiling": ceiling.per_s, "writer": wrote.per_s,
+                      "rows_per_event": sum(rows.values()) / wrote.events, "rows": rows,
                       "load": os.getloadavg()[0], "linetrace": linetrace.__path__[0]}))
     return 0
+
+
+#: What a writer run adds rows to (the ceiling inserts `events` rows only).
+TABLES = ("events", "log_leaves", "log_subtrees", "units", "operations", "installs", "tests",
+          "measurements", "firmware", "hboms", "outbox", "station_positions")
+
+
+def row_counts(ledger: Any) -> dict[str, int]:
+    from sqlalchemy import text
+
+    with ledger.reader() as s:
+        return {t: int(s.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()) for t in TABLES}
 
 
 def archive(rev: str) -> tuple[str, Path]:
@@ -157,24 +174,38 @@ def main(argv: list[str] | None = None) -> int:
             with psycopg.connect(args.pg, autocommit=True) as c:
                 c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         shutil.rmtree(tmp, ignore_errors=True)
-    print(render(args, results))
+    section = render(args, results, argv if argv is not None else sys.argv[1:])
+    print(section)
+    if args.docs:
+        report.write_section(Path(args.docs), section)
     return 0
 
 
-def render(args: argparse.Namespace, results: dict[str, dict[str, list[dict[str, Any]]]]
-           ) -> str:
-    rows = [f"Writer at {args.servers:,} seeded servers, {args.events:,} events per run, batch "
-            f"{args.batch}, {args.rounds} rounds alternated (median); code under test: "
-            f"{code_under_test()}",
-            "", "| database | code | writer events/s | ceiling events/s | writer / ceiling | "
-            "load |", "|---|---|---|---|---|---|"]
+def render(args: argparse.Namespace, results: dict[str, dict[str, list[dict[str, Any]]]],
+           argv: list[str]) -> str:
+    rows: list[tuple[str, ...]] = [("database", "code", "writer events/s", "ceiling events/s",
+                                    "writer / ceiling", "rows per event", "1-min load")]
     for db, by_code in results.items():
         for label, runs in by_code.items():
             w = statistics.median(x["writer"] for x in runs)
             c = statistics.median(x["ceiling"] for x in runs)
-            load = max(x["load"] for x in runs)
-            rows.append(f"| {db} | {label} | {w:,.0f} | {c:,.0f} | {w / c:.1%} | {load:.1f} |")
-    return "\n".join(rows)
+            loads = sorted(x["load"] for x in runs)
+            per = statistics.median(x["rows_per_event"] for x in runs)
+            rows.append((db, label, f"{w:,.0f}", f"{c:,.0f}", f"{w / c:.1%}", f"{per:.1f}",
+                         f"{loads[0]:.1f}-{loads[-1]:.1f}"))
+    return "\n".join([
+        "## Ledger writer: this checkout beside a base commit", "",
+        f"Measured {report.today()} on {report.machine()}. Code under test: "
+        f"{code_under_test()}. Reproduce with:", "",
+        "    .venv/bin/python -m bench.bench_writer " + " ".join(argv), "",
+        f"{args.servers:,} servers seeded, then per run {args.events:,} signed lifecycle "
+        f"events of new servers through `write_batch` (batch {args.batch}, the plant's "
+        "context: projections, Merkle log, `unit.sealed` with its HBOM) beside the bare "
+        "executemany of the same rows (the ceiling, measured in the same child process); "
+        f"{args.rounds} rounds, base and this checkout alternated on the same database, "
+        "medians. Rows per event: what the writer inserts per event stored, in every table "
+        "(events, leaves, subtrees, projections, HBOMs, outbox); the ceiling inserts one.",
+        "", report.table(rows), ""])
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from .proof.leaf import Leaf, cause_src, chain_of, station_src
 from .models import Base, EventRow
 from .proof.note import Checkpoint, Signer, VerifierKey, sign_checkpoint
 from .records import Candidate
-from .sql import insert_ignore
+from .sql import in_values, insert_ignore
 
 _CHUNK = 200  # terms per query: SQLite parses an OR chain as one expression of this depth
 
@@ -118,7 +118,8 @@ class SqlSubtrees:
                 by_level.setdefault(level, []).append(idx)
             rows = self.session.execute(
                 select(LogSubtree.level, LogSubtree.idx, LogSubtree.hash).where(or_(*(
-                    and_(LogSubtree.level == level, LogSubtree.idx.in_(idxs))
+                    and_(LogSubtree.level == level,
+                         in_values(self.session, LogSubtree.idx, idxs))
                     for level, idxs in sorted(by_level.items())))))
             out.update({(r[0], r[1]): r[2] for r in rows})
         return out
@@ -163,8 +164,8 @@ def chain_heads(session: Session, chains: Sequence[tuple[str, str]]
         part = set(chains[i : i + _CHUNK])
         rows = session.execute(  # both INs use the (subject, chain_topic, idx) index
             select(LogLeaf.chain_topic, LogLeaf.subject, func.max(LogLeaf.idx))
-            .where(LogLeaf.subject.in_({s for _, s in part}),
-                   LogLeaf.chain_topic.in_({t for t, _ in part}))
+            .where(in_values(session, LogLeaf.subject, sorted({s for _, s in part})),
+                   LogLeaf.chain_topic.in_(sorted({t for t, _ in part})))
             .group_by(LogLeaf.chain_topic, LogLeaf.subject))
         last.update({(r[0], r[1]): r[2] for r in rows if (r[0], r[1]) in part})
     hashes = SqlSubtrees(session).get_many([(0, idx) for idx in last.values()])

@@ -38,6 +38,7 @@ from linetrace.schemas.signing import keyid_of, load_public_key, raw_public_key
 
 from .models import Firmware, Install, Lot, LotSerial, Measurement, Operation, Station
 from .models import StationKey, TestRun, Unit
+from .sql import in_values
 from .unit_state import FINAL_STATES, REPAIR_STATION_TYPE, aware, mark, needs_settling
 from .unit_state import route_state, settle_units
 
@@ -393,9 +394,17 @@ def project_batch(session: Session, events: Sequence[Event]) -> None:
     absent = session.info.setdefault(_ABSENT, set())
     absent.update(wanted)
     for i in range(0, len(wanted), _CHUNK):
-        for unit in session.scalars(select(Unit).where(Unit.serial.in_(wanted[i:i + _CHUNK]))):
+        for unit in session.scalars(select(Unit).where(
+                in_values(session, Unit.serial, wanted[i:i + _CHUNK]))):
             cache[unit.serial] = unit
             absent.discard(unit.serial)
+    types: dict[str, str | None] = session.info.setdefault("station_types", {})
+    sources = sorted({e.source for e in events if e.type == "work.started"} - types.keys())
+    if sources:  # `_station_type` of every station that starts work in the batch, at once
+        types.update(dict.fromkeys(sources))
+        types.update((r[0], r[1]) for r in session.execute(
+            select(Station.station_id, Station.station_type)
+            .where(Station.station_id.in_(sources))))
     try:
         with session.no_autoflush:  # projections flush where they must
             for ev in events:

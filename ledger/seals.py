@@ -35,6 +35,7 @@ from linetrace.schemas.topics import EVENTS
 from .errors import LedgerError
 from .log import LogLeaf, event_leaf
 from .models import EventRow
+from .sql import in_values
 from .unit_state import aware
 from .proof import merkle
 from .proof.hbom import as_built, current_installs
@@ -121,18 +122,15 @@ def _covered(session: Session, serial: str, install: Event, item: b.InstalledIte
                   merkle.leaf_hash(covered[-1][0]))
 
 
-_CHAINED = (select(LogLeaf.subject).distinct()  # serials with a chain on line.events
-            .where(LogLeaf.subject.in_(bindparam("serials", expanding=True)),
-                   LogLeaf.chain_topic == EVENTS))
-
-
 def _with_chains(session: Session, installs: Sequence[tuple[Event, b.InstalledItem]]
                  ) -> list[tuple[Event, b.InstalledItem]]:
     """The installs that may cover a chain: those naming an event, and those of a serial that
     has leaves of its own (one query for all the serialized parts, GPUs included)."""
     unnamed = sorted({i.serial for _, i in installs
                       if i.serial is not None and i.last_event is None})
-    chained = set(session.scalars(_CHAINED, {"serials": unnamed})) if unnamed else set()
+    chained = set(session.scalars(select(LogLeaf.subject).distinct().where(
+        in_values(session, LogLeaf.subject, unnamed), LogLeaf.chain_topic == EVENTS))
+                  ) if unnamed else set()
     return [(e, i) for e, i in installs if i.serial is not None
             and (i.last_event is not None or i.serial in chained)]
 

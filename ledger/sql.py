@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, or_, tuple_
+from sqlalchemy import ColumnElement, Table, and_, any_, bindparam, or_, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -43,3 +43,16 @@ def keys_in(session: Session, columns: Sequence[Any], keys: Sequence[tuple[Any, 
     if session.get_bind().dialect.name == "sqlite":
         return or_(*(and_(*(c == v for c, v in zip(columns, key, strict=True))) for key in keys))
     return tuple_(*columns).in_(list(keys))
+
+
+def in_values(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """`column IN values`. On PostgreSQL `column = ANY(array)`, one parameter: the statement's
+    text is the same whatever the count, so psycopg does not parse a new query (nor the
+    server plan one) per length of the list."""
+    clause: ColumnElement[bool]
+    if session.get_bind().dialect.name == "postgresql":
+        clause = column == any_(bindparam(None, list(values),
+                                          type_=postgresql.ARRAY(column.type)))
+    else:
+        clause = column.in_(list(values))
+    return clause

@@ -33,6 +33,7 @@ from linetrace.schemas import bodies as b
 from linetrace.schemas.envelope import decode_stored_event
 
 from .models import EventRow, Install, Station, Unit
+from .sql import in_values
 
 FINAL_STATES = frozenset({"packed", "shipped", "scrapped"})
 CUSTODY_STATES = frozenset({"installed", "in_repair"})
@@ -126,12 +127,13 @@ def settle_units(session: Session) -> int:
     if not marked:
         return 0
     session.flush()
-    facts = _install_facts(session, sorted(marked))
-    units = _units(session, sorted(facts))
-    routes = own_routes(session, sorted(units))
-    for serial in sorted(units):
+    units = _units(session, sorted(marked))  # most marked serials are parts, not units
+    facts = _install_facts(session, sorted(units))
+    named = sorted(s for s in units if s in facts)
+    routes = own_routes(session, named)
+    for serial in named:
         restate(session, units[serial], facts[serial], routes[serial])
-    return len(units)
+    return len(named)
 
 
 def _install_facts(session: Session, serials: Sequence[str]) -> dict[str, list[InstallFact]]:
@@ -139,7 +141,8 @@ def _install_facts(session: Session, serials: Sequence[str]) -> dict[str, list[I
     for i in range(0, len(serials), _CHUNK):
         rows = session.execute(select(
             Install.serial, Install.unit, Install.installed_at, Install.installed_event,
-            Install.removed_at).where(Install.serial.in_(serials[i:i + _CHUNK])))
+            Install.removed_at).where(in_values(session, Install.serial,
+                                                serials[i:i + _CHUNK])))
         for r in rows:
             if r[0] is None:
                 continue
@@ -153,7 +156,8 @@ def _units(session: Session, serials: Sequence[str]) -> dict[str, Unit]:
     found = {s: cache[s] for s in serials if s in cache}
     missing = [s for s in serials if s not in found]
     for i in range(0, len(missing), _CHUNK):
-        for u in session.scalars(select(Unit).where(Unit.serial.in_(missing[i:i + _CHUNK]))):
+        for u in session.scalars(select(Unit).where(
+                in_values(session, Unit.serial, missing[i:i + _CHUNK]))):
             found[u.serial] = cache[u.serial] = u
     return found
 
@@ -171,7 +175,7 @@ def own_routes(session: Session, serials: Sequence[str]
         rows = session.execute(
             select(EventRow.subject, EventRow.seq, EventRow.source, EventRow.time,
                    EventRow.value)
-            .where(EventRow.subject.in_(serials[i:i + _CHUNK]),
+            .where(in_values(session, EventRow.subject, serials[i:i + _CHUNK]),
                    EventRow.type.in_(STATE_TYPES)))
         for subject, seq, source, t, value in rows:
             events[subject].append((seq, source, t, value))

@@ -194,6 +194,11 @@ def _dump(value: Any, newline: str, out: list[str]) -> None:
         for v in value:
             if type(v) is str:
                 out.append(sep + _enc(v))
+            elif type(v) is dict and v and all(type(x) is str for x in v.values()):
+                # a property, a hash, a dependency without dependsOn: one piece of text
+                deeper = inner + "  "
+                out.append(sep + "{" + deeper + ("," + deeper).join(
+                    _enc(k) + ": " + _enc(x) for k, x in v.items()) + inner + "}")
             else:
                 out.append(sep)
                 _dump(v, inner, out)
