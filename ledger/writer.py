@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, select, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from linetrace.schemas.envelope import SYSTEM_SOURCE, parse_time
@@ -171,8 +171,28 @@ def _insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> list[int
     for row, seq in zip(rows, seqs, strict=True):
         row["seq"] = seq
     table: Table = EventRow.__table__  # type: ignore[assignment]
-    session.execute(insert(table), list(rows))
+    if session.get_bind().dialect.name == "postgresql":
+        _copy_rows(session, table, rows)
+    else:
+        session.execute(insert(table), list(rows))
     return seqs
+
+
+def _copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """PostgreSQL: COPY the rows in (one round trip, no statement to parse per row), on the
+    session's own connection, so inside the batch transaction."""
+    cols = list(rows[0])
+    dbapi = session.connection().connection.driver_connection
+    assert dbapi is not None
+    names = ", ".join(f'"{c}"' for c in cols)
+    statement = f"COPY {table.name} ({names}) FROM STDIN"
+    dbapi_error: type[Exception] = session.get_bind().dialect.loaded_dbapi.Error
+    try:
+        with dbapi.cursor() as cur, cur.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in cols])
+    except dbapi_error as e:  # as SQLAlchemy raises it (IntegrityError, OperationalError...)
+        raise DBAPIError.instance(statement, None, e, dbapi_error) from e
 
 
 def store_events(session: Session, candidates: Sequence[Candidate],
