@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     sqlite_path = None if args.no_sqlite else tmp / "ledger.db"
     codes: list[tuple[str, Path | None]] = [("this checkout", None)]
     if args.base:
-        sha, path = archive(args.base)
-        codes.insert(0, (f"base {sha}", path))
+        sha, tree = archive(args.base)
+        codes.insert(0, (f"base {sha}", tree))
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     try:
         if schema:
