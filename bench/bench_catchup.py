@@ -188,7 +188,8 @@ def render(args: argparse.Namespace, argv: list[str], results: dict[str, dict[st
     line("records in the backlog (line time)", lambda r: f"{r['backlog']:,} ({args.minutes:g} min)")
     line("backlog size MB / broker fill s", lambda r: f"{r['mb']:,.0f} / {r['fill_s']:.0f}")
     line("line's event rate, records/s", lambda r: f"{r['line_rate']:,.1f}")
-    line("worker start-up s (launch -> first batch stored)", lambda r: f"{r['drain'].startup_s:.1f}")
+    line("worker start-up s (launch -> first batch stored)",
+         lambda r: f"{r['drain'].startup_s:.1f}")
     line("drain rate, records/s", lambda r: f"{r['drain'].rate:,.0f}")
     line("drain rate / line rate (goal >= 5x)", lambda r: f"{r['ratio']:.2f}x")
     line("drain rate, first / last 10% of the backlog", lambda r: r["deciles"])
@@ -206,13 +207,15 @@ def render(args: argparse.Namespace, argv: list[str], results: dict[str, dict[st
     avg = first["mb"] * 1e6 / first["records"] if first else 0.0  # type: ignore[operator]
     return "\n".join([
         "## Catch-up: a stopped worker drains a plant's backlog", "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}. Code: {sl.code_under_test()}. "
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}. "
+        f"Code: {sl.code_under_test()}. "
         f"Whole run {elapsed / 60:.1f} min. Reproduce with:", "",
         f"    {cmd}", "",
         f"A plant with {args.units:,} units in burn-in: {tel:,} `burnin.telemetry` records/s "
         f"(8 GPUs) and {other:,.1f} other records/s ({args.other_share:.0%}: half GPU "
         "installs, i.e. `work.started` + `materials.installed` of units in assembly, a quarter "
-        "lot receipts, a quarter station states; {avg:,.0f} bytes per record on average). That share is deliberately high: a plant "
+        f"lot receipts, a quarter station states; {avg:,.0f} bytes per record on average). "
+        "That share is deliberately high: a plant "
         "with 500 units in a 24 h burn-in ships ~21 servers an hour, ~44 lifecycle events "
         "each, so its real non-telemetry rate is ~1 record/s. All records validly signed by "
         "enrolled stations. The worker first ran live for "

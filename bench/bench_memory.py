@@ -236,7 +236,8 @@ def render(args: argparse.Namespace, argv: list[str], results: dict[str, dict[st
     seeds = ", ".join(f"{k} {v / 60:.1f} min" for k, v in seeded.items())
     return "\n".join([
         "## Worker memory: RSS with 100,000 units in progress", "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}. Code: {sl.code_under_test()}. "
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}. "
+        f"Code: {sl.code_under_test()}. "
         f"Whole run {elapsed / 60:.1f} min (seeding {seeds}). Reproduce with:", "",
         f"    {cmd}", "",
         f"{args.units:,} servers seeded in progress (at burn-in, PCBA installed; the rows of "
