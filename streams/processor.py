@@ -250,13 +250,19 @@ class BatchProcessor:
             if r.partition is not None and r.offset is not None:
                 k = (r.topic, r.partition)
                 first[k] = min(first.get(k, r.offset), r.offset)
-        unknown = [k for k in first if k not in self._next]
-        suspect = [k for k, o in first.items() if o > self._next.get(k, o)]
-        if unknown or suspect:  # confirm against the ledger (another worker may have written)
-            self._next.update(await self.in_writer(self._stored_next, unknown + suspect))
+        nexts: dict[tuple[str, int], int] = {}
+        ask = [k for k, o in first.items() if k not in self._next or o > self._next[k]]
+        while ask:  # confirm against the ledger (another worker may have written)
+            got = await self.in_writer(self._stored_next, ask)
+            self._next.update(got)
+            nexts.update(got)
+            # Another lane may have cleared what this worker knows meanwhile (a rebalance, a
+            # broker restart: `forget_positions`): ask for those too, never guess.
+            ask = [k for k in first if k not in nexts and k not in self._next]
+        nexts.update({k: self._next[k] for k in first if k not in nexts})
         # A broker that no longer holds `want` (retention shorter than an outage) keeps this
         # partition waiting here, logged: skipping records is an operator's decision.
-        return {k: self._next[k] for k, o in first.items() if o > self._next[k]}
+        return {k: nexts[k] for k, o in first.items() if o > nexts[k]}
 
     async def process(self, records: list[SourceRecord]) -> BatchOutcome:
         """Screen and write one batch (what `screen_batch` then `write_screened` do)."""
