@@ -30,7 +30,7 @@ from .system_events import SystemContext, derive, register_plant_key
 from .models import EventRow, IngestPosition, Rejected, StationKey, StationPosition
 from .projections import PROJECTIONS, project_batch
 from .records import BatchOutcome, Candidate, Rejection
-from .sql import insert_ignore, keys_in, upsert
+from .sql import insert_ignore, upsert
 
 _CHUNK = 400
 
@@ -55,20 +55,24 @@ def _existing(session: Session, keys: Sequence[tuple[str, str]]
     return found
 
 
+_POSITIONS = (select(StationPosition.station_id, StationPosition.topic,
+                     StationPosition.partition, StationPosition.last_seq)
+              .where(StationPosition.station_id.in_(bindparam("stations", expanding=True)),
+                     StationPosition.topic.in_(bindparam("topics", expanding=True))))
+
+
 def _positions(
     session: Session, keys: Iterable[tuple[str, str, int]]
 ) -> dict[tuple[str, str, int], int]:
-    wanted = list(dict.fromkeys(keys))
-    out: dict[tuple[str, str, int], int] = {}
-    for i in range(0, len(wanted), _CHUNK):
-        rows = session.execute(
-            select(StationPosition).where(
-                keys_in(session, (StationPosition.station_id, StationPosition.topic,
-                                  StationPosition.partition), wanted[i : i + _CHUNK])
-            )
-        ).scalars()
-        out.update({(r.station_id, r.topic, r.partition): r.last_seq for r in rows})
-    return out
+    """Last accepted stationseq per (station, topic, partition) of these keys: one cached
+    statement for the batch's stations and topics (a few rows each), filtered here."""
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    rows = session.execute(_POSITIONS, {"stations": sorted({k[0] for k in wanted}),
+                                        "topics": sorted({k[1] for k in wanted})})
+    out = {(str(r[0]), str(r[1]), int(r[2])): int(r[3]) for r in rows}
+    return {k: v for k, v in out.items() if k in wanted}
 
 
 def revocation_violation(keyid: str, station: str, revoked_after: dict[str, int] | None,
