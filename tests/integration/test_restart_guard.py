@@ -12,13 +12,16 @@ Real processes: `linetrace broker` (SIGKILLed, started again empty on the same p
 its group heartbeats and commits slowly, so that it reads before the group notices). With the
 guard's check disabled, 20 of the 60 events were quarantined in 2 of 3 runs (in the third the
 group rebalanced first, and the resume at the ledger's positions, another incarnation, read
-from 0); the rewind in the worker's log tells the guard fired whatever the race.
+from 0). The worker's log shows which came first: the guard's rewind, or a second resume of
+line.events at the ledger's positions (the group noticed first; since issue 10's telemetry
+consumer group joins beside Faust's, this order is the more frequent one under load).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -103,7 +106,14 @@ def test_a_broker_restarted_empty_under_a_running_worker_is_read_again_from_the_
         wait_for(lambda: drained(ledger, bootstrap), 60, 0.5, what="the worker to drain")
         assert rejected() == []  # nothing out of order: no valid event quarantined
         assert stored() == list(range(1, 61))  # every event, once
-        assert REWOUND in worker.log.read_text(errors="replace")  # the guard saw it first
+        log = worker.log.read_text(errors="replace")
+        # Either the guard saw the new log first (rewound), or the group noticed the new broker
+        # before the consumer fetched from it and the partitions were resumed at the ledger's
+        # positions in the new incarnation (a second resume of line.events). Since the worker
+        # runs a second consumer group (line.telemetry), the second order happens in some runs;
+        # both keep every event, which the two assertions above check.
+        resumes = re.findall(r"resumed \d+ partition\(s\) at the ledger's positions: line\.events", log)
+        assert REWOUND in log or len(resumes) >= 2, "neither the guard nor a rebalance"
     except AssertionError as e:
         raise AssertionError(f"{e}\n--- worker\n{worker.tail()}") from None
     finally:
