@@ -43,7 +43,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("origin", "LINETRACE_ORIGIN", "linetrace.local/ledger/v1",
             "Name of the plant key and origin line of the log's checkpoints; auditors pin it."),
     Setting("group", "LINETRACE_GROUP", "linetrace-worker",
-            "Kafka consumer group of the workers."),
+            "Kafka consumer group of the workers (line.events, line.receipts, line.stations); "
+            "line.telemetry is read in the group `<this>.telemetry`."),
     Setting("batch_size", "LINETRACE_BATCH_SIZE", "500",
             "Most events the worker writes in one DB transaction."),
     Setting("batch_window", "LINETRACE_BATCH_WINDOW", "0.05",
