@@ -196,9 +196,14 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
                     await refresh_incarnation()
                 if faults.point == "kill-before-write":  # Kafka ahead of the ledger
                     await lane.drain()
+                    ends: dict[TP, int] = {}
                     for e in events:
                         e.ack()
-                    await app.consumer.commit()
+                        tp = TP(e.message.topic, e.message.partition)
+                        ends[tp] = max(ends.get(tp, 0), e.message.offset + 1)
+                    # These offsets, whatever Faust's ack bookkeeping says (the seek to the
+                    # ledger's positions may have reset it under this batch).
+                    await app.consumer._commit(ends)  # type: ignore[attr-defined]
                     faults.at("kill-before-write")
 
                 def after(records: list[SourceRecord] = records) -> None:
