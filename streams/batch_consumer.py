@@ -32,7 +32,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from linetrace.ledger.positions import resume_offset, stored_positions
-from linetrace.ledger.records import SourceRecord
+from linetrace.ledger.records import BatchOutcome, SourceRecord
 
 from .lane import WriteLane
 from .processor import BatchProcessor
@@ -50,7 +50,7 @@ class BatchConsumer:
                  session_timeout_s: float = 6.0, heartbeat_s: float = 0.5,
                  rebalance_timeout_s: float = 3.0,
                  on_rewind: Callable[[], Awaitable[None]] | None = None,
-                 after_write: Callable[[list[SourceRecord]], None] | None = None) -> None:
+                 after_write: Callable[[BatchOutcome], None] | None = None) -> None:
         self.processor = processor
         self.bootstrap = bootstrap
         self.group = group
@@ -133,7 +133,7 @@ class BatchConsumer:
                    for msgs in fetched.values() for m in msgs]
         if not records:
             return
-        after = (lambda: self._after(consumer, records))
+        after = (lambda outcome: self._after(consumer, records, outcome))
         behind = await self.lane.submit(records, after)
         if behind:  # never write past a hole: seek back to where the ledger stands
             log.warning("records start past the ledger's position in %s; seeking back "
@@ -141,7 +141,8 @@ class BatchConsumer:
                             f"{t}[{p}]@{o}" for (t, p), o in sorted(behind.items())))
             self.guard.start_at({TopicPartition(t, p): o for (t, p), o in behind.items()})
 
-    def _after(self, consumer: AIOKafkaConsumer, records: list[SourceRecord]) -> None:
+    def _after(self, consumer: AIOKafkaConsumer, records: list[SourceRecord],
+               outcome: BatchOutcome) -> None:
         last: dict[tuple[str, int], int] = {}
         for r in records:
             if r.partition is not None and r.offset is not None:
@@ -154,7 +155,7 @@ class BatchConsumer:
             if high is not None:
                 GAUGES.lag[(t, p)] = max(0, int(high) - off - 1)
         if self.after_write is not None:
-            self.after_write(records)
+            self.after_write(outcome)
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from linetrace.ledger.records import SourceRecord
+from linetrace.ledger.records import BatchOutcome, SourceRecord
 
 from .processor import BatchProcessor, Screened, is_transient
 
@@ -27,7 +27,7 @@ RETRY_CAP_S = 1.0
 
 
 async def process_until_done(processor: BatchProcessor, records: list[SourceRecord],
-                             screened: Screened | None = None) -> None:
+                             screened: Screened | None = None) -> BatchOutcome:
     """Bad input never raises (it is dead-lettered or quarantined) and records the database
     cannot store are isolated; what still fails is a bug or an outage (screening could not
     read the enrolled keys). Never skip the batch (Faust would ack it): retry it, logging
@@ -38,12 +38,12 @@ async def process_until_done(processor: BatchProcessor, records: list[SourceReco
         try:
             if screened is not None:
                 first, screened = screened, None
-                await processor.write_screened(first)
+                outcome = await processor.write_screened(first)
             else:
-                await processor.process(records)
+                outcome = await processor.process(records)
             if failing:
                 log.warning("batch of %d records written after earlier failures", len(records))
-            return
+            return outcome
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -78,7 +78,8 @@ class WriteLane:
             await task
 
     async def submit(self, records: list[SourceRecord],
-                     after: Callable[[], None] | None = None) -> dict[tuple[str, int], int]:
+                     after: Callable[[BatchOutcome], None] | None = None
+                     ) -> dict[tuple[str, int], int]:
         """Screen `records` (overlapping the write in flight), then, once that write is
         stored, hand them to the writer and return at once. Returns {} when handed over, or
         the partitions whose records start past where the ledger stands, with the offsets to
@@ -100,7 +101,7 @@ class WriteLane:
         return {}
 
     async def _write(self, records: list[SourceRecord], screened: Screened | None,
-                     after: Callable[[], None] | None) -> None:
-        await process_until_done(self.processor, records, screened)
+                     after: Callable[[BatchOutcome], None] | None) -> None:
+        outcome = await process_until_done(self.processor, records, screened)
         if after is not None:
-            after()
+            after(outcome)

@@ -20,7 +20,7 @@ from linetrace.ledger.proof.checkpoints import plant_signer
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.keys import load_or_create_plant_key
 from linetrace.ledger.system_events import SystemContext
-from linetrace.ledger.records import SourceRecord
+from linetrace.ledger.records import BatchOutcome, SourceRecord
 from linetrace.schemas.routes import RouteBook, packaged_routes
 from linetrace.schemas.topics import ALL_TOPICS, INPUT_TOPICS, TELEMETRY
 
@@ -206,11 +206,14 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
                     await app.consumer._commit(ends)  # type: ignore[attr-defined]
                     faults.at("kill-before-write")
 
-                def after(records: list[SourceRecord] = records) -> None:
-                    faults.at("kill-after-write")  # the ledger ahead of Kafka
+                def after(outcome: BatchOutcome, records: list[SourceRecord] = records) -> None:
+                    if outcome.stored:  # the ledger ahead of Kafka
+                        faults.at("kill-after-write")
                     _observe_lag(app, records)
 
                 behind = await lane.submit(records, after)
+                if faults.point == "kill-after-write":  # keep Faust from acking this batch
+                    await lane.drain()                  # before the write (and the kill)
                 if behind:  # never write past a hole: seek back to where the ledger stands
                     log.warning("records start past the ledger's position in %s; seeking back "
                                 "(nothing is written past a hole)", ", ".join(
@@ -229,7 +232,7 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
             batch_size=cfg.batch_size, batch_window=cfg.batch_window,
             session_timeout_s=timing.session_timeout_s, heartbeat_s=timing.heartbeat_s,
             rebalance_timeout_s=timing.rebalance_timeout_s, on_rewind=refresh_incarnation,
-            after_write=lambda _records: faults.at("kill-after-write"))
+            after_write=lambda outcome: faults.at("kill-after-write") if outcome.stored else None)
         readers.append(batches)
         lanes.append(batches.lane)
 
