@@ -37,7 +37,7 @@ from linetrace.ledger.records import BatchOutcome, SourceRecord
 from .lane import WriteLane
 from .processor import BatchProcessor
 from .restart_guard import BrokerRestartGuard
-from .telemetry import GAUGES
+from .telemetry import observe_lag
 
 log = logging.getLogger("linetrace.worker")
 
@@ -143,17 +143,7 @@ class BatchConsumer:
 
     def _after(self, consumer: AIOKafkaConsumer, records: list[SourceRecord],
                outcome: BatchOutcome) -> None:
-        last: dict[tuple[str, int], int] = {}
-        for r in records:
-            if r.partition is not None and r.offset is not None:
-                last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
-        for (t, p), off in last.items():
-            try:
-                high = consumer.highwater(TopicPartition(t, p))
-            except Exception:  # not assigned any more, or not known yet
-                continue
-            if high is not None:
-                GAUGES.lag[(t, p)] = max(0, int(high) - off - 1)
+        observe_lag(records, lambda t, p: consumer.highwater(TopicPartition(t, p)))
         if self.after_write is not None:
             self.after_write(outcome)
 

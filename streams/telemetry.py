@@ -16,7 +16,7 @@ Spans, following the OpenTelemetry messaging conventions for batches:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import metrics, propagate, trace
@@ -125,3 +125,20 @@ class Gauges:
 
 
 GAUGES = Gauges()  # one set per process (instruments are process-wide)
+
+
+def observe_lag(records: Sequence[Any], highwater: Callable[[str, int], Any]) -> None:
+    """Records the broker holds beyond what was just stored, per partition (the lag gauge).
+    `highwater(topic, partition)`: the consumer's high watermark (None or raising: not known
+    yet, or not assigned any more; the last value stays)."""
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        if r.partition is not None and r.offset is not None:
+            last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
+    for (t, p), off in last.items():
+        try:
+            high = highwater(t, p)
+        except Exception:
+            continue
+        if high is not None:
+            GAUGES.lag[(t, p)] = max(0, int(high) - off - 1)

@@ -29,7 +29,7 @@ from linetrace.ledger.positions import resume_offset, stored_positions
 from .broker import EMBEDDED_CLUSTER_PREFIX, cluster_id, wait_for_topics
 from .faults import Faults
 from .relay import Relay
-from .telemetry import GAUGES
+from .telemetry import observe_lag
 from .batch_consumer import BatchConsumer
 from .lane import WriteLane, process_until_done
 from .processor import BatchProcessor, CheckpointPolicy
@@ -209,7 +209,7 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
                 def after(outcome: BatchOutcome, records: list[SourceRecord] = records) -> None:
                     if outcome.stored:  # the ledger ahead of Kafka
                         faults.at("kill-after-write")
-                    _observe_lag(app, records)
+                    observe_lag(records, lambda t, p: app.consumer.highwater(TP(t, p)))
 
                 behind = await lane.submit(records, after)
                 if faults.point == "kill-after-write":  # keep Faust from acking this batch
@@ -241,21 +241,6 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
             await batches.run()
 
     return app, processor
-
-
-def _observe_lag(app: faust.App, records: list[SourceRecord]) -> None:
-    """Records the broker holds beyond what was just stored, per partition (a gauge)."""
-    last: dict[tuple[str, int], int] = {}
-    for r in records:
-        if r.partition is not None and r.offset is not None:
-            last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
-    for (t, p), off in last.items():
-        try:
-            high = app.consumer.highwater(TP(t, p))
-        except Exception:  # not known yet: leave the last value
-            continue
-        if high is not None:
-            GAUGES.lag[(t, p)] = max(0, int(high) - off - 1)
 
 
 def run_worker(cfg: WorkerConfig) -> None:
