@@ -261,6 +261,140 @@ class Rejected(Base):
     )
 
 
+
+# --- orchestration: people, holds, route checks (issue 11) --------------------------------
+
+
+class User(Base):
+    """A person enrolled like a station: role and current key (`user.*` system events)."""
+
+    __tablename__ = "users"
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))  # viewer, supervisor, quality, admin
+    state: Mapped[str] = mapped_column(String(16))  # active, removed
+    enrolled_event: Mapped[str] = mapped_column(String(36))
+    enrolled_at: Mapped[datetime]
+    updated: Mapped[datetime]
+
+
+class UserKey(Base):
+    """Every Ed25519 public key a user had; statements signed by a revoked key are refused."""
+
+    __tablename__ = "user_keys"
+    keyid: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    enrolled_event: Mapped[str] = mapped_column(String(36))
+    enrolled_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    __table_args__ = (Index("ix_user_keys_user", "user_id"),)
+
+
+class Hold(Base):
+    """A hold, as its `hold.*` events left it. `placed_seq`: its event's position in the log
+    (a hold applies to events after it); `released_seq` likewise for its end."""
+
+    __tablename__ = "holds"
+    hold_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))  # unit, lot, mpn, work_order, station
+    target: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(4096))
+    category: Mapped[str] = mapped_column(String(16))  # quality, operational
+    code: Mapped[str] = mapped_column(String(64))
+    placed_by: Mapped[str] = mapped_column(String(128))
+    placed: Mapped[datetime]
+    placed_event: Mapped[str] = mapped_column(String(36))
+    placed_seq: Mapped[int | None] = mapped_column(BigInteger)
+    step: Mapped[int | None]
+    station: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # active, released, disposed
+    released: Mapped[datetime | None]
+    released_by: Mapped[str | None] = mapped_column(String(256))
+    released_event: Mapped[str | None] = mapped_column(String(36))
+    released_seq: Mapped[int | None] = mapped_column(BigInteger)
+    release_reason: Mapped[str | None] = mapped_column(String(4096))
+    decision: Mapped[str | None] = mapped_column(String(16))  # a disposition's decision
+    __table_args__ = (Index("ix_holds_target", "scope", "target"),
+                      Index("ix_holds_state", "state"))
+
+
+class HoldApproval(Base):
+    """One user's signed approval to release a hold (`hold.approved`, or in `hold.released`)."""
+
+    __tablename__ = "hold_approvals"
+    hold_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    keyid: Mapped[str] = mapped_column(String(16))
+    approved: Mapped[datetime]
+    event_id: Mapped[str] = mapped_column(String(36))
+
+
+class HoldUnit(Base):
+    """A unit a hold stops: named when the hold was placed (cascade through sub-assemblies),
+    or later (an install from a held lot). `event_id`: the event that brought it in."""
+
+    __tablename__ = "hold_units"
+    hold_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    serial: Mapped[str] = mapped_column(String(128), primary_key=True)
+    added: Mapped[datetime]
+    event_id: Mapped[str] = mapped_column(String(36))
+    __table_args__ = (Index("ix_hold_units_serial", "serial"),)
+
+
+class RouteViolation(Base):
+    """What the route check found wrong with a unit's event (linetrace holds the unit)."""
+
+    __tablename__ = "route_violations"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    serial: Mapped[str] = mapped_column(String(128))
+    step: Mapped[int | None]
+    station: Mapped[str | None] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(String(4096))
+    source: Mapped[str] = mapped_column(String(64))  # the event it was found on
+    event_id: Mapped[str] = mapped_column(String(64))
+    time: Mapped[datetime]  # that event's time
+    hold_id: Mapped[str | None] = mapped_column(String(128))
+    __table_args__ = (UniqueConstraint("source", "event_id", "code", name="uq_route_violations"),
+                      Index("ix_route_violations_serial", "serial"))
+
+
+class RouteWait(Base):
+    """A check that needs another unit's events (a consumed sub-assembly on another partition)
+    waits here until that partition's line clock passes `until`, then is decided."""
+
+    __tablename__ = "route_waits"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    serial: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(64))  # the event that waits
+    event_id: Mapped[str] = mapped_column(String(64))
+    awaited: Mapped[str] = mapped_column(String(128))  # the other unit's serial
+    topic: Mapped[str] = mapped_column(String(64))  # its partition
+    partition: Mapped[int]
+    until: Mapped[datetime]
+    created: Mapped[datetime]
+    resolved: Mapped[datetime | None]
+    __table_args__ = (UniqueConstraint("source", "event_id", "kind", "awaited",
+                                       name="uq_route_waits"),
+                      Index("ix_route_waits_open", "resolved", "topic", "partition"))
+
+
+class StuckUnit(Base):
+    """A unit over its step's `max_cycle_s` on the line clock (the alerting issue raises the
+    alert). `since`: the time of its last event at the step; `cleared`: its next event."""
+
+    __tablename__ = "stuck_units"
+    serial: Mapped[str] = mapped_column(String(128), primary_key=True)
+    step: Mapped[int] = mapped_column(primary_key=True)
+    since: Mapped[datetime] = mapped_column(primary_key=True)
+    station: Mapped[str | None] = mapped_column(String(64))
+    max_cycle_s: Mapped[int]
+    detected: Mapped[datetime]  # the line clock when it was found
+    cleared: Mapped[datetime | None]
+    __table_args__ = (Index("ix_stuck_units_open", "cleared"),)
+
+
 def load_all_tables() -> None:
     """Import every module that declares tables on `Base` (the log, seals, ...)."""
     import importlib

@@ -395,6 +395,156 @@ class CommandRelease(Body, kw_only=True):
     hold_id: Id | None = None
 
 
+class CommandRoute(Body, kw_only=True):
+    """System event on line.commands, keyed by station id: send `unit` to `step` next.
+
+    `decision` says why: `rework` (the route's rework loop after a `Failed` result, to the
+    repair step), or a person's disposition of a unit held for one: `scrap` (to `step`, the
+    repair station, where it is scrapped), `repair` (one more repair loop) or `use-as-is`
+    (on to `step`, the step after the one it failed). `hold_id` names the hold a disposition
+    ended.
+    """
+
+    unit: Id
+    step: Step
+    station_type: ShortId
+    decision: Literal["rework", "scrap", "repair", "use-as-is"] = "rework"
+    reason: Text
+    hold_id: Id | None = None
+
+
+class CommandLock(Body, kw_only=True):
+    """System event on line.commands, keyed by the station it locks: while `locked`, the
+    station starts no unit (CFX LockStation); `locked: false` unlocks it. `hold_id`: the
+    station hold that locked it."""
+
+    station: StationId
+    locked: bool
+    reason: Text
+    hold_id: Id | None = None
+
+
+# --- people and holds (line.holds, system events carrying a person's signed statement) ---
+
+#: A user name: 1-64 of `a-z 0-9 . _ -`, starting with a letter or digit.
+UserId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}\Z")]
+KeyId = Annotated[str, Meta(pattern=r"^[0-9a-f]{16}\Z")]
+B64 = Annotated[str, Meta(max_length=65536, pattern=r"^[A-Za-z0-9+/]*={0,2}\Z")]
+Role = Literal["viewer", "supervisor", "quality", "admin"]
+HoldScope = Literal["unit", "lot", "mpn", "work_order", "station"]
+
+
+class SignedStatement(Body, kw_only=True):
+    """A person's statement, signed by their own Ed25519 key (`linetrace.schemas.statements`).
+
+    `statement` is base64 of the exact bytes signed (a JSON object naming the action, its
+    target and details, the request UUID and the wall-clock time); `signature` is base64 of
+    the Ed25519 signature over those bytes by `keyid`, a key enrolled for `user`. Anyone with
+    the user's public key can check it, so not even the plant key can forge a person's
+    approval.
+    """
+
+    user: UserId
+    keyid: KeyId
+    statement: B64
+    signature: B64
+
+
+class HoldPlaced(Body, kw_only=True):
+    """System event on line.holds (subject = `hold_id`): a hold is in force from its position
+    in the log.
+
+    `scope` and `target` say what is held (a unit serial, a lot, an MPN, a work order or a
+    station id). `category` `quality` holds need two quality users to release; `operational`
+    ones one supervisor. `code` names why linetrace placed it (`route.*`, `disposition.*`) or
+    `hold.manual`. `units`: the units it held when placed (a lot or MPN hold cascades through
+    sub-assemblies); `shipped`: shipped units that contain the held lot or MPN (for the
+    quality team). `placed_by` is `linetrace` or the user whose `statement` placed it.
+    """
+
+    hold_id: Id
+    scope: HoldScope
+    target: Id
+    reason: Text
+    category: Literal["quality", "operational"]
+    code: ShortId
+    placed_by: Id
+    units: list[Id] = []
+    shipped: list[Id] = []
+    step: Step | None = None
+    station: StationId | None = None
+    cause: Id | None = None  # the event that caused a hold linetrace placed
+    statement: SignedStatement | None = None
+
+
+class HoldApproved(Body, kw_only=True):
+    """System event on line.holds: one quality user's signed approval to release a quality
+    hold; the hold stays in force until a second quality user signs (`hold.released`)."""
+
+    hold_id: Id
+    reason: Text | None = None
+    statement: SignedStatement
+
+
+class HoldReleased(Body, kw_only=True):
+    """System event on line.holds: the hold ended; `statements` are the signatures that
+    released it (two quality users' for a quality hold)."""
+
+    hold_id: Id
+    reason: Text | None = None
+    released_by: list[UserId]
+    statements: list[SignedStatement]
+
+
+class HoldDisposition(Body, kw_only=True):
+    """System event on line.holds: the decision on a unit held for disposition (after its
+    route's `max_loops` repairs, or a repair that could not repair it): `scrap`, `use-as-is`
+    (with a reason) or another `repair`. It ends the hold."""
+
+    hold_id: Id
+    unit: Id
+    decision: Literal["scrap", "use-as-is", "repair"]
+    reason: Text
+    decided_by: UserId
+    statement: SignedStatement
+
+
+class UserEnrolled(Body, kw_only=True):
+    """System event on line.holds (subject = the user): a person's Ed25519 public key and
+    role. `statement`: the admin's signed approval (absent only for the first admin)."""
+
+    user: UserId
+    role: Role
+    public_key: Annotated[str, Meta(pattern=r"^[A-Za-z0-9+/]{43}=\Z")]
+    keyid: KeyId
+    statement: SignedStatement | None = None
+
+
+class UserRoleChanged(Body, kw_only=True):
+    """System event on line.holds: a user's role changed, signed by an admin."""
+
+    user: UserId
+    role: Role
+    statement: SignedStatement
+
+
+class UserKeyRevoked(Body, kw_only=True):
+    """System event on line.holds: a user's key revoked (statements it signs from now on are
+    refused), signed by an admin."""
+
+    user: UserId
+    keyid: KeyId
+    statement: SignedStatement
+
+
+class UserRemoved(Body, kw_only=True):
+    """System event on line.holds: a user removed (every key of theirs revoked), signed by an
+    admin."""
+
+    user: UserId
+    statement: SignedStatement
+
+
 #: Event type -> body model. The single registry used by decoding, schemas and docs.
 BODY_OF_TYPE: dict[str, type[Body]] = {
     "unit.arrived": UnitArrived,
@@ -423,8 +573,21 @@ BODY_OF_TYPE: dict[str, type[Body]] = {
     "unit.sealed": UnitSealed,
     "command.hold": CommandHold,
     "command.release": CommandRelease,
+    "command.route": CommandRoute,
+    "command.lock": CommandLock,
+    "hold.placed": HoldPlaced,
+    "hold.approved": HoldApproved,
+    "hold.released": HoldReleased,
+    "hold.disposition": HoldDisposition,
+    "user.enrolled": UserEnrolled,
+    "user.changed": UserRoleChanged,
+    "user.revoked": UserKeyRevoked,
+    "user.removed": UserRemoved,
 }
 
 #: Types only linetrace itself may author (source `linetrace`, no `stationseq`).
 SYSTEM_TYPES = frozenset({"station.enrolled", "station.revoked", "material.checked", "unit.sealed",
-                          "command.hold", "command.release"})
+                          "command.hold", "command.release", "command.route", "command.lock",
+                          "hold.placed", "hold.approved", "hold.released", "hold.disposition",
+                          "user.enrolled", "user.changed", "user.revoked",
+                          "user.removed"})

@@ -20,12 +20,18 @@ from .bodies import (
     BurninTelemetry,
     BurninXid,
     CommandHold,
+    CommandLock,
     CommandRelease,
+    CommandRoute,
     Defect,
     Document,
     FaultCleared,
     FaultOccurred,
     FirmwareFlashed,
+    HoldApproved,
+    HoldDisposition,
+    HoldPlaced,
+    HoldReleased,
     GpuInventory,
     GpuSample,
     InstalledItem,
@@ -51,11 +57,16 @@ from .bodies import (
     UnitSealed,
     UnitShipped,
     UnitTested,
+    UserEnrolled,
+    UserKeyRevoked,
+    UserRemoved,
+    UserRoleChanged,
     WorkCompleted,
     WorkStarted,
 )
 from .envelope import SYSTEM_SOURCE, deterministic_id, encode_event
 from .signing import keyid_of, public_key_b64
+from .statements import new_statement, sign_statement
 
 SERVER = "SRV-S7-000001"
 MAINBOARD = "MB-S7-000001"
@@ -80,6 +91,23 @@ EXAMPLE_STATIONSEQ = 1743668130250000
 EXAMPLE_STATION_KEY = Ed25519PrivateKey.from_private_bytes(
     hashlib.sha256(b"linetrace example station burnin-03").digest()
 )
+
+#: Example people (keys derived, so never real secrets): two quality engineers and an admin.
+EXAMPLE_USER_KEYS = {
+    name: Ed25519PrivateKey.from_private_bytes(
+        hashlib.sha256(f"linetrace example user {name}".encode()).digest())
+    for name in ("q.meyer", "q.okafor", "admin.lee")
+}
+HOLD_ID = "HOLD-000042"
+EXAMPLE_REQUEST = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+
+
+def _signed(user: str, action: str, target: str, details: dict[str, str]) -> object:
+    from datetime import datetime
+
+    st = new_statement(action, target, details, user=user, request=EXAMPLE_REQUEST,
+                       time=datetime.fromisoformat(EXAMPLE_TIME.replace("Z", "+00:00")))
+    return sign_statement(st, EXAMPLE_USER_KEYS[user])
 
 
 def _sha(text: str) -> str:
@@ -219,6 +247,62 @@ _EXAMPLES: dict[str, tuple[str, str, Body]] = {
     )),
     "command.release": (SYSTEM_SOURCE, "burnin-03", CommandRelease(
         unit=SERVER, reason="lot LOT-H100-2514-0042 cleared by quality", hold_id="HOLD-000042",
+    )),
+    "command.route": (SYSTEM_SOURCE, "burnin-03", CommandRoute(
+        unit=SERVER, step=900, station_type="repair", decision="rework",
+        reason="step 90 burn-in Failed (GPU slot 3 ECC double-bit errors): repair, then return "
+        "to step 80",
+    )),
+    "command.lock": (SYSTEM_SOURCE, "burnin-03", CommandLock(
+        station="burnin-03", locked=True, reason="rack thermocouple out of calibration",
+        hold_id="HOLD-000043",
+    )),
+    "hold.placed": (SYSTEM_SOURCE, HOLD_ID, HoldPlaced(
+        hold_id=HOLD_ID, scope="lot", target=GPU_LOT, reason="GPU lot under investigation: "
+        "three ECC failures in burn-in this week", category="quality", code="hold.manual",
+        placed_by="q.meyer", units=[SERVER], statement=_signed(  # type: ignore[arg-type]
+            "q.meyer", "hold.place", GPU_LOT, {"scope": "lot", "reason": "GPU lot under "
+                                               "investigation: three ECC failures in burn-in "
+                                               "this week"}),
+    )),
+    "hold.approved": (SYSTEM_SOURCE, HOLD_ID, HoldApproved(
+        hold_id=HOLD_ID, reason="supplier 8D report accepted", statement=_signed(  # type: ignore[arg-type]
+            "q.meyer", "hold.release", HOLD_ID, {"reason": "supplier 8D report accepted"}),
+    )),
+    "hold.released": (SYSTEM_SOURCE, HOLD_ID, HoldReleased(
+        hold_id=HOLD_ID, reason="supplier 8D report accepted", released_by=["q.meyer", "q.okafor"],
+        statements=[_signed(u, "hold.release", HOLD_ID,  # type: ignore[misc]
+                            {"reason": "supplier 8D report accepted"})
+                    for u in ("q.meyer", "q.okafor")],
+    )),
+    "hold.disposition": (SYSTEM_SOURCE, "HOLD-000044", HoldDisposition(
+        hold_id="HOLD-000044", unit=SERVER, decision="scrap", reason="third burn-in failure "
+        "after two GPU replacements", decided_by="q.okafor", statement=_signed(  # type: ignore[arg-type]
+            "q.okafor", "hold.disposition", SERVER, {
+                "decision": "scrap", "hold_id": "HOLD-000044",
+                "reason": "third burn-in failure after two GPU replacements"}),
+    )),
+    "user.enrolled": (SYSTEM_SOURCE, "q.okafor", UserEnrolled(
+        user="q.okafor", role="quality",
+        public_key=public_key_b64(EXAMPLE_USER_KEYS["q.okafor"].public_key()),
+        keyid=keyid_of(EXAMPLE_USER_KEYS["q.okafor"].public_key()), statement=_signed(  # type: ignore[arg-type]
+            "admin.lee", "user.add", "q.okafor", {
+                "role": "quality",
+                "public_key": public_key_b64(EXAMPLE_USER_KEYS["q.okafor"].public_key())}),
+    )),
+    "user.changed": (SYSTEM_SOURCE, "q.okafor", UserRoleChanged(
+        user="q.okafor", role="supervisor", statement=_signed(  # type: ignore[arg-type]
+            "admin.lee", "user.role", "q.okafor", {"role": "supervisor"}),
+    )),
+    "user.revoked": (SYSTEM_SOURCE, "q.okafor", UserKeyRevoked(
+        user="q.okafor", keyid=keyid_of(EXAMPLE_USER_KEYS["q.okafor"].public_key()),
+        statement=_signed(  # type: ignore[arg-type]
+            "admin.lee", "user.revoke", "q.okafor",
+            {"keyid": keyid_of(EXAMPLE_USER_KEYS["q.okafor"].public_key())}),
+    )),
+    "user.removed": (SYSTEM_SOURCE, "q.okafor", UserRemoved(
+        user="q.okafor", statement=_signed(  # type: ignore[arg-type]
+            "admin.lee", "user.remove", "q.okafor", {}),
     )),
 }
 

@@ -90,6 +90,26 @@ DESCRIPTIONS: dict[str, str] = {
     "a station: do not start the unit anywhere until a command.release for it.",
     "command.release": "System event (authored only by linetrace) on line.commands, addressed "
     "to a station: a held unit may move again.",
+    "command.route": "System event (authored only by linetrace) on line.commands, addressed to "
+    "a station: send the unit to a step (the route's rework loop, or a person's disposition).",
+    "command.lock": "System event (authored only by linetrace) on line.commands, addressed to "
+    "the station it locks (or unlocks): a locked station starts no unit.",
+    "hold.placed": "System event (authored only by linetrace) on line.holds: a hold on a unit, "
+    "lot, MPN, work order or station, with reason, author and the units it held.",
+    "hold.approved": "System event (authored only by linetrace) on line.holds: one quality "
+    "user's signed approval to release a quality hold (a second one releases it).",
+    "hold.released": "System event (authored only by linetrace) on line.holds: a hold ended, "
+    "with the signed statements of the users who released it.",
+    "hold.disposition": "System event (authored only by linetrace) on line.holds: the signed "
+    "decision (scrap, use-as-is, repair) on a unit held for disposition.",
+    "user.enrolled": "System event (authored only by linetrace) on line.holds: a person's "
+    "Ed25519 public key and role, approved by an admin's signed statement.",
+    "user.changed": "System event (authored only by linetrace) on line.holds: a user's "
+    "role changed, signed by an admin.",
+    "user.revoked": "System event (authored only by linetrace) on line.holds: a user's key "
+    "revoked, signed by an admin.",
+    "user.removed": "System event (authored only by linetrace) on line.holds: a user removed, "
+    "signed by an admin.",
 }
 
 _ENVELOPE_NOTES: dict[str, str] = {

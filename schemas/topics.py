@@ -11,6 +11,7 @@ STATIONS = "line.stations"
 COMMANDS = "line.commands"
 ALERTS = "line.alerts"
 ERP_OUTBOUND = "erp.outbound"
+HOLDS = "line.holds"
 QUARANTINE = "line.quarantine"
 DLQ_SUFFIX = ".dlq"
 
@@ -32,6 +33,7 @@ INPUT_TOPICS: tuple[TopicSpec, ...] = (
 
 OUTPUT_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(COMMANDS, 4, "station id"),
+    TopicSpec(HOLDS, 4, "hold id / user id"),
     TopicSpec(ALERTS, 4, "alert id"),
     TopicSpec(ERP_OUTBOUND, 4, "work order"),
     TopicSpec(QUARANTINE, 1, "original key"),
@@ -66,7 +68,11 @@ TOPIC_OF_TYPE: dict[str, str] = {
         ["station.state", "fault.occurred", "fault.cleared", "station.enrolled",
          "station.revoked"], STATIONS
     ),
-    **dict.fromkeys(["command.hold", "command.release"], COMMANDS),
+    **dict.fromkeys(["command.hold", "command.release", "command.route", "command.lock"],
+                    COMMANDS),
+    **dict.fromkeys(["hold.placed", "hold.approved", "hold.released", "hold.disposition",
+                     "user.enrolled", "user.changed", "user.revoked", "user.removed"],
+                    HOLDS),
 }
 
 #: Types whose accepted events become leaves of the Merkle log (CONTRACTS.md).

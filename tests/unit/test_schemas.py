@@ -325,6 +325,11 @@ def field_values(f: mi.Field) -> Iterator[tuple[str, Any, bool]]:
     elif isinstance(t, mi.StructType):
         yield "array", [], False
         yield "string", "x", False
+    elif isinstance(t, mi.BoolType):
+        yield "true", True, True
+        yield "false", False, True
+        yield "string", "true", False
+        yield "number", 1, False
     else:
         raise AssertionError(f"no mutations for {t!r}: teach field_values this type")
 
