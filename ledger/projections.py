@@ -38,6 +38,8 @@ from linetrace.schemas.signing import keyid_of, load_public_key, raw_public_key
 
 from .models import Firmware, Install, Lot, LotSerial, Measurement, Operation, Station
 from .models import StationKey, TestRun, Unit
+from .holds import HOLD_PROJECTIONS, project_hold_event
+from .users import USER_PROJECTIONS, project_user_event
 from .sql import in_values
 from .unit_state import FINAL_STATES, REPAIR_STATION_TYPE, aware, mark, needs_settling
 from .unit_state import route_state, settle_units
@@ -366,11 +368,20 @@ PROJECTIONS: dict[str, Callable[[Session, Event, datetime], None]] = {
     "material.received": _received,
     "station.enrolled": _enrolled,
     "station.revoked": _revoked,
+    "hold.placed": project_hold_event,
+    "hold.approved": project_hold_event,
+    "hold.released": project_hold_event,
+    "hold.disposition": project_hold_event,
+    "user.enrolled": project_user_event,
+    "user.changed": project_user_event,
+    "user.revoked": project_user_event,
+    "user.removed": project_user_event,
 }
 
 
 _UNIT_EVENTS = frozenset(PROJECTIONS) - {"material.received", "station.enrolled",
-                                          "station.revoked"}
+                                          "station.revoked", *HOLD_PROJECTIONS,
+                                          *USER_PROJECTIONS}
 
 
 def project(session: Session, event: Event) -> None:
