@@ -67,6 +67,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Days (by event time) raw burn-in telemetry is kept before `linetrace telemetry "
             "prune` drops its bytes (each event's SHA-256 is kept forever). Nothing prunes "
             "on its own: schedule the command. See docs/operations.md."),
+    Setting("user_key", "LINETRACE_USER_KEY", "(none)",
+            "Path to the acting user's Ed25519 private key (PEM), for holds, releases, "
+            "dispositions and user administration (`linetrace users keygen` makes one). "
+            "Every such command signs a statement with it; see docs/security.md."),
 )
 
 
@@ -86,6 +90,7 @@ class Settings:
     routes: Path | None
     telemetry_retention_days: float
     sources: Mapping[str, str]
+    user_key: Path | None = None
 
     @property
     def keys_dir(self) -> Path:
@@ -182,7 +187,8 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
                     checkpoint_seconds=checkpoint_seconds, log_level=level,
                     clock_bound_seconds=clock_bound_seconds,
                     routes=Path(raw["routes"]).expanduser().resolve() if "routes" in raw else None,
-                    telemetry_retention_days=retention_days, sources=sources)
+                    telemetry_retention_days=retention_days, sources=sources,
+                    user_key=Path(raw["user_key"]).expanduser().resolve() if "user_key" in raw else None)
 
 
 assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)} - {"sources"}
