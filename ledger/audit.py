@@ -53,12 +53,15 @@ from .models import (
     StationKey,
     TestRun,
     Unit,
+    User,
+    UserKey,
 )
 from .proof.note import VerifierKey, open_checkpoint
 from .pending import PendingSystemEvent, PendingWait
 from .projections import project, settle
 from .system_events import SealedHbom
 from .proof.leaf import Leaf, LeafMalformed, Src, chain_of, parse_leaf
+from .proof.statements import audit_statements
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,8 @@ def _tables(s: Session, plant_keyid: str) -> dict[str, dict[tuple[Any, ...], dic
         "station_keys": _rows(s, StationKey, lambda r: (r.keyid,), (),
                               lambda r: not (r.keyid == plant_keyid
                                              and r.station_id == SYSTEM_SOURCE)),
+        "users": _rows(s, User, lambda r: (r.user_id,), ()),
+        "user_keys": _rows(s, UserKey, lambda r: (r.keyid,), ()),
     }
 
 
@@ -384,6 +389,9 @@ def audit_ledger(ledger: Ledger, verifier: VerifierKey, plant_keyid: str,
         _audit_hboms(s, rep)
         _audit_pending(s, rep)
     items = _replayable(leaves)
+    for p in audit_statements(event for event, _ in items):  # people's signatures, by the log
+        rep.findings.append(Finding("invalid", "statements", f"{p.event_type} {p.subject} "
+                                    f"event_id={p.event_id}", p.detail))
     derived = _derived(items, plant_keyid)
     for table, rows in stored.items():
         _diff(table, rows, derived[table], rep)
