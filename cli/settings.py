@@ -188,7 +188,8 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
                     clock_bound_seconds=clock_bound_seconds,
                     routes=Path(raw["routes"]).expanduser().resolve() if "routes" in raw else None,
                     telemetry_retention_days=retention_days, sources=sources,
-                    user_key=Path(raw["user_key"]).expanduser().resolve() if "user_key" in raw else None)
+                    user_key=(Path(raw["user_key"]).expanduser().resolve()
+                              if "user_key" in raw else None))
 
 
 assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)} - {"sources"}

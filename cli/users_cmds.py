@@ -179,8 +179,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         print("no users; enrol the first admin with `linetrace users add NAME --role admin "
               "--public-key FILE` (see docs/security.md)")
     else:
-        print_table([[r["user"], r["role"], r["state"], ",".join(r["keyids"]) or "-",  # type: ignore[arg-type]
-                      r["enrolled"]] for r in rows], ["USER", "ROLE", "STATE", "KEYS", "ENROLLED"])
+        print_table([[r["user"], r["role"], r["state"],
+                      ",".join(r["keyids"]) or "-",  # type: ignore[arg-type]
+                      r["enrolled"]] for r in rows],
+                    ["USER", "ROLE", "STATE", "KEYS", "ENROLLED"])
     return 0
 
 
