@@ -27,6 +27,7 @@ from .proof import merkle
 from .proof.checkpoints import ConsistencyLink, write_checkpoints
 from .db import Ledger
 from .errors import LedgerError
+from .holds import hold_event_seqs
 from .proof.hbom import as_built
 from .proof.leaf import parse_leaf
 from .log import (
@@ -116,6 +117,12 @@ def _collect(session: Session, unit: str, size: int) -> tuple[list[LogLeaf], byt
     built = as_built(unit, chains)
     for lot in sorted({p.lot for p in built.parts if p.serial not in built.assemblies}):
         leaves.update({r.idx: r for r in chain_leaves(session, RECEIPTS, lot) if r.idx < size})
+    # Every hold of the unit, its sub-assemblies and its lots, with who signed it (holds.py).
+    held = hold_event_seqs(session, list(chains), {p.lot for p in built.parts},
+                           {p.mpn for p in built.parts})
+    if held:
+        leaves.update({r.idx: r for r in session.scalars(select(LogLeaf).where(
+            LogLeaf.event_seq.in_(held), LogLeaf.idx < size))})
     sources = sorted({e.source for r in leaves.values() if (e := _decode(r)).source
                       != SYSTEM_SOURCE})
     enrolled = session.scalars(

@@ -9,18 +9,23 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, bindparam, func, select
+from sqlalchemy import BindParameter, Connection, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from .errors import LedgerError
-from .models import EventRow, Firmware, Install, LotSerial, Measurement, Operation, TestRun, Unit
+from .holds import NOT_STOPPED, load_holds_in_force, stopped_units
+from .models import EventRow, Firmware, Hold, HoldUnit, Install, LotSerial, Measurement
+from .models import Operation, RouteViolation, TestRun, Unit
+from .sql import in_values
 from .views import (
     DefectFound, FirmwareRecord, HistoryEntry, InstalledPart, MeasurementRecord,
-    OperationRecord, PartPlacement, PartWhereabouts, RemovedPart, TestCheck, TestRecord, Trace,
-    UnitRoute, UnitStatus, WipCount,
+    OperationRecord, PartPlacement, PartWhereabouts, RemovedPart, RouteViolationRecord,
+    TestCheck, TestRecord, Trace, UnitHold, UnitRoute, UnitStatus, WipCount,
 )
 
-UNIT_STATES = ("in_progress", "on_hold", "in_repair", "packed", "shipped", "scrapped", "installed")
+ON_HOLD = "on_hold"
+UNIT_STATES = ("in_progress", ON_HOLD, "in_repair", "packed", "shipped", "scrapped", "installed")
+_CHUNK = 400
 
 
 class UnknownUnit(LedgerError):
@@ -40,15 +45,61 @@ def iso(t: datetime | None) -> str | None:
 
 def list_units(session: Session, *, kind: str | None = None, state: str | None = None,
                product: str | None = None) -> list[UnitStatus]:
+    """Units in serial order. A unit an active hold stops shows `on_hold` (worked out on
+    read, `holds.stopped_units`: the units table keeps the state its route gives it)."""
+    held = set(stopped_units(session))
     q = select(Unit).order_by(Unit.serial)
     if kind:
         q = q.where(Unit.kind == kind)
-    if state:
+    if state and state != ON_HOLD:
         q = q.where(Unit.state == state)
     if product:
         q = q.where(Unit.product == product)
-    return [UnitStatus(serial=u.serial, product=u.product, kind=u.kind, state=u.state,
-                       step=u.step, updated=iso(u.updated)) for u in session.scalars(q)]
+    if state == ON_HOLD:
+        serials = sorted(held)
+        found = [u for i in range(0, len(serials), _CHUNK) for u in session.scalars(
+            q.where(in_values(session, Unit.serial, serials[i:i + _CHUNK])))]
+        units: Sequence[Unit] = sorted(found, key=lambda u: u.serial)
+    else:
+        units = [u for u in session.scalars(q) if not (state and u.serial in held)]
+    return [UnitStatus(serial=u.serial, product=u.product, kind=u.kind,
+                       state=ON_HOLD if u.serial in held else u.state, step=u.step,
+                       updated=iso(u.updated)) for u in units]
+
+
+def _on_hold(session: Session, serial: str, state: str, work_order: str | None,
+             parts: Sequence[Any]) -> bool:
+    """Does an active hold stop this unit (its parts: those installed in it now, through
+    sub-assemblies)? The check `holds.stopped_units` makes for every unit, for one."""
+    if state in NOT_STOPPED:
+        return False
+    in_force = load_holds_in_force(session)
+    if not in_force.any():
+        return False
+    lots = {p.lot for p in parts} | set(session.scalars(
+        select(LotSerial.lot).where(LotSerial.serial == serial)))
+    return bool(in_force.for_unit(serial, work_order=work_order, lots=lots,
+                                  mpns={p.mpn for p in parts}, station=None))
+
+
+def unit_holds(session: Session, serial: str, work_order: str | None) -> list[UnitHold]:
+    """Each hold that stopped the unit (named it, or held its work order), in order placed."""
+    cond = or_(Hold.hold_id.in_(select(HoldUnit.hold_id).where(HoldUnit.serial == serial)),
+               (Hold.scope == "unit") & (Hold.target == serial))
+    if work_order:
+        cond = or_(cond, (Hold.scope == "work_order") & (Hold.target == work_order))
+    return [UnitHold(id=h.hold_id, reason=h.reason, code=h.code, state=h.state,
+                     placed=iso(h.placed), released=iso(h.released), decision=h.decision)
+            for h in session.scalars(select(Hold).where(cond)
+                                     .order_by(Hold.placed_seq, Hold.hold_id))]
+
+
+def unit_violations(session: Session, serial: str) -> list[RouteViolationRecord]:
+    """What the route check found wrong with the unit's events, in time order."""
+    return [RouteViolationRecord(step=v.step, station=v.station, code=v.code,
+                                 message=v.message, time=iso(v.time))
+            for v in session.scalars(select(RouteViolation).where(RouteViolation.serial == serial)
+                                     .order_by(RouteViolation.time, RouteViolation.id))]
 
 
 _PART_COLUMNS = (Install.unit, Install.serial, Install.mpn, Install.lot, Install.parent,
@@ -134,11 +185,12 @@ def trace(session: Session, serial: str) -> Trace:
     if unit is None:
         raise UnknownUnit(_not_a_unit(session, serial))
     parts, removed = _installs(conn, serial)
+    held = _on_hold(session, serial, unit.state, unit.work_order, parts)
     return Trace(
         serial=unit.serial,
         product=unit.product,
         kind=unit.kind,
-        state=unit.state,
+        state=ON_HOLD if held else unit.state,
         step=unit.step,
         work_order=unit.work_order,
         order=unit.order,
@@ -160,6 +212,8 @@ def trace(session: Session, serial: str) -> Trace:
         route=(UnitRoute(product=unit.route_product, revision=unit.route_revision,
                          sha256=unit.route_sha256)
                if unit.route_product and unit.route_revision and unit.route_sha256 else None),
+        holds=unit_holds(session, serial, unit.work_order),
+        violations=unit_violations(session, serial),
     )
 
 
@@ -275,10 +329,23 @@ def history(session: Session, serial: str) -> list[HistoryEntry]:
     return out
 
 
+_WIP_STATES = ("in_progress", ON_HOLD, "in_repair")
+
+
 def work_in_progress(session: Session) -> list[WipCount]:
-    """Units not yet in a final state, counted by current step and state."""
-    rows = session.execute(select(Unit.kind, Unit.step, Unit.state, func.count())
-                           .where(Unit.state.in_(("in_progress", "on_hold", "in_repair")))
-                           .group_by(Unit.kind, Unit.step, Unit.state)
-                           .order_by(Unit.kind, Unit.step, Unit.state)).all()
-    return [WipCount(kind=k, step=st, state=state, units=n) for k, st, state, n in rows]
+    """Units not yet in a final state, counted by current step and state (a unit an active
+    hold stops counts as `on_hold`)."""
+    counts: dict[tuple[str, int | None, str], int] = {
+        (k, st, state): n for k, st, state, n in session.execute(
+            select(Unit.kind, Unit.step, Unit.state, func.count())
+            .where(Unit.state.in_(_WIP_STATES)).group_by(Unit.kind, Unit.step, Unit.state))}
+    held = sorted(stopped_units(session))
+    for i in range(0, len(held), _CHUNK):
+        for k, st, state in session.execute(select(Unit.kind, Unit.step, Unit.state).where(
+                in_values(session, Unit.serial, held[i:i + _CHUNK]),
+                Unit.state.in_(_WIP_STATES))):
+            counts[(k, st, state)] -= 1
+            counts[(k, st, ON_HOLD)] = counts.get((k, st, ON_HOLD), 0) + 1
+    return [WipCount(kind=k, step=st, state=state, units=n)
+            for (k, st, state), n in sorted(counts.items(), key=lambda x: (
+                x[0][0], x[0][1] is not None, x[0][1] or 0, x[0][2])) if n > 0]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from linetrace.schemas import bodies as b
@@ -196,6 +196,24 @@ def reached_units(session: Session, scope: str, target: str) -> set[str]:
     return set()  # a station hold locks the station, it names no unit
 
 
+def split_reached(session: Session, reached: Collection[str]) -> tuple[list[str], list[str]]:
+    """(units a new hold names, shipped units it lists) of the units it reaches: not shipped
+    nor scrapped (a sub-assembly only inside such a unit), and shipped."""
+    states = unit_states(session, reached)
+    units, shipped = [], []
+    for serial in sorted(reached):
+        state = states.get(serial)
+        if state == "shipped":
+            shipped.append(serial)
+        elif state == "installed":
+            ups = unit_states(session, containers_of(session, [serial]))
+            if not any(st in ("shipped", "scrapped") for st in ups.values()):
+                units.append(serial)
+        elif state is not None and state != "scrapped":
+            units.append(serial)
+    return units, shipped
+
+
 def _stopped_by(session: Session, holds: Sequence[_Active], in_force: HoldsInForce
                 ) -> dict[str, list[HoldInfo]]:
     """serial -> the given active holds that stop it (any state; callers filter)."""
@@ -340,3 +358,31 @@ HOLD_PROJECTIONS = {
     "hold.released": _released,
     "hold.disposition": _disposition,
 }
+
+
+def hold_event_seqs(session: Session, serials: Collection[str], lots: Collection[str],
+                    mpns: Collection[str]) -> list[int]:
+    """events.seq of the `hold.*` events of every hold that named one of `serials` or held a
+    lot or MPN among `lots` and `mpns`, and of the `user.enrolled` events of the people who
+    signed them: what an evidence bundle carries so an auditor sees, and can check, every
+    hold of the unit and who placed and released it."""
+    if not serials and not lots and not mpns:
+        return []
+    held = select(Hold.hold_id).where(or_(
+        Hold.hold_id.in_(select(HoldUnit.hold_id).where(HoldUnit.serial.in_(sorted(serials)))),
+        (Hold.scope == "unit") & Hold.target.in_(sorted(serials)),
+        (Hold.scope == "lot") & Hold.target.in_(sorted(lots)),
+        (Hold.scope == "mpn") & Hold.target.in_(sorted(mpns))))
+    rows = session.execute(select(EventRow.seq, EventRow.value).where(
+        EventRow.source == SYSTEM_SOURCE, EventRow.subject.in_(held),
+        EventRow.type.in_(sorted(HOLD_PROJECTIONS)))).all()
+    users: set[str] = set()
+    for _, value in rows:
+        body = decode_stored_event(value).body
+        carried = body.statements if isinstance(body, b.HoldReleased) else [
+            getattr(body, "statement", None)]
+        users |= {st.user for st in carried if isinstance(st, b.SignedStatement)}
+    enrolled = session.scalars(select(EventRow.seq).where(
+        EventRow.source == SYSTEM_SOURCE, EventRow.type == "user.enrolled",
+        EventRow.subject.in_(sorted(users)))).all() if users else []
+    return sorted({seq for seq, _ in rows} | set(enrolled))

@@ -170,9 +170,34 @@ class UnitRoute(View, frozen=True, kw_only=True):
     sha256: str
 
 
+class UnitHold(View, frozen=True, kw_only=True):
+    """A hold that stopped the unit (named it, or held its work order): `decision` is the
+    disposition that ended it, if one did."""
+
+    id: str
+    reason: str
+    code: str
+    state: str
+    placed: str | None
+    released: str | None
+    decision: str | None
+
+
+class RouteViolationRecord(View, frozen=True, kw_only=True):
+    """What the route check found wrong with one of the unit's events."""
+
+    step: int | None
+    station: str | None
+    code: str
+    message: str
+    time: str | None
+
+
 class Trace(View, frozen=True, kw_only=True):
     """A unit's genealogy: `linetrace trace SERIAL`. `route` is null where none was in force
-    when the unit started (or it started before routes were recorded)."""
+    when the unit started (or it started before routes were recorded). `state` is `on_hold`
+    while an active hold stops the unit; `holds` are the holds that stopped it, `violations`
+    what the route check found."""
 
     serial: str
     product: str
@@ -191,6 +216,8 @@ class Trace(View, frozen=True, kw_only=True):
     firmware: list[FirmwareRecord]
     history: list[HistoryEntry]
     route: UnitRoute | None = None
+    holds: list[UnitHold] = msgspec.field(default_factory=list)
+    violations: list[RouteViolationRecord] = msgspec.field(default_factory=list)
 
 
 class PartPlacement(View, frozen=True, kw_only=True):

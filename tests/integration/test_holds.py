@@ -17,6 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from linetrace.ledger.db import Ledger
+from linetrace.ledger.genealogy import list_units, trace, work_in_progress
+from linetrace.ledger.hold_actions import HoldError, dispose, place_hold, release_hold
+from linetrace.ledger.hold_views import list_holds
 from linetrace.ledger.holds import (
     held_units,
     hold_id_for,
@@ -25,6 +28,10 @@ from linetrace.ledger.holds import (
 )
 from linetrace.ledger.keys import enroll_station, load_or_create_plant_key
 from linetrace.ledger.models import EventRow, Hold, HoldUnit
+from linetrace.ledger.outbox import OutboxRow
+from linetrace.ledger.users import UserError, enroll_user
+from linetrace.schemas.routes import packaged_routes
+from linetrace.schemas.statements import new_statement, sign_statement
 from linetrace.ledger.records import Candidate, SourceRecord
 from linetrace.ledger.system_events import SystemContext, register_plant_key, signed_system_event
 from linetrace.ledger.writer import record_system_event, write_batch
@@ -56,10 +63,53 @@ class Station:
                          decode_event(v), kid, sig)
 
 
+def person(name: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(uuid.uuid5(_NS, name).bytes * 2)
+
+
+#: The people of these tests and their roles (admin enrols itself, then the others).
+PEOPLE = {"admin": "admin", "sup": "supervisor", "q1": "quality", "q2": "quality",
+          "viewer": "viewer"}
+
+
 @dataclass
 class Line:
     ledger: Ledger
     plant: Ed25519PrivateKey
+
+    def sign(self, user: str, action: str, target: str, details: dict[str, str],
+             key: Ed25519PrivateKey | None = None) -> b.SignedStatement:
+        return sign_statement(new_statement(action, target, details, user=user),
+                              key or person(user))
+
+    def place(self, user: str, scope: str, target: str, reason: str = "suspect lot"
+              ) -> dict:  # type: ignore[type-arg]
+        signed = self.sign(user, "hold.place", target, {"scope": scope, "reason": reason})
+        return place_hold(self.ledger, self.plant, signed, scope=scope, target=target,
+                          reason=reason).hold
+
+    def release(self, user: str, hold_id: str, reason: str | None = None):  # type: ignore[no-untyped-def]
+        signed = self.sign(user, "hold.release", hold_id, {"reason": reason} if reason else {})
+        return release_hold(self.ledger, self.plant, signed, hold_id, reason)
+
+    def commands(self, event_type: str) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+        """(station, body) of every recorded command of this type, in log order."""
+        import msgspec
+
+        with self.ledger.reader() as s:
+            rows = s.execute(select(EventRow.subject, EventRow.value).where(
+                EventRow.type == event_type).order_by(EventRow.seq)).all()
+        return [(subject, msgspec.json.decode(value)["data"]) for subject, value in rows]
+
+
+def enrol_people(ledger: Ledger, plant: Ed25519PrivateKey) -> None:
+    for name, role in PEOPLE.items():
+        key = person(name)
+        details = {"role": role, "public_key": signing.public_key_b64(key.public_key()),
+                   "keyid": signing.keyid_of(key.public_key())}
+        signed = sign_statement(new_statement("user.add", name, details, user="admin"),
+                                person("admin"))
+        enroll_user(ledger, plant, signed, user=name, role=role, public_key=key.public_key())
 
 
 def _t(minute: int) -> str:
@@ -122,6 +172,7 @@ def build_line(ledger: Ledger, plant: Ed25519PrivateKey) -> None:
 def line(ledger: Ledger, tmp_path) -> Line:  # type: ignore[no-untyped-def]
     plant, _ = load_or_create_plant_key(tmp_path / "keys")
     build_line(ledger, plant)
+    enrol_people(ledger, plant)
     return Line(ledger, plant)
 
 
@@ -187,3 +238,184 @@ def test_lot_station_and_work_order_holds_reach_what_they_name(line: Line) -> No
         assert in_force.station_locked("smt-01") is None
         got = in_force.for_unit("X", work_order=None, lots=[CAP_LOT], mpns=(), station="int-01")
         assert [h.scope for h in got] == ["lot", "station"]
+
+
+def test_a_lot_hold_stops_every_unshipped_unit_containing_it_through_a_pcba_and_lists_the_shipped(
+        line: Line) -> None:
+    hold = line.place("q1", "lot", CAP_LOT, "capacitor lot fails ESR")
+    assert (hold["scope"], hold["target"], hold["category"], hold["state"]) == (
+        "lot", CAP_LOT, "quality", "active")
+    assert hold["placed_by"] == "q1" and hold["approvals"] == []
+    # PCBA-H-1 is in SRV-H-1 (stopped in its place); PCBA-H-5's reel was replaced.
+    assert hold["affected_units"] == ["PCBA-H-1", "PCBA-H-3", "SRV-H-1"]
+    assert hold["shipped"] == ["SRV-H-2"]
+    assert line.commands("command.hold") == [
+        ("smt-01", {"unit": "PCBA-H-3", "reason": "capacitor lot fails ESR",
+                    "hold_id": hold["id"]}),
+        ("int-01", {"unit": "SRV-H-1", "reason": "capacitor lot fails ESR",
+                    "hold_id": hold["id"]})]
+    with line.ledger.reader() as s:
+        assert [(u.serial, u.state) for u in list_units(s, state="on_hold")] == [
+            ("PCBA-H-3", "on_hold"), ("SRV-H-1", "on_hold")]
+        assert "SRV-H-1" not in [u.serial for u in list_units(s, state="in_progress")]
+        assert {u.serial: u.state for u in list_units(s)}["SRV-H-2"] == "shipped"
+        srv = trace(s, "SRV-H-1")
+        assert srv.state == "on_hold" and [h.id for h in srv.holds] == [hold["id"]]
+        assert trace(s, "SRV-H-4").state == "in_progress"
+        wip = {(w.kind, w.step, w.state): w.units for w in work_in_progress(s)}
+        assert wip[("server", 70, "on_hold")] == 1 and ("server", 70, "in_progress") not in wip
+        assert list_holds(s) == [hold]
+        topics = s.scalars(select(OutboxRow.topic).order_by(OutboxRow.seq)).all()
+    assert topics.count("line.holds") >= 1 and topics.count("line.commands") == 2
+
+
+def test_a_quality_release_needs_two_different_quality_users(line: Line) -> None:
+    hold_id = line.place("q1", "lot", CAP_LOT)["id"]
+    first = line.release("q1", hold_id, "ESR retest passed")
+    assert first.in_force and first.new
+    assert "a second quality user must sign" in first.message
+    with line.ledger.reader() as s:
+        assert [u.serial for u in list_units(s, state="on_hold")] == ["PCBA-H-3", "SRV-H-1"]
+    with pytest.raises(HoldError, match="second, different quality user") as same:
+        line.release("q1", hold_id)
+    assert same.value.code == "hold.same_user"
+    with pytest.raises(UserError) as sup:
+        line.release("sup", hold_id)
+    assert sup.value.code == "user.forbidden"
+    assert line.commands("command.release") == []
+    second = line.release("q2", hold_id)
+    assert not second.in_force and second.hold["state"] == "released"
+    assert second.hold["released_by"] == ["q1", "q2"]
+    assert [a["user"] for a in second.hold["approvals"]] == ["q1", "q2"]
+    assert sorted(line.commands("command.release")) == [
+        ("int-01", {"unit": "SRV-H-1", "reason": "hold released", "hold_id": hold_id}),
+        ("smt-01", {"unit": "PCBA-H-3", "reason": "hold released", "hold_id": hold_id})]
+    with line.ledger.reader() as s:
+        assert list_units(s, state="on_hold") == [] and list_holds(s) == []
+        assert [h["state"] for h in list_holds(s, all_=True)] == ["released"]
+        assert trace(s, "SRV-H-1").holds[0].state == "released"
+    with pytest.raises(HoldError) as ended:
+        line.release("q1", hold_id)
+    assert ended.value.code == "hold.ended"
+
+
+def test_the_same_request_again_records_nothing_new(line: Line) -> None:
+    signed = line.sign("q1", "hold.place", CAP_LOT, {"scope": "lot", "reason": "r"})
+    a = place_hold(line.ledger, line.plant, signed, scope="lot", target=CAP_LOT, reason="r")
+    b_ = place_hold(line.ledger, line.plant, signed, scope="lot", target=CAP_LOT, reason="r")
+    assert a.new and not b_.new and a.hold["id"] == b_.hold["id"]
+    assert len(line.commands("command.hold")) == 2 and len(line.commands("hold.placed")) == 1
+
+
+def test_a_viewer_cannot_place_a_hold_and_a_forged_signature_is_refused(line: Line) -> None:
+    with pytest.raises(UserError, match="supervisor") as viewer:
+        line.place("viewer", "unit", "SRV-H-1")
+    assert viewer.value.code == "user.forbidden"
+    with pytest.raises(UserError, match="quality") as sup:
+        line.place("sup", "lot", CAP_LOT)
+    assert sup.value.code == "user.forbidden"
+    details = {"scope": "lot", "reason": "x"}
+    forged = line.sign("q1", "hold.place", CAP_LOT, details, key=person("mallory"))
+    forged = b.SignedStatement(user="q1", keyid=signing.keyid_of(person("q1").public_key()),
+                               statement=forged.statement, signature=forged.signature)
+    with pytest.raises(UserError, match="forged") as bad:
+        place_hold(line.ledger, line.plant, forged, scope="lot", target=CAP_LOT, reason="x")
+    assert bad.value.code == "statement.invalid"
+    other = line.sign("q1", "hold.place", CAP_LOT, {"scope": "lot", "reason": "other"})
+    with pytest.raises(UserError) as mismatch:  # signed one reason, recorded with another
+        place_hold(line.ledger, line.plant, other, scope="lot", target=CAP_LOT, reason="x")
+    assert mismatch.value.code == "statement.invalid"
+    with line.ledger.reader() as s:
+        assert list_holds(s, all_=True) == []
+    assert line.commands("command.hold") == []
+
+
+def test_operational_holds_release_with_one_signature_and_lock_stations(line: Line) -> None:
+    unit = line.place("sup", "unit", "SRV-H-4", "torque check")
+    order = line.place("sup", "work_order", "WO-H-4", "order on hold")
+    station = line.place("admin", "station", "int-01", "fixture recalibration")
+    assert {unit["category"], order["category"], station["category"]} == {"operational"}
+    assert line.commands("command.lock") == [("int-01", {
+        "station": "int-01", "locked": True, "reason": "fixture recalibration",
+        "hold_id": station["id"]})]
+    done = line.release("sup", unit["id"])
+    assert not done.in_force and done.hold["released_by"] == ["sup"]
+    assert line.commands("command.release") == []  # the work-order hold still stops it
+    line.release("q1", order["id"], "order cleared")
+    assert line.commands("command.release") == [("int-01", {
+        "unit": "SRV-H-4", "reason": "order cleared", "hold_id": order["id"]})]
+    line.release("sup", station["id"])
+    assert line.commands("command.lock")[-1] == ("int-01", {
+        "station": "int-01", "locked": False, "reason": "hold released",
+        "hold_id": station["id"]})
+    with pytest.raises(HoldError) as unknown:
+        line.place("sup", "unit", "SRV-NOPE")
+    assert unknown.value.code == "hold.target_unknown"
+
+
+@pytest.mark.parametrize("decision,step,station_type", [
+    ("scrap", 900, "repair"), ("repair", 900, "repair"), ("use-as-is", 100, "final-qa")])
+def test_a_disposition_ends_the_hold_and_routes_the_unit(line: Line, decision: str, step: int,
+                                                           station_type: str) -> None:
+    hold_id = hold_id_for("burnin-failure-3", "route.max_loops")
+    _record(line, "hold.placed", hold_id, b.HoldPlaced(
+        hold_id=hold_id, scope="unit", target="SRV-H-1", reason="failed burn-in after 2 repairs",
+        category="quality", code="route.max_loops", placed_by="linetrace", units=["SRV-H-1"],
+        step=90, station="int-01"), "burnin-failure-3")
+    with pytest.raises(HoldError) as release:
+        line.release("q1", hold_id)
+    assert release.value.code == "hold.no_disposition"
+
+    def decide(user: str) -> object:
+        signed = line.sign(user, "hold.disposition", "SRV-H-1", {
+            "decision": decision, "reason": "GPU swap did not help", "hold_id": hold_id})
+        return dispose(line.ledger, line.plant, signed, "SRV-H-1", decision,
+                       "GPU swap did not help", routes=packaged_routes())
+
+    with pytest.raises(UserError) as sup:
+        decide("sup")
+    assert sup.value.code == "user.forbidden"
+    outcome = decide("q2")
+    assert outcome.hold["state"] == "disposed" and outcome.hold["decision"] == decision  # type: ignore[attr-defined]
+    assert line.commands("command.route") == [("int-01", {
+        "unit": "SRV-H-1", "step": step, "station_type": station_type, "decision": decision,
+        "reason": "GPU swap did not help", "hold_id": hold_id})]
+    with line.ledger.reader() as s:
+        assert list_units(s, state="on_hold") == []
+        assert [(h.id, h.decision) for h in trace(s, "SRV-H-1").holds] == [(hold_id, decision)]
+    with pytest.raises(HoldError) as again:
+        decide("q1")
+    assert again.value.code == "hold.no_disposition"
+
+
+def test_hold_and_release_events_verify_in_an_evidence_bundle(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The sealed server's bundle carries the holds on a lot in it, with the user.enrolled
+    leaves of those who signed them, and verifies like any other leaf."""
+    from linetrace.ledger.evidence import write_evidence
+    from linetrace.ledger.proof.leaf import parse_leaf
+    from linetrace.ledger.proof.verify import verify_bundle
+    from linetrace.schemas.envelope import decode_stored_event
+    from tests.unit.test_log_line import PLANT, SIGNER, VKEY, feed_line
+    from tests.unit.test_log_line import line as line_plan
+
+    ledger = Ledger(db_url)
+    try:
+        fed = feed_line(ledger, line_plan())
+        enrol_people(ledger, PLANT)
+        lh = Line(ledger, PLANT)
+        with ledger.reader() as s:
+            lot = next(p.lot for p in trace(s, fed.server).parts if p.category == "gpu")
+        hold = lh.place("q1", "lot", lot, "GPU lot recalled by supplier")
+        assert fed.server in hold["shipped"] + hold["affected_units"]
+        assert lh.release("q1", hold["id"]).in_force
+        assert not lh.release("q2", hold["id"], "supplier withdrew the notice").in_force
+        write_evidence(ledger, fed.server, tmp_path / "bundle", SIGNER)
+        verify_bundle(tmp_path / "bundle", VKEY)
+        found = [decode_stored_event(parse_leaf(p.read_bytes()).value)
+                 for p in sorted((tmp_path / "bundle" / "leaves").iterdir())]
+        holds = [(e.type, e.subject) for e in found if e.type.startswith("hold.")]
+        assert holds == [("hold.placed", hold["id"]), ("hold.approved", hold["id"]),
+                         ("hold.released", hold["id"])]
+        assert {e.subject for e in found if e.type == "user.enrolled"} == {"q1", "q2"}
+    finally:
+        ledger.close()

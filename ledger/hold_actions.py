@@ -1,0 +1,451 @@
+"""What people do with holds: place one, release one, decide a disposition.
+
+Each action is a person's signed statement (`schemas.statements`) recorded, in one ledger
+transaction, as plant-signed system events: the `hold.*` event carrying the statement, the
+commands it sends to the stations (line.commands, keyed by station id) and the ERP notices
+(`erp.messages_for`), all through the outbox. The cause of each event is the statement's
+request UUID, the idempotency key: the same request again records nothing and returns what
+was recorded for it. Its time is the wall clock; it takes effect at its position in the log.
+
+Who may do what (docs/holds.md):
+
+- place: a supervisor a hold on a unit, a work order or a station (operational); quality and
+  admin any scope; lot and MPN holds, and every hold a quality user places, are quality holds;
+- release: an operational hold, one supervisor, quality or admin signature (`hold.released`);
+  a quality hold, two different quality users: the first signature is recorded
+  (`hold.approved`) and the hold stays in force until a second quality user signs;
+- dispose: a quality user decides on a unit held for a disposition (scrap, use-as-is or
+  another repair; always with a reason): `hold.disposition` ends the hold and a
+  `command.route` sends the unit on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from linetrace.schemas import bodies as b
+from linetrace.schemas.envelope import SYSTEM_SOURCE, Event, decode_stored_event, deterministic_id
+from linetrace.schemas.routes import Route, RouteBook
+from linetrace.schemas.statements import Statement, read_statement
+
+from . import outbox
+from .db import Ledger
+from .errors import LedgerError
+from .holds import (
+    NOT_STOPPED,
+    hold_id_for,
+    hold_units_of,
+    is_disposition_code,
+    reached_units,
+    split_reached,
+    stopped_units,
+    unit_states,
+)
+from .hold_views import hold_view
+from .models import EventRow, Hold, HoldApproval, HoldUnit, Install, Lot, Operation, Station, Unit
+from .system_events import register_plant_key, signed_system_event
+from .users import UserError, user_role, verify_user_statement
+from .writer import record_system_event
+
+SCOPES = ("unit", "lot", "mpn", "work_order", "station")
+#: Roles that may place a hold of each scope.
+PLACE_ROLES: dict[str, tuple[str, ...]] = {
+    "unit": ("supervisor", "quality", "admin"), "work_order": ("supervisor", "quality", "admin"),
+    "station": ("supervisor", "quality", "admin"), "lot": ("quality", "admin"),
+    "mpn": ("quality", "admin")}
+RELEASE_ROLES = {"operational": ("supervisor", "quality", "admin"), "quality": ("quality",)}
+DISPOSITION_ROLES = ("quality",)
+DECISIONS = ("scrap", "use-as-is", "repair")
+MANUAL = "hold.manual"
+_NS = uuid.UUID("0b8f3c52-61a4-5d2e-8f7a-636f6d6d616e")  # "command"
+
+
+class HoldError(LedgerError):
+    """A hold action linetrace refuses. Codes: `hold.unknown` (no such hold),
+    `hold.target_unknown` (nothing to hold by that name), `hold.ended` (released or disposed
+    already), `hold.same_user` (a quality release signed twice by one user),
+    `hold.no_disposition` (the unit waits for no disposition), `hold.invalid` (a scope,
+    decision or reason that cannot be)."""
+
+    code = "hold.invalid"
+
+
+@dataclass(frozen=True)
+class HoldOutcome:
+    """What a hold action did: the hold as `holds` lists it now, whether this call recorded
+    anything (`new`), what was recorded (event types) and what to tell the person."""
+
+    hold: dict[str, Any]
+    new: bool
+    message: str
+    recorded: list[str] = field(default_factory=list)
+
+    @property
+    def in_force(self) -> bool:
+        return bool(self.hold.get("state") == "active")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.hold, "recorded": self.recorded, "new": self.new,
+                "message": self.message}
+
+
+class _Recorder:
+    """Records the plant-signed system events of one action in its transaction."""
+
+    def __init__(self, session: Session, plant: Ed25519PrivateKey, now: datetime) -> None:
+        self.session, self.plant, self.now = session, plant, now
+        self.events: list[Event] = []
+        register_plant_key(session, plant, now)
+
+    def record(self, event_type: str, subject: str, body: b.Body, cause: str) -> Event:
+        cand = signed_system_event(event_type, subject, body, time=self.now, cause_id=cause,
+                                   plant_key=self.plant)
+        record_system_event(self.session, cand)
+        self.events.append(cand.event)
+        return cand.event
+
+    def erp_notices(self, events: Sequence[Event]) -> None:
+        """The ERP messages these events cause (hold and release notices, scrap)."""
+        # ERP CALL SITE: ledger/erp.py (`messages_for`) is being written beside this module;
+        # until it lands, holds recorded here send no ERP notice.
+        try:
+            erp = importlib.import_module("linetrace.ledger.erp")
+        except ModuleNotFoundError:
+            return
+        outbox.enqueue(self.session, erp.messages_for(self.session, list(events)), self.now)
+
+
+def _command_cause(request: str, what: str) -> str:
+    """A command's cause: one per request and unit (a UUID, as causes are)."""
+    return str(uuid.uuid5(_NS, f"{request}\x00{what}"))
+
+
+def _recorded(session: Session, event_type: str, subject: str, request: str) -> Event | None:
+    """The event of `event_type` about `subject` recorded for this request, if any (its id
+    derives from the three)."""
+    value = session.scalar(select(EventRow.value).where(
+        EventRow.source == SYSTEM_SOURCE,
+        EventRow.event_id == deterministic_id(event_type, subject, request)))
+    return decode_stored_event(value) if value is not None else None
+
+
+def _carried(event: Event) -> list[b.SignedStatement]:
+    body = event.body
+    if isinstance(body, b.HoldReleased):
+        return list(body.statements)
+    st: object = getattr(body, "statement", None)
+    return [st] if isinstance(st, b.SignedStatement) else []
+
+
+def _again(session: Session, signed: b.SignedStatement, subject: str, types: Sequence[str]
+           ) -> Event | None:
+    """The event already recorded for this statement's request (None: not yet); a different
+    statement with the same request is refused."""
+    request = read_statement(signed).request
+    for event_type in types:
+        done = _recorded(session, event_type, subject, request)
+        if done is not None:
+            if signed not in _carried(done):
+                raise UserError(f"request {request} was already recorded ({event_type}) with "
+                                "another statement; sign a new request", code="statement.invalid")
+            return done
+    return None
+
+
+def _details(st: Statement, expected: dict[str, str]) -> None:
+    if st.details != expected:
+        raise UserError(f"{st.user}'s statement says {st.details}, not {expected}: sign the "
+                        "action being recorded", code="statement.invalid")
+
+
+def unit_station(session: Session, serial: str) -> str | None:
+    """The station of the unit's latest event (where a command about it goes)."""
+    return session.scalar(select(EventRow.source).where(
+        EventRow.subject == serial, EventRow.source != SYSTEM_SOURCE)
+        .order_by(EventRow.time.desc(), EventRow.seq.desc()).limit(1))
+
+
+def _known(session: Session, scope: str, target: str) -> bool:
+    def any_of(q: Any) -> bool:
+        return session.scalar(q.limit(1)) is not None
+
+    if scope == "unit":
+        return session.get(Unit, target) is not None
+    if scope == "lot":
+        return session.get(Lot, target) is not None or any_of(
+            select(Install.id).where(Install.lot == target))
+    if scope == "mpn":
+        return any_of(select(Lot.lot).where(Lot.mpn == target)) or any_of(
+            select(Install.id).where(Install.mpn == target))
+    if scope == "work_order":
+        return any_of(select(Unit.serial).where(Unit.work_order == target)) or any_of(
+            select(Operation.id).where(Operation.work_order == target))
+    return session.get(Station, target) is not None and target != SYSTEM_SOURCE
+
+
+# --- place ---------------------------------------------------------------------------------
+
+
+def place_hold(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedStatement, *,
+               scope: str, target: str, reason: str, now: datetime | None = None
+               ) -> HoldOutcome:
+    """Record `hold.placed` for the person's statement, a `command.hold` for each unfinished
+    unit it stops (a `command.lock` for a station hold) and the ERP hold notices."""
+    if scope not in SCOPES:
+        raise HoldError(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
+    if not reason.strip():
+        raise HoldError("a hold needs a reason (--reason)")
+    request = read_statement(signed).request
+    hold_id = hold_id_for(request, MANUAL)
+    with ledger.transaction() as session:
+        done = _again(session, signed, hold_id, ("hold.placed",))
+        if done is not None:
+            return HoldOutcome(hold_view(session, hold_id), False, "already recorded")
+        st = verify_user_statement(session, signed, action="hold.place", target=target,
+                                   roles=PLACE_ROLES[scope])
+        _details(st, {"scope": scope, "reason": reason})
+        if not _known(session, scope, target):
+            raise HoldError(f"no {scope.replace('_', ' ')} {target!r} in the ledger; check the "
+                            "spelling (`linetrace units`, `linetrace lots show`, `linetrace "
+                            "stations list`)", code="hold.target_unknown")
+        role = user_role(session, st.user)
+        category = "quality" if scope in ("lot", "mpn") or role == "quality" else "operational"
+        reached = reached_units(session, scope, target)
+        units, shipped = split_reached(session, reached)
+        states = unit_states(session, units)
+        rec = _Recorder(session, plant, now or datetime.now(UTC))
+        placed = rec.record("hold.placed", hold_id, b.HoldPlaced(
+            hold_id=hold_id, scope=scope, target=target, reason=reason,  # type: ignore[arg-type]
+            category=category, code=MANUAL, placed_by=st.user, units=units, shipped=shipped,  # type: ignore[arg-type]
+            statement=signed), request)
+        commands = 0
+        for serial in units:
+            station = unit_station(session, serial) if states[serial] not in NOT_STOPPED else None
+            if station is not None:
+                rec.record("command.hold", station, b.CommandHold(
+                    unit=serial, reason=reason, hold_id=hold_id),
+                    _command_cause(request, serial))
+                commands += 1
+        if scope == "station":
+            rec.record("command.lock", target, b.CommandLock(
+                station=target, locked=True, reason=reason, hold_id=hold_id),
+                _command_cause(request, target))
+        rec.erp_notices([placed])
+        what = (f"locks station {target}" if scope == "station"
+                else f"stops {len(units)} unit(s)" + (f", {len(shipped)} shipped unit(s) listed "
+                                                      "for the quality team" if shipped else ""))
+        return HoldOutcome(hold_view(session, hold_id), True,
+                           f"hold {hold_id} placed ({category}): {what}",
+                           [e.type for e in rec.events])
+
+
+# --- release -------------------------------------------------------------------------------
+
+
+def _approval(session: Session, hold_id: str, user: str) -> b.SignedStatement | None:
+    row = session.get(HoldApproval, (hold_id, user))
+    if row is None:
+        return None
+    value = session.scalar(select(EventRow.value).where(EventRow.source == SYSTEM_SOURCE,
+                                                        EventRow.event_id == row.event_id))
+    body = decode_stored_event(value).body if value is not None else None
+    return body.statement if isinstance(body, b.HoldApproved) else None
+
+
+def _still_valid(session: Session, signed: b.SignedStatement, hold_id: str) -> bool:
+    """An earlier approval counts only while its signer may still sign it."""
+    try:
+        verify_user_statement(session, signed, action="hold.release", target=hold_id,
+                              roles=RELEASE_ROLES["quality"])
+    except UserError:
+        return False
+    return True
+
+
+def _end_commands(rec: _Recorder, hold: Hold, request: str, reason: str,
+                  stopped_before: dict[str, list[str]], units: Collection[str]) -> None:
+    """A `command.release` for each unit no other active hold still stops; a station hold
+    unlocks its station (unless another station hold keeps it locked)."""
+    session = rec.session
+    for serial in sorted(units):
+        others = [h for h in stopped_before.get(serial, []) if h != hold.hold_id]
+        if serial not in stopped_before or others:
+            continue
+        station = unit_station(session, serial)
+        if station is not None:
+            rec.record("command.release", station, b.CommandRelease(
+                unit=serial, reason=reason, hold_id=hold.hold_id),
+                _command_cause(request, serial))
+    if hold.scope == "station":
+        locked = session.scalar(select(Hold.hold_id).where(
+            Hold.scope == "station", Hold.target == hold.target, Hold.state == "active",
+            Hold.hold_id != hold.hold_id).limit(1))
+        if locked is None:
+            rec.record("command.lock", hold.target, b.CommandLock(
+                station=hold.target, locked=False, reason=reason, hold_id=hold.hold_id),
+                _command_cause(request, hold.target))
+
+
+def _active_hold(session: Session, hold_id: str) -> Hold:
+    hold = session.get(Hold, hold_id)
+    if hold is None:
+        raise HoldError(f"no hold {hold_id}; `linetrace holds --all` lists them",
+                        code="hold.unknown")
+    if hold.state != "active":
+        raise HoldError(f"hold {hold_id} was {hold.state} already ({hold.released_by})",
+                        code="hold.ended")
+    return hold
+
+
+def release_hold(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedStatement,
+                 hold_id: str, reason: str | None = None, *, now: datetime | None = None
+                 ) -> HoldOutcome:
+    """Release a hold: one signature for an operational hold; for a quality hold two
+    different quality users' (the first is recorded as `hold.approved` and the outcome says
+    the hold is still in force). Then the release commands and the ERP release notices."""
+    request = read_statement(signed).request
+    with ledger.transaction() as session:
+        if _again(session, signed, hold_id, ("hold.released", "hold.approved")) is not None:
+            view = hold_view(session, hold_id)
+            return HoldOutcome(view, False, "already recorded"
+                               + ("; a second quality user must sign" if view["state"] == "active"
+                                  else ""))
+        hold = _active_hold(session, hold_id)
+        if is_disposition_code(hold.code):
+            raise HoldError(f"hold {hold_id} waits for a disposition of its unit: decide it "
+                            "with `linetrace disposition SERIAL --decision scrap|use-as-is|"
+                            "repair --reason R`", code="hold.no_disposition")
+        st = verify_user_statement(session, signed, action="hold.release", target=hold_id,
+                                   roles=RELEASE_ROLES[hold.category])
+        _details(st, {"reason": reason} if reason else {})
+        rec = _Recorder(session, plant, now or datetime.now(UTC))
+        statements = [signed]
+        if hold.category == "quality":
+            if _approval(session, hold_id, st.user) is not None:
+                raise HoldError(f"{st.user} approved the release of {hold_id} already; a second, "
+                                "different quality user must sign", code="hold.same_user")
+            earlier = [a for u in session.scalars(select(HoldApproval.user_id).where(
+                HoldApproval.hold_id == hold_id).order_by(HoldApproval.approved))
+                if (a := _approval(session, hold_id, u)) is not None
+                and _still_valid(session, a, hold_id)]
+            if not earlier:
+                rec.record("hold.approved", hold_id, b.HoldApproved(
+                    hold_id=hold_id, reason=reason, statement=signed), request)
+                return HoldOutcome(hold_view(session, hold_id), True,
+                                   f"approval by {st.user} recorded; hold {hold_id} is a quality "
+                                   "hold and stays in force: a second quality user must sign "
+                                   f"(`linetrace hold release {hold_id}`)",
+                                   [e.type for e in rec.events])
+            statements = [earlier[0], signed]
+        units = hold_units_of(session, hold)
+        stopped = {s: [h.hold_id for h in hs] for s, hs in stopped_units(session).items()}
+        released = rec.record("hold.released", hold_id, b.HoldReleased(
+            hold_id=hold_id, reason=reason, released_by=[s.user for s in statements],
+            statements=statements), request)
+        _end_commands(rec, hold, request, reason or "hold released", stopped, units)
+        rec.erp_notices([released])
+        by = " and ".join(s.user for s in statements)
+        return HoldOutcome(hold_view(session, hold_id), True, f"hold {hold_id} released by {by}",
+                           [e.type for e in rec.events])
+
+
+# --- dispositions --------------------------------------------------------------------------
+
+
+def disposition_hold(session: Session, serial: str) -> Hold | None:
+    """The unit's active hold that waits for a disposition (the oldest, if several)."""
+    named = select(HoldUnit.hold_id).where(HoldUnit.serial == serial)
+    holds = session.scalars(select(Hold).where(
+        Hold.state == "active", or_(Hold.hold_id.in_(named),
+                                    (Hold.scope == "unit") & (Hold.target == serial)))
+        .order_by(Hold.placed_seq, Hold.hold_id)).all()
+    return next((h for h in holds if is_disposition_code(h.code)), None)
+
+
+def _failed_step(session: Session, route: Route, hold: Hold, unit: Unit) -> int:
+    """The flow step the unit failed: the hold's step, or, where that is a repair step (a
+    repair that could not repair), the latest flow step the unit worked at."""
+    step = hold.step if hold.step is not None else unit.step
+    if step is not None and any(s.step == step for s in route.steps):
+        return step
+    flow = {s.step for s in route.steps}
+    for worked in session.scalars(select(Operation.step).where(Operation.serial == unit.serial)
+                                  .order_by(Operation.started.desc(), Operation.id.desc())):
+        if worked in flow:
+            return int(worked)
+    raise HoldError(f"cannot tell which step {unit.serial} failed (hold {hold.hold_id} names "
+                    f"step {step}); it has no flow step on route {route.product}")
+
+
+def route_for_disposition(route: Route, failed: int, held_at: int | None, decision: str
+                          ) -> tuple[int, str]:
+    """(step, station type) a disposition sends the unit to: scrap and repair to the repair
+    step of the failed step (where the unit was held at a repair step, that one), use-as-is
+    to the flow step after the failed one. Pure."""
+    if decision == "use-as-is":
+        after = route.next_step(failed)
+        if after is None:
+            raise HoldError(f"step {failed} is the last of route {route.product}: nothing "
+                            "comes after it to use the unit as is")
+        return after.step, after.station_type
+    repair = (route.step(held_at) if held_at is not None and route.has_step(held_at)
+              and route.step(held_at).is_repair else route.repair_for(failed))
+    if repair is None:
+        repair = route.repair_steps[0] if route.repair_steps else None
+    if repair is None:
+        raise HoldError(f"route {route.product} has no repair step to send the unit to")
+    return repair.step, repair.station_type
+
+
+def dispose(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedStatement, serial: str,
+            decision: str, reason: str, *, routes: RouteBook, now: datetime | None = None
+            ) -> HoldOutcome:
+    """Record a quality user's disposition of a unit held for one (`hold.disposition`, which
+    ends the hold) and the `command.route` that sends it on; ERP notices (a scrap)."""
+    if decision not in DECISIONS:
+        raise HoldError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}")
+    if not reason.strip():
+        raise HoldError("a disposition needs a reason (--reason)")
+    statement = read_statement(signed)
+    request = statement.request
+    with ledger.transaction() as session:
+        signed_hold = statement.details.get("hold_id")
+        if signed_hold and _again(session, signed, signed_hold, ("hold.disposition",)):
+            return HoldOutcome(hold_view(session, signed_hold), False, "already recorded")
+        hold = disposition_hold(session, serial)
+        if hold is None:
+            raise HoldError(f"{serial} is held for no disposition (`linetrace holds` lists the "
+                            "holds in force)", code="hold.no_disposition")
+        st = verify_user_statement(session, signed, action="hold.disposition", target=serial,
+                                   roles=DISPOSITION_ROLES)
+        _details(st, {"decision": decision, "reason": reason, "hold_id": hold.hold_id})
+        unit = session.get(Unit, serial)
+        if unit is None or unit.route_product is None:
+            raise HoldError(f"{serial} has no route recorded; cannot route it")
+        route = routes.route(unit.route_product)
+        failed = _failed_step(session, route, hold, unit)
+        step, station_type = route_for_disposition(route, failed, hold.step, decision)
+        rec = _Recorder(session, plant, now or datetime.now(UTC))
+        decided = rec.record("hold.disposition", hold.hold_id, b.HoldDisposition(
+            hold_id=hold.hold_id, unit=serial, decision=decision,  # type: ignore[arg-type]
+            reason=reason, decided_by=st.user, statement=signed), request)
+        station = unit_station(session, serial)
+        if station is not None:
+            rec.record("command.route", station, b.CommandRoute(
+                unit=serial, step=step, station_type=station_type,
+                decision=decision, reason=reason, hold_id=hold.hold_id),  # type: ignore[arg-type]
+                _command_cause(request, serial))
+        rec.erp_notices([decided])
+        return HoldOutcome(hold_view(session, hold.hold_id), True,
+                           f"{serial}: {decision} ({st.user}); hold {hold.hold_id} ended, unit "
+                           f"routed to step {step} ({station_type})",
+                           [e.type for e in rec.events])
