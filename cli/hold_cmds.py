@@ -13,15 +13,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from linetrace.ledger.hold_actions import (
-    DECISIONS,
-    HoldError,
-    HoldOutcome,
-    dispose,
-    disposition_hold,
-    place_hold,
-    release_hold,
-)
+from linetrace.ledger.dispositions import DECISIONS, dispose, disposition_hold
+from linetrace.ledger.hold_actions import HoldError, HoldOutcome, place_hold, release_hold
 from linetrace.ledger.hold_views import list_holds
 from linetrace.ledger.keys import load_or_create_plant_key
 

@@ -14,9 +14,7 @@ Who may do what (docs/holds.md):
 - release: an operational hold, one supervisor, quality or admin signature (`hold.released`);
   a quality hold, two different quality users: the first signature is recorded
   (`hold.approved`) and the hold stays in force until a second quality user signs;
-- dispose: a quality user decides on a unit held for a disposition (scrap, use-as-is or
-  another repair; always with a reason): `hold.disposition` ends the hold and a
-  `command.route` sends the unit on.
+- dispose: a quality user decides on a unit held for a disposition (`dispositions.py`).
 """
 
 from __future__ import annotations
@@ -29,12 +27,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from linetrace.schemas import bodies as b
 from linetrace.schemas.envelope import SYSTEM_SOURCE, Event, decode_stored_event, deterministic_id
-from linetrace.schemas.routes import Route, RouteBook
 from linetrace.schemas.statements import Statement, read_statement
 
 from . import outbox
@@ -51,7 +48,7 @@ from .holds import (
     unit_states,
 )
 from .hold_views import hold_view
-from .models import EventRow, Hold, HoldApproval, HoldUnit, Install, Lot, Operation, Station, Unit
+from .models import EventRow, Hold, HoldApproval, Install, Lot, Operation, Station, Unit
 from .system_events import register_plant_key, signed_system_event
 from .users import UserError, user_role, verify_user_statement
 from .writer import record_system_event
@@ -63,8 +60,6 @@ PLACE_ROLES: dict[str, tuple[str, ...]] = {
     "station": ("supervisor", "quality", "admin"), "lot": ("quality", "admin"),
     "mpn": ("quality", "admin")}
 RELEASE_ROLES = {"operational": ("supervisor", "quality", "admin"), "quality": ("quality",)}
-DISPOSITION_ROLES = ("quality",)
-DECISIONS = ("scrap", "use-as-is", "repair")
 MANUAL = "hold.manual"
 _NS = uuid.UUID("0b8f3c52-61a4-5d2e-8f7a-636f6d6d616e")  # "command"
 
@@ -98,7 +93,7 @@ class HoldOutcome:
                 "message": self.message}
 
 
-class _Recorder:
+class Recorder:
     """Records the plant-signed system events of one action in its transaction."""
 
     def __init__(self, session: Session, plant: Ed25519PrivateKey, now: datetime) -> None:
@@ -124,7 +119,7 @@ class _Recorder:
         outbox.enqueue(self.session, erp.messages_for(self.session, list(events)), self.now)
 
 
-def _command_cause(request: str, what: str) -> str:
+def command_cause(request: str, what: str) -> str:
     """A command's cause: one per request and unit (a UUID, as causes are)."""
     return str(uuid.uuid5(_NS, f"{request}\x00{what}"))
 
@@ -146,7 +141,7 @@ def _carried(event: Event) -> list[b.SignedStatement]:
     return [st] if isinstance(st, b.SignedStatement) else []
 
 
-def _again(session: Session, signed: b.SignedStatement, subject: str, types: Sequence[str]
+def recorded_again(session: Session, signed: b.SignedStatement, subject: str, types: Sequence[str]
            ) -> Event | None:
     """The event already recorded for this statement's request (None: not yet); a different
     statement with the same request is refused."""
@@ -161,7 +156,7 @@ def _again(session: Session, signed: b.SignedStatement, subject: str, types: Seq
     return None
 
 
-def _details(st: Statement, expected: dict[str, str]) -> None:
+def check_details(st: Statement, expected: dict[str, str]) -> None:
     if st.details != expected:
         raise UserError(f"{st.user}'s statement says {st.details}, not {expected}: sign the "
                         "action being recorded", code="statement.invalid")
@@ -207,12 +202,12 @@ def place_hold(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedStateme
     request = read_statement(signed).request
     hold_id = hold_id_for(request, MANUAL)
     with ledger.transaction() as session:
-        done = _again(session, signed, hold_id, ("hold.placed",))
+        done = recorded_again(session, signed, hold_id, ("hold.placed",))
         if done is not None:
             return HoldOutcome(hold_view(session, hold_id), False, "already recorded")
         st = verify_user_statement(session, signed, action="hold.place", target=target,
                                    roles=PLACE_ROLES[scope])
-        _details(st, {"scope": scope, "reason": reason})
+        check_details(st, {"scope": scope, "reason": reason})
         if not _known(session, scope, target):
             raise HoldError(f"no {scope.replace('_', ' ')} {target!r} in the ledger; check the "
                             "spelling (`linetrace units`, `linetrace lots show`, `linetrace "
@@ -222,7 +217,7 @@ def place_hold(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedStateme
         reached = reached_units(session, scope, target)
         units, shipped = split_reached(session, reached)
         states = unit_states(session, units)
-        rec = _Recorder(session, plant, now or datetime.now(UTC))
+        rec = Recorder(session, plant, now or datetime.now(UTC))
         placed = rec.record("hold.placed", hold_id, b.HoldPlaced(
             hold_id=hold_id, scope=scope, target=target, reason=reason,  # type: ignore[arg-type]
             category=category, code=MANUAL, placed_by=st.user, units=units, shipped=shipped,  # type: ignore[arg-type]
@@ -233,12 +228,12 @@ def place_hold(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedStateme
             if station is not None:
                 rec.record("command.hold", station, b.CommandHold(
                     unit=serial, reason=reason, hold_id=hold_id),
-                    _command_cause(request, serial))
+                    command_cause(request, serial))
                 commands += 1
         if scope == "station":
             rec.record("command.lock", target, b.CommandLock(
                 station=target, locked=True, reason=reason, hold_id=hold_id),
-                _command_cause(request, target))
+                command_cause(request, target))
         rec.erp_notices([placed])
         what = (f"locks station {target}" if scope == "station"
                 else f"stops {len(units)} unit(s)" + (f", {len(shipped)} shipped unit(s) listed "
@@ -271,7 +266,7 @@ def _still_valid(session: Session, signed: b.SignedStatement, hold_id: str) -> b
     return True
 
 
-def _end_commands(rec: _Recorder, hold: Hold, request: str, reason: str,
+def _end_commands(rec: Recorder, hold: Hold, request: str, reason: str,
                   stopped_before: dict[str, list[str]], units: Collection[str]) -> None:
     """A `command.release` for each unit no other active hold still stops; a station hold
     unlocks its station (unless another station hold keeps it locked)."""
@@ -284,7 +279,7 @@ def _end_commands(rec: _Recorder, hold: Hold, request: str, reason: str,
         if station is not None:
             rec.record("command.release", station, b.CommandRelease(
                 unit=serial, reason=reason, hold_id=hold.hold_id),
-                _command_cause(request, serial))
+                command_cause(request, serial))
     if hold.scope == "station":
         locked = session.scalar(select(Hold.hold_id).where(
             Hold.scope == "station", Hold.target == hold.target, Hold.state == "active",
@@ -292,7 +287,7 @@ def _end_commands(rec: _Recorder, hold: Hold, request: str, reason: str,
         if locked is None:
             rec.record("command.lock", hold.target, b.CommandLock(
                 station=hold.target, locked=False, reason=reason, hold_id=hold.hold_id),
-                _command_cause(request, hold.target))
+                command_cause(request, hold.target))
 
 
 def _active_hold(session: Session, hold_id: str) -> Hold:
@@ -314,7 +309,7 @@ def release_hold(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedState
     the hold is still in force). Then the release commands and the ERP release notices."""
     request = read_statement(signed).request
     with ledger.transaction() as session:
-        if _again(session, signed, hold_id, ("hold.released", "hold.approved")) is not None:
+        if recorded_again(session, signed, hold_id, ("hold.released", "hold.approved")) is not None:
             view = hold_view(session, hold_id)
             return HoldOutcome(view, False, "already recorded"
                                + ("; a second quality user must sign" if view["state"] == "active"
@@ -326,8 +321,8 @@ def release_hold(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedState
                             "repair --reason R`", code="hold.no_disposition")
         st = verify_user_statement(session, signed, action="hold.release", target=hold_id,
                                    roles=RELEASE_ROLES[hold.category])
-        _details(st, {"reason": reason} if reason else {})
-        rec = _Recorder(session, plant, now or datetime.now(UTC))
+        check_details(st, {"reason": reason} if reason else {})
+        rec = Recorder(session, plant, now or datetime.now(UTC))
         statements = [signed]
         if hold.category == "quality":
             if _approval(session, hold_id, st.user) is not None:
@@ -355,97 +350,4 @@ def release_hold(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedState
         rec.erp_notices([released])
         by = " and ".join(s.user for s in statements)
         return HoldOutcome(hold_view(session, hold_id), True, f"hold {hold_id} released by {by}",
-                           [e.type for e in rec.events])
-
-
-# --- dispositions --------------------------------------------------------------------------
-
-
-def disposition_hold(session: Session, serial: str) -> Hold | None:
-    """The unit's active hold that waits for a disposition (the oldest, if several)."""
-    named = select(HoldUnit.hold_id).where(HoldUnit.serial == serial)
-    holds = session.scalars(select(Hold).where(
-        Hold.state == "active", or_(Hold.hold_id.in_(named),
-                                    (Hold.scope == "unit") & (Hold.target == serial)))
-        .order_by(Hold.placed_seq, Hold.hold_id)).all()
-    return next((h for h in holds if is_disposition_code(h.code)), None)
-
-
-def _failed_step(session: Session, route: Route, hold: Hold, unit: Unit) -> int:
-    """The flow step the unit failed: the hold's step, or, where that is a repair step (a
-    repair that could not repair), the latest flow step the unit worked at."""
-    step = hold.step if hold.step is not None else unit.step
-    if step is not None and any(s.step == step for s in route.steps):
-        return step
-    flow = {s.step for s in route.steps}
-    for worked in session.scalars(select(Operation.step).where(Operation.serial == unit.serial)
-                                  .order_by(Operation.started.desc(), Operation.id.desc())):
-        if worked in flow:
-            return int(worked)
-    raise HoldError(f"cannot tell which step {unit.serial} failed (hold {hold.hold_id} names "
-                    f"step {step}); it has no flow step on route {route.product}")
-
-
-def route_for_disposition(route: Route, failed: int, held_at: int | None, decision: str
-                          ) -> tuple[int, str]:
-    """(step, station type) a disposition sends the unit to: scrap and repair to the repair
-    step of the failed step (where the unit was held at a repair step, that one), use-as-is
-    to the flow step after the failed one. Pure."""
-    if decision == "use-as-is":
-        after = route.next_step(failed)
-        if after is None:
-            raise HoldError(f"step {failed} is the last of route {route.product}: nothing "
-                            "comes after it to use the unit as is")
-        return after.step, after.station_type
-    repair = (route.step(held_at) if held_at is not None and route.has_step(held_at)
-              and route.step(held_at).is_repair else route.repair_for(failed))
-    if repair is None:
-        repair = route.repair_steps[0] if route.repair_steps else None
-    if repair is None:
-        raise HoldError(f"route {route.product} has no repair step to send the unit to")
-    return repair.step, repair.station_type
-
-
-def dispose(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedStatement, serial: str,
-            decision: str, reason: str, *, routes: RouteBook, now: datetime | None = None
-            ) -> HoldOutcome:
-    """Record a quality user's disposition of a unit held for one (`hold.disposition`, which
-    ends the hold) and the `command.route` that sends it on; ERP notices (a scrap)."""
-    if decision not in DECISIONS:
-        raise HoldError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}")
-    if not reason.strip():
-        raise HoldError("a disposition needs a reason (--reason)")
-    statement = read_statement(signed)
-    request = statement.request
-    with ledger.transaction() as session:
-        signed_hold = statement.details.get("hold_id")
-        if signed_hold and _again(session, signed, signed_hold, ("hold.disposition",)):
-            return HoldOutcome(hold_view(session, signed_hold), False, "already recorded")
-        hold = disposition_hold(session, serial)
-        if hold is None:
-            raise HoldError(f"{serial} is held for no disposition (`linetrace holds` lists the "
-                            "holds in force)", code="hold.no_disposition")
-        st = verify_user_statement(session, signed, action="hold.disposition", target=serial,
-                                   roles=DISPOSITION_ROLES)
-        _details(st, {"decision": decision, "reason": reason, "hold_id": hold.hold_id})
-        unit = session.get(Unit, serial)
-        if unit is None or unit.route_product is None:
-            raise HoldError(f"{serial} has no route recorded; cannot route it")
-        route = routes.route(unit.route_product)
-        failed = _failed_step(session, route, hold, unit)
-        step, station_type = route_for_disposition(route, failed, hold.step, decision)
-        rec = _Recorder(session, plant, now or datetime.now(UTC))
-        decided = rec.record("hold.disposition", hold.hold_id, b.HoldDisposition(
-            hold_id=hold.hold_id, unit=serial, decision=decision,  # type: ignore[arg-type]
-            reason=reason, decided_by=st.user, statement=signed), request)
-        station = unit_station(session, serial)
-        if station is not None:
-            rec.record("command.route", station, b.CommandRoute(
-                unit=serial, step=step, station_type=station_type,
-                decision=decision, reason=reason, hold_id=hold.hold_id),  # type: ignore[arg-type]
-                _command_cause(request, serial))
-        rec.erp_notices([decided])
-        return HoldOutcome(hold_view(session, hold.hold_id), True,
-                           f"{serial}: {decision} ({st.user}); hold {hold.hold_id} ended, unit "
-                           f"routed to step {step} ({station_type})",
                            [e.type for e in rec.events])

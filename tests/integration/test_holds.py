@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.genealogy import list_units, trace, work_in_progress
-from linetrace.ledger.hold_actions import HoldError, dispose, place_hold, release_hold
+from linetrace.ledger.dispositions import dispose
+from linetrace.ledger.hold_actions import HoldError, place_hold, release_hold
 from linetrace.ledger.hold_views import list_holds
 from linetrace.ledger.holds import (
     held_units,
@@ -419,3 +420,71 @@ def test_hold_and_release_events_verify_in_an_evidence_bundle(db_url: str, tmp_p
         assert {e.subject for e in found if e.type == "user.enrolled"} == {"q1", "q2"}
     finally:
         ledger.close()
+
+
+def test_the_hold_commands_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`linetrace hold place|release`, `holds`, `units --state on_hold`, `trace` and
+    `disposition` on a SQLite ledger, each signed with LINETRACE_USER_KEY."""
+    import json
+
+    from tests.conftest import run_cli
+
+    data = tmp_path / "data"
+    data.mkdir()
+    ledger = Ledger(f"sqlite:///{data / 'ledger.db'}")
+    plant, _ = load_or_create_plant_key(data / "keys")
+    build_line(ledger, plant)
+    enrol_people(ledger, plant)
+    keys = {}
+    for name in PEOPLE:
+        keys[name] = tmp_path / f"{name}.key"
+        keys[name].write_bytes(signing.private_key_pem(person(name)))
+
+    def cli(user: str | None, *args: str):  # type: ignore[no-untyped-def]
+        env = {"LINETRACE_USER_KEY": str(keys[user])} if user else {"LINETRACE_USER_KEY": ""}
+        return run_cli(*args, data_dir=data, env=env)
+
+    r = cli("viewer", "hold", "place", "--lot", CAP_LOT, "--reason", "ESR drift")
+    assert r.returncode == 1 and "[user.forbidden]" in r.stderr, r.stderr
+    r = cli(None, "hold", "place", "--lot", CAP_LOT, "--reason", "ESR drift")
+    assert r.returncode == 2 and "LINETRACE_USER_KEY" in r.stderr, r.stderr
+    r = cli("q1", "hold", "place", "--lot", CAP_LOT, "--reason", "ESR drift", "--json")
+    assert r.returncode == 0, r.stderr
+    placed = json.loads(r.stdout)
+    assert list(placed)[:9] == ["id", "scope", "target", "reason", "placed_by", "placed",
+                                "state", "approvals", "affected_units"]
+    assert placed["shipped"] == ["SRV-H-2"] and placed["new"] is True
+    r = cli(None, "units", "--state", "on_hold", "--json")
+    assert [(u["serial"], u["state"]) for u in json.loads(r.stdout)] == [
+        ("PCBA-H-3", "on_hold"), ("SRV-H-1", "on_hold")]
+    r = cli(None, "holds", "--json")
+    assert [h["id"] for h in json.loads(r.stdout)] == [placed["id"]]
+    r = cli("q1", "hold", "release", placed["id"], "--reason", "retested")
+    assert r.returncode == 1 and "second quality user must sign" in r.stdout + r.stderr
+    r = cli("q2", "hold", "release", placed["id"], "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["released_by"] == ["q1", "q2"]
+    r = cli(None, "holds", "--json")
+    assert json.loads(r.stdout) == []
+    r = cli(None, "holds", "--all")
+    assert r.returncode == 0 and placed["id"] in r.stdout and "released" in r.stdout
+    r = cli(None, "trace", "SRV-H-1", "--json")
+    got = json.loads(r.stdout)
+    assert got["state"] == "in_progress" and got["violations"] == []
+    assert [(h["id"], h["state"]) for h in got["holds"]] == [(placed["id"], "released")]
+
+    hold_id = hold_id_for("kitting-failure", "route.unable_to_repair")
+    _record(Line(ledger, plant), "hold.placed", hold_id, b.HoldPlaced(
+        hold_id=hold_id, scope="unit", target="SRV-H-4", reason="repair could not fix it",
+        category="quality", code="route.unable_to_repair", placed_by="linetrace",
+        units=["SRV-H-4"], step=60), "kitting-failure")
+    ledger.close()
+    r = cli("q1", "disposition", "SRV-H-4", "--decision", "sideways", "--reason", "x")
+    assert r.returncode == 2
+    r = cli("q1", "disposition", "SRV-H-4", "--decision", "use-as-is", "--reason",
+            "cosmetic only", "--json")
+    assert r.returncode == 0, r.stderr
+    done = json.loads(r.stdout)
+    assert (done["id"], done["state"], done["decision"]) == (hold_id, "disposed", "use-as-is")
+    r = cli("q1", "disposition", "SRV-H-4", "--decision", "scrap", "--reason", "x")
+    assert r.returncode == 1 and "[hold.no_disposition]" in r.stderr
