@@ -418,6 +418,10 @@ def test_hold_and_release_events_verify_in_an_evidence_bundle(db_url: str, tmp_p
         assert holds == [("hold.placed", hold["id"]), ("hold.approved", hold["id"]),
                          ("hold.released", hold["id"])]
         assert {e.subject for e in found if e.type == "user.enrolled"} == {"q1", "q2"}
+        from linetrace.ledger.audit import audit_ledger
+
+        report = audit_ledger(ledger, SIGNER.verifier, signing.keyid_of(PLANT.public_key()))
+        assert report.findings == []  # the log, with the hold leaves, replays as recorded
     finally:
         ledger.close()
 
