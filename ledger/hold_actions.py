@@ -291,7 +291,10 @@ def _end_commands(rec: Recorder, hold: Hold, request: str, reason: str,
 
 
 def _active_hold(session: Session, hold_id: str) -> Hold:
-    hold = session.get(Hold, hold_id)
+    """The hold, locked for this transaction (PostgreSQL: two releases signed at once are
+    decided one after the other, so the second sees the first's approval)."""
+    hold = session.scalars(select(Hold).where(Hold.hold_id == hold_id).with_for_update()
+                           ).one_or_none()
     if hold is None:
         raise HoldError(f"no hold {hold_id}; `linetrace holds --all` lists them",
                         code="hold.unknown")
@@ -325,13 +328,14 @@ def release_hold(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedState
         rec = Recorder(session, plant, now or datetime.now(UTC))
         statements = [signed]
         if hold.category == "quality":
-            if _approval(session, hold_id, st.user) is not None:
-                raise HoldError(f"{st.user} approved the release of {hold_id} already; a second, "
-                                "different quality user must sign", code="hold.same_user")
             earlier = [a for u in session.scalars(select(HoldApproval.user_id).where(
-                HoldApproval.hold_id == hold_id).order_by(HoldApproval.approved))
+                HoldApproval.hold_id == hold_id, HoldApproval.user_id != st.user)
+                .order_by(HoldApproval.approved, HoldApproval.user_id))
                 if (a := _approval(session, hold_id, u)) is not None
                 and _still_valid(session, a, hold_id)]
+            if not earlier and _approval(session, hold_id, st.user) is not None:
+                raise HoldError(f"{st.user} approved the release of {hold_id} already; a second, "
+                                "different quality user must sign", code="hold.same_user")
             if not earlier:
                 rec.record("hold.approved", hold_id, b.HoldApproved(
                     hold_id=hold_id, reason=reason, statement=signed), request)

@@ -492,3 +492,16 @@ def test_the_hold_commands_end_to_end(tmp_path) -> None:  # type: ignore[no-unty
     assert (done["id"], done["state"], done["decision"]) == (hold_id, "disposed", "use-as-is")
     r = cli("q1", "disposition", "SRV-H-4", "--decision", "scrap", "--reason", "x")
     assert r.returncode == 1 and "[hold.no_disposition]" in r.stderr
+
+
+def test_two_approvals_recorded_at_once_are_completed_by_either_signing_again(line: Line
+                                                                              ) -> None:
+    """Two quality users who signed at the same moment each left an approval; the next
+    signature of either releases the hold with the other's approval."""
+    hold_id = line.place("q1", "lot", CAP_LOT)["id"]
+    assert line.release("q1", hold_id).in_force
+    q2 = line.sign("q2", "hold.release", hold_id, {})
+    _record(line, "hold.approved", hold_id, b.HoldApproved(hold_id=hold_id, statement=q2),
+            str(uuid.uuid4()))
+    done = line.release("q1", hold_id)
+    assert not done.in_force and done.hold["released_by"] == ["q2", "q1"]
