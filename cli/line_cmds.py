@@ -139,6 +139,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                             checkpoint_leaves=settings.checkpoint_leaves,
                             checkpoint_seconds=settings.checkpoint_seconds, routes=routes,
                             clock_bound_s=settings.clock_bound_seconds,
+                            line_speed=settings.line_speed,
                             fault=getattr(args, "fault_inject", None)))
     return 0
 

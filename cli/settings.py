@@ -58,6 +58,12 @@ SETTINGS: tuple[Setting, ...] = (
             "An event whose time is more than this many seconds (default 7 days) from its "
             "partition's line clock is stored but flagged (`linetrace flags`) and does not "
             "move the clock. Never a reason to refuse an event."),
+    Setting("line_speed", "LINETRACE_LINE_SPEED", "1",
+            "Line seconds per wall second by which a silent partition's line clock advances "
+            "(after 10 s of silence), so checks that wait on the line clock (a sub-assembly's "
+            "events, a unit's max cycle time) are decided when nothing more arrives. 1 for a "
+            "real line; `up` passes the simulator's speed; 0 = never advance on wall time (the "
+            "line clock is event time alone). See docs/routes.md."),
     Setting("routes", "LINETRACE_ROUTES", "(none: the packaged routes only)",
             "A folder of the plant's route files, one per product, named after it (A.json): "
             "each adds a product or replaces the packaged route of the same product. Checked "
@@ -91,6 +97,7 @@ class Settings:
     telemetry_retention_days: float
     sources: Mapping[str, str]
     user_key: Path | None = None
+    line_speed: float = 1.0
 
     @property
     def keys_dir(self) -> Path:
@@ -162,6 +169,7 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
         checkpoint_seconds = float(raw.get("checkpoint_seconds", "60"))
         clock_bound_seconds = float(raw.get("clock_bound_seconds", "604800"))
         retention_days = float(raw.get("telemetry_retention_days", "90"))
+        line_speed = float(raw.get("line_speed", "1"))
     except ValueError as e:
         raise ConfigurationError(f"a numeric LINETRACE_* setting is not a number: {e}") from None
     if checkpoint_leaves < 1 or checkpoint_seconds <= 0:
@@ -173,6 +181,9 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
     if not 1 <= retention_days < 100_000:
         raise ConfigurationError("LINETRACE_TELEMETRY_RETENTION_DAYS must be at least 1 day "
                                  "(default 90)")
+    if not 0 <= line_speed < 1e9:  # also refuses nan
+        raise ConfigurationError("LINETRACE_LINE_SPEED must be 0 (never advance the line clock "
+                                 "on wall time) or a positive speed factor (default 1)")
     if batch_size < 1 or batch_window <= 0:
         raise ConfigurationError("LINETRACE_BATCH_SIZE must be >= 1 and LINETRACE_BATCH_WINDOW > 0")
     broker = raw.get("broker")
@@ -189,7 +200,8 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
                     routes=Path(raw["routes"]).expanduser().resolve() if "routes" in raw else None,
                     telemetry_retention_days=retention_days, sources=sources,
                     user_key=(Path(raw["user_key"]).expanduser().resolve()
-                              if "user_key" in raw else None))
+                              if "user_key" in raw else None),
+                    line_speed=line_speed)
 
 
 assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)} - {"sources"}

@@ -12,8 +12,15 @@ agree with each other (within `bound`), the last of them resets the clock to its
 is flagged `time.clock_reset`. History before a reset no longer counts for the clock.
 
 This module only decides; `time_flags.py` reads the state from the ledger and records the
-flags. The orchestration issue extends it (a silent partition's clock advancing with wall time
-times the speed factor).
+flags.
+
+A partition that goes silent (no batch of it written for `SILENCE_GRACE` of wall time) keeps
+time on the wall: its clock advances by the wall time elapsed past the grace period times the
+line speed (`LINETRACE_LINE_SPEED`: 1 for a real line, the simulator's speed factor for a
+simulated one, 0 = never advance on wall time), so a check that waits on it (a consumed
+sub-assembly's events, a unit's max cycle time) is decided even when nothing more arrives
+there (`advanced`). With speed 0 the line clock is event time alone, and a replay decides
+exactly what live ingest decided.
 """
 
 from __future__ import annotations
@@ -29,6 +36,11 @@ EXCLUDED = frozenset({FAR})
 RESET_AFTER = 5
 #: Default of LINETRACE_CLOCK_BOUND_SECONDS.
 DEFAULT_BOUND = timedelta(days=7)
+#: Wall time a partition must be silent before its clock advances on wall time.
+SILENCE_GRACE = timedelta(seconds=10)
+#: Default of LINETRACE_LINE_SPEED: line seconds per wall second of silence.
+DEFAULT_SPEED = 1.0
+_MAX_ADVANCE = timedelta(days=365 * 100)
 
 
 @dataclass(frozen=True)
@@ -66,3 +78,20 @@ def describe(kind: str, time: datetime, clock: datetime | None, bound: timedelta
                 "date, or stations whose clocks went wrong together)")
     return (f"event time {time.isoformat()} is more than {bound} from the line clock {when}; "
             "stored, but it does not move the clock (check the station's clock)")
+
+
+def advanced(time: datetime | None, silent_since: datetime | None, now: datetime,
+             speed: float = DEFAULT_SPEED, grace: timedelta = SILENCE_GRACE) -> datetime | None:
+    """The line clock of a partition whose highest event time is `time`, last written at wall
+    time `silent_since`, at wall time `now`: `time` plus the wall time of silence past `grace`
+    times `speed` (module docstring). None stays None (a partition with no events)."""
+    if time is None or silent_since is None or speed <= 0:
+        return time
+    idle = now - silent_since - grace
+    if idle <= timedelta(0):
+        return time
+    step = timedelta(seconds=min(idle.total_seconds() * speed, _MAX_ADVANCE.total_seconds()))
+    try:
+        return time + step
+    except OverflowError:
+        return datetime.max.replace(tzinfo=time.tzinfo)

@@ -48,7 +48,8 @@ from .ingest import KeyDirectory, screen
 from .relay import Relay
 from .stages import Pipeline, Stage
 from .system_stage import SystemEventsStage
-from .line_clock import DEFAULT_BOUND
+from .route_stage import RouteStage, tick_routes
+from .line_clock import DEFAULT_BOUND, DEFAULT_SPEED
 from .time_flags import LineClockStage
 
 log = logging.getLogger("linetrace.worker")
@@ -92,22 +93,27 @@ def is_transient(e: BaseException) -> bool:
     return isinstance(e, DBAPIError) and bool(e.connection_invalidated)
 
 
-def default_stages(ctx: SystemContext | None, clock_bound: timedelta = DEFAULT_BOUND) -> list[Stage]:
+def default_stages(ctx: SystemContext | None, clock_bound: timedelta = DEFAULT_BOUND,
+                   line_speed: float = DEFAULT_SPEED) -> list[Stage]:
     """The stages every worker runs, in order (orchestration and detectors join here)."""
-    return [*([SystemEventsStage(ctx)] if ctx is not None else []), LineClockStage(clock_bound)]
+    conductor: list[Stage] = [SystemEventsStage(ctx), RouteStage(ctx, speed=line_speed)] \
+        if ctx is not None else []
+    return [*conductor, LineClockStage(clock_bound)]
 
 
 class BatchProcessor:
     def __init__(self, ledger: Ledger, bootstrap: str, ctx: SystemContext | None = None,
                  checkpoints: CheckpointPolicy | None = None,
                  stages: Sequence[Stage] | None = None, relay: Relay | None = None,
-                 clock_bound: timedelta = DEFAULT_BOUND, screen_thread: bool = False) -> None:
+                 clock_bound: timedelta = DEFAULT_BOUND, screen_thread: bool = False,
+                 line_speed: float = DEFAULT_SPEED) -> None:
         self.ledger = ledger
         self.ctx = ctx
         self.checkpoints = checkpoints
         self.bootstrap = bootstrap
         self.keys = KeyDirectory(lambda: known_keys(ledger))
-        self.pipeline = Pipeline(default_stages(ctx, clock_bound) if stages is None else stages)
+        self.pipeline = Pipeline(default_stages(ctx, clock_bound, line_speed) if stages is None
+                                 else stages)
         self.relay = relay if relay is not None else Relay(ledger, bootstrap)
         # One writer thread: batches from all agents are serialised into the DB in order.
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
@@ -372,16 +378,20 @@ class BatchProcessor:
             s.end()
 
     async def tick(self) -> None:
-        """Periodic work while the line is quiet: stage retries. Never waits out an outage
-        (the next tick tries again; the batches' own retry loop reports it)."""
+        """Periodic work while the line is quiet: stage retries, the route stage's waits and
+        stuck units (`route_stage.tick_routes`). Never waits out an outage (the next tick tries
+        again; the batches' own retry loop reports it)."""
         loop = asyncio.get_running_loop()
         try:
             out = await loop.run_in_executor(self.writer, self.retry_stages)
+            routed = await loop.run_in_executor(self.writer, tick_routes, self.ledger,
+                                                self.pipeline, self.ctx)
         except Exception as e:
             if is_transient(e):
                 return
             raise
-        if out.system:
+        if out.system or routed.system or self.pipeline.enqueued:
+            self.pipeline.enqueued = 0
             self.relay.wake()
 
     def _count(self, outcome: BatchOutcome) -> None:

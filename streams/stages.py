@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import Span
-from sqlalchemy import Table
+from sqlalchemy import Table, update
 from sqlalchemy.orm import Session
 
 from linetrace.ledger import outbox
@@ -44,6 +44,8 @@ class Decisions:
     system: list[Candidate] = field(default_factory=list)  # system events: ledger + leaf + outbox
     messages: list[outbox.Message] = field(default_factory=list)  # commands, alerts, ERP
     rows: list[tuple[Table, dict[str, Any]]] = field(default_factory=list)  # insert-or-ignore
+    #: UPDATEs after the rows: (table, {column: value} the rows match, {column: new value})
+    updates: list[tuple[Table, dict[str, Any], dict[str, Any]]] = field(default_factory=list)
 
 
 NO_DECISIONS = Decisions()
@@ -100,10 +102,7 @@ class Pipeline:
                 if self.parent is not None else None,
                 attributes={"linetrace.events": len(batch)}), session.begin_nested():
             decisions = stage.decide(batch, stage.load(session, batch))
-            outbox.enqueue(session, decisions.messages)
-            self.enqueued += len(decisions.messages)
-            for table, row in decisions.rows:
-                insert_ignore(session, table, [row])
+            self.enqueued += write_decisions(session, decisions)
         self.stats.runs[stage.name] += 1
         return decisions
 
@@ -158,6 +157,18 @@ class Pipeline:
             failures.resolve_failures(session, stage.name, [f.event_seq], t)
             log.info("stage %s succeeded on retry for %s/%s", stage.name, f.source, f.event_id)
         return decided
+
+
+def write_decisions(session: Session, decisions: Decisions) -> int:
+    """Write a stage's messages, rows and updates (not its system events: the caller records
+    those); returns how many outbox messages it enqueued."""
+    outbox.enqueue(session, decisions.messages)
+    for table, row in decisions.rows:
+        insert_ignore(session, table, [row])
+    for table, where, values in decisions.updates:
+        session.execute(update(table).where(*(table.c[k] == v for k, v in where.items()))
+                        .values(values))
+    return len(decisions.messages)
 
 
 def _due(f: failures.OpenFailure, now: datetime) -> bool:

@@ -75,6 +75,9 @@ class WorkerConfig:
     checkpoint_leaves: int = 1000
     checkpoint_seconds: float = 60.0
     clock_bound_s: float = 604800.0  # LINETRACE_CLOCK_BOUND_SECONDS: flag events this far off
+    #: LINETRACE_LINE_SPEED: line seconds a silent partition's clock advances per wall second
+    #: (1 for a real line, the simulator's speed factor; 0 = never advance on wall time).
+    line_speed: float = 1.0
     #: The routes in force (packaged + LINETRACE_ROUTES); a unit records the one it starts on.
     routes: RouteBook = field(default_factory=packaged_routes)
     fault: str | None = None  # a fault injection point (tests only): streams/faults.py
@@ -102,7 +105,7 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
                                                             cfg.checkpoint_seconds),
                                clock_bound=timedelta(seconds=cfg.clock_bound_s),
                                relay=Relay(ledger, cfg.bootstrap, faults=faults),
-                               screen_thread=True)
+                               screen_thread=True, line_speed=cfg.line_speed)
     timing = cfg.timing or KAFKA_TIMING
     app = faust.App(
         cfg.group,
