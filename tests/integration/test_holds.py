@@ -27,11 +27,13 @@ from linetrace.ledger.holds import (
     load_holds_in_force,
     stopped_units,
 )
+from linetrace.ledger.interlock import validate
 from linetrace.ledger.keys import enroll_station, load_or_create_plant_key
 from linetrace.ledger.models import EventRow, Hold, HoldUnit
 from linetrace.ledger.outbox import OutboxRow
 from linetrace.ledger.users import UserError, enroll_user
 from linetrace.schemas.routes import packaged_routes
+from linetrace.schemas.routes.progress import MATERIAL_HELD
 from linetrace.schemas.statements import new_statement, sign_statement
 from linetrace.ledger.records import Candidate, SourceRecord
 from linetrace.ledger.system_events import SystemContext, register_plant_key, signed_system_event
@@ -267,6 +269,15 @@ def test_a_lot_hold_stops_every_unshipped_unit_containing_it_through_a_pcba_and_
         assert wip[("server", 70, "on_hold")] == 1 and ("server", 70, "in_progress") not in wip
         assert list_holds(s) == [hold]
         topics = s.scalars(select(OutboxRow.topic).order_by(OutboxRow.seq)).all()
+        # An install from the held lot, or of a board it holds, is refused by the interlock.
+        routes = packaged_routes()
+        for lots, parts in (([CAP_LOT], []), ([], ["PCBA-H-3"])):
+            verdict = validate(s, "SRV-H-4", 70, "int-01", routes=routes, lots=lots,
+                               parts=parts)
+            held = [r for r in verdict.reasons if r.code == MATERIAL_HELD]
+            assert not verdict.allowed and len(held) == 1 and hold["id"] in held[0].message
+        assert not [r for r in validate(s, "SRV-H-4", 70, "int-01", routes=routes,
+                                        lots=["LOT-H-CAP2"]).reasons if r.code == MATERIAL_HELD]
     assert topics.count("line.holds") >= 1 and topics.count("line.commands") == 2
 
 
