@@ -47,6 +47,7 @@ from . import telemetry
 from .ingest import KeyDirectory, screen
 from .relay import Relay
 from .stages import Pipeline, Stage
+from .erp_stage import ErpStage
 from .system_stage import SystemEventsStage
 from .route_stage import RouteStage, tick_routes
 from .line_clock import DEFAULT_BOUND, DEFAULT_SPEED
@@ -98,7 +99,8 @@ def default_stages(ctx: SystemContext | None, clock_bound: timedelta = DEFAULT_B
     """The stages every worker runs, in order (orchestration and detectors join here)."""
     conductor: list[Stage] = [SystemEventsStage(ctx), RouteStage(ctx, speed=line_speed)] \
         if ctx is not None else []
-    return [*conductor, LineClockStage(clock_bound)]
+    return [*conductor, LineClockStage(clock_bound),
+            ErpStage(ctx.routes if ctx is not None else None)]
 
 
 class BatchProcessor:
