@@ -259,21 +259,22 @@ class RouteStage:
         due = self._due(session, waits, now) if waits else []
         if due:
             decisions = self.decide([], self._gather(session, [], due, now))
+        rows: list[Row] = []
         if self._last_stuck is None or (now - self._last_stuck).total_seconds() >= self.stuck_every:
             self._last_stuck = now
-            rows, updates = self.stuck(session, now)
-            if rows or updates:
-                decisions = Decisions(system=decisions.system, messages=decisions.messages,
-                                      rows=[*decisions.rows, *rows],
-                                      updates=[*decisions.updates, *updates])
+            rows = self.stuck(session, now)
+        updates = cleared_stuck(session)  # every tick: a cleared unit is seen at once
+        if rows or updates:
+            decisions = Decisions(system=decisions.system, messages=decisions.messages,
+                                  rows=[*decisions.rows, *rows],
+                                  updates=[*decisions.updates, *updates])
         return decisions
 
-    def stuck(self, session: Session, now: datetime) -> tuple[list[Row], list[Any]]:
-        """New stuck units (rows) and the open ones their next event cleared (updates)."""
+    def stuck(self, session: Session, now: datetime) -> list[Row]:
+        """New stuck units (`stuck_units` rows)."""
         clocks = partition_clocks(session, [(EVENTS, p) for p in range(_EVENTS_PARTITIONS)],
                                   now, self.speed, self.grace)
-        return (find_stuck(session, self.routes, clocks, now),
-                cleared_stuck(session))
+        return find_stuck(session, self.routes, clocks, now, self.grace)
 
     # --- reads -------------------------------------------------------------------------
 
@@ -583,10 +584,12 @@ class _Decider:
 
 
 def find_stuck(session: Session, routes: RouteBook, clocks: dict[Partition, datetime | None],
-               now: datetime) -> list[Row]:
+               now: datetime, grace: timedelta = SILENCE_GRACE) -> list[Row]:
     """Units at a step (their last line event is not a departure) for longer than the step's
     `max_cycle_s` on their partition's line clock, not stopped by a hold: new `stuck_units`
-    rows (one per stay: serial, step, since)."""
+    rows (one per stay: serial, step, since). The last event must also have been stored
+    `grace` ago (wall time): a unit whose events merely arrive after its partition's others
+    (a station that sends late, a simulator waiting on the interlock) is not stuck."""
     known = [c for c in clocks.values() if c is not None]
     cycles = [s.max_cycle_s for r in routes.routes.values() for s in (*r.steps, *r.repair_steps)]
     if not known or not cycles:
@@ -606,7 +609,9 @@ def find_stuck(session: Session, routes: RouteBook, clocks: dict[Partition, date
         found = last.get(serial)
         if route is None or found is None or found[0] == "unit.departed":
             continue
-        etype, source, since, body = found
+        etype, source, since, recorded, body = found
+        if now - recorded < grace:
+            continue
         step = getattr(body, "step", None)
         step = step if isinstance(step, int) else unit_step
         clock = clocks.get(events_partition(serial))
@@ -624,29 +629,39 @@ def find_stuck(session: Session, routes: RouteBook, clocks: dict[Partition, date
 
 
 def _last_events(session: Session, serials: Sequence[str]
-                 ) -> dict[str, tuple[str, str, datetime, b.Body]]:
-    """Each unit's last station event on line.events: (type, station, time, body)."""
-    out: dict[str, tuple[str, str, datetime, b.Body]] = {}
+                 ) -> dict[str, tuple[str, str, datetime, datetime, b.Body]]:
+    """Each unit's last station event on line.events: (type, station, time, when stored,
+    body)."""
+    out: dict[str, tuple[str, str, datetime, datetime, b.Body]] = {}
     for i in range(0, len(serials), _CHUNK):
         part = serials[i:i + _CHUNK]
         tops = select(func.max(EventRow.seq)).where(
             in_values(session, EventRow.subject, part), EventRow.type.in_(_ALIVE_TYPES),
             EventRow.source != SYSTEM_SOURCE).group_by(EventRow.subject).scalar_subquery()
-        for subject, etype, source, t, value in session.execute(select(
-                EventRow.subject, EventRow.type, EventRow.source, EventRow.time, EventRow.value)
-                .where(EventRow.seq.in_(tops))):
-            out[subject] = (etype, source, _utc(t), decode_stored_event(value).body)
+        for subject, etype, source, t, recorded, value in session.execute(select(
+                EventRow.subject, EventRow.type, EventRow.source, EventRow.time,
+                EventRow.recorded, EventRow.value).where(EventRow.seq.in_(tops))):
+            out[subject] = (etype, source, _utc(t), _utc(recorded),
+                            decode_stored_event(value).body)
     return out
 
 
 def cleared_stuck(session: Session) -> list[Any]:
-    """Updates clearing the open stuck rows whose unit has had an event since: `cleared` =
-    the time of that next event."""
+    """Updates clearing the open stuck rows whose unit has had an event since (`cleared` =
+    the time of that next event), or has left the line's open states (installed in another
+    unit, packed, shipped, scrapped: `cleared` = its latest change)."""
     rows = session.execute(select(StuckUnit.serial, StuckUnit.step, StuckUnit.since)
                            .where(StuckUnit.cleared.is_(None))).all()
     if not rows:
         return []
     serials = sorted({r[0] for r in rows})
+    gone: dict[str, datetime] = {}
+    for i in range(0, len(serials), _CHUNK):
+        for serial, state, updated in session.execute(select(
+                Unit.serial, Unit.state, Unit.updated).where(
+                in_values(session, Unit.serial, serials[i:i + _CHUNK]))):
+            if state not in _OPEN_STATES:
+                gone[serial] = _utc(updated)
     earliest = min(r[2] for r in rows)
     later: dict[str, list[datetime]] = {}
     for i in range(0, len(serials), _CHUNK):
@@ -658,6 +673,8 @@ def cleared_stuck(session: Session) -> list[Any]:
     out: list[Any] = []
     for serial, step, since in rows:
         after = [t for t in later.get(serial, []) if t > _utc(since)]
+        if serial in gone:
+            after.append(max(gone[serial], _utc(since)))
         if after:
             out.append((_STUCK, {"serial": serial, "step": step, "since": since},
                         {"cleared": min(after)}))

@@ -298,17 +298,21 @@ def test_a_unit_over_its_steps_max_cycle_time_is_recorded_stuck_and_cleared(
     line.flow.t += timedelta(hours=2)  # the partition's clock moves on with another unit
     line.flow.arrive(other, 60)
     line.write()
-    line.processor.pipeline.stages[1]._last_stuck = None  # type: ignore[attr-defined]
-    line.tick()
+    stage = line.processor.pipeline.stages[1]
+    stage._last_stuck = None  # type: ignore[attr-defined]
+    line.tick()  # its last event was stored just now: it may only be late, not stuck
+    assert stuck(ledger) == []
+    stage._last_stuck = None  # type: ignore[attr-defined]
+    line.tick(datetime.now(UTC) + timedelta(seconds=11))
     assert [(s[0], s[1], s[2], s[3]) for s in stuck(ledger)] == [
         (srv, 60, "gpu-install-01", None)]
     line.flow.at(60, "work.completed", srv, b.WorkCompleted(
         transaction_id="00000000-0000-4000-8000-000000000009", step=60, result="Completed"))
+    completed_at = line.flow.t
     line.write()
-    line.processor.pipeline.stages[1]._last_stuck = None  # type: ignore[attr-defined]
-    line.tick()
+    line.tick()  # every tick clears
     [row] = stuck(ledger)
-    assert row[3] is not None  # cleared by its next event
+    assert row[3] is not None and row[3].replace(tzinfo=UTC) == completed_at
 
 
 # --- the real worker on the embedded broker ------------------------------------------------
