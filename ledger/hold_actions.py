@@ -19,7 +19,6 @@ Who may do what (docs/holds.md):
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from linetrace.schemas import bodies as b
 from linetrace.schemas.envelope import SYSTEM_SOURCE, Event, decode_stored_event, deterministic_id
 from linetrace.schemas.statements import Statement, read_statement
 
-from . import outbox
+from . import erp, outbox
 from .db import Ledger
 from .errors import LedgerError
 from .holds import (
@@ -110,12 +109,6 @@ class Recorder:
 
     def erp_notices(self, events: Sequence[Event]) -> None:
         """The ERP messages these events cause (hold and release notices, scrap)."""
-        # ERP CALL SITE: ledger/erp.py (`messages_for`) is being written beside this module;
-        # until it lands, holds recorded here send no ERP notice.
-        try:
-            erp = importlib.import_module("linetrace.ledger.erp")
-        except ModuleNotFoundError:
-            return
         outbox.enqueue(self.session, erp.messages_for(self.session, list(events)), self.now)
 
 

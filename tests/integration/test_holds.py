@@ -105,6 +105,16 @@ class Line:
         return [(subject, msgspec.json.decode(value)["data"]) for subject, value in rows]
 
 
+def erp_notices(line: Line) -> list[tuple[str, str]]:
+    """(type, serial) of every ERP message in the outbox, in the order queued."""
+    import json
+
+    with line.ledger.reader() as s:
+        values = s.scalars(select(OutboxRow.value).where(OutboxRow.topic == "erp.outbound")
+                           .order_by(OutboxRow.seq)).all()
+    return [(m["type"], m["serial"]) for m in map(json.loads, values)]
+
+
 def enrol_people(ledger: Ledger, plant: Ed25519PrivateKey) -> None:
     for name, role in PEOPLE.items():
         key = person(name)
@@ -279,6 +289,8 @@ def test_a_lot_hold_stops_every_unshipped_unit_containing_it_through_a_pcba_and_
         assert not [r for r in validate(s, "SRV-H-4", 70, "int-01", routes=routes,
                                         lots=["LOT-H-CAP2"]).reasons if r.code == MATERIAL_HELD]
     assert topics.count("line.holds") >= 1 and topics.count("line.commands") == 2
+    assert erp_notices(line) == [("erp.hold", "PCBA-H-1"), ("erp.hold", "PCBA-H-3"),
+                                 ("erp.hold", "SRV-H-1")]
 
 
 def test_a_quality_release_needs_two_different_quality_users(line: Line) -> None:
@@ -302,6 +314,8 @@ def test_a_quality_release_needs_two_different_quality_users(line: Line) -> None
     assert sorted(line.commands("command.release")) == [
         ("int-01", {"unit": "SRV-H-1", "reason": "hold released", "hold_id": hold_id}),
         ("smt-01", {"unit": "PCBA-H-3", "reason": "hold released", "hold_id": hold_id})]
+    assert erp_notices(line)[3:] == [("erp.release", "PCBA-H-1"), ("erp.release", "PCBA-H-3"),
+                                     ("erp.release", "SRV-H-1")]
     with line.ledger.reader() as s:
         assert list_units(s, state="on_hold") == [] and list_holds(s) == []
         assert [h["state"] for h in list_holds(s, all_=True)] == ["released"]
@@ -392,6 +406,7 @@ def test_a_disposition_ends_the_hold_and_routes_the_unit(line: Line, decision: s
     assert line.commands("command.route") == [("int-01", {
         "unit": "SRV-H-1", "step": step, "station_type": station_type, "decision": decision,
         "reason": "GPU swap did not help", "hold_id": hold_id})]
+    assert erp_notices(line) == [("erp.release", "SRV-H-1")]  # the route stage sent erp.hold
     with line.ledger.reader() as s:
         assert list_units(s, state="on_hold") == []
         assert [(h.id, h.decision) for h in trace(s, "SRV-H-1").holds] == [(hold_id, decision)]
