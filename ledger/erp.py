@@ -67,6 +67,7 @@ _CHUNK = 400
 class Op:
     """One operation of a unit (`operations` row), in the order it was started (`id`)."""
 
+    serial: str
     id: int
     transaction_id: str
     step: int
@@ -156,10 +157,13 @@ def load_state(session: Session, events: Sequence[Event], routes: RouteBook | No
         for o in session.execute(select(*_OP_COLUMNS).where(
                 in_values(session, Operation.serial, serials)).order_by(Operation.id)):
             state.ops.setdefault(o.serial, []).append(Op(
-                o.id, o.transaction_id, o.step, o.operation, o.station, o.operator,
+                o.serial, o.id, o.transaction_id, o.step, o.operation, o.station, o.operator,
                 o.work_order, _utc(o.started), _utc(o.completed), o.result))
-    _load_parts(session, state, sorted({e.subject for e in causes if isinstance(
-        e.body, b.WorkCompleted) and _confirmation(e.subject, e.body, state) is not None}))
+    windows = [found for e in causes if isinstance(e.body, b.WorkCompleted)
+               and (found := _confirmation(e.subject, e.body, state)) is not None]
+    starts = [_since(confirmed, n) for confirmed, n in windows]
+    _load_parts(session, state, sorted({confirmed[n].serial for confirmed, n in windows}),
+                None if None in starts or not starts else min(s for s in starts if s))
     _load_seals(session, state, [e for e in causes if isinstance(e.body, b.UnitSealed)])
     return state
 
@@ -189,10 +193,15 @@ _INSTALL_COLUMNS = (Install.unit, Install.serial, Install.lot, Install.mpn, Inst
                     Install.installed_at, Install.removed_at, Install.removed_reason)
 
 
-def _load_parts(session: Session, state: ErpState, serials: Sequence[str]) -> None:
+def _load_parts(session: Session, state: ErpState, serials: Sequence[str],
+                after: datetime | None) -> None:
+    """The installs of `serials` that can fall into a confirmation window starting at or
+    after `after` (installed or removed later; None: all)."""
     for chunk in _chunks(serials):
-        for i in session.execute(select(*_INSTALL_COLUMNS).where(
-                in_values(session, Install.unit, chunk)).order_by(Install.id)):
+        q = select(*_INSTALL_COLUMNS).where(in_values(session, Install.unit, chunk))
+        if after is not None:
+            q = q.where((Install.installed_at > after) | (Install.removed_at > after))
+        for i in session.execute(q.order_by(Install.id)):
             location = f"slot {i.slot}" if i.slot is not None else i.ref
             state.parts.setdefault(i.unit, []).append(Part(
                 Component(serial=i.serial, lot=i.lot, mpn=i.mpn, pn=i.pn, category=i.category,
@@ -329,6 +338,11 @@ def _confirmation(serial: str, body: b.WorkCompleted, state: ErpState
     return None
 
 
+def _since(confirmed: Sequence[Op], n: int) -> datetime | None:
+    """Where the window of confirmation `n` starts: the previous one's completion."""
+    return confirmed[n - 1].completed if n > 0 else None
+
+
 def _yield(e: Event, body: b.WorkCompleted, state: ErpState) -> Yield | None:
     serial = e.subject
     unit = state.units.get(serial)
@@ -339,7 +353,7 @@ def _yield(e: Event, body: b.WorkCompleted, state: ErpState) -> Yield | None:
     steps = reporting_steps(unit.route)
     op = confirmed[n]
     assert op.completed is not None
-    since = confirmed[n - 1].completed if n > 0 else None
+    since = _since(confirmed, n)
     end = op.completed
     parts = state.parts.get(serial, ())
     consumed = [p.component for p in parts if (since is None or p.installed_at > since)
