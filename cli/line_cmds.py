@@ -164,7 +164,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
     from linetrace.stations.errors import StationError
     from linetrace.stations.simulator import (
-        LineConfig, generate_line, parse_faults, run_line, station_roster,
+        LineConfig, LineStatus, generate_line, parse_faults, run_line, station_roster,
     )
 
     routes = routes_in_force(settings)  # a bad LINETRACE_ROUTES starts nothing (exit 2)
@@ -178,7 +178,8 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     try:
         config = LineConfig(units=args.units, seed=seed, speed=args.speed, rate=args.rate,
                             product=args.product, faults=parse_faults(args.faults),
-                            burnin_seconds=args.burnin_seconds, start=start, routes=routes)
+                            burnin_seconds=args.burnin_seconds, start=start, routes=routes,
+                            conducted=args.conducted)
         plan = generate_line(config)  # refuses a bad config before anything is enrolled
     except StationError as e:
         print(f"linetrace: {e}", file=sys.stderr)
@@ -205,9 +206,31 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         keys[station_id] = station_key(stations_dir, station_id)
         enroll_station(ledger, plant, station_id, station_type, keys[station_id].public_key())
     publish_outbox(settings, ledger)
-    ledger.close()
     write_atomic(seeds_file, json.dumps(seeds + [seed]))
-    summary = asyncio.run(run_line(config, keys, bootstrap, stations_dir, plan=plan,
-                                   plant_key=plant.public_key()))
+    status_file = sim_status_file(settings)
+    interlock = None
+    if config.conducted:  # the stations ask linetrace after each arrival (ValidateUnits)
+        from .interlock_hook import LedgerInterlock
+
+        interlock = LedgerInterlock(ledger, routes)
+    else:
+        ledger.close()
+
+    def on_status(status: LineStatus) -> None:  # read by `up --until-idle`
+        write_atomic(status_file, json.dumps({"pid": os.getpid(), "seed": seed,
+                                              **status.to_json()}))
+
+    try:
+        summary = asyncio.run(run_line(config, keys, bootstrap, stations_dir, plan=plan,
+                                       plant_key=plant.public_key(), interlock=interlock,
+                                       on_status=on_status))
+    finally:
+        ledger.close()
     print(f"simulation done: {json.dumps(summary.to_json())}", flush=True)
     return 0
+
+
+def sim_status_file(settings: Settings) -> Path:
+    """Where `linetrace simulate` says whether only units waiting on linetrace or a person
+    are left (`LineStatus`, with its pid and seed)."""
+    return settings.data_dir / "sim" / "status.json"

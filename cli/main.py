@@ -47,7 +47,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     need_extra("worker")  # up runs the broker, the worker and the simulator
     routes_in_force(settings)  # before anything starts; worker and simulator check them again
     extra = ["--product", args.product, "--faults", args.faults]
-    return run_up(settings, args.units, args.seed, args.until_idle, args.speed, extra)
+    return run_up(settings, args.units, args.seed, args.until_idle, args.speed, extra,
+                  conducted=not args.unconducted)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--speed", type=float, default=0.0,
                     help="simulated seconds per wall second (0 = as fast as possible)")
     up.add_argument("--until-idle", action="store_true",
-                    help="stop once the simulator is done and the worker has drained")
+                    help="stop once the line is drained and every unit left is on hold; "
+                         "print the held units")
+    up.add_argument("--unconducted", action="store_true",
+                    help="the simulator routes and scraps failed units itself instead of "
+                         "obeying linetrace (see docs/simulator.md)")
     up.add_argument("--product", choices=["A", "B", "mix"], default="A",
                     help="what the simulated line builds (see `linetrace simulate`)")
     up.add_argument("--faults", default="none",
@@ -104,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="simulated seconds of burn-in telemetry per unit (default 60)")
     sim.add_argument("--start", help="simulated start time, RFC 3339 (default "
                                      "2026-01-05T06:00:00Z); event times follow from it")
+    sim.add_argument("--conducted", action="store_true",
+                     help="obey linetrace: its routes, dispositions, locks and interlock decide "
+                          "what failed units do (the default under `linetrace up`)")
 
     u = add("units", qc.cmd_units, "list units with state and step")
     u.add_argument("--json", action="store_true")

@@ -1,27 +1,37 @@
 """`linetrace up`: broker, worker and simulator as supervised child processes.
 
 Children get their own process group and die with us (PR_SET_PDEATHSIG), so Ctrl-C or a
-crash of `up` leaves no orphans. With --until-idle, `up` stops everything once the line is
-idle, then prints a summary. Idle means nothing holds work (`waiting_for`): no station's
+crash of `up` leaves no orphans. The simulator is conducted (it obeys linetrace's routes,
+dispositions, locks and interlock) unless `--unconducted`; the worker gets the simulator's
+speed as its line speed (`LINETRACE_LINE_SPEED`).
+
+With --until-idle, `up` stops everything once the line is idle, then prints a summary and the
+units on hold with their reasons. Idle means nothing holds work (`waiting_for`): no station's
 spool under `<data dir>/stations` holds an event that is not acknowledged, or that was
 acknowledged by an earlier incarnation of the broker and is not in the ledger
 (`linetrace.stations.backlog`); the worker has written every input record (its positions in
-the ledger, in the broker's current incarnation, reach the end of every input partition); and
-the relay has published the whole outbox.
+the ledger, in the broker's current incarnation, reach the end of every input partition); the
+relay has published the whole outbox; and the simulator has ended, or has nothing left to
+send but units that wait (its status file, `line_cmds.sim_status_file`), each of them on hold
+in the ledger (`ledger.holds.held_units`) or waiting for a unit that is. A unit that waits
+for anything else (a `command.route` the worker has not sent yet) keeps the line busy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -29,6 +39,7 @@ from sqlalchemy.orm import Session
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.models import EventRow, IngestPosition, Rejected, Unit
 
+from .line_cmds import sim_status_file
 from .settings import Settings
 
 
@@ -197,16 +208,86 @@ class Progress:
 
 
 def summary(ledger: Ledger) -> dict[str, object]:
+    """Servers by state (a server on hold counts as on_hold, as `units` shows it) and counts."""
+    held = {u["serial"] for u in held_now(ledger)}
     with ledger.reader() as s:
-        states = dict(s.execute(select(Unit.state, func.count()).where(Unit.kind == "server")
-                                .group_by(Unit.state)).all())
+        states: dict[str, int] = {}
+        for serial, state in s.execute(select(Unit.serial, Unit.state)
+                                       .where(Unit.kind == "server")):
+            key = "on_hold" if serial in held else state
+            states[key] = states.get(key, 0) + 1
     c = counts(ledger)
     return {"servers": sum(states.values()), "states": states, "events_accepted": c.accepted,
             "dead_lettered": c.dead_lettered, "quarantined": c.quarantined}
 
 
+def held_now(ledger: Ledger) -> list[dict[str, Any]]:
+    """`ledger.holds.held_units`: the unfinished units an active hold stops."""
+    from linetrace.ledger.holds import held_units
+
+    with ledger.reader() as s:
+        return held_units(s)
+
+
+def sim_status(path: Path, pid: int) -> dict[str, Any] | None:
+    """The running simulator's last status (None: none yet, or another process's)."""
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) and status.get("pid") == pid else None
+
+
+def busy_units(status: dict[str, Any] | None, held: Collection[str]) -> list[str]:
+    """What keeps the simulator busy, one line each: empty when it sends nothing more and
+    every unit it waits with is on hold, or waits for a unit that is (a server for its
+    PCBA), or for one that waits so, and so on."""
+    if status is None or not status.get("idle"):
+        return ["the simulator is still sending"]
+    waiting: dict[str, str] = dict(status.get("waiting") or {})
+    ok = set(held)
+    grew = True
+    while grew:  # units waiting on a held unit (transitively) wait with it
+        grew = False
+        for unit, why in waiting.items():
+            other = why.removeprefix("waits for ") if why.startswith("waits for ") else None
+            if unit not in ok and other is not None and other in ok:
+                ok.add(unit)
+                grew = True
+    return [f"unit {u} waits ({why}) but is not on hold" for u, why in sorted(waiting.items())
+            if u not in ok]
+
+
+def print_held(held: list[dict[str, Any]]) -> None:
+    if not held:
+        return
+    print(f"on hold: {len(held)} unit(s)")
+    for u in held:
+        where = f"step {u['step']}" if u.get("step") is not None else "no step yet"
+        print(f"  {u['serial']} ({u['product']}, {where}, {u['state']})")
+        for h in u["holds"]:
+            print(f"    {h['hold_id']} [{h['code']}] {h['reason']}")
+
+
+#: `up --until-idle` gives up when what it waits for has not changed for this long.
+IDLE_PATIENCE_S = 300
+#: ... and says which unit keeps it waiting once it has for this long.
+UNIT_NEWS_S = 10.0
+
+
+def idle_reasons(ledger: Ledger, bootstrap: str, stations: Path,
+                 sim_status_now: dict[str, Any] | None, sim_running: bool) -> list[str]:
+    """What keeps the line from being idle (module docstring); empty when it is."""
+    if sim_running:
+        busy = busy_units(sim_status_now, [u["serial"] for u in held_now(ledger)])
+        if busy:
+            return busy
+    return waiting_for(ledger, bootstrap, stations)
+
+
 def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
-           speed: float, simulate_args: list[str] | None = None) -> int:
+           speed: float, simulate_args: list[str] | None = None, *,
+           conducted: bool = True) -> int:
     data = settings.data_dir
     logs = data / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -231,15 +312,23 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
                     return 1
                 time.sleep(0.1)
         bootstrap = settings.bootstrap()
-        children.append(Child("worker", base + ["worker"], logs, env))
+        # The worker's line clock advances on wall time as fast as the simulated line runs
+        # (0, as fast as possible: only the events move it).
+        worker = Child("worker", base + ["worker"], logs,
+                       {**env, "LINETRACE_LINE_SPEED": str(speed)})
+        children.append(worker)
         if seed is None:  # drawn here so it can be printed with the rest (CONTRACTS.md)
             seed = random.SystemRandom().randrange(1, 10**6)
         sim_args = base + ["simulate", "--units", str(units), "--speed", str(speed),
-                           "--seed", str(seed), *(simulate_args or [])]
+                           "--seed", str(seed), *(["--conducted"] if conducted else []),
+                           *(simulate_args or [])]
+        status_path = sim_status_file(settings)
+        status_path.unlink(missing_ok=True)
         sim = Child("simulate", sim_args, logs, env)
         children.append(sim)
         print(f"linetrace is up (data dir {data})")
         print(f"  seed     {seed} (`--seed {seed}` reproduces this run in another data dir)")
+        print(f"  line     {'conducted by linetrace' if conducted else 'unconducted (the simulator routes failed units itself)'}")
         print(f"  broker   kafka://{bootstrap}")
         print(f"  ledger   {settings.db if not settings.db.startswith('sqlite') else settings.db[10:]}")
         print(f"  logs     {logs}/{{broker,worker,simulate}}.log")
@@ -249,18 +338,63 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
         ledger = Ledger(settings.db)
         stations = data / "stations"  # the simulator's spools (cli/line_cmds.py)
         progress = Progress(ledger)
-        while sim.alive():
+        deadline = time.monotonic() + IDLE_PATIENCE_S
+        stable = 0
+        told: set[str] = set()
+        seen: dict[str, float] = {}
+        reasons: list[str] = []
+        while True:
             for c in children:
                 if c is not sim and not c.alive():
                     print(f"linetrace: {c.name} exited with {c.proc.returncode}; see {c.log_path}",
                           file=sys.stderr)
                     return 1
-            progress.tick()
-            time.sleep(0.2)
-        if sim.proc.returncode != 0:
-            print(f"linetrace: simulator failed ({sim.proc.returncode}); see {sim.log_path}",
-                  file=sys.stderr)
-            return 1
+            running = sim.alive()
+            if not running and sim.proc.returncode != 0:
+                print(f"linetrace: simulator failed ({sim.proc.returncode}); see {sim.log_path}",
+                      file=sys.stderr)
+                return 1
+            status = sim_status(status_path, sim.proc.pid) if running else None
+            looked = progress.tick()
+            if not until_idle:
+                if not running:
+                    break
+                if looked and status is not None and status.get("idle") \
+                        and not progress.caught_up and drained(ledger, bootstrap, stations):
+                    progress.worker_caught_up()
+                time.sleep(0.2)
+                continue
+            if running and (status is None or not status.get("idle")):
+                stable = 0  # the simulator is sending: nothing to ask the ledger yet
+                deadline = time.monotonic() + IDLE_PATIENCE_S
+                time.sleep(0.2)
+                continue
+            now = idle_reasons(ledger, bootstrap, stations, status, running)
+            if now != reasons:
+                deadline = time.monotonic() + IDLE_PATIENCE_S
+            reasons = now
+            stable = 0 if reasons else stable + 1
+            if stable >= 2:
+                break
+            if time.monotonic() > deadline:
+                print(f"linetrace: the line is not idle after {IDLE_PATIENCE_S} s without "
+                      "change: " + "; ".join(reasons), file=sys.stderr)
+                return 1
+            news = {" ".join(r.split()[:2]): r for r in reasons
+                    if r.startswith("station ") or r.startswith("unit ")}
+            for who in news.keys() - seen.keys():
+                seen[who] = time.monotonic()
+            for who in list(seen):
+                if who not in news:
+                    del seen[who]
+            # A station holding work is news; a unit only once it waits a while (the worker
+            # routes a failed unit within moments).
+            for who in sorted(news.keys() - told):
+                if who.startswith("station ") or time.monotonic() - seen[who] > UNIT_NEWS_S:
+                    print(f"  waiting: {news[who]}", flush=True)
+                    told.add(who)
+            told &= set(news)
+            time.sleep(0.5)
         if not until_idle:
             print("simulation finished; broker and worker keep running (Ctrl-C stops)", flush=True)
             while all(c.alive() for c in children if c is not sim):
@@ -269,33 +403,14 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
                     progress.worker_caught_up()
                 time.sleep(0.5)
             return 1
-        deadline = time.monotonic() + 300
-        stable = 0
-        told: set[str] = set()
-        reasons: list[str] = []
-        while stable < 2:
-            worker = children[-2]
-            if not worker.alive():
-                print(f"linetrace: worker exited; see {worker.log_path}", file=sys.stderr)
-                return 1
-            if time.monotonic() > deadline:
-                print("linetrace: the line is not idle after 300 s: " + "; ".join(reasons),
-                      file=sys.stderr)
-                return 1
-            reasons = waiting_for(ledger, bootstrap, stations)
-            stable = 0 if reasons else stable + 1
-            spools = {r.split(":", 1)[0]: r for r in reasons if r.startswith("station ")}
-            for who in sorted(spools.keys() - told):  # a station holding work is news
-                print(f"  waiting: {spools[who]}", flush=True)
-            told = set(spools)
-            progress.tick()
-            time.sleep(0.5)
         progress.worker_caught_up()
         s = summary(ledger)
+        held = held_now(ledger)
         ledger.close()
         states = ", ".join(f"{n} {k}" for k, n in sorted(s["states"].items()))  # type: ignore[attr-defined]
         print(f"idle: {s['servers']} servers ({states}); {s['events_accepted']} events accepted, "
               f"{s['dead_lettered']} dead-lettered, {s['quarantined']} quarantined")
+        print_held(held)
         return 0
     except Interrupted:
         print("\nstopping broker, worker and simulator...", file=sys.stderr)

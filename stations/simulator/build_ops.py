@@ -60,7 +60,7 @@ _AOI_REFS = ("U12", "C118", "R44", "J7", "U43", "C301")
 
 def aoi(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
     rng = ctx.rng
-    if rng.random() >= ctx.product_of(unit).yields.aoi_fail:
+    if not ctx.failures or rng.random() >= ctx.product_of(unit).yields.aoi_fail:
         return Outcome([("unit.inspected", UnitInspected(transaction_id=tx, method="AOI",
                                                          result="Passed"))])
     (code, category), ref, defect = rng.choice(_AOI_DEFECTS), rng.choice(_AOI_REFS), ctx.defect_id()
@@ -76,8 +76,8 @@ def aoi(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
 def ict(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
     rng = ctx.rng
     checks = parts.ICT_CHECKS
-    failing = rng.randrange(len(checks)) if rng.random() < ctx.product_of(unit).yields.ict_fail \
-        else None
+    failing = rng.randrange(len(checks)) if ctx.failures and \
+        rng.random() < ctx.product_of(unit).yields.ict_fail else None
     drift: float | None = None
     if ctx.faults.has("ict-drift") and unit.number >= ctx.faults.targets["ict-drift"]:
         k = ctx.ict_tests_drifting

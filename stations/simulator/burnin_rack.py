@@ -139,10 +139,11 @@ def _performance(ctx: LineContext, unit: Unit, tx: str, run: int) -> tuple[UnitT
     rng, product = ctx.rng, ctx.product_of(unit)
     perf = product.perf
     slow: dict[int, str] = {}
-    if rng.random() < product.yields.burnin_fail:
+    if ctx.failures and rng.random() < product.yields.burnin_fail:
         slot = sorted(unit.gpus)[rng.randrange(len(unit.gpus))]
         slow[slot] = rng.choice(("gemm_stress", "memory_bandwidth"))
-    bad = [(slot, serial) for slot, (serial, lot) in sorted(unit.gpus.items()) if lot.bad]
+    bad = [(slot, serial) for slot, (serial, lot) in sorted(unit.gpus.items())
+           if lot.bad and ctx.failures]
     for k, (slot, serial) in enumerate(bad):
         bad_rng = ctx.side_rng("bad-lot", serial, run)
         if bad_rng.random() < product.yields.bad_lot_gpu_fail or (

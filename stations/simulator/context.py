@@ -4,7 +4,8 @@ Every visit is: `unit.arrived`, `work.started`, the operation's own events, `wor
 (result), `unit.departed`. An operation returns an `Outcome`: its events (spread evenly over
 the cycle, or at the offsets it gives, as burn-in does), the result and why the unit must go to
 repair. A repair that ends in scrap records `unit.repaired` (result Scrap) and `unit.scrapped`
-before `work.completed`.
+before `work.completed`; conducted, a repair that cannot fix the unit records `unit.repaired`
+(result UnableToRepair) and `work.completed` Failed, and linetrace decides.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class LineContext:
     stock: Stock
     faults: FaultPlan
     burnin_seconds: int
+    #: Conducted (`LineConfig.conducted`): linetrace routes failed units; the plan stops a
+    #: unit where a disposition is needed instead of scrapping it.
+    conducted: bool = False
+    #: False in a conducted continuation: no natural failure, no fault (docs/simulator.md).
+    failures: bool = True
     defects: int = 0
     ict_tests_drifting: int = 0
     fired: set[str] = field(default_factory=set)
@@ -70,6 +76,7 @@ class Outcome:
     result: Literal["Completed", "Failed"] = "Completed"
     failure: Failure | None = None
     scrapped: bool = False
+    unable: bool = False  # conducted: the repair could not fix it (awaits a disposition)
 
 
 Operation = Callable[[LineContext, Unit, Step, str], Outcome]

@@ -8,6 +8,14 @@ consumes a sub-assembly waits for its build's PCBA to finish its route; a scrapp
 replaced by a new one. A unit that fails a step goes to the route's repair step and returns to
 the step its rework names. Every station reports PRD (SEMI E10) when the run starts.
 
+Conducted (`LineConfig.conducted`, docs/simulator.md "Conducted mode"), linetrace makes the
+line's decisions: the plan still says where a failed unit would be repaired, but each such
+repair visit is a gate (`LinePlan.gates`) the runner opens only on linetrace's
+`command.route`; and where the unconducted line would scrap a unit (a failure after
+`max_loops` repairs, a repair that finds more damage) the plan stops instead, the unit
+awaiting a disposition (`LinePlan.awaiting`; a PCBA is replaced at once by a new board). What
+a disposition makes of it is planned when it comes (`conducted.plan_continuation`).
+
 Everything is decided by the seed (and the faults): results, timings, serials, lots and event
 ids come from seeded `random.Random` streams and event times from the simulated clock (default
 start 2026-01-05T06:00:00Z). No Kafka here: `generate_line` returns the events, `run_line`
@@ -23,18 +31,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from linetrace.schemas.bodies import StationState
-from linetrace.schemas.envelope import format_time
 from linetrace.schemas.routes import RouteBook
 
 from ..errors import StationError
 from . import build_ops, burnin_rack, quality_ops
-from .context import LineContext, Operation, visit
+from .context import LineContext, Operation, Outcome, visit
 from .faults import (
     STATION_DOWN_S, STATION_DOWN_TYPE, STUCK_STEP, SKIPPED_STEP, FaultSpec, plan_faults,
 )
 from .parts import Stock
+from .summary import LineSummary, followed_routes
 from .products import RECEIVING_STATION, Product, products_of, station_of, station_roster
-from .units import Failure, Recorder, SimEvent, Unit
+from .units import Recorder, SimEvent, Unit
 
 DEFAULT_START = datetime(2026, 1, 5, 6, 0, 0, tzinfo=UTC)
 RECEIVING_WINDOW_S = 3600  # all lots are received before production starts
@@ -65,6 +73,9 @@ class LineConfig:
     faults: tuple[FaultSpec, ...] = ()
     burnin_seconds: int = DEFAULT_BURNIN_SECONDS
     rate: float = 0.0
+    #: Conducted by linetrace (`command.route`, dispositions, locks, the interlock), or
+    #: routing and scrapping units on its own (False).
+    conducted: bool = False
     #: The routes in force (a plant's LINETRACE_ROUTES folder); None: the packaged routes.
     routes: RouteBook | None = field(default=None, compare=False)
 
@@ -96,50 +107,45 @@ class LineConfig:
         return (self.start or DEFAULT_START).astimezone(UTC)
 
 
-@dataclass(frozen=True)
-class LineSummary:
-    """What a run did. `outcomes` counts servers by final state (shipped, packed, scrapped)."""
-
-    seed: int
-    product: str
-    faults: list[str]
-    units_started: int
-    assemblies_started: int
-    outcomes: dict[str, int]
-    assembly_outcomes: dict[str, int]
-    events_by_type: dict[str, int]
-    first_event: datetime | None
-    last_event: datetime | None
-    #: The routes the run followed, product -> {revision, sha256}: every routing decision of
-    #: the simulator (next step, repair, return step) was made from one of these.
-    routes: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    @property
-    def events_total(self) -> int:
-        return sum(self.events_by_type.values())
-
-    def to_json(self) -> dict[str, object]:
-        def ts(t: datetime | None) -> str | None:
-            return format_time(t) if t else None
-
-        return {
-            "seed": self.seed, "product": self.product, "faults": list(self.faults),
-            "units_started": self.units_started, "assemblies_started": self.assemblies_started,
-            "outcomes": dict(self.outcomes), "assembly_outcomes": dict(self.assembly_outcomes),
-            "events_by_type": dict(self.events_by_type), "events_total": self.events_total,
-            "first_event": ts(self.first_event), "last_event": ts(self.last_event),
-            "routes": {p: dict(r) for p, r in self.routes.items()},
-        }
-
-
 @dataclass
 class LinePlan:
-    """Every event of one run: station states, lot receipts, then each unit's own events."""
+    """Every event of one run: station states, lot receipts, then each unit's own events.
+
+    Conducted: `gates` maps the event id of each repair visit's `unit.arrived` to its repair
+    step (sent only once linetrace routed the unit there); `awaiting` lists the units whose
+    plan ends waiting for a disposition; `context` is what continuations draw on."""
 
     config: LineConfig
     receipts: list[SimEvent]
     units: list[Unit]  # in the order they were started
     station_events: list[SimEvent] = field(default_factory=list)
+    gates: dict[str, int] = field(default_factory=dict)
+    awaiting: list[str] = field(default_factory=list)
+    context: LineContext | None = field(default=None, compare=False, repr=False)
+    #: The unit as it was in front of each gate (a decision other than the plan's starts
+    #: from there).
+    before_gate: dict[str, Unit] = field(default_factory=dict, compare=False, repr=False)
+    continuations: int = 0
+
+    def unit(self, serial: str) -> Unit:
+        return next(u for u in self.units if u.serial == serial)
+
+    def continue_unit(self, serial: str, decision: str, step: int, reason: str,
+                      now: datetime, *, gate: str | None = None) -> list[SimEvent]:
+        """Plan what linetrace's `decision` for a unit waiting on it makes of it, from `now`
+        (the line clock): its events, after the receipt of any lot it opened. `gate`: the
+        planned gate (event id) the unit waits at, whose planned rest is not sent; the unit
+        goes back to how it was there. Seeded by the run's seed, the serial, the decision and
+        how many continuations came before."""
+        from .conducted import plan_continuation
+
+        assert self.context is not None, "only a generated plan can be continued"
+        unit = self.unit(serial)
+        if gate is not None:
+            unit.restore(self.before_gate[gate])
+        self.continuations += 1
+        return plan_continuation(self.context, unit, decision, step, reason, now,
+                                 self.continuations)
 
     @property
     def servers(self) -> list[Unit]:
@@ -177,16 +183,6 @@ class LinePlan:
         )
 
 
-def followed_routes(config: LineConfig) -> dict[str, dict[str, str]]:
-    """Route product -> {revision, sha256} of every route a run of `config` follows."""
-    out: dict[str, dict[str, str]] = {}
-    for p in products_of(config.product, config.routes):
-        for r in (p.assembly_route, p.route):
-            if r is not None:
-                out[r.product] = {"revision": r.revision, "sha256": r.sha256}
-    return dict(sorted(out.items()))
-
-
 @dataclass
 class _Build:
     """One server and, for a product with a sub-assembly route, the PCBA meant for it."""
@@ -207,6 +203,9 @@ class _Schedule:
     station_events: list[SimEvent] = field(default_factory=list)
     started: set[int] = field(default_factory=set)  # servers (numbers) that started
     pcbas: int = 0
+    gates: dict[str, int] = field(default_factory=dict)  # conducted: see LinePlan
+    before_gate: dict[str, Unit] = field(default_factory=dict)
+    awaiting: list[str] = field(default_factory=list)
 
     def new_unit(self, kind: str, build: int, p: Product) -> Unit:
         seed = self.ctx.seed
@@ -256,6 +255,7 @@ class _Schedule:
             route = ctx.product_of(unit).route_of(unit.kind)
             if unit.kind == "server":
                 self.started.add(unit.number)
+            gated = unit.failure is not None and ctx.conducted
             if unit.failure is not None:
                 step = route.repair_for(unit.failure.step)
                 assert step is not None, f"step {unit.failure.step} has no rework"
@@ -286,22 +286,34 @@ class _Schedule:
                     "stuck-unit", unit):
                 stall = (2 * step.max_cycle_s + 600) * 1000
                 ctx.fired.add("stuck-unit")
+            first, before = len(unit.events), unit.snapshot() if gated else None
             depart, outcome = visit(ctx, unit, step, station, start, lane, OPERATIONS,
                                     stall_ms=stall)
+            if before is not None:  # linetrace routes it here (conducted)
+                self.gates[unit.events[first].event_id] = step.step
+                self.before_gate[unit.events[first].event_id] = before
             slots[lane] = depart
-            self.after_visit(unit, build, depart, outcome.failure, outcome.scrapped)
+            self.after_visit(unit, build, depart, outcome)
 
-    def after_visit(self, unit: Unit, build: _Build, depart: int,
-                    failure: Failure | None, scrapped: bool) -> None:
+    def leave_line(self, unit: Unit, build: _Build, ms: int, outcome: str) -> None:
+        """The unit's plan ends (scrapped, or awaiting a disposition); a PCBA's server gets a
+        new board."""
+        unit.outcome = outcome
+        if outcome == "awaiting_disposition":
+            self.awaiting.append(unit.serial)
+        if unit.kind == "assembly":
+            build.pcba = self.new_unit("assembly", unit.build, self.ctx.product_of(unit))
+            self.push(build.pcba, ms)
+
+    def after_visit(self, unit: Unit, build: _Build, depart: int, outcome: Outcome) -> None:
         ctx = self.ctx
         route = ctx.product_of(unit).route_of(unit.kind)
         nxt = depart + self.transport()
+        failure = outcome.failure
         if unit.failure is not None:  # this was the repair
-            if scrapped:
-                unit.outcome = "scrapped"
-                if unit.kind == "assembly":
-                    build.pcba = self.new_unit("assembly", unit.build, ctx.product_of(unit))
-                    self.push(build.pcba, nxt)
+            if outcome.scrapped or outcome.unable:
+                self.leave_line(unit, build, nxt, "scrapped" if outcome.scrapped
+                                else "awaiting_disposition")
                 return
             target = route.rework_target(unit.failure.step)
             assert target is not None
@@ -310,6 +322,11 @@ class _Schedule:
             self.push(unit, nxt)
         elif failure is not None:
             unit.failure = failure
+            rework = route.rework_of(failure.step)
+            if ctx.conducted and (rework is None
+                                  or unit.repairs.get(failure.step, 0) >= rework.max_loops):
+                self.leave_line(unit, build, nxt, "awaiting_disposition")  # linetrace holds it
+                return
             self.push(unit, nxt)
         else:
             unit.route_index += 1
@@ -340,7 +357,8 @@ def generate_line(config: LineConfig) -> LinePlan:
                   if faults.has("avl-violation") else None,
                   bad=("gpu", faults.targets["bad-lot"]) if faults.has("bad-lot") else None)
     ctx = LineContext(products={p.name: p for p in products}, seed=seed, rng=rng, rec=rec,
-                      stock=stock, faults=faults, burnin_seconds=config.burnin_seconds)
+                      stock=stock, faults=faults, burnin_seconds=config.burnin_seconds,
+                      conducted=config.conducted)
     sched = _Schedule(ctx)
     production_ms = RECEIVING_WINDOW_S * 1000
     pcbas = 0
@@ -371,4 +389,5 @@ def generate_line(config: LineConfig) -> LinePlan:
     states = [rec.event(i, sid, "station.state", sid, StationState(state=1000, reason="producing"))
               for i, (sid, _) in enumerate(station_roster(config.product, config.routes))]
     return LinePlan(config=config, receipts=receipts, units=sched.units,
-                    station_events=states + sched.station_events)
+                    station_events=states + sched.station_events, gates=sched.gates,
+                    awaiting=sched.awaiting, context=ctx, before_gate=sched.before_gate)

@@ -2,8 +2,10 @@
 
 A unit that fails a step goes to the route's repair step for it (`Route.repair_for`); the
 repair replaces what failed and sends it back to the step the route names
-(`Route.rework_target`). After `max_loops` repairs for one step, the next failure there ends in
-scrap, and so does a repair that finds more damage (natural yield).
+(`Route.rework_target`). Unconducted, after `max_loops` repairs for one step the next failure
+there ends in scrap, and so does a repair that finds more damage (natural yield). Conducted,
+linetrace decides: such a repair reports UnableToRepair, and a disposition to scrap is
+carried out by `scrap` (the reason is the disposition's).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from linetrace.schemas.routes import Step
 
 from . import parts
 from .build_ops import item
-from .context import LineContext, Outcome
+from .context import LineContext, Operation, Outcome
 from .units import Failure, Unit
 
 DESTINATIONS = (
@@ -29,8 +31,8 @@ DESTINATIONS = (
 def final_qa(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
     """Functional checks, visual inspection, inventory match (scanned vs the route)."""
     rng, product = ctx.rng, ctx.product_of(unit)
-    failing = rng.choice(("nic_link", "fan_speed")) if rng.random() < product.yields.final_qa_fail \
-        else None
+    failing = rng.choice(("nic_link", "fan_speed")) if ctx.failures and \
+        rng.random() < product.yields.final_qa_fail else None
     expected = product.route.expected_inventory()
     found = {"gpu": len(unit.gpus), **{c: len(v) for c, v in unit.kit.items() if c != "gpu"},
              **{c: 1 for c in unit.installed}}
@@ -81,19 +83,27 @@ def repair(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
     assert f is not None, "repair needs a failure"
     route = ctx.product_of(unit).route_of(unit.kind)
     rework = route.rework_of(f.step)
-    assert rework is not None, f"step {f.step} has no rework"
     done = unit.repairs[f.step] = unit.repairs.get(f.step, 0) + 1
-    if done > rework.max_loops or ctx.rng.random() < ctx.product_of(unit).yields.repair_scrap:
-        why = f"failed step {f.step} {done} times" if done > rework.max_loops \
-            else "damage found during repair"
-        return Outcome([
-            ("unit.repaired", UnitRepaired(result="Scrap", repairs=[f.defect], note=f"{f.note}: {why}")),
-            ("unit.scrapped", UnitScrapped(reason=f"{why} (defect {f.defect})")),
-        ], scrapped=True)
+    return_to = rework.return_to if rework is not None else f.step
+    if ctx.conducted:  # linetrace decides what a unit that cannot be repaired becomes
+        if ctx.failures and ctx.rng.random() < ctx.product_of(unit).yields.repair_scrap:
+            return Outcome([("unit.repaired", UnitRepaired(
+                result="UnableToRepair", repairs=[f.defect],
+                note=f"{f.note}: damage found during repair"))], result="Failed", unable=True)
+    else:
+        assert rework is not None, f"step {f.step} has no rework"
+        if done > rework.max_loops or ctx.rng.random() < ctx.product_of(unit).yields.repair_scrap:
+            why = f"failed step {f.step} {done} times" if done > rework.max_loops \
+                else "damage found during repair"
+            return Outcome([
+                ("unit.repaired", UnitRepaired(result="Scrap", repairs=[f.defect],
+                                               note=f"{f.note}: {why}")),
+                ("unit.scrapped", UnitScrapped(reason=f"{why} (defect {f.defect})")),
+            ], scrapped=True)
     events = _replace_gpus(ctx, unit, f, tx) if f.kind == "gpu" and f.slots else \
         _replace_component(ctx, unit, f, tx) if f.kind == "component" and f.ref else []
     events.append(("unit.repaired", UnitRepaired(
-        result="RepairSuccessful", repairs=[f.defect], return_step=rework.return_to, note=f.note)))
+        result="RepairSuccessful", repairs=[f.defect], return_step=return_to, note=f.note)))
     return Outcome(events)
 
 
@@ -128,3 +138,12 @@ def _replace_component(ctx: LineContext, unit: Unit, f: Failure, tx: str
         ("materials.installed", MaterialsInstalled(transaction_id=tx, items=[
             item(comp.part, new_lot.lot_id, qty=1, ref=f.ref)])),
     ]
+
+
+def scrap(reason: str) -> Operation:
+    """A conducted disposition to scrap, carried out at the repair station."""
+
+    def scrap_unit(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
+        return Outcome([("unit.scrapped", UnitScrapped(reason=reason))], scrapped=True)
+
+    return scrap_unit

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Literal, NamedTuple
 
@@ -69,6 +69,19 @@ class Unit:
     installed: dict[str, str] = field(default_factory=dict)  # category -> serial (count 1 parts)
     gpus: dict[int, tuple[str, Lot]] = field(default_factory=dict)
     mainboard: Unit | None = None  # the sub-assembly built on this line for it
+
+    def snapshot(self) -> Unit:
+        """A copy of the unit as it is now (containers copied): what it can go back to."""
+        return replace(self, events=list(self.events), repairs=dict(self.repairs),
+                       visits=dict(self.visits), placed=dict(self.placed),
+                       kit={c: list(v) for c, v in self.kit.items()},
+                       installed=dict(self.installed), gpus=dict(self.gpus))
+
+    def restore(self, snapshot: Unit) -> None:
+        """Go back to `snapshot` (which stays as it is)."""
+        copy = snapshot.snapshot()
+        for f in fields(self):
+            setattr(self, f.name, getattr(copy, f.name))
 
 
 class Recorder:
