@@ -332,6 +332,7 @@ async def _consume(bootstrap: str, until: Callable[[list[Any]], bool], timeout: 
         await c.stop()
 
 
+@pytest.mark.slow
 def test_an_erp_consumer_gets_one_goods_receipt_per_packed_unit_while_the_worker_is_killed(
         broker: str, line_dir: Path) -> None:
     from linetrace.cli.supervisor import waiting_for
