@@ -65,8 +65,9 @@ def plan_continuation(base: LineContext, unit: Unit, decision: str, step: int, r
         failure = unit.failure or Failure(_last_step(unit), ctx.defect_id(), "functional",
                                           f"repaired as decided: {reason}")
         if decision == "use-as-is":
-            index = _flow_index(route, step) if _flow_index(route, step) is not None else \
-                _after(route, failure.step)
+            index = _flow_index(route, step)
+            if index is None:
+                index = _after(route, failure.step)
         else:  # repair, rework: one more loop, then back to where the rework returns
             unit.failure = failure
             ms = _visit(ctx, unit, _repair_step(route, step, unit), ms, OPERATIONS["repair"])
@@ -119,7 +120,7 @@ def _repair_step(route: Route, step: int, unit: Unit) -> Step:
         repair = route.repair_for(unit.failure.step)
         if repair is not None:
             return repair
-    return route.repair_steps[0]
+    return route.repair_steps[0] if route.repair_steps else route.step(step)
 
 
 def _flow_index(route: Route, step: int) -> int | None:
