@@ -25,12 +25,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from linetrace.schemas import bodies as b
-from linetrace.schemas.envelope import decode_stored_event
 from linetrace.schemas.routes import Route, RouteBook
 from linetrace.schemas.routes.progress import (
     DISPOSITION_CODES, LOT_NOT_RECEIVED, PART_INSTALLED_ELSEWHERE, PROGRESS_TYPES, ROUTE_CODES,
-    Ended, Progress, Reason, Rules, assembly_reasons, first_steps_of, hold_reason, replay,
+    Ended, Fact, Progress, Reason, Rules, assembly_reasons, first_steps_of, hold_reason,
+    read_fact, replay,
 )
 
 from .errors import LedgerError
@@ -103,14 +102,14 @@ def unit_records(session: Session, serials: Iterable[str]) -> dict[str, UnitReco
     return out
 
 
-#: One of a unit's own events as the fold reads it: (seq, type, source, time, body).
-UnitEvent = tuple[int, str, str, datetime, b.Body]
+#: One of a unit's own events as the fold reads it: (seq, type, source, time, what it says).
+UnitEvent = tuple[int, str, str, datetime, Fact]
 
 
 def unit_events(session: Session, serials: Iterable[str], *, before_seq: int | None = None
                 ) -> dict[str, list[UnitEvent]]:
     """Each unit's own events of the types the fold reads, in the order stored (before
-    `before_seq` when given), decoded."""
+    `before_seq` when given), read as the fold reads them (`progress.read_fact`)."""
     items = sorted(set(serials))
     out: dict[str, list[UnitEvent]] = {s: [] for s in items}
     for i in range(0, len(items), _CHUNK):
@@ -121,8 +120,7 @@ def unit_events(session: Session, serials: Iterable[str], *, before_seq: int | N
         if before_seq is not None:
             q = q.where(EventRow.seq < before_seq)
         for subject, seq, etype, source, t, value in session.execute(q):
-            out[subject].append((int(seq), etype, source, aware(t),
-                                 decode_stored_event(value).body))
+            out[subject].append((int(seq), etype, source, aware(t), read_fact(value)[1]))
     for events in out.values():
         events.sort(key=lambda e: e[0])
     return out
@@ -155,7 +153,8 @@ def progress_of(serial: str, routes: RouteBook, record: UnitRecord | None,
                 events: Sequence[UnitEvent], ended: Sequence[Ended] = (),
                 until: datetime | None = None) -> Progress:
     """The unit's progress after `events` (those at or before `until` when given)."""
-    chosen = [(seq, t, body) for seq, t, _, at, body in events if until is None or at <= until]
+    chosen = [(seq, t, body, source) for seq, t, source, at, body in events
+              if until is None or at <= until]
     return replay(serial, unit_rules(routes, record), chosen, ended)
 
 

@@ -379,7 +379,8 @@ class _Decider:
             ended = sorted(st.ended.get(serial, []), key=lambda e: e.seq)
             before = [e for e in ended if e.seq < seq]
             progress = replay(serial, unit_rules(self.routes, st.records.get(serial)),
-                              [(s, t, body) for s, t, _, _, body in st.history.get(serial, [])],
+                              [(s, t, body, source)
+                               for s, t, source, _, body in st.history.get(serial, [])],
                               before)
             self.progress[serial] = progress
             self.stops[serial] = [e for e in ended if e.seq >= seq]
@@ -405,7 +406,7 @@ class _Decider:
                 self._place(ev, ev.subject, [outcome.hold], outcome.step, ev.source)
         elif isinstance(body, b.MaterialsInstalled):
             self._installed(ev, body, progress, seq)
-        progress.apply(ev.type, body)
+        progress.apply(ev.type, body, ev.source)
 
     # --- entries: arrival, start ---------------------------------------------------------
 
@@ -428,7 +429,8 @@ class _Decider:
         elif unit_holds:
             first = unit_holds[0]
             reasons = [r for _, r in held] + route_reasons
-            self._command_hold(ev, station, serial, first.hold_id, _text(reasons))
+            if station != progress.station:  # a station already told needs no second command
+                self._command_hold(ev, station, serial, first.hold_id, _text(reasons))
             self._violations(ev, step, held + [(first.hold_id, r) for r in route_reasons])
         elif held:
             self._violations(ev, step, held)  # a locked station: command.lock told it already

@@ -163,8 +163,13 @@ def write_decisions(session: Session, decisions: Decisions) -> int:
     """Write a stage's messages, rows and updates (not its system events: the caller records
     those); returns how many outbox messages it enqueued."""
     outbox.enqueue(session, decisions.messages)
-    for table, row in decisions.rows:
-        insert_ignore(session, table, [row])
+    run: list[dict[str, Any]] = []  # consecutive rows of one table and columns: one executemany
+    for i, (table, row) in enumerate(decisions.rows):
+        run.append(row)
+        following = decisions.rows[i + 1] if i + 1 < len(decisions.rows) else None
+        if following is None or following[0] is not table or following[1].keys() != row.keys():
+            insert_ignore(session, table, run)
+            run = []
     for table, where, values in decisions.updates:
         session.execute(update(table).where(*(table.c[k] == v for k, v in where.items()))
                         .values(values))

@@ -70,11 +70,19 @@ def test_a_server_that_skipped_a_step_is_held_when_it_arrives_and_moves_after_a_
     assert commands(ledger) == [("burnin-01", {"type": "command.hold", "unit": srv,
                                                "reason": message, "hold_id": hold_id})]
 
-    # Starting anyway: no second hold; the station is told again, naming the hold.
+    # Starting anyway: no second hold, and no second command to a station told already;
+    # the reasons are recorded against the hold.
     line.flow.start(srv, 90)
-    assert [c.event.type for c in line.write()] == ["command.hold"]
+    assert line.write() == []
     assert len(holds(ledger, srv)) == 1
-    assert [v[2] for v in violations(ledger)] == [pg.SKIPPED_STEP, pg.HELD, pg.SKIPPED_STEP]
+    assert [v[2:4] for v in violations(ledger)] == [
+        (pg.SKIPPED_STEP, hold_id), (pg.HELD, hold_id), (pg.SKIPPED_STEP, hold_id)]
+    # Moved on to another station while held: that station is told.
+    line.flow.emit("final-qa-01", "unit.arrived", srv, b.UnitArrived(step=100),
+                   line.flow.tick())
+    assert [c.event.type for c in line.write()] == ["command.hold"]
+    assert commands(ledger)[-1][0] == "final-qa-01"
+    assert commands(ledger)[-1][1]["hold_id"] == hold_id
 
     # Released (as `linetrace hold release` records it): the unit moves on, nothing new.
     line.record("hold.released", hold_id, b.HoldReleased(
@@ -84,7 +92,7 @@ def test_a_server_that_skipped_a_step_is_held_when_it_arrives_and_moves_after_a_
     line.flow.visit(srv, 90)
     line.flow.visit(srv, 100)
     assert line.write() == []
-    assert len(violations(ledger)) == 3 and len(holds(ledger, srv)) == 1
+    assert len(violations(ledger)) == 5 and len(holds(ledger, srv)) == 1
 
 
 # --- rework loops and dispositions -------------------------------------------------------

@@ -259,13 +259,14 @@ def test_a_release_waives_what_stopped_the_unit_at_that_step() -> None:
 def test_replay_folds_hold_ends_at_their_position_in_the_log() -> None:
     started = b.WorkStarted(transaction_id=TX, step=50, operation="kitting", work_order="WO-1",
                             product="A", kind="server")
-    events = [(1, "unit.arrived", b.UnitArrived(step=50)), (2, "work.started", started),
+    events = [(1, "unit.arrived", b.UnitArrived(step=50), "kitting-01"),
+              (2, "work.started", started, "kitting-01"),
               (3, "work.completed", b.WorkCompleted(transaction_id=TX, step=50,
-                                                    result="Completed"))]
+                                                    result="Completed"), "kitting-01")]
     before = replay("SRV-1", rules(), events, [Ended(2, pg.WRONG_STATION, 60)])
     after = replay("SRV-1", rules(), events, [Ended(99, pg.WRONG_STATION, 60)])
     assert 60 in before.waived_stations and 60 in after.waived_stations  # after the last too
-    assert before.route is A and before.passed == {50}
+    assert before.route is A and before.passed == {50} and before.station == "kitting-01"
     ignored = replay("SRV-1", rules(), events, [Ended(2, "hold.manual", 60)])
     assert not ignored.waived_stations
 
