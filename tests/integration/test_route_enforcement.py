@@ -370,7 +370,15 @@ class Stations:
         for c in self.clients.values():
             c.start()
 
+        self.last: str | None = None
+
     def emit(self, station: str, etype: str, serial: str, body: b.Body, t: datetime) -> None:
+        """Each station sends on its own; a unit's events reach its partition in the order
+        emitted only if the previous station delivered first (as a unit moving between
+        stations makes it on a line)."""
+        if self.last is not None and self.last != station:
+            self.clients[self.last].flush(30)
+        self.last = station
         self.clients[station].emit(etype, serial, body, time=t)
 
     def flush(self) -> None:

@@ -328,3 +328,50 @@ def test_every_code_is_described() -> None:
              and v.startswith("route.")]
     assert sorted(names) == sorted(pg.CODES)
     assert isinstance(A, Route)
+
+
+def test_the_fold_reads_stored_bytes_as_it_reads_bodies() -> None:
+    """`read_fact` (what the worker folds from the ledger) gives the progress the full bodies
+    give, over a simulated line with failures, repairs and a skipped step."""
+    import uuid
+
+    from linetrace.schemas.envelope import encode_event
+    from linetrace.stations.simulator.faults import parse_faults
+    from linetrace.stations.simulator.line import LineConfig, generate_line
+
+    plan = generate_line(LineConfig(units=12, seed=3, product="mix",
+                                    faults=parse_faults("skip-step")))
+    compared = 0
+    for unit in plan.units:
+        full, facts = Progress(unit.serial, rules()), Progress(unit.serial, rules())
+        for e in unit.events:
+            if e.event_type not in pg.PROGRESS_TYPES:
+                continue
+            value = encode_event(event_type=e.event_type, source=e.station_id, subject=e.subject,
+                                 body=e.body, time=e.time, stationseq=1, event_id=str(uuid.uuid4()))
+            etype, fact = pg.read_fact(value)
+            assert etype == e.event_type
+            full.apply(e.event_type, e.body, e.station_id)
+            facts.apply(etype, fact, e.station_id)
+            compared += 1
+        assert {k: v for k, v in vars(full).items() if k != "rules"} == \
+            {k: v for k, v in vars(facts).items() if k != "rules"}
+    assert compared > 400
+    with pytest.raises(Exception) as e:
+        pg.read_fact(b'{"type": "unit.arrived", "data": {}}')
+    assert getattr(e.value, "code", None) == "event.invalid"
+
+
+def test_a_silent_partitions_clock_advances_on_wall_time_times_the_speed() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from linetrace.streams.line_clock import SILENCE_GRACE, advanced
+
+    t = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+    wall = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    assert advanced(t, wall, wall + SILENCE_GRACE, 60) == t  # within the grace period
+    assert advanced(t, wall, wall + SILENCE_GRACE + timedelta(seconds=10), 60) == \
+        t + timedelta(minutes=10)
+    assert advanced(t, wall, wall + timedelta(days=1), 0) == t  # 0: never on wall time
+    assert advanced(None, wall, wall + timedelta(days=1), 1) is None
+    assert advanced(t, wall, wall + timedelta(days=1), 1e8) > t  # capped, no overflow
