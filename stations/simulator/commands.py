@@ -1,4 +1,4 @@
-"""The simulated stations obey `line.commands`: holds, releases and, conducted, routes and locks.
+"""A conducted line obeys `line.commands`: holds, releases, routes and locks.
 
 `LineCommands` reads every partition of `line.commands` from the beginning (a hold published
 before the run started still applies) with a plain aiokafka consumer, keeps only commands that
@@ -10,9 +10,9 @@ told:
   is known by its `hold_id`: once released it stays released (a late copy of its
   `command.hold`, read from another partition, is ignored). Commands without a hold id are
   ordered by event time: one older than the last applied for its unit is ignored.
-- `command.lock` (conducted runs): a station is locked while any lock on it is in force, by
-  the same rules (per hold id; without one, by time per station).
-- `command.route` (conducted runs): kept per unit, oldest first, until the runner carries it
+- `command.lock`: a station is locked while any lock on it is in force, by the same rules
+  (per hold id; without one, by time per station).
+- `command.route`: kept per unit, oldest first, until the runner carries it
   out (`take_route`); a copy with an event id already seen is ignored. A disposition
   (`scrap`, `repair`, `use-as-is`) that names the hold it ended releases that hold.
 
@@ -166,18 +166,16 @@ class Holds:
 
 
 class LineCommands:
-    """Applies plant-signed commands from `line.commands` to `holds`: holds and releases
-    always, routes and locks when `conducted` (an unconducted line routes itself)."""
+    """Applies plant-signed commands from `line.commands` to `holds` (a conducted line)."""
 
     def __init__(self, bootstrap: str, plant_key: Ed25519PublicKey, holds: Holds, *,
-                 stations: Collection[str], conducted: bool = False, poll_ms: int = 200,
+                 stations: Collection[str], poll_ms: int = 200,
                  topic_poll_s: float = 0.5) -> None:
         self.bootstrap = bootstrap
         self.plant_key = plant_key
         self.keyid = keyid_of(plant_key)
         self.holds = holds
         self.stations = frozenset(stations)
-        self.conducted = conducted
         self.poll_ms = poll_ms
         self.topic_poll_s = topic_poll_s
 
@@ -192,11 +190,9 @@ class LineCommands:
         except (ForgedEvent, MalformedEvent) as e:
             return f"ignored: {e}"
         body = event.body
-        obeyed = (CommandHold, CommandRelease, CommandRoute, CommandLock) if self.conducted \
-            else (CommandHold, CommandRelease)
-        if event.source != SYSTEM_SOURCE or not isinstance(body, obeyed):
-            return f"ignored: {event.type} from {event.source} is not a line command" + (
-                "" if self.conducted else " this line obeys (it is not conducted)")
+        if event.source != SYSTEM_SOURCE or not isinstance(
+                body, (CommandHold, CommandRelease, CommandRoute, CommandLock)):
+            return f"ignored: {event.type} from {event.source} is not a line command"
         if event.subject not in self.stations:
             return f"ignored: addressed to {event.subject}, not a simulated station"
         when = parse_time(event.envelope.time)

@@ -441,9 +441,13 @@ class Dispatcher:
                 self._report()
                 status = self.status()
                 if status.idle and set(status.waiting) != waiting_logged:
-                    log.warning("%d unit(s) wait for linetrace or a person: %s",
-                                len(status.waiting), "; ".join(
-                                    f"{u} {w}" for u, w in sorted(status.waiting.items())))
+                    held = sorted(u for u, w in status.waiting.items() if w.startswith("on hold"))
+                    if held:
+                        log.warning("%d unit(s) on hold (%s); waiting for command.release",
+                                    len(held), ", ".join(held))
+                    if others := {u: w for u, w in status.waiting.items() if u not in held}:
+                        log.warning("%d unit(s) wait for linetrace or a person: %s", len(others),
+                                    "; ".join(f"{u} {w}" for u, w in sorted(others.items())))
                     waiting_logged = set(status.waiting)
                 self.changed.clear()
                 await self.changed.wait()

@@ -7,7 +7,8 @@ without holds its `stationseq` numbering is the same on every run of a seed), ea
 after the events it depends on were acknowledged. `speed` > 0 paces sending to simulated
 time / speed and `rate` caps events per second; neither changes an event.
 
-Holds (`line.commands`, see `commands.py`) and the simulated clock:
+Holds (`line.commands`, see `commands.py`; a conducted run listens to them, the dispatcher
+obeys what `Holds` says in any run) and the simulated clock:
 - a hold takes effect at the unit's next `unit.arrived`: a unit in the middle of an operation
   finishes it and leaves the station, then waits in front of the next one and sends nothing;
 - the line goes on: the station skips the held unit's events and sends the other units';
@@ -67,12 +68,13 @@ async def run_line(
     """Simulate `config` and send every event, signed by its station's key, to `bootstrap`.
 
     `keys` maps station id -> private key (see `station_roster`); each station keeps its
-    `stationseq` state in `state_dir / <station id>`. With `plant_key`, the stations obey the
-    plant-signed commands on `line.commands` (a conducted run needs it: linetrace routes its
-    failed units). `plan`: `generate_line(config)` if already made. `interlock` (conducted):
-    asked after each arrival whether the unit may start the step. `on_status`: told whenever
-    the run becomes idle (only units waiting on linetrace or a person left) or stops being.
-    Returns what was sent.
+    `stationseq` state in `state_dir / <station id>`. A conducted run (`config.conducted`)
+    obeys the commands on `line.commands` signed by `plant_key` (required) and asks the
+    `interlock` after each arrival whether the unit may start the step; an unconducted run
+    makes every decision itself and obeys no command (linetrace only watches it). `holds`:
+    what the line was told (tests may tell it directly). `plan`: `generate_line(config)` if
+    already made. `on_status`: told whenever the run becomes idle (only units waiting on
+    linetrace or a person left) or stops being. Returns what was sent.
     """
     from ..client import StationClient
 
@@ -96,9 +98,8 @@ async def run_line(
     holds = holds if holds is not None else Holds()
     clients = {s: StationClient(s, keys[s], bootstrap, state_dir / s) for s in stations}
     commands: asyncio.Task[None] | None = None
-    if plant_key is not None:
-        listener = LineCommands(bootstrap, plant_key, holds, stations=stations,
-                                conducted=config.conducted)
+    if config.conducted and plant_key is not None:
+        listener = LineCommands(bootstrap, plant_key, holds, stations=stations)
         commands = asyncio.create_task(listener.run(), name="line-commands")
     started: list[StationClient] = []
     try:

@@ -314,7 +314,7 @@ def test_a_held_unit_does_not_move_until_released(broker: str, worker: Proc,
                                                   line_dir: Path) -> None:
     serial = "SRV-S601-000001"
     sim = Proc(linetrace_cmd("simulate", "--units", "1", "--seed", "601", "--speed", "1200",
-                             "--burnin-seconds", "10", "--data-dir", str(line_dir)),
+                             "--burnin-seconds", "10", "--conducted", "--data-dir", str(line_dir)),
                line_dir / "simulate.out")
     try:
         def unit() -> dict[str, Any] | None:

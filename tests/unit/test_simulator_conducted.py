@@ -451,18 +451,14 @@ def record(body: Body, kind: str, *, station: str = "burnin-01", at: datetime = 
     return value, sign_value(value, PLANT)
 
 
-def listener(conducted: bool = True) -> LineCommands:
+def listener() -> LineCommands:
     return LineCommands("127.0.0.1:1", PLANT.public_key(), Holds(),
-                        stations={"burnin-01", "repair-01"}, conducted=conducted)
+                        stations={"burnin-01", "repair-01"})
 
 
-def test_routes_and_locks_are_obeyed_only_by_a_conducted_line() -> None:
+def test_routes_and_locks_are_kept_once_each() -> None:
     route = CommandRoute(unit="SRV-1", step=900, station_type="repair", reason="failed burn-in")
     lock = CommandLock(station="burnin-01", locked=True, reason="audit", hold_id="HOLD-S")
-    off = listener(conducted=False)
-    assert "not conducted" in off.apply(*record(route, "route"))
-    assert "not conducted" in off.apply(*record(lock, "lock"))
-    assert not off.holds.has_route("SRV-1") and off.holds.locked("burnin-01") is None
     on = listener()
     assert on.apply(*record(route, "route", event_id="9a1c7f0e-0000-4000-8000-000000000001")
                     ).startswith("route SRV-1 to step 900")
@@ -471,6 +467,10 @@ def test_routes_and_locks_are_obeyed_only_by_a_conducted_line() -> None:
     assert on.apply(*record(lock, "lock")).startswith("lock burnin-01")
     assert on.holds.locked("burnin-01") == "audit"
     assert on.holds.take_route("SRV-1") == route and on.holds.take_route("SRV-1") is None
+    unlock = CommandLock(station="burnin-01", locked=False, reason="done", hold_id="HOLD-S")
+    assert on.apply(*record(unlock, "lock", station="repair-01")).startswith("unlock")
+    assert on.holds.locked("burnin-01") is None
+    assert on.apply(*record(lock, "lock")).startswith("ignored")  # that lock ended
 
 
 def test_a_released_hold_stays_released_whatever_order_its_commands_are_read_in() -> None:
