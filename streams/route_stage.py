@@ -25,7 +25,9 @@ judgement `linetrace validate` applies too) and answers the batch's events in or
   partition): decided once that partition's line clock has reached the install's time, from
   the sub-assembly's events up to it: it must have completed its own route (ICT passed), or
   the server is held (`route.assembly_incomplete`). Until then the check waits in
-  `route_waits`, re-checked by each later batch of that partition and by the worker's tick.
+  `route_waits`, re-checked by each later batch of that partition and by the worker's tick;
+  a sub-assembly whose events up to the install already show its route completed is accepted
+  at once (events still to come cannot undo that).
 
 Every system event is deterministic (id from type, subject and cause; time = its cause's;
 content from the cause and the unit's own history), so a redo writes nothing new.
@@ -64,7 +66,7 @@ from linetrace.ledger.unit_state import aware
 from linetrace.ledger.writer import run_stages, store_events
 from linetrace.schemas import bodies as b
 from linetrace.schemas.envelope import SYSTEM_SOURCE, Event, decode_stored_event, parse_time
-from linetrace.schemas.routes import RouteBook, SubAssembly
+from linetrace.schemas.routes import Route, RouteBook, SubAssembly
 from linetrace.schemas.routes.progress import (
     ENTRY_TYPES, PROGRESS_TYPES, Ended, Progress, Reason, assembly_reasons,
     describe_step, hold_reason, replay,
@@ -202,6 +204,8 @@ class RouteState:
     assemblies: dict[str, list[UnitEvent]]  # the consumed sub-assemblies' events
     due: list[tuple[OpenWait, Event | None]]  # waits to decide now, with their install
     now: datetime
+    #: waits not due yet whose sub-assembly may show a completed route already
+    early: list[tuple[OpenWait, Event | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -232,9 +236,11 @@ class RouteStage:
         now = datetime.now(UTC)
         waits = open_waits(session, parts) if parts else []  # (Partition typed: int, not None)
         due = self._due(session, waits, now) if waits else []
-        if not mine and not due:
+        arrived = {c.event.subject for c in batch if c.record.topic == EVENTS}
+        early = [w for w in waits if w not in due and w.awaited in arrived]
+        if not mine and not due and not early:
             return None
-        return self._gather(session, mine, due, now)
+        return self._gather(session, mine, due, now, early)
 
     def decide(self, batch: Sequence[Candidate], state: RouteState | None) -> Decisions:
         if state is None:
@@ -244,7 +250,9 @@ class RouteStage:
             if _judged(c):
                 decider.event(c)
         for wait, install in state.due:
-            decider.wait(wait, install)
+            decider.wait(wait, install, due=True)
+        for wait, install in state.early:
+            decider.wait(wait, install, due=False)
         return decider.decisions()
 
     # --- the tick ----------------------------------------------------------------------
@@ -257,8 +265,9 @@ class RouteStage:
         decisions = NO_DECISIONS
         waits = open_waits(session, limit=WAITS_PER_TICK)
         due = self._due(session, waits, now) if waits else []
-        if due:
-            decisions = self.decide([], self._gather(session, [], due, now))
+        if waits:
+            early = [w for w in waits if w not in due]
+            decisions = self.decide([], self._gather(session, [], due, now, early))
         rows: list[Row] = []
         if self._last_stuck is None or (now - self._last_stuck).total_seconds() >= self.stuck_every:
             self._last_stuck = now
@@ -286,13 +295,14 @@ class RouteStage:
                                              self.grace)]
 
     def _gather(self, session: Session, mine: Sequence[Candidate], due: Sequence[OpenWait],
-                now: datetime) -> RouteState:
+                now: datetime, early: Sequence[OpenWait] = ()) -> RouteState:
         seqs = event_seqs(session, [(c.event.source, c.event.id) for c in mine])
         serials = {c.event.subject for c in mine}
         first = min((seqs[k] for k in ((c.event.source, c.event.id) for c in mine) if k in seqs),
                     default=None)
         # consumed sub-assemblies the batch installs: decided now where their partition's
-        # clock has reached the install (their events are all here), else they wait
+        # clock has reached the install (their events are all here) or their events show the
+        # route completed already, else they wait
         categories = consumed_categories(self.routes)
         installs: list[tuple[str, datetime]] = []
         for c in mine:
@@ -302,11 +312,11 @@ class RouteStage:
                              if i.serial is not None and i.category in categories]
         clocks = partition_clocks(session, [events_partition(s) for s, _ in installs], now,
                                   self.speed, self.grace)
-        ready = {s for s, t in installs
-                 if (clk := clocks.get(events_partition(s))) is not None and clk >= t}
-        awaited = {w.awaited for w in due}
-        installed_by = _stored_events(session, [(w.source, w.event_id) for w in due])
-        records = unit_records(session, serials | ready | awaited | {w.serial for w in due})
+        ready = {s for s, _ in installs}
+        awaited = {w.awaited for w in (*due, *early)}
+        installed_by = _stored_events(session, [(w.source, w.event_id) for w in (*due, *early)])
+        records = unit_records(session, serials | ready | awaited
+                               | {w.serial for w in (*due, *early)})
         history = unit_events(session, serials, before_seq=first) if serials else {}
         assemblies = unit_events(session, ready | awaited) if ready or awaited else {}
         ended = ended_holds(session, serials | ready | awaited)
@@ -319,7 +329,8 @@ class RouteStage:
                           holds=holds, station_types=types, clocks=clocks,
                           assemblies=assemblies,
                           due=[(w, installed_by.get((w.source, w.event_id))) for w in due],
-                          now=now)
+                          now=now,
+                          early=[(w, installed_by.get((w.source, w.event_id))) for w in early])
 
 
 def _stored_events(session: Session, keys: Sequence[tuple[str, str]]
@@ -496,11 +507,14 @@ class _Decider:
     def _assembly(self, ev: Event, serial: str, part: str, sub: SubAssembly,
                   step: int | None) -> None:
         """Judge the consumed sub-assembly now if its partition's clock has reached the
-        install, else wait."""
+        install, or if its events show its route completed already (events still to come
+        cannot undo that); else wait."""
         where = events_partition(part)
         t = parse_time(ev.envelope.time)
         clock = self.state.clocks.get(where)
         if clock is None or clock < t:
+            if not self._judge_assembly(ev, serial, part, sub, step, t, hold=False):
+                return
             self.rows.append((_WAITS, {
                 "serial": serial, "kind": "assembly", "source": ev.source, "event_id": ev.id,
                 "awaited": part, "topic": where[0], "partition": where[1], "until": t,
@@ -509,34 +523,33 @@ class _Decider:
         self._judge_assembly(ev, serial, part, sub, step, t)
 
     def _judge_assembly(self, ev: Event, serial: str, part: str, sub: SubAssembly,
-                        step: int | None, until: datetime) -> None:
+                        step: int | None, until: datetime, hold: bool = True) -> bool:
+        """Is the sub-assembly, by its events up to `until`, short of its route? If so and
+        `hold`, hold the unit it went into."""
         st = self.state
         assembly = progress_of(part, self.routes, st.records.get(part), st.assemblies.get(part, []),
                                st.ended.get(part, []), until=until)
         at = step if step is not None else 0
         reasons = assembly_reasons(assembly, sub, serial, at)
-        if reasons:
+        if reasons and hold:
             hold_id = self._place(ev, serial, reasons, step, ev.source,
                                   cause_key=f"{ev.id}/{part}")
             self._violations(ev, step, [(hold_id, r) for r in reasons])
+        return bool(reasons)
 
-    def wait(self, wait: OpenWait, install: Event | None) -> None:
-        """A wait whose partition's clock has reached it: decide, and mark it resolved."""
-        self.updates.append((_WAITS, {"id": wait.id}, {"resolved": self.state.now}))
-        if install is None or not isinstance(install.body, b.MaterialsInstalled):
-            return
-        route = route_of(self.routes, self.state.records.get(wait.serial))
-        if route is None:
-            return
-        for item in install.body.items:
-            if item.serial != wait.awaited:
-                continue
-            for s in route.steps:
-                sub = next((a for a in s.consumes if a.category == item.category), None)
-                if sub is not None:
-                    self._judge_assembly(install, wait.serial, wait.awaited, sub, s.step,
-                                         wait.until)
-                    return
+    def wait(self, wait: OpenWait, install: Event | None, *, due: bool) -> None:
+        """A wait whose partition's clock has reached it (`due`): decide, and mark it
+        resolved. One not due yet is resolved only if the sub-assembly's events show its
+        route completed already."""
+        incomplete = False
+        if install is not None and isinstance(install.body, b.MaterialsInstalled):
+            route = route_of(self.routes, self.state.records.get(wait.serial))
+            sub, step = _consumed_by(route, install.body, wait.awaited)
+            if sub is not None:
+                incomplete = self._judge_assembly(install, wait.serial, wait.awaited, sub, step,
+                                                  wait.until, hold=due)
+        if due or not incomplete:
+            self.updates.append((_WAITS, {"id": wait.id}, {"resolved": self.state.now}))
 
     # --- what to write -----------------------------------------------------------------------
 
@@ -580,6 +593,20 @@ class _Decider:
                 "serial": ev.subject, "step": step, "station": ev.source, "code": r.code,
                 "message": r.message[:4096], "source": ev.source, "event_id": ev.id, "time": t,
                 "hold_id": by_hold.get(r.code)}))
+
+
+def _consumed_by(route: Route | None, body: b.MaterialsInstalled, part: str
+                 ) -> tuple[SubAssembly | None, int | None]:
+    """The consumed sub-assembly (and its step) an install's item `part` is, on `route`."""
+    if route is None:
+        return None, None
+    for item in body.items:
+        if item.serial == part:
+            for s in route.steps:
+                sub = next((a for a in s.consumes if a.category == item.category), None)
+                if sub is not None:
+                    return sub, s.step
+    return None, None
 
 
 # --- stuck units ----------------------------------------------------------------------------

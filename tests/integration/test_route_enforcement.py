@@ -257,7 +257,11 @@ def test_the_pcba_check_waits_for_the_boards_partition_when_it_is_read_later(
     _pcba(line, bad, ict=False)
     _pcba(line, good)
     line.write()
-    assert holds(ledger) == [] and all(w[2] is None for w in waits(ledger))  # clocks behind
+    # The boards' clocks are still behind the installs: the good board's completed route
+    # settles its check at once (nothing to come can undo a completed route); the bad one
+    # waits, its ICT may still arrive.
+    assert holds(ledger) == []
+    assert [(w[0], w[2] is None) for w in waits(ledger)] == [(srv, True), (late_ok, False)]
     _filler(line, events_partition(bad), installed_at)
     _filler(line, events_partition(good), installed_at)
     line.write()
@@ -267,6 +271,16 @@ def test_the_pcba_check_waits_for_the_boards_partition_when_it_is_read_later(
                                                      "integration-01")
     assert [v[2] for v in violations(ledger)] == [pg.ASSEMBLY_INCOMPLETE]
     assert line.tick() == []  # resolved once
+
+
+def test_a_board_whose_events_show_its_route_completed_needs_no_wait(
+        line: Batches, ledger: Ledger) -> None:
+    srv = serial_on("SRV-DONE")
+    pcba = serial_on("PCBA-DONE", avoid=[events_partition(srv)])
+    _pcba(line, pcba)  # its partition's clock stays before the install: nothing else there
+    line.write()
+    _server_to_integration(line, srv, pcba)
+    assert line.write() == [] and waits(ledger) == [] and holds(ledger) == []
 
 
 def test_a_silent_partition_lets_a_wait_resolve_on_wall_time(ledger: Ledger,
