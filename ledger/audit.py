@@ -7,9 +7,13 @@ The leaves are the record; everything else is checked against them:
   plant key still disagrees with checkpoints customers already hold;
 - each leaf must match its `events` row (bytes, key id, signature, source position) and every
   leaf-bearing event row must have a leaf;
-- the genealogy tables are rebuilt from the leaf values into a scratch in-memory SQLite with the
-  writer's own projections and compared row by row on natural keys (surrogate ids differ
-  between databases), so an edited, inserted or deleted row is reported by table and key;
+- the genealogy tables, the people (`users`, `user_keys`) and the holds (`holds`,
+  `hold_approvals`, `hold_units`) are rebuilt from the leaf values into a scratch in-memory
+  SQLite with the writer's own projections and compared row by row on natural keys (surrogate
+  ids differ between databases), so an edited, inserted or deleted row is reported by table
+  and key; a `hold_units` row the route stage added (a unit that installed a part of a held
+  lot or MPN) is not a projection of a leaf, and must instead be justified by its install
+  leaf;
 - they are rebuilt again with the partitions read one after another, in ascending and then in
   descending order (each partition's events in their own order, keys and system events
   first): the genealogy must be a function of the events, never of the order in which the
@@ -44,6 +48,9 @@ from .models import (
     Base,
     EventRow,
     Firmware,
+    Hold,
+    HoldApproval,
+    HoldUnit,
     Install,
     Lot,
     LotSerial,
@@ -59,6 +66,7 @@ from .models import (
 from .proof.note import VerifierKey, open_checkpoint
 from .pending import PendingSystemEvent, PendingWait
 from .projections import project, settle
+from .sql import in_values
 from .system_events import SealedHbom
 from .proof.leaf import Leaf, LeafMalformed, Src, chain_of, parse_leaf
 from .proof.statements import audit_statements
@@ -226,6 +234,7 @@ def _rows(s: Session, model: type[Base], key: KeyFn, skip: Iterable[str],
 
 def _tables(s: Session, plant_keyid: str) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
     tests = {t.id: t.event_id for t in s.scalars(select(TestRun))}
+    placed = {h: e for h, e in s.execute(select(Hold.hold_id, Hold.placed_event))}
     return {
         # The route a unit started on comes from the route files in force then (the worker's
         # LINETRACE_ROUTES), not from its events: the leaves cannot say it.
@@ -245,7 +254,35 @@ def _tables(s: Session, plant_keyid: str) -> dict[str, dict[tuple[Any, ...], dic
                                              and r.station_id == SYSTEM_SOURCE)),
         "users": _rows(s, User, lambda r: (r.user_id,), ()),
         "user_keys": _rows(s, UserKey, lambda r: (r.keyid,), ()),
+        "holds": _hold_rows(s),
+        "hold_approvals": _rows(s, HoldApproval, lambda r: (r.hold_id, r.user_id), ()),
+        # The units a hold named when placed (its hold.placed leaf's `units`). Rows the route
+        # stage added later (an install from a held lot) are checked by `_audit_joined_units`.
+        "hold_units": _rows(s, HoldUnit, lambda r: (r.hold_id, r.serial), (),
+                            lambda r: r.event_id == placed.get(r.hold_id)),
     }
+
+
+#: `holds` columns holding an `events.seq`. The replay numbers its events 1, 2, ... in leaf
+#: order, while the ledger's `events.seq` also counts events that are not leaves (and gaps), so
+#: the numbers cannot be compared; each is compared as the event it points to instead, which
+#: both sides can say: a placed_seq edited to another position (moving a hold before or after
+#: the events it should stop) is reported.
+HOLD_SEQ_COLUMNS = ("placed_seq", "released_seq")
+
+
+def _hold_rows(s: Session) -> dict[tuple[Any, ...], dict[str, Any]]:
+    rows = _rows(s, Hold, lambda r: (r.hold_id,), ())
+    seqs = sorted({v[c] for v in rows.values() for c in HOLD_SEQ_COLUMNS if v[c] is not None})
+    at: dict[int, str] = {}
+    for i in range(0, len(seqs), 400):
+        at.update((seq, eid) for seq, eid in s.execute(select(EventRow.seq, EventRow.event_id)
+                  .where(in_values(s, EventRow.seq, seqs[i:i + 400]))))
+    for v in rows.values():
+        for c in HOLD_SEQ_COLUMNS:
+            if v[c] is not None:
+                v[c] = f"seq of event {at[v[c]]}" if v[c] in at else f"seq {v[c]}, no event"
+    return rows
 
 
 Replayed = tuple[Event, Leaf]
@@ -357,6 +394,55 @@ def _audit_hboms(s: Session, rep: AuditReport) -> None:
                                         "HBOM bytes do not hash to the sealed SHA-256"))
 
 
+def _joined_problem(s: Session, row: HoldUnit, hold: Hold | None) -> str | None:
+    """Why a `hold_units` row not named by its hold.placed is not the route stage's join of a
+    unit that installed a part of the held lot or MPN (None: it is). The stage joins the unit
+    on its `materials.installed` event (`event_id`, at that event's time) when an item is of
+    the held lot or MPN, or is a unit the hold already stops, and the hold was placed before
+    the install."""
+    if hold is None:
+        return "no such hold"
+    if hold.scope not in ("lot", "mpn"):
+        return f"units join only lot and MPN holds; {hold.hold_id} holds {hold.scope} {hold.target}"
+    rows = s.execute(select(EventRow.seq, EventRow.value).where(
+        EventRow.event_id == row.event_id, EventRow.type == "materials.installed",
+        EventRow.subject == row.serial, EventRow.source != SYSTEM_SOURCE)).all()
+    if not rows:
+        return f"event {row.event_id} is not a materials.installed event of {row.serial}"
+    placed_at = s.scalar(select(EventRow.seq).where(EventRow.source == SYSTEM_SOURCE,
+                                                    EventRow.event_id == hold.placed_event))
+    named = set(s.scalars(select(HoldUnit.serial).where(HoldUnit.hold_id == hold.hold_id,
+                                                        HoldUnit.serial != row.serial)))
+    for seq, value in rows:
+        event = decode_stored_event(value)
+        body = event.body
+        assert isinstance(body, b.MaterialsInstalled)
+        if placed_at is None or seq < placed_at:
+            continue
+        if _aware(row.added) != parse_time(event.envelope.time):
+            return f"added {row.added}, the install {row.event_id} was at {event.envelope.time}"
+        if any((hold.scope == "lot" and i.lot == hold.target)
+               or (hold.scope == "mpn" and i.mpn == hold.target)
+               or (i.serial is not None and i.serial in named) for i in body.items):
+            return None
+    return (f"install {row.event_id} of {row.serial} installs nothing of {hold.scope} "
+            f"{hold.target} (nor a unit the hold stops) after the hold was placed")
+
+
+def _audit_joined_units(s: Session, rep: AuditReport) -> None:
+    holds = {h.hold_id: h for h in s.scalars(select(Hold))}
+    for row in s.scalars(select(HoldUnit).order_by(HoldUnit.hold_id, HoldUnit.serial)):
+        hold = holds.get(row.hold_id)
+        if hold is not None and row.event_id == hold.placed_event:
+            continue  # compared with the replay of the hold.placed leaf
+        why = _joined_problem(s, row, hold)
+        if why is not None:
+            rep.findings.append(Finding("inserted", "hold_units", f"{row.hold_id}, {row.serial}",
+                                        f"row not derivable from the leaves: {why}"))
+        else:
+            rep.rows_compared += 1
+
+
 def _audit_pending(s: Session, rep: AuditReport) -> None:
     """A pending system event must still be waiting: not written, and not everything it waits
     for already here (the system-events stage writes it in the batch that brings the last)."""
@@ -387,6 +473,7 @@ def audit_ledger(ledger: Ledger, verifier: VerifierKey, plant_keyid: str,
         _audit_checkpoints(s, tree, verifier, held, rep)
         stored = _tables(s, plant_keyid)
         _audit_hboms(s, rep)
+        _audit_joined_units(s, rep)
         _audit_pending(s, rep)
     items = _replayable(leaves)
     for p in audit_statements(event for event, _ in items):  # people's signatures, by the log
