@@ -2,7 +2,10 @@
 
 A bundle is a directory (the console zips it): the unit's leaves, those of the sub-assemblies
 sealed with it, the `material.received` + `material.checked` leaves of every lot its parts came
-from, the `station.enrolled` leaves of every station that signed one of those events, one
+from, the `hold.*` leaves of every hold on the unit, its sub-assemblies, its lots or its MPNs,
+the `user.*` leaves of every person who signed one of those (and of the admins who enrolled
+them, back to the first admin), the `station.enrolled` leaves of every station that signed one
+of those events, one
 inclusion proof per leaf against one signed checkpoint, the sealed HBOM bytes, the previous
 checkpoint with the consistency proof to this one, and a README. `linetrace verify` (proof/verify.py)
 checks it with the plant's verifier key and nothing else. Layout: docs/evidence.md.
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,7 @@ from .log import (
 )
 from .models import EventRow
 from .proof.note import Signer
+from .proof.statements import carried_statements
 from .system_events import SealedHbom
 from .proof.bundle import (
     CHECKPOINT,
@@ -117,12 +121,13 @@ def _collect(session: Session, unit: str, size: int) -> tuple[list[LogLeaf], byt
     built = as_built(unit, chains)
     for lot in sorted({p.lot for p in built.parts if p.serial not in built.assemblies}):
         leaves.update({r.idx: r for r in chain_leaves(session, RECEIPTS, lot) if r.idx < size})
-    # Every hold of the unit, its sub-assemblies and its lots, with who signed it (holds.py).
+    # Every hold of the unit, its sub-assemblies and its lots (holds.py), with who signed it.
     held = hold_event_seqs(session, list(chains), {p.lot for p in built.parts},
                            {p.mpn for p in built.parts})
-    if held:
-        leaves.update({r.idx: r for r in session.scalars(select(LogLeaf).where(
-            LogLeaf.event_seq.in_(held), LogLeaf.idx < size))})
+    holds = {r.idx: r for i in range(0, len(held), 400) for r in session.scalars(select(LogLeaf)
+             .where(LogLeaf.event_seq.in_(held[i:i + 400]), LogLeaf.idx < size))}
+    leaves.update(holds)
+    leaves.update(_people(session, holds.values(), size))
     sources = sorted({e.source for r in leaves.values() if (e := _decode(r)).source
                       != SYSTEM_SOURCE})
     enrolled = session.scalars(
@@ -136,6 +141,29 @@ def _collect(session: Session, unit: str, size: int) -> tuple[list[LogLeaf], byt
         raise LedgerError(f"the HBOM sealed by {seal.id} is missing from `hboms`; run "
                           "`linetrace verify-ledger`")
     return [leaves[i] for i in sorted(leaves)], hbom
+
+
+USER_TYPES = ("user.enrolled", "user.changed", "user.revoked", "user.removed")
+
+
+def _people(session: Session, rows: Iterable[LogLeaf], size: int) -> dict[int, LogLeaf]:
+    """The `user.*` leaves (up to `size`) of everyone who signed a statement in `rows`, and
+    of everyone who signed theirs, back to the self-signed first admin: each person's whole
+    user chain, so the `statements` check knows their keys, roles, revocations and removals
+    at every point, and can check their enrolments too."""
+    todo = {st.user for r in rows for st in carried_statements(_decode(r).body)}
+    seen: set[str] = set()
+    out: dict[int, LogLeaf] = {}
+    while todo - seen:
+        batch = sorted(todo - seen)
+        seen |= set(batch)
+        for row in session.scalars(
+                select(LogLeaf).join(EventRow, EventRow.seq == LogLeaf.event_seq)
+                .where(EventRow.source == SYSTEM_SOURCE, EventRow.type.in_(USER_TYPES),
+                       EventRow.subject.in_(batch), LogLeaf.idx < size)):
+            out[row.idx] = row
+            todo |= {st.user for st in carried_statements(_decode(row).body)}
+    return out
 
 
 def write_evidence(ledger: Ledger, unit: str, directory: Path, signer: Signer

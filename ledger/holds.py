@@ -363,9 +363,9 @@ HOLD_PROJECTIONS = {
 def hold_event_seqs(session: Session, serials: Collection[str], lots: Collection[str],
                     mpns: Collection[str]) -> list[int]:
     """events.seq of the `hold.*` events of every hold that named one of `serials` or held a
-    lot or MPN among `lots` and `mpns`, and of the `user.enrolled` events of the people who
-    signed them: what an evidence bundle carries so an auditor sees, and can check, every
-    hold of the unit and who placed and released it."""
+    lot or MPN among `lots` and `mpns`: what an evidence bundle carries so an auditor sees
+    every hold of the unit (the bundle adds the user leaves of those who signed them,
+    `evidence.py`)."""
     if not serials and not lots and not mpns:
         return []
     held = select(Hold.hold_id).where(or_(
@@ -373,16 +373,6 @@ def hold_event_seqs(session: Session, serials: Collection[str], lots: Collection
         (Hold.scope == "unit") & Hold.target.in_(sorted(serials)),
         (Hold.scope == "lot") & Hold.target.in_(sorted(lots)),
         (Hold.scope == "mpn") & Hold.target.in_(sorted(mpns))))
-    rows = session.execute(select(EventRow.seq, EventRow.value).where(
+    return sorted(session.scalars(select(EventRow.seq).where(
         EventRow.source == SYSTEM_SOURCE, EventRow.subject.in_(held),
-        EventRow.type.in_(sorted(HOLD_PROJECTIONS)))).all()
-    users: set[str] = set()
-    for _, value in rows:
-        body = decode_stored_event(value).body
-        carried = body.statements if isinstance(body, b.HoldReleased) else [
-            getattr(body, "statement", None)]
-        users |= {st.user for st in carried if isinstance(st, b.SignedStatement)}
-    enrolled = session.scalars(select(EventRow.seq).where(
-        EventRow.source == SYSTEM_SOURCE, EventRow.type == "user.enrolled",
-        EventRow.subject.in_(sorted(users)))).all() if users else []
-    return sorted({seq for seq, _ in rows} | set(enrolled))
+        EventRow.type.in_(sorted(HOLD_PROJECTIONS)))))

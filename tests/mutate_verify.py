@@ -1,5 +1,5 @@
 """Proof that every check of `linetrace verify` has a test: disable each check in turn and see
-the verify tests fail. Not part of `make test` (it runs the verify tests 12 times).
+the verify tests fail. Not part of `make test` (it runs the verify tests once per check).
 
     .venv/bin/python -m tests.mutate_verify            # every check; exit 1 if one is untested
     MUTATE=hbom-parts .venv/bin/python -m pytest -p tests.mutate_verify tests/unit/test_verify_*.py
@@ -22,6 +22,7 @@ CALLS = {  # checks that are one call
     "history": "check_history(layout, cp, plant)",
     "manifest": "check_manifest(layout, cp, plant)",
     "signatures": "_check_signatures(entries, plant)",
+    "statements": "_check_statements(entries, layout.manifest.version)",
     "hbom-seal": "_check_seal(hbom_bytes, sealed)",
     "hbom-parts": "_check_parts(hbom_bytes, unit, sealed, built)",
     "materials": "_check_materials(entries, built)",
@@ -83,7 +84,7 @@ def main() -> int:
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "-p", "tests.mutate_verify", "-q",
              "-p", "no:cacheprovider", "tests/unit/test_verify_bundle.py",
-             "tests/unit/test_verify_fails_closed.py"],
+             "tests/unit/test_verify_fails_closed.py", "tests/unit/test_verify_statements.py"],
             env={**os.environ, "MUTATE": check}, capture_output=True, text=True)
         failed = [ln.split(" - ")[0].removeprefix("FAILED ") for ln in done.stdout.splitlines()
                   if ln.startswith(("FAILED", "ERROR"))]

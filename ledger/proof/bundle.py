@@ -27,21 +27,26 @@ from .merkle import verify_consistency
 from .note import Checkpoint, VerifierKey, open_checkpoint
 
 FORMAT_NAME = "linetrace-evidence"
-FORMAT_VERSION = 2  # the newest format this code writes and reads; older ones are read too
+FORMAT_VERSION = 3  # the newest format this code writes and reads; older ones are read too
 BUNDLE_FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
 #: Per format from 2 on: the linetrace releases that read it (the manifest's `requires`).
-REQUIRES: Mapping[int, str] = {2: "linetrace>=0.1.0"}
+REQUIRES: Mapping[int, str] = {2: "linetrace>=0.1.0", 3: "linetrace>=0.1.0"}
+#: The first format whose bundles carry hold and user leaves (checked by `statements`).
+PEOPLE_FORMAT = 3
 MANIFEST, CHECKPOINT, HBOM, README = "manifest.json", "checkpoint.txt", "hbom.cdx.json", "README.md"
 LEAVES, PROOFS, HISTORY = "leaves", "proofs", "history"
 
 #: The fields of a manifest, per format version. 1: the first bundles. 2: adds `requires`; the
-#: manifest and README are verified against the bundle (1's are too, with 1's README).
+#: manifest and README are verified against the bundle (1's are too, with 1's README). 3: the
+#: same fields; the bundle also carries the unit's hold leaves and the user leaves of everyone
+#: who signed them (checked by `statements`), and its README says so.
 _FIELDS_1 = frozenset({"format", "unit", "origin", "verifier_key", "tree_size", "leaves"})
-MANIFEST_FIELDS: Mapping[int, frozenset[str]] = {1: _FIELDS_1, 2: _FIELDS_1 | {"requires"}}
+MANIFEST_FIELDS: Mapping[int, frozenset[str]] = {1: _FIELDS_1, 2: _FIELDS_1 | {"requires"},
+                                                 3: _FIELDS_1 | {"requires"}}
 
 #: The checks `linetrace verify` runs, in order; a failure names one of them.
 CHECKS = ("bundle", "checkpoint", "history", "inclusion", "manifest", "leaves", "signatures",
-          "unit-chain", "hbom-seal", "hbom-parts", "materials", "consistency")
+          "statements", "unit-chain", "hbom-seal", "hbom-parts", "materials", "consistency")
 
 _DIRS = frozenset({LEAVES, PROOFS, HISTORY, f"{HISTORY}/{CHECKPOINTS}", f"{HISTORY}/{CONSISTENCY}"})
 _LEAF = re.compile(rf"{LEAVES}/(\d{{16}})\.leaf")
@@ -250,6 +255,52 @@ def readme(unit: str, size: int, leaves: int, key: str, version: int = FORMAT_VE
     what the verifier expects (a README that tells an auditor anything else is refused)."""
     if version == 1:
         return _readme_1(unit, size, leaves, key)
+    if version == 2:
+        return _readme_2(unit, size, leaves, key)
+    return f"""# Evidence bundle for unit {unit}
+
+Made by linetrace from the plant's verifiable ledger: {leaves} ledger leaves proven in the
+signed checkpoint of tree size {size}. To check it, with nothing but `pip install linetrace`
+({REQUIRES[version]}, which reads {FORMAT_NAME}/{version}):
+
+    linetrace verify . --key '{key}'
+
+Get the verifier key from the plant through a channel you trust (not from this file), and pass
+`--checkpoints DIR` with checkpoints you received earlier or later (`linetrace checkpoint
+--export`) to prove this log is the one they describe. `verify` refuses the bundle if a file
+was added, removed or changed, this one included.
+
+| path | what |
+|---|---|
+| `{MANIFEST}` | format, the linetrace that reads it, unit serial, origin, verifier key, tree size, leaf indexes |
+| `{CHECKPOINT}` | the signed checkpoint (C2SP tlog-checkpoint, Ed25519 plant key) |
+| `leaves/<index>.leaf` | exact leaf bytes: RFC 8785 JSON of the event bytes, key id, signature, chain link, source |
+| `proofs/<index>.json` | RFC 9162 inclusion proof of that leaf in the checkpoint's tree |
+| `{HBOM}` | the CycloneDX 1.6 HBOM whose SHA-256 the `unit.sealed` leaf seals |
+| `{HISTORY}/` | this checkpoint, the previous one and the consistency proof between them |
+
+The leaves: the unit's, its sealed sub-assemblies', its lots' receipts and checks, the holds
+placed on the unit, its sub-assemblies or its lots and MPNs (placed, approved, released,
+disposed) and the enrolment, role, key and removal leaves of every person who signed one of
+them, and of the admins who enrolled those people, back to the first admin.
+
+`verify` checks, in order: bundle (only the files of this format), checkpoint (signature,
+origin), history (every checkpoint in `{HISTORY}/` signed and consistent with this one),
+inclusion (every leaf, tree size from the checkpoint), manifest (the manifest and this README
+state what the checkpoint and leaves prove), leaves (canonical form, valid events), signatures
+(station events against `station.enrolled` leaves, system events against the plant key),
+statements (every person's signed statement in a hold or user leaf verifies with the key their
+`user.enrolled` leaf enrols, says what the leaf records, and comes from a role that may sign
+it; a quality release carries two quality users'; it names the self-signed first admin: confirm
+that key id with the plant), unit-chain (every event from the first to `unit.sealed`, none
+missing or reordered), hbom-seal (SHA-256 of the HBOM), hbom-parts (the HBOM states exactly the
+installed parts and firmware), materials (every part's lot received and passed the
+approved-vendor check), consistency (with `--checkpoints`).
+"""
+
+
+def _readme_2(unit: str, size: int, leaves: int, key: str) -> str:
+    version = 2
     return f"""# Evidence bundle for unit {unit}
 
 Made by linetrace from the plant's verifiable ledger: {leaves} ledger leaves proven in the

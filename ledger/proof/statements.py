@@ -7,10 +7,21 @@ replaying the log in order, each statement must verify against a key the log enr
 user before it (and did not revoke, nor remove the user, before it), say the action the event
 records on its target, and come from a role that may take it at that point of the log: an
 admin for user changes (or, while the log holds no admin with a valid key, the first admin's
-own self-signed enrolment), anyone but a viewer for holds.
+own self-signed enrolment); for holds, the roles `ledger/hold_actions.py` and
+`dispositions.py` require when recording (`PLACE_ROLES`, `RELEASE_ROLES`, `DISPOSITION_ROLES`;
+a test keeps the tables equal).
 
-Pure: events in, problems out; no database, so `verify-ledger` and an offline verifier can
-both use it.
+The event around the statements must say what they say: a hold's scope and reason, a
+release's reason, a disposition's decision, reason and hold (`_details`); `placed_by`,
+`released_by` and `decided_by` name the signers; a hold placed by a quality user, or on a lot
+or an MPN, is a quality hold; and a quality hold is released only with the statements of two
+different quality users (the first one's approval carried along). So someone holding the plant
+key cannot turn one person's approval into a release, nor record another decision than the one
+signed.
+
+Pure: events in, problems out; no database, so `verify-ledger` (over the whole log) and
+`linetrace verify` (over an evidence bundle's hold and user leaves, `check_statements`) both
+use it.
 """
 
 from __future__ import annotations
@@ -34,6 +45,21 @@ ACTION_OF_TYPE: dict[str, str] = {
 }
 
 
+#: Roles that may sign each hold action, as `ledger/hold_actions.py` (PLACE_ROLES,
+#: RELEASE_ROLES) and `ledger/dispositions.py` (DISPOSITION_ROLES) enforce when recording.
+PLACE_ROLES: dict[str, tuple[str, ...]] = {
+    "unit": ("supervisor", "quality", "admin"), "work_order": ("supervisor", "quality", "admin"),
+    "station": ("supervisor", "quality", "admin"), "lot": ("quality", "admin"),
+    "mpn": ("quality", "admin")}
+RELEASE_ROLES: dict[str, tuple[str, ...]] = {
+    "operational": ("supervisor", "quality", "admin"), "quality": ("quality",)}
+DISPOSITION_ROLES: tuple[str, ...] = ("quality",)
+#: Different quality users whose statements release a quality hold.
+QUALITY_RELEASE_SIGNERS = 2
+#: `placed_by` of the holds linetrace places itself (route holds): they carry no statement.
+SYSTEM_PLACER = "linetrace"
+
+
 @dataclass
 class _Person:
     role: str
@@ -53,7 +79,8 @@ class StatementProblem:
         return f"{self.event_type} {self.subject} event_id={self.event_id}: {self.detail}"
 
 
-def _carried(body: b.Body) -> list[b.SignedStatement]:
+def carried_statements(body: b.Body) -> list[b.SignedStatement]:
+    """The people's statements a hold or user event carries (a release: every signer's)."""
     if isinstance(body, b.HoldReleased):
         return list(body.statements)
     st: object = getattr(body, "statement", None)
@@ -71,8 +98,22 @@ def _target(event: Event) -> str:
     return event.subject  # user changes: the user
 
 
-def _details(body: b.Body) -> dict[str, str] | None:
-    """What a user change's statement must say (None: holds, checked by their own rules)."""
+def _reason(reason: str | None) -> dict[str, str]:
+    return {"reason": reason} if reason else {}
+
+
+def _details(body: b.Body, last: bool = True) -> dict[str, str] | None:
+    """What a statement must say for the event that carries it (None: not checked here: the
+    approvals a release carries along besides its own, `last`, were checked as the
+    `hold.approved` events that recorded them)."""
+    if isinstance(body, b.HoldPlaced):
+        return {"scope": body.scope, "reason": body.reason}
+    if isinstance(body, b.HoldApproved):
+        return _reason(body.reason)
+    if isinstance(body, b.HoldReleased):
+        return _reason(body.reason) if last else None
+    if isinstance(body, b.HoldDisposition):
+        return {"decision": body.decision, "reason": body.reason, "hold_id": body.hold_id}
     if isinstance(body, b.UserEnrolled):
         return {"role": body.role, "public_key": body.public_key, "keyid": body.keyid}
     if isinstance(body, b.UserRoleChanged):
@@ -85,16 +126,34 @@ def _details(body: b.Body) -> dict[str, str] | None:
 
 
 class _Log:
-    """The people as the log has enrolled them so far."""
+    """The people as the log has enrolled them so far, and the holds it has placed."""
 
     def __init__(self) -> None:
         self.people: dict[str, _Person] = {}
+        self.holds: dict[str, b.HoldPlaced] = {}
+        self.first_admins: list[tuple[str, str]] = []  # (user, keyid), self-signed
 
     def any_admin(self) -> bool:
         return any(p.active and p.role == "admin" and set(p.keys) - p.revoked
                    for p in self.people.values())
 
-    def check(self, event: Event, signed: b.SignedStatement) -> str | None:
+    def role(self, user: str) -> str | None:
+        person = self.people.get(user)
+        return person.role if person is not None and person.active else None
+
+    def hold_roles(self, body: b.Body) -> tuple[str, ...] | str:
+        """The roles that may sign this hold action, or why none may."""
+        if isinstance(body, b.HoldPlaced):
+            return PLACE_ROLES.get(body.scope, ())
+        if isinstance(body, b.HoldDisposition):
+            return DISPOSITION_ROLES
+        assert isinstance(body, (b.HoldApproved, b.HoldReleased))
+        hold = self.holds.get(body.hold_id)
+        if hold is None:
+            return f"releases hold {body.hold_id}, which no hold.placed before it places"
+        return RELEASE_ROLES.get(hold.category, ())
+
+    def check(self, event: Event, signed: b.SignedStatement, last: bool = True) -> str | None:
         """Why this statement may not stand at this point of the log (None: it may)."""
         action, body = ACTION_OF_TYPE[event.type], event.body
         person = self.people.get(signed.user)
@@ -119,21 +178,72 @@ class _Log:
                                              action=action, target=_target(event))
         except (SchemaError, ValueError, binascii.Error) as e:
             return str(e.message if isinstance(e, SchemaError) else e)
-        expected = _details(body)
+        expected = _details(body, last)
         if expected is not None and st.details != expected:
             return f"{st.user} signed {st.details}, the event records {expected}"
         if first:
+            assert isinstance(body, b.UserEnrolled)
+            self.first_admins.append((body.user, body.keyid))
             return None
         assert person is not None
         if action.startswith("user.") and person.role != "admin":
             return f"{signed.user} signed {action} as {person.role}, not admin"
         if action.startswith("hold.") and person.role == "viewer":
             return f"{signed.user} signed {action} as a viewer (read only)"
+        if action.startswith("hold."):
+            roles = self.hold_roles(body)
+            if isinstance(roles, str):
+                return roles
+            if person.role not in roles:
+                return (f"{signed.user} signed {action} as {person.role}; it needs the "
+                        f"{' or '.join(roles)} role")
         return None
+
+    def rules(self, event: Event, stood: bool) -> list[str]:
+        """What is wrong with a hold event around its statements (`stood`: they all stood):
+        who it names, its category, the two quality users of a quality release."""
+        body, out = event.body, []
+        if isinstance(body, b.HoldPlaced):
+            if body.statement is None:
+                if body.placed_by != SYSTEM_PLACER:
+                    out.append(f"placed by {body.placed_by} without a statement of theirs")
+            else:
+                role = self.role(body.statement.user)
+                if body.statement.user != body.placed_by:
+                    out.append(f"placed_by says {body.placed_by}, the statement is "
+                               f"{body.statement.user}'s")
+                category = ("quality" if body.scope in ("lot", "mpn") or role == "quality"
+                            else "operational")
+                if stood and body.category != category:
+                    out.append(f"a {body.scope} hold placed by {body.statement.user} ({role}) "
+                               f"is {category}; the event records {body.category}")
+        elif isinstance(body, b.HoldReleased):
+            users = [st.user for st in body.statements]
+            hold = self.holds.get(body.hold_id)
+            if not users:
+                out.append("released without anyone's statement")
+            elif body.released_by != users:
+                out.append(f"released_by says {body.released_by}, the statements are {users}'s")
+            if (hold is not None and hold.category == "quality"
+                    and len(set(users)) < QUALITY_RELEASE_SIGNERS):
+                out.append(f"hold {body.hold_id} is a quality hold: releasing it takes the "
+                           f"statements of {QUALITY_RELEASE_SIGNERS} different quality users, "
+                           f"this release carries {len(set(users))} ({', '.join(users)})")
+        elif isinstance(body, b.HoldApproved):
+            hold = self.holds.get(body.hold_id)
+            if hold is not None and hold.category != "quality":
+                out.append(f"hold {body.hold_id} is {hold.category}: one signature releases "
+                           "it, approvals are recorded only for quality holds")
+        elif isinstance(body, b.HoldDisposition) and body.decided_by != body.statement.user:
+            out.append(f"decided_by says {body.decided_by}, the statement is "
+                       f"{body.statement.user}'s")
+        return out
 
     def apply(self, event: Event) -> None:
         body = event.body
-        if isinstance(body, b.UserEnrolled):
+        if isinstance(body, b.HoldPlaced):
+            self.holds.setdefault(body.hold_id, body)
+        elif isinstance(body, b.UserEnrolled):
             person = self.people.setdefault(body.user, _Person(body.role))
             person.role, person.active = body.role, True
             person.keys.setdefault(body.keyid, body.public_key)
@@ -147,20 +257,50 @@ class _Log:
             person.revoked.update(person.keys)
 
 
-def audit_statements(events: Iterable[Event]) -> list[StatementProblem]:
-    """Every statement in `events` (the log, in order) that does not stand, with why; a user
-    change without a statement is one too."""
+@dataclass(frozen=True)
+class StatementAudit:
+    """What `check_statements` found: the problems, how many statements and events it
+    checked, who signed, and the self-signed first admins every other enrolment rests on (an
+    auditor confirms their key ids with the plant, docs/security.md)."""
+
+    problems: list[StatementProblem]
+    events: int
+    statements: int
+    signers: frozenset[str]
+    first_admins: tuple[tuple[str, str], ...]
+
+
+def check_statements(events: Iterable[Event]) -> StatementAudit:
+    """Every statement in `events` (in log order: the whole log, or the hold and user events
+    of an evidence bundle, each person's user events complete) checked; see the module."""
     log, problems = _Log(), []
+    count = statements = 0
+    signers: set[str] = set()
     for event in events:
         if event.type not in ACTION_OF_TYPE:
             continue
-        carried = _carried(event.body)
+        count += 1
+        carried = carried_statements(event.body)
         if not carried and event.type.startswith("user."):
             problems.append(StatementProblem(event.id, event.type, event.subject,
                                              "a user change that no admin signed"))
-        for signed in carried:
-            why = log.check(event, signed)
+        stood = True
+        for i, signed in enumerate(carried):
+            statements += 1
+            signers.add(signed.user)
+            why = log.check(event, signed, last=i == len(carried) - 1)
             if why is not None:
+                stood = False
                 problems.append(StatementProblem(event.id, event.type, event.subject, why))
+        problems.extend(StatementProblem(event.id, event.type, event.subject, why)
+                        for why in log.rules(event, stood))
         log.apply(event)
-    return problems
+    return StatementAudit(problems, count, statements, frozenset(signers),
+                          tuple(log.first_admins))
+
+
+def audit_statements(events: Iterable[Event]) -> list[StatementProblem]:
+    """Every statement in `events` (the log, in order) that does not stand, and every hold
+    event that does not say what its statements say, with why; a user change without a
+    statement is one too."""
+    return check_statements(events).problems

@@ -35,6 +35,7 @@ from .bundle import (
     HBOM,
     HISTORY,
     MANIFEST,
+    PEOPLE_FORMAT,
     README,
     Layout,
     VerificationFailed,
@@ -51,6 +52,7 @@ from .hbom import AsBuilt, HbomMalformed, as_built, expected_content, read_hbom
 from .leaf import Leaf, LeafMalformed, chain_of, parse_leaf
 from .merkle import leaf_hash, verify_inclusion
 from .note import Checkpoint, VerifierKey, open_checkpoint
+from .statements import ACTION_OF_TYPE, check_statements
 
 __all__ = ["BUNDLE_FORMAT", "CHECKPOINT", "CHECKS", "HBOM", "HISTORY", "MANIFEST", "README",
            "VerificationFailed", "leaf_file", "proof_file", "verify_bundle"]
@@ -155,6 +157,34 @@ def _check_signatures(entries: list[Entry], plant: VerifierKey) -> str:
             raise fail("signatures", f"{e.event.type} {e.event.id} (leaf {e.index}) is signed "
                         f"with key {e.leaf.keyid} after its revocation ({topic} stationseq {seq})")
     return f"{stations} station events and {len(entries) - stations} system events"
+
+
+def _check_statements(entries: list[Entry], version: int) -> str:
+    """People's statements in the hold and user leaves, re-checked from the bundle alone
+    (`statements.check_statements`, as `verify-ledger` does over the whole log): their plant
+    signatures were checked already, so the `user.enrolled` leaves say which key is whose."""
+    people = [e for e in entries
+              if e.event.source == SYSTEM_SOURCE and e.event.type in ACTION_OF_TYPE]
+    if version < PEOPLE_FORMAT:
+        if people:
+            raise fail("statements", f"a {FORMAT_NAME}/{version} bundle carries no hold or user "
+                       f"leaves, but leaf {people[0].index} is {people[0].event.type}: the bundle "
+                       "was altered (or made by a development build); get it again from the "
+                       "plant")
+        return f"none: {FORMAT_NAME}/{version} bundles carry no hold or user leaves"
+    audit = check_statements(e.event for e in people)
+    if audit.problems:
+        p = audit.problems[0]
+        index = next(e.index for e in people if e.event.id == p.event_id
+                     and e.event.type == p.event_type)
+        raise fail("statements", f"{p.event_type} {p.subject} (leaf {index}): {p.detail}")
+    if not audit.statements:
+        return f"{len(people)} hold and user events, none signed by a person"
+    roots = ", ".join(f"{user} (key id {keyid})" for user, keyid in audit.first_admins)
+    return (f"{audit.statements} statements by {len(audit.signers)} people in {audit.events} "
+            "hold and user events verify with their enrolled keys, say what the events record "
+            f"and come from roles that may sign them; the people were enrolled from the "
+            f"self-signed first admin {roots}: confirm that key id with the plant")
 
 
 def _walk_chain(by_hash: Mapping[bytes, Entry], head: Entry, what: str) -> list[Entry]:
@@ -335,6 +365,7 @@ def verify_bundle(root: Path, key: str | VerifierKey, checkpoints: Path | None =
     entries = _entries(leaves)
     report("leaves", f"{len(entries)} canonical leaves with valid events")
     report("signatures", _check_signatures(entries, plant))
+    report("statements", _check_statements(entries, layout.manifest.version))
     sealed = _check_chains(entries, unit)
     report("unit-chain", f"{len(sealed.chain)} unit events linked from the first to unit.sealed "
            f"(leaf {sealed.entry.index}), {len(sealed.chains) - 1} sub-assembly chains")

@@ -443,7 +443,8 @@ def test_hold_and_release_events_verify_in_an_evidence_bundle(db_url: str, tmp_p
         holds = [(e.type, e.subject) for e in found if e.type.startswith("hold.")]
         assert holds == [("hold.placed", hold["id"]), ("hold.approved", hold["id"]),
                          ("hold.released", hold["id"])]
-        assert {e.subject for e in found if e.type == "user.enrolled"} == {"q1", "q2"}
+        # The signers' enrolments, and that of the admin who enrolled them (the first admin).
+        assert {e.subject for e in found if e.type == "user.enrolled"} == {"admin", "q1", "q2"}
         from linetrace.ledger.audit import audit_ledger
 
         report = audit_ledger(ledger, SIGNER.verifier, signing.keyid_of(PLANT.public_key()))

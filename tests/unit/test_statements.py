@@ -117,7 +117,7 @@ def enrol(user: str, role: str, key: Ed25519PrivateKey, by: Ed25519PrivateKey, b
 
 
 def placed(key: Ed25519PrivateKey, user: str, n: int, target: str = "SRV-1") -> Event:
-    st = signed_by(key, user, "hold.place", target)
+    st = signed_by(key, user, "hold.place", target, {"scope": "unit", "reason": "scratch"})
     return event("hold.placed", f"HOLD-{n}", b.HoldPlaced(
         hold_id=f"HOLD-{n}", scope="unit", target=target, reason="scratch", category="quality",
         code="hold.manual", placed_by=user, statement=st), n)
@@ -186,3 +186,115 @@ def test_a_user_change_whose_statement_says_something_else_does_not_stand() -> N
                                                       keyid=kid, statement=st), 2)
     out = problems(enrol("alice", "admin", ALICE, ALICE, "alice", 1), ev)
     assert len(out) == 1 and "the event records" in out[0]
+
+
+# --- hold events say what their statements say; a quality release takes two quality users ----
+
+SUP = Ed25519PrivateKey.from_private_bytes(bytes(range(4, 36)))
+QB = Ed25519PrivateKey.from_private_bytes(bytes(range(5, 37)))
+PEOPLE = [enrol("alice", "admin", ALICE, ALICE, "alice", 1),
+          enrol("qa1", "quality", QA, ALICE, "alice", 2),
+          enrol("qa2", "quality", QB, ALICE, "alice", 3),
+          enrol("sup", "supervisor", SUP, ALICE, "alice", 4)]
+
+
+def lot_hold(n: int = 10, by: tuple[Ed25519PrivateKey, str] = (QA, "qa1"),
+             category: str = "quality") -> Event:
+    st = signed_by(by[0], by[1], "hold.place", "LOT-1", {"scope": "lot", "reason": "recall"})
+    return event("hold.placed", "HOLD-L", b.HoldPlaced(
+        hold_id="HOLD-L", scope="lot", target="LOT-1", reason="recall",
+        category=category, code="hold.manual", placed_by=by[1], statement=st), n)  # type: ignore[arg-type]
+
+
+def approval(key: Ed25519PrivateKey, user: str, reason: str | None = None) -> b.SignedStatement:
+    return sign_statement(new_statement("hold.release", "HOLD-L",
+                                        {"reason": reason} if reason else {}, user=user), key)
+
+
+def approved(st: b.SignedStatement, n: int, reason: str | None = None) -> Event:
+    return event("hold.approved", "HOLD-L", b.HoldApproved(hold_id="HOLD-L", reason=reason,
+                                                           statement=st), n)
+
+
+def released(statements: list[b.SignedStatement], n: int, reason: str | None = None,
+             by: list[str] | None = None) -> Event:
+    return event("hold.released", "HOLD-L", b.HoldReleased(
+        hold_id="HOLD-L", reason=reason, released_by=by or [s.user for s in statements],
+        statements=statements), n)
+
+
+def test_a_quality_hold_released_by_two_quality_users_stands() -> None:
+    first, second = approval(QA, "qa1", "retest passed"), approval(QB, "qa2")
+    assert problems(*PEOPLE, lot_hold(), approved(first, 11, "retest passed"),
+                    released([first, second], 12)) == []
+
+
+def test_one_quality_users_approval_turned_into_a_release_does_not_stand() -> None:
+    first = approval(QA, "qa1")
+    out = problems(*PEOPLE, lot_hold(), approved(first, 11), released([first], 12))
+    assert out == ["hold HOLD-L is a quality hold: releasing it takes the statements of 2 "
+                   "different quality users, this release carries 1 (qa1)"]
+    twice = problems(*PEOPLE, lot_hold(), released([first, first], 12))
+    assert len(twice) == 1 and "carries 1 (qa1, qa1)" in twice[0]
+
+
+def test_a_release_naming_others_than_its_signers_or_signed_by_a_supervisor_does_not_stand(
+        ) -> None:
+    first, second = approval(QA, "qa1"), approval(QB, "qa2")
+    assert problems(*PEOPLE, lot_hold(), released([first, second], 12, by=["qa1", "sup"])) == [
+        "released_by says ['qa1', 'sup'], the statements are ['qa1', 'qa2']'s"]
+    out = problems(*PEOPLE, lot_hold(), released([first, approval(SUP, "sup")], 12))
+    assert out == ["sup signed hold.release as supervisor; it needs the quality role"]
+    assert problems(*PEOPLE, released([first, second], 12)) == [
+        "releases hold HOLD-L, which no hold.placed before it places"] * 2
+
+
+def test_a_release_whose_reason_differs_from_the_signed_one_does_not_stand() -> None:
+    first, second = approval(QA, "qa1"), approval(QB, "qa2", "retest passed")
+    out = problems(*PEOPLE, lot_hold(), released([first, second], 12, reason="other reason"))
+    assert out == ["qa2 signed {'reason': 'retest passed'}, the event records "
+                   "{'reason': 'other reason'}"]
+
+
+def test_a_hold_placed_beyond_the_signers_role_or_in_the_wrong_category_does_not_stand() -> None:
+    assert problems(*PEOPLE, lot_hold(by=(SUP, "sup"), category="operational")) == [
+        "sup signed hold.place as supervisor; it needs the quality or admin role"]
+    assert problems(*PEOPLE, lot_hold(category="operational")) == [
+        "a lot hold placed by qa1 (quality) is quality; the event records operational"]
+    unsigned = event("hold.placed", "HOLD-U", b.HoldPlaced(
+        hold_id="HOLD-U", scope="unit", target="SRV-1", reason="x", category="operational",
+        code="hold.manual", placed_by="qa1"), 10)
+    assert problems(*PEOPLE, unsigned) == ["placed by qa1 without a statement of theirs"]
+    route = event("hold.placed", "HOLD-R", b.HoldPlaced(
+        hold_id="HOLD-R", scope="unit", target="SRV-1", reason="skipped step 80",
+        category="quality", code="route.missing_step", placed_by="linetrace"), 10)
+    assert problems(*PEOPLE, route) == []  # linetrace's own route hold needs no person
+
+
+def test_a_disposition_recorded_with_another_decision_than_signed_does_not_stand() -> None:
+    st = signed_by(QA, "qa1", "hold.disposition", "SRV-1", {
+        "decision": "scrap", "reason": "burnt", "hold_id": "HOLD-R"})
+    route = event("hold.placed", "HOLD-R", b.HoldPlaced(
+        hold_id="HOLD-R", scope="unit", target="SRV-1", reason="failed twice",
+        category="quality", code="route.max_loops", placed_by="linetrace"), 10)
+
+    def disposed(decision: str, by: str = "qa1") -> Event:
+        return event("hold.disposition", "HOLD-R", b.HoldDisposition(
+            hold_id="HOLD-R", unit="SRV-1", decision=decision, reason="burnt",  # type: ignore[arg-type]
+            decided_by=by, statement=st), 11)
+
+    assert problems(*PEOPLE, route, disposed("scrap")) == []
+    assert problems(*PEOPLE, route, disposed("use-as-is")) == [
+        "qa1 signed {'decision': 'scrap', 'hold_id': 'HOLD-R', 'reason': 'burnt'}, the event "
+        "records {'decision': 'use-as-is', 'reason': 'burnt', 'hold_id': 'HOLD-R'}"]
+    assert problems(*PEOPLE, route, disposed("scrap", by="qa2")) == [
+        "decided_by says qa2, the statement is qa1's"]
+
+
+def test_the_roles_checked_from_the_log_are_those_enforced_when_recording() -> None:
+    from linetrace.ledger import dispositions, hold_actions
+    from linetrace.ledger.proof import statements
+
+    assert statements.PLACE_ROLES == hold_actions.PLACE_ROLES
+    assert statements.RELEASE_ROLES == hold_actions.RELEASE_ROLES
+    assert statements.DISPOSITION_ROLES == dispositions.DISPOSITION_ROLES
