@@ -65,6 +65,17 @@ def trace_text(t: Trace) -> None:
     say(f"route {t.route.product} revision {t.route.revision}  sha256 {t.route.sha256}"
         if t.route else "route (none recorded)")
     say(f"updated {t.updated}")
+    if t.holds:
+        say()
+        say(f"holds ({len(t.holds)}; `linetrace holds --all` has each in full):")
+        print_table([[h.id, h.state, h.code, h.placed, h.released, h.decision, h.reason]
+                     for h in t.holds],
+                    ["HOLD", "STATE", "CODE", "PLACED", "ENDED", "DECISION", "REASON"])
+    if t.violations:
+        say()
+        say(f"route violations ({len(t.violations)}):")
+        print_table([[v.time, v.step, v.station, v.code, v.message] for v in t.violations],
+                    ["TIME", "STEP", "STATION", "CODE", "MESSAGE"])
     say()
     say(f"parts ({len(t.parts)}):")
     print_table([[p.serial or f"qty {p.qty}", p.category, p.mpn, p.lot, p.parent,

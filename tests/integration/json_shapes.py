@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-S, I, F, N, D, L = str, int, float, type(None), dict, list
+S, I, F, N, D, L, B = str, int, float, type(None), dict, list, bool
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,27 @@ FIRMWARE = {"component": S, "image": S, "version": S, "sha256": S, "target": (S,
             "station": S, "time": S}
 HISTORY = {"time": S, "type": S, "station": S, "event_id": S, "operator": (S, N),
            "step": (I, N), "data": D}
+#: A hold that stopped the unit (trace's `holds`); `decision`: the disposition that ended it.
+UNIT_HOLD = {"id": S, "reason": S, "code": S, "state": S, "placed": (S, N),
+             "released": (S, N), "decision": (S, N)}
+#: What the route check found wrong with one of the unit's events (trace's `violations`).
+VIOLATION = {"step": (I, N), "station": (S, N), "code": S, "message": S, "time": (S, N)}
 TRACE = {"serial": S, "product": S, "kind": S, "state": S, "step": (I, N),
          "work_order": (S, N), "order": (S, N), "carton": (S, N), "installed_in": (S, N),
          "updated": S, "parts": [PART], "operations": [OPERATION], "removed": [REMOVED],
          "tests": [TEST_RUN], "firmware": [FIRMWARE], "history": [HISTORY],
-         "route": (D, N)}  # {product, revision, sha256} of the route the unit started on
+         "route": (D, N),  # {product, revision, sha256} of the route the unit started on
+         "holds": [UNIT_HOLD], "violations": [VIOLATION]}
+#: `linetrace holds [--all] --json` (each hold; also `hold place|release --json`, which add
+#: fields): the issue's {id, scope, target, reason, placed_by, placed, state, approvals,
+#: affected_units}, then what docs/holds.md adds.
+HOLD = {"id": S, "scope": S, "target": S, "reason": S, "placed_by": S, "placed": (S, N),
+        "state": S, "approvals": [{"user": S, "keyid": S, "approved": (S, N)}],
+        "affected_units": [S], "category": S, "code": S, "released": (S, N),
+        "released_by": [S], "release_reason": (S, N), "decision": (S, N), "shipped": [S],
+        "step": (I, N), "station": (S, N)}
+#: `linetrace validate SERIAL --step N --station X --json`.
+VERDICT = {"allowed": B, "reasons": [{"code": S, "message": S}]}
 RECALL = {"serial": S, "product": S, "state": S, "status": S, "part": S, "lot": S,
           "order": (S, N), "carton": (S, N), "via": (S, N)}
 WIP = {"kind": S, "step": (I, N), "state": S, "units": I}
