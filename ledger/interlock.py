@@ -141,6 +141,22 @@ def ended_holds(session: Session, serials: Iterable[str]) -> dict[str, list[Ende
     return out
 
 
+def named_events(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """(subject, event id) -> events.seq of those of `keys` that are stored."""
+    wanted = sorted(set(keys))
+    out: dict[tuple[str, str], int] = {}
+    for i in range(0, len(wanted), _CHUNK):
+        part = wanted[i:i + _CHUNK]
+        asked = set(part)
+        for subject, eid, seq in session.execute(select(
+                EventRow.subject, EventRow.event_id, EventRow.seq).where(
+                in_values(session, EventRow.subject, sorted({k[0] for k in part})),
+                EventRow.event_id.in_(sorted({k[1] for k in part})))):
+            if (subject, eid) in asked:
+                out[(subject, eid)] = int(seq)
+    return out
+
+
 def station_types(session: Session, stations: Iterable[str]) -> dict[str, str]:
     wanted = sorted(set(stations))
     if not wanted:
@@ -151,10 +167,11 @@ def station_types(session: Session, stations: Iterable[str]) -> dict[str, str]:
 
 def progress_of(serial: str, routes: RouteBook, record: UnitRecord | None,
                 events: Sequence[UnitEvent], ended: Sequence[Ended] = (),
-                until: datetime | None = None) -> Progress:
-    """The unit's progress after `events` (those at or before `until` when given)."""
+                until: datetime | None = None, until_seq: int | None = None) -> Progress:
+    """The unit's progress after `events` (those at or before time `until`, and up to and
+    including the one stored at `until_seq`, when given)."""
     chosen = [(seq, t, body, source) for seq, t, source, at, body in events
-              if until is None or at <= until]
+              if (until is None or at <= until) and (until_seq is None or seq <= until_seq)]
     return replay(serial, unit_rules(routes, record), chosen, ended)
 
 

@@ -22,9 +22,11 @@ judgement `linetrace validate` applies too) and answers the batch's events in or
 - an install of a part from a held lot or MPN: the unit joins that hold (`hold_units`) and
   the station gets `command.hold`;
 - the install of a consumed sub-assembly (the server's PCBA, which travels on its own
-  partition): decided once that partition's line clock has reached the install's time, from
-  the sub-assembly's events up to it: it must have completed its own route (ICT passed), or
-  the server is held (`route.assembly_incomplete`). Until then the check waits in
+  partition): decided once the sub-assembly's event the install names (`last_event`) is
+  stored, from its events up to that one, or, for an install that names none, once its
+  partition's line clock has reached the install's time, from its events up to then: it must
+  have completed its own route (ICT passed), or the server is held
+  (`route.assembly_incomplete`). Until then the check waits in
   `route_waits`, re-checked by each later batch of that partition and by the worker's tick;
   a sub-assembly whose events up to the install already show its route completed is accepted
   at once (events still to come cannot undo that).
@@ -52,8 +54,8 @@ from sqlalchemy.orm import Session
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.holds import HoldInfo, HoldsInForce, hold_id_for, load_holds_in_force
 from linetrace.ledger.interlock import (
-    UnitEvent, UnitRecord, consumed_categories, ended_holds, progress_of, route_of,
-    station_types, unit_events, unit_records, unit_rules,
+    UnitEvent, UnitRecord, consumed_categories, ended_holds, named_events, progress_of,
+    route_of, station_types, unit_events, unit_records, unit_rules,
 )
 from linetrace.ledger.log import event_seqs
 from linetrace.ledger.models import (
@@ -180,14 +182,10 @@ def open_waits(session: Session, partitions: Iterable[Partition] | None = None,
     return out
 
 
-def wait_due(wait: OpenWait, clock: datetime | None, now: datetime, speed: float,
-             grace: timedelta = SILENCE_GRACE) -> bool:
+def wait_due(wait: OpenWait, clock: datetime | None) -> bool:
     """Has the awaited partition's line clock reached the wait's time? A partition with no
-    event at all keeps time on the wall from when the wait began."""
-    if clock is None:
-        clock = advanced(wait.until, wait.created, now, speed, grace)
-        return clock is not None and clock > wait.until
-    return clock >= wait.until
+    event at all has no clock (it may just not have been read yet): the wait goes on."""
+    return clock is not None and clock >= wait.until
 
 
 @dataclass(frozen=True)
@@ -206,6 +204,8 @@ class RouteState:
     now: datetime
     #: waits not due yet whose sub-assembly may show a completed route already
     early: list[tuple[OpenWait, Event | None]] = field(default_factory=list)
+    #: (sub-assembly, event id) -> events.seq of the events installs name that are stored
+    named: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -235,12 +235,12 @@ class RouteStage:
                  if c.record.topic == EVENTS and c.record.partition is not None}
         now = datetime.now(UTC)
         waits = open_waits(session, parts) if parts else []  # (Partition typed: int, not None)
-        due = self._due(session, waits, now) if waits else []
+        due, installs, named = self._due(session, waits, now)
         arrived = {c.event.subject for c in batch if c.record.topic == EVENTS}
         early = [w for w in waits if w not in due and w.awaited in arrived]
         if not mine and not due and not early:
             return None
-        return self._gather(session, mine, due, now, early)
+        return self._gather(session, mine, due, now, early, installs, named)
 
     def decide(self, batch: Sequence[Candidate], state: RouteState | None) -> Decisions:
         if state is None:
@@ -264,10 +264,11 @@ class RouteStage:
         now = now or datetime.now(UTC)
         decisions = NO_DECISIONS
         waits = open_waits(session, limit=WAITS_PER_TICK)
-        due = self._due(session, waits, now) if waits else []
         if waits:
+            due, installs, named = self._due(session, waits, now)
             early = [w for w in waits if w not in due]
-            decisions = self.decide([], self._gather(session, [], due, now, early))
+            decisions = self.decide([], self._gather(session, [], due, now, early, installs,
+                                                     named))
         rows: list[Row] = []
         if self._last_stuck is None or (now - self._last_stuck).total_seconds() >= self.stuck_every:
             self._last_stuck = now
@@ -288,14 +289,27 @@ class RouteStage:
     # --- reads -------------------------------------------------------------------------
 
     def _due(self, session: Session, waits: Sequence[OpenWait], now: datetime
-             ) -> list[OpenWait]:
-        clocks = partition_clocks(session, [w.partition for w in waits], now, self.speed,
-                                  self.grace)
-        return [w for w in waits if wait_due(w, clocks.get(w.partition), now, self.speed,
-                                             self.grace)]
+             ) -> tuple[list[OpenWait], dict[tuple[str, str], Event],
+                        dict[tuple[str, str], int]]:
+        """The waits due now: the sub-assembly's event its install names is stored, or, for
+        an install that names none, the partition's line clock reached the install. With the
+        installs (by source and id) and the named events stored (by subject and id)."""
+        if not waits:
+            return [], {}, {}
+        installs = _stored_events(session, [(w.source, w.event_id) for w in waits])
+        names = {w: _last_event(installs.get((w.source, w.event_id)), w.awaited) for w in waits}
+        named = named_events(session, [(w.awaited, n) for w, n in names.items() if n])
+        clocks = partition_clocks(session, [w.partition for w in waits if not names[w]], now,
+                                  self.speed, self.grace)
+        due = [w for w in waits
+               if ((w.awaited, n) in named if (n := names[w]) else
+                   wait_due(w, clocks.get(w.partition)))]
+        return due, installs, named
 
     def _gather(self, session: Session, mine: Sequence[Candidate], due: Sequence[OpenWait],
-                now: datetime, early: Sequence[OpenWait] = ()) -> RouteState:
+                now: datetime, early: Sequence[OpenWait] = (),
+                installed_by: dict[tuple[str, str], Event] | None = None,
+                named: dict[tuple[str, str], int] | None = None) -> RouteState:
         seqs = event_seqs(session, [(c.event.source, c.event.id) for c in mine])
         serials = {c.event.subject for c in mine}
         first = min((seqs[k] for k in ((c.event.source, c.event.id) for c in mine) if k in seqs),
@@ -304,17 +318,18 @@ class RouteStage:
         # clock has reached the install (their events are all here) or their events show the
         # route completed already, else they wait
         categories = consumed_categories(self.routes)
-        installs: list[tuple[str, datetime]] = []
-        for c in mine:
-            body = c.event.body
-            if isinstance(body, b.MaterialsInstalled):
-                installs += [(i.serial, parse_time(c.event.envelope.time)) for i in body.items
-                             if i.serial is not None and i.category in categories]
-        clocks = partition_clocks(session, [events_partition(s) for s, _ in installs], now,
-                                  self.speed, self.grace)
-        ready = {s for s, _ in installs}
+        items = [i for c in mine if isinstance(c.event.body, b.MaterialsInstalled)
+                 for i in c.event.body.items if i.serial is not None and i.category in categories]
+        named = {**(named or {}), **named_events(session, [
+            (i.serial, i.last_event) for i in items
+            if i.serial is not None and i.last_event is not None])}
+        clocks = partition_clocks(session, [events_partition(i.serial) for i in items
+                                            if i.serial is not None and i.last_event is None],
+                                  now, self.speed, self.grace)
+        ready = {i.serial for i in items if i.serial is not None}
         awaited = {w.awaited for w in (*due, *early)}
-        installed_by = _stored_events(session, [(w.source, w.event_id) for w in (*due, *early)])
+        installed_by = installed_by if installed_by is not None else _stored_events(
+            session, [(w.source, w.event_id) for w in (*due, *early)])
         records = unit_records(session, serials | ready | awaited
                                | {w.serial for w in (*due, *early)})
         history = unit_events(session, serials, before_seq=first) if serials else {}
@@ -330,7 +345,8 @@ class RouteStage:
                           assemblies=assemblies,
                           due=[(w, installed_by.get((w.source, w.event_id))) for w in due],
                           now=now,
-                          early=[(w, installed_by.get((w.source, w.event_id))) for w in early])
+                          early=[(w, installed_by.get((w.source, w.event_id))) for w in early],
+                          named=named)
 
 
 def _stored_events(session: Session, keys: Sequence[tuple[str, str]]
@@ -501,34 +517,45 @@ class _Decider:
                                _text([r for _, r in found]))
             self._violations(ev, progress.current_step, found)
         for item, sub in progress.consumed(body):
-            assert item.serial is not None
-            self._assembly(ev, serial, item.serial, sub, progress.current_step)
+            self._assembly(ev, serial, item, sub, progress.current_step)
 
-    def _assembly(self, ev: Event, serial: str, part: str, sub: SubAssembly,
+    def _assembly(self, ev: Event, serial: str, item: b.InstalledItem, sub: SubAssembly,
                   step: int | None) -> None:
-        """Judge the consumed sub-assembly now if its partition's clock has reached the
-        install, or if its events show its route completed already (events still to come
-        cannot undo that); else wait."""
+        """Judge the consumed sub-assembly now if the event its install names is stored (its
+        events up to that one), or, where the install names none, if its partition's clock
+        has reached the install (its events up to the install's time); or if its events show
+        its route completed already (events still to come cannot undo that). Else wait."""
+        part, last = item.serial, item.last_event
+        if part is None:
+            return
         where = events_partition(part)
         t = parse_time(ev.envelope.time)
-        clock = self.state.clocks.get(where)
-        if clock is None or clock < t:
-            if not self._judge_assembly(ev, serial, part, sub, step, t, hold=False):
-                return
+        if last is not None:
+            seq = self.state.named.get((part, last))
+            ready = seq is not None
+        else:
+            seq = None
+            clock = self.state.clocks.get(where)
+            ready = clock is not None and clock >= t
+        if ready:
+            self._judge_assembly(ev, serial, part, sub, step, t, until_seq=seq)
+            return
+        if self._judge_assembly(ev, serial, part, sub, step, t, hold=False):
             self.rows.append((_WAITS, {
                 "serial": serial, "kind": "assembly", "source": ev.source, "event_id": ev.id,
                 "awaited": part, "topic": where[0], "partition": where[1], "until": t,
                 "created": self.state.now, "resolved": None}))
-            return
-        self._judge_assembly(ev, serial, part, sub, step, t)
 
     def _judge_assembly(self, ev: Event, serial: str, part: str, sub: SubAssembly,
-                        step: int | None, until: datetime, hold: bool = True) -> bool:
-        """Is the sub-assembly, by its events up to `until`, short of its route? If so and
-        `hold`, hold the unit it went into."""
+                        step: int | None, until: datetime, *, until_seq: int | None = None,
+                        hold: bool = True) -> bool:
+        """Is the sub-assembly short of its route, by its events up to the one stored at
+        `until_seq` (the event its install names), else up to time `until`? If so and `hold`,
+        hold the unit it went into."""
         st = self.state
         assembly = progress_of(part, self.routes, st.records.get(part), st.assemblies.get(part, []),
-                               st.ended.get(part, []), until=until)
+                               st.ended.get(part, []), until=until if until_seq is None else None,
+                               until_seq=until_seq)
         at = step if step is not None else 0
         reasons = assembly_reasons(assembly, sub, serial, at)
         if reasons and hold:
@@ -545,9 +572,11 @@ class _Decider:
         if install is not None and isinstance(install.body, b.MaterialsInstalled):
             route = route_of(self.routes, self.state.records.get(wait.serial))
             sub, step = _consumed_by(route, install.body, wait.awaited)
+            last = _last_event(install, wait.awaited)
+            seq = self.state.named.get((wait.awaited, last)) if last and due else None
             if sub is not None:
                 incomplete = self._judge_assembly(install, wait.serial, wait.awaited, sub, step,
-                                                  wait.until, hold=due)
+                                                  wait.until, until_seq=seq, hold=due)
         if due or not incomplete:
             self.updates.append((_WAITS, {"id": wait.id}, {"resolved": self.state.now}))
 
@@ -593,6 +622,13 @@ class _Decider:
                 "serial": ev.subject, "step": step, "station": ev.source, "code": r.code,
                 "message": r.message[:4096], "source": ev.source, "event_id": ev.id, "time": t,
                 "hold_id": by_hold.get(r.code)}))
+
+
+def _last_event(install: Event | None, part: str) -> str | None:
+    """The event of `part` its install names (`InstalledItem.last_event`), if any."""
+    if install is None or not isinstance(install.body, b.MaterialsInstalled):
+        return None
+    return next((i.last_event for i in install.body.items if i.serial == part), None)
 
 
 def _consumed_by(route: Route | None, body: b.MaterialsInstalled, part: str

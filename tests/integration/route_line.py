@@ -115,8 +115,11 @@ class Flow:
         self.at(900, "unit.departed", serial, b.UnitDeparted(step=900))
 
 
-def mainboard(pcba: str) -> b.InstalledItem:
-    return b.InstalledItem(lot="LOT-MB-1", mpn="MB-A-100", category="mainboard", serial=pcba)
+def mainboard(pcba: str, last_event: str | None = None) -> b.InstalledItem:
+    """The PCBA installed at integration (`last_event`: its last event before, as stations
+    name it; None: an install that names none)."""
+    return b.InstalledItem(lot="LOT-MB-1", mpn="MB-A-100", category="mainboard", serial=pcba,
+                           last_event=last_event)
 
 
 class Batches:
@@ -131,12 +134,14 @@ class Batches:
         self.pending: list[Candidate] = []
         self.seq: dict[str, int] = {}
         self.offsets: dict[tuple[str, int], int] = {}
+        self.last_id: dict[str, str] = {}  # each subject's last event id emitted
         self.flow = Flow(self._emit)
 
     def _emit(self, station: str, etype: str, serial: str, body: b.Body, t: datetime) -> None:
         self.seq[station] = self.seq.get(station, 0) + 1
+        self.last_id[serial] = eid = str(uuid.uuid4())
         value = encode_event(event_type=etype, source=station, subject=serial, body=body, time=t,
-                             stationseq=self.seq[station], event_id=str(uuid.uuid4()))
+                             stationseq=self.seq[station], event_id=eid)
         kid, sig = signing.read_signature(signing.sign_value(value, KEYS[station]))
         topic = "line.receipts" if etype == "material.received" else "line.events"
         part = partition_of(serial.encode(), 4 if topic == "line.receipts" else 8)

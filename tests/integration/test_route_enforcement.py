@@ -216,8 +216,8 @@ def _server_to_integration(line: Batches, srv: str, pcba: str) -> None:
 
 def _filler(line: Batches, partition: int, at: datetime) -> None:
     """An event on `partition` later than `at`: that partition's line clock passes it."""
-    other = serial_on("PCBA-FILL", partition)
-    line.flow.emit("smt-01", "unit.arrived", other, b.UnitArrived(step=20),
+    other = serial_on("SRV-FILL", partition)  # a station the boards do not use
+    line.flow.emit("kitting-01", "unit.arrived", other, b.UnitArrived(step=50),
                    at + timedelta(minutes=5))
 
 
@@ -271,6 +271,38 @@ def test_the_pcba_check_waits_for_the_boards_partition_when_it_is_read_later(
                                                      "integration-01")
     assert [v[2] for v in violations(ledger)] == [pg.ASSEMBLY_INCOMPLETE]
     assert line.tick() == []  # resolved once
+
+
+def test_an_install_naming_the_boards_last_event_waits_for_exactly_that_event(
+        line: Batches, ledger: Ledger) -> None:
+    """Stations name the board's last event in the install (`last_event`, as for the seal):
+    the check waits for that event, whatever the board's partition clock says (here other
+    units have moved it past the install while the board's own events are still to come),
+    and judges the board's events up to it."""
+    srv, srv_ok = serial_on("SRV-NAMED"), serial_on("SRV-NAMED-OK")
+    bad = serial_on("PCBA-NAMED", avoid=[events_partition(srv), events_partition(srv_ok)])
+    good = serial_on("PCBA-NAMED-OK", avoid=[events_partition(srv), events_partition(srv_ok),
+                                            events_partition(bad)])
+    _pcba(line, bad, ict=False)
+    _pcba(line, good)
+    held_back, line.pending = line.pending, []  # the boards' events: read later
+    last_bad, last_good = line.last_id[bad], line.last_id[good]
+    line.flow.visit(srv, 50)
+    line.flow.visit(srv, 60)
+    line.flow.visit(srv, 70, installs=[mainboard(bad, last_bad)])
+    line.flow.visit(srv_ok, 50)
+    line.flow.visit(srv_ok, 60)
+    line.flow.visit(srv_ok, 70, installs=[mainboard(good, last_good)])
+    _filler(line, events_partition(bad), line.flow.t)  # the boards' clocks pass the installs
+    _filler(line, events_partition(good), line.flow.t)
+    line.write()
+    assert holds(ledger) == [] and [w[2] for w in waits(ledger)] == [None, None]
+    assert line.tick() == []  # the clock says due, the named events are not here: waiting
+    line.pending = held_back
+    line.write()
+    [h] = holds(ledger)
+    assert (h.target, h.code, h.step) == (srv, pg.ASSEMBLY_INCOMPLETE, 70)
+    assert all(w[2] is not None for w in waits(ledger))
 
 
 def test_a_board_whose_events_show_its_route_completed_needs_no_wait(
