@@ -20,7 +20,11 @@ What causes what (one message per unit):
 - `unit.scrapped` -> `erp.scrap` (a `unit.repaired` with result Scrap is reported through the
   `unit.scrapped` that stations send with it).
 - `hold.placed` -> `erp.hold` per unit in its `units`; `hold.released` -> `erp.release` per
-  unit in the hold's `hold_units`; `hold.disposition` -> `erp.release` for its unit.
+  unit in the hold's `hold_units`; `hold.disposition` -> `erp.release` for its unit. A unit
+  that joins a hold later (the route stage joins an install from a held lot to the lot's
+  hold and tells the station with `command.hold`) -> `erp.hold` from that `command.hold`,
+  under the id the hold's placement would have given it (cause = the `hold.placed`), so the
+  unit's later stations, told again, add no second notice.
 
 A unit's work order at a cause is that of its latest operation started at or before the
 cause's time (`operations.work_order`, from `work.started`), else `units.work_order`; a unit
@@ -37,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -59,7 +64,7 @@ from .unit_state import aware
 KIND = "erp"
 CONFIRMED = ("Completed", "Skipped")
 CAUSES = frozenset({"work.completed", "unit.sealed", "unit.scrapped", "hold.placed",
-                    "hold.released", "hold.disposition"})
+                    "hold.released", "hold.disposition", "command.hold"})
 _CHUNK = 400
 
 
@@ -108,6 +113,8 @@ class ErpState:
     hboms: dict[str, bytes] = field(default_factory=dict)  # sealed event id -> HBOM bytes
     packed: dict[str, b.UnitPacked] = field(default_factory=dict)  # unit.packed id -> body
     hold_units: dict[str, list[str]] = field(default_factory=dict)  # hold id -> serials
+    #: hold id -> its `hold.placed`, for the holds a `command.hold` of the events names
+    placed: dict[str, Event] = field(default_factory=dict)
 
 
 def relevant(events: Iterable[Event]) -> list[Event]:
@@ -146,6 +153,9 @@ def load_state(session: Session, events: Sequence[Event], routes: RouteBook | No
             state.hold_units.setdefault(hold_id, []).append(serial)
     for named in state.hold_units.values():
         named.sort()
+    _load_placements(session, state, sorted({
+        e.body.hold_id for e in causes
+        if isinstance(e.body, b.CommandHold) and e.body.hold_id is not None}))
     wanted = sorted(set(_serials(causes, state)))
     for serials in _chunks(wanted):
         for r in session.execute(select(Unit.serial, Unit.product, Unit.kind, Unit.work_order,
@@ -175,10 +185,25 @@ def _serials(causes: Sequence[Event], state: ErpState) -> Iterable[str]:
             yield from body.units
         elif isinstance(body, b.HoldReleased):
             yield from state.hold_units.get(body.hold_id, ())
-        elif isinstance(body, b.HoldDisposition):
+        elif isinstance(body, (b.HoldDisposition, b.CommandHold)):
             yield body.unit
         else:
             yield e.subject
+
+
+def _load_placements(session: Session, state: ErpState, hold_ids: Sequence[str]) -> None:
+    """The `hold.placed` event of each hold named (by a `command.hold`)."""
+    from .models import Hold
+
+    for ids in _chunks(hold_ids):
+        placed = {r[0]: r[1] for r in session.execute(select(
+            Hold.placed_event, Hold.hold_id).where(in_values(session, Hold.hold_id, ids)))}
+        if not placed:
+            continue
+        for event_id, value in session.execute(select(EventRow.event_id, EventRow.value).where(
+                EventRow.source == "linetrace", in_values(session, EventRow.event_id,
+                                                          sorted(placed)))):
+            state.placed[placed[event_id]] = decode_stored_event(value)
 
 
 def _utc(t: datetime | None) -> datetime | None:
@@ -252,6 +277,8 @@ def decide_messages(events: Sequence[Event], state: ErpState) -> list[outbox.Mes
         elif isinstance(body, b.HoldDisposition):
             out += _message(_release(e, body.unit, body.hold_id, body.decision, body.reason,
                                      [body.decided_by], state))
+        elif isinstance(body, b.CommandHold) and body.hold_id is not None:
+            out += _message(_joined(e, body, state))
     return out
 
 
@@ -454,6 +481,20 @@ def _hold(e: Event, body: b.HoldPlaced, serial: str, state: ErpState) -> HoldNot
                       hold_id=body.hold_id, scope=body.scope, target=body.target,
                       reason=body.reason, category=body.category, code=body.code,
                       placed_by=body.placed_by, step=body.step, station=body.station)
+
+
+def _joined(e: Event, body: b.CommandHold, state: ErpState) -> HoldNotice | None:
+    """The hold notice of a unit that joined a hold after it was placed (None: the unit was
+    named at placement, so the `hold.placed` gave its notice)."""
+    placed = state.placed.get(body.hold_id or "")
+    if placed is None or not isinstance(placed.body, b.HoldPlaced) \
+            or body.unit in placed.body.units:
+        return None
+    notice = _hold(e, placed.body, body.unit, state)
+    if notice is None:
+        return None
+    return msgspec.structs.replace(notice, message_id=message_id(
+        "erp.hold", notice.work_order, body.unit, placed.id))
 
 
 def _release(e: Event, serial: str, hold_id: str, decision: str, reason: str | None,

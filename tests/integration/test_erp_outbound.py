@@ -263,6 +263,31 @@ def _record(session: Session, event_type: str, subject: str, body: b.Body, cause
     return c.event
 
 
+def test_a_unit_joining_a_lot_hold_later_gets_one_hold_notice(ledger: Ledger,
+                                                               tmp_path: Path) -> None:
+    """An install from a held lot joins the unit to the lot's hold (the route stage): ERP
+    hears of it once, though the unit's next station is told of the hold again."""
+    from .route_line import Batches, serial_on
+
+    line = Batches(ledger, tmp_path / "keys")
+    line.record("hold.placed", "HOLD-LOT-ERP", b.HoldPlaced(
+        hold_id="HOLD-LOT-ERP", scope="lot", target="LOT-GPU-BAD", reason="supplier recall",
+        category="quality", code="hold.manual", placed_by="qa1"),
+        cause="44444444-4444-4444-8444-444444444444")
+    srv = serial_on("SRV-JOIN")
+    line.flow.visit(srv, 50)
+    line.flow.visit(srv, 60, installs=[b.InstalledItem(
+        lot="LOT-GPU-BAD", mpn="699-2G520", category="gpu", serial="GPU-J1", slot=0)])
+    assert [c.event.type for c in line.write()] == ["command.hold"]
+    line.flow.arrive(srv, 70)  # its next station is told again
+    assert [c.event.type for c in line.write()] == ["command.hold"]
+    holds = [m for m in of_type(messages(ledger), "erp.hold") if m["serial"] == srv]
+    assert len(holds) == 1, holds
+    (notice,) = holds
+    assert notice["hold_id"] == "HOLD-LOT-ERP" and notice["scope"] == "lot"
+    assert notice["cause_type"] == "command.hold" and notice["work_order"]
+
+
 def test_hold_and_release_notices_name_each_affected_unit_once(fed: Ledger) -> None:
     with fed.reader() as s:
         server, pcba = sorted(s.scalars(select(Unit.serial).where(Unit.kind == "server")))[0], \
