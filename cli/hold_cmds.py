@@ -13,8 +13,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from linetrace.ledger.dispositions import DECISIONS, dispose, disposition_hold
-from linetrace.ledger.hold_actions import HoldError, HoldOutcome, place_hold, release_hold
+from linetrace.ledger.dispositions import (
+    DECISIONS,
+    dispose,
+    disposition_hold,
+    no_disposition,
+)
+from linetrace.ledger.hold_actions import HoldOutcome, place_hold, release_hold
 from linetrace.ledger.hold_views import list_holds
 from linetrace.ledger.keys import load_or_create_plant_key
 
@@ -159,10 +164,9 @@ def cmd_disposition(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with ledger.reader() as s:
             hold = disposition_hold(s, args.serial)
-            hold_id = hold.hold_id if hold is not None else None
-        if hold_id is None:
-            raise HoldError(f"{args.serial} is held for no disposition (`linetrace holds` lists "
-                            "the holds in force)", code="hold.no_disposition")
+            if hold is None:
+                raise no_disposition(s, args.serial)
+            hold_id = hold.hold_id
         signed = sign_as(settings, ledger, "hold.disposition", args.serial,
                          {"decision": args.decision, "reason": reason, "hold_id": hold_id})
         outcome = dispose(ledger, plant, signed, args.serial, args.decision, reason,

@@ -48,6 +48,26 @@ def disposition_hold(session: Session, serial: str) -> Hold | None:
     return next((h for h in holds if is_disposition_code(h.code)), None)
 
 
+def no_disposition(session: Session, serial: str) -> HoldError:
+    """The refusal for a disposition of a unit no hold holds for one: an unknown unit, a unit
+    on other holds (released, not disposed of) or a unit on no hold, each said as such."""
+    unit = session.get(Unit, serial)
+    if unit is None:
+        return HoldError(f"no unit {serial!r} in the ledger; check the spelling (`linetrace "
+                         "units` lists them)", code="hold.target_unknown")
+    named = select(HoldUnit.hold_id).where(HoldUnit.serial == serial)
+    others = session.scalars(select(Hold.hold_id).where(
+        Hold.state == "active", or_(Hold.hold_id.in_(named),
+                                    (Hold.scope == "unit") & (Hold.target == serial)))
+        .order_by(Hold.placed_seq, Hold.hold_id)).all()
+    if others:
+        return HoldError(f"{serial} is not held for a disposition; its holds in force "
+                         f"({', '.join(others)}) end with `linetrace hold release HOLD_ID`",
+                         code="hold.no_disposition")
+    return HoldError(f"{serial} ({unit.state}) is on no hold that waits for a disposition "
+                     "(`linetrace holds` lists the holds in force)", code="hold.no_disposition")
+
+
 def _failed_step(session: Session, route: Route, hold: Hold, unit: Unit) -> int:
     """The flow step the unit failed: the hold's step, or, where that is a repair step (a
     repair that could not repair), the latest flow step the unit worked at."""
@@ -100,8 +120,7 @@ def dispose(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedStatement,
             return HoldOutcome(hold_view(session, signed_hold), False, "already recorded")
         hold = disposition_hold(session, serial)
         if hold is None:
-            raise HoldError(f"{serial} is held for no disposition (`linetrace holds` lists the "
-                            "holds in force)", code="hold.no_disposition")
+            raise no_disposition(session, serial)
         st = verify_user_statement(session, signed, action="hold.disposition", target=serial,
                                    roles=DISPOSITION_ROLES)
         check_details(st, {"decision": decision, "reason": reason, "hold_id": hold.hold_id})

@@ -1,0 +1,44 @@
+"""What `linetrace` says when a person asks for what cannot be done: each refusal names what
+is wrong and what to do, with its exit code (found by walking the CLI as a plant would)."""
+
+from __future__ import annotations
+
+import pytest
+
+from linetrace.ledger.db import Ledger
+from linetrace.ledger.keys import load_or_create_plant_key
+from linetrace.schemas import signing
+from tests.conftest import run_cli
+from tests.integration.test_holds import CAP_LOT, PEOPLE, build_line, enrol_people, person
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_disposition_refusal_says_why(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An unknown serial is said to be unknown (not 'held for no disposition'); a unit on a
+    hold that is not for a disposition is told which hold and how it ends."""
+    data = tmp_path / "data"
+    data.mkdir()
+    ledger = Ledger(f"sqlite:///{data / 'ledger.db'}")
+    plant, _ = load_or_create_plant_key(data / "keys")
+    build_line(ledger, plant)
+    enrol_people(ledger, plant)
+    ledger.close()
+    key = tmp_path / "q1.key"
+    key.write_bytes(signing.private_key_pem(person("q1")))
+    assert PEOPLE["q1"] == "quality"
+
+    def cli(*args: str):  # type: ignore[no-untyped-def]
+        return run_cli(*args, data_dir=data, env={"LINETRACE_USER_KEY": str(key)})
+
+    r = cli("disposition", "SRV-NOPE-9", "--decision", "scrap", "--reason", "x")
+    assert r.returncode == 1 and "[hold.target_unknown]" in r.stderr, r.stderr
+    assert "no unit 'SRV-NOPE-9'" in r.stderr and "Traceback" not in r.stderr
+    r = cli("disposition", "SRV-H-1", "--decision", "scrap", "--reason", "x")
+    assert r.returncode == 1 and "[hold.no_disposition]" in r.stderr, r.stderr
+    assert "on no hold" in r.stderr
+    r = cli("hold", "place", "--lot", CAP_LOT, "--reason", "ESR drift", "--json")
+    assert r.returncode == 0, r.stderr
+    r = cli("disposition", "SRV-H-1", "--decision", "scrap", "--reason", "x")
+    assert r.returncode == 1 and "[hold.no_disposition]" in r.stderr, r.stderr
+    assert "not held for a disposition" in r.stderr and "linetrace hold release" in r.stderr
