@@ -183,6 +183,17 @@ def _known(session: Session, scope: str, target: str) -> bool:
 # --- place ---------------------------------------------------------------------------------
 
 
+#: Where a person finds the names a hold of each scope may target (for `hold.target_unknown`).
+_TARGET_HINTS = {
+    "unit": "`linetrace units` lists the units",
+    "lot": "`linetrace trace SERIAL` lists a unit's parts with their lots; `linetrace lots show "
+           "LOT` shows one lot",
+    "mpn": "`linetrace trace SERIAL` lists a unit's parts with their MPNs",
+    "work_order": "`linetrace trace SERIAL` names a unit's work order",
+    "station": "`linetrace stations list` lists the stations",
+}
+
+
 def place_hold(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedStatement, *,
                scope: str, target: str, reason: str, now: datetime | None = None
                ) -> HoldOutcome:
@@ -203,8 +214,7 @@ def place_hold(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedStateme
         check_details(st, {"scope": scope, "reason": reason})
         if not _known(session, scope, target):
             raise HoldError(f"no {scope.replace('_', ' ')} {target!r} in the ledger; check the "
-                            "spelling (`linetrace units`, `linetrace lots show`, `linetrace "
-                            "stations list`)", code="hold.target_unknown")
+                            f"spelling ({_TARGET_HINTS[scope]})", code="hold.target_unknown")
         role = user_role(session, st.user)
         category = "quality" if scope in ("lot", "mpn") or role == "quality" else "operational"
         reached = reached_units(session, scope, target)

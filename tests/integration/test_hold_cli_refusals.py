@@ -42,3 +42,27 @@ def test_a_disposition_refusal_says_why(tmp_path) -> None:  # type: ignore[no-un
     r = cli("disposition", "SRV-H-1", "--decision", "scrap", "--reason", "x")
     assert r.returncode == 1 and "[hold.no_disposition]" in r.stderr, r.stderr
     assert "not held for a disposition" in r.stderr and "linetrace hold release" in r.stderr
+
+
+def test_a_hold_on_an_unknown_target_says_where_to_look(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Each scope's refusal points at the command that lists that kind of name (`lots show`
+    needs a lot, so it is not offered bare)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    ledger = Ledger(f"sqlite:///{data / 'ledger.db'}")
+    plant, _ = load_or_create_plant_key(data / "keys")
+    build_line(ledger, plant)
+    enrol_people(ledger, plant)
+    ledger.close()
+    key = tmp_path / "q1.key"
+    key.write_bytes(signing.private_key_pem(person("q1")))
+    hints = {"--unit": "`linetrace units` lists the units",
+             "--lot": "`linetrace lots show LOT` shows one lot",
+             "--mpn": "`linetrace trace SERIAL` lists a unit's parts with their MPNs",
+             "--work-order": "`linetrace trace SERIAL` names a unit's work order",
+             "--station": "`linetrace stations list` lists the stations"}
+    for flag, hint in hints.items():
+        r = run_cli("hold", "place", flag, "NOPE-1", "--reason", "x", data_dir=data,
+                    env={"LINETRACE_USER_KEY": str(key)})
+        assert r.returncode == 1 and "[hold.target_unknown]" in r.stderr, r.stderr
+        assert hint in r.stderr and "`linetrace lots show`" not in r.stderr, r.stderr
