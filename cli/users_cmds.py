@@ -108,7 +108,9 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
     try:
         public = signing.load_public_key_file(Path(args.public_key).read_bytes())
     except (OSError, ValueError) as e:
-        raise ConfigurationError(f"cannot read public key {args.public_key}: {e}") from None
+        raise ConfigurationError(f"cannot read public key {args.public_key}: {e}; give the "
+                                 "person's FILE.pub that `linetrace users keygen --out FILE` "
+                                 "wrote") from None
     keyid = signing.keyid_of(public)
     details = {"role": args.role, "public_key": signing.public_key_b64(public), "keyid": keyid}
     plant, _ = load_or_create_plant_key(settings.keys_dir)

@@ -66,3 +66,14 @@ def test_a_hold_on_an_unknown_target_says_where_to_look(tmp_path) -> None:  # ty
                     env={"LINETRACE_USER_KEY": str(key)})
         assert r.returncode == 1 and "[hold.target_unknown]" in r.stderr, r.stderr
         assert hint in r.stderr and "`linetrace lots show`" not in r.stderr, r.stderr
+
+
+def test_enrolling_a_private_key_file_says_to_give_the_public_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`users add --public-key` given the private key (or anything not a public key) says
+    which file to give, exit 2."""
+    private = tmp_path / "q1.key"
+    private.write_bytes(signing.private_key_pem(person("q1")))
+    r = run_cli("users", "add", "q1", "--role", "quality", "--public-key", str(private),
+                data_dir=tmp_path / "data", env={"LINETRACE_USER_KEY": str(private)})
+    assert r.returncode == 2 and "[config.invalid]" in r.stderr, r.stderr
+    assert "FILE.pub that `linetrace users keygen --out FILE` wrote" in r.stderr, r.stderr
