@@ -28,8 +28,9 @@ judgement `linetrace validate` applies too) and answers the batch's events in or
   have completed its own route (ICT passed), or the server is held
   (`route.assembly_incomplete`). Until then the check waits in
   `route_waits`, re-checked by each later batch of that partition and by the worker's tick;
-  a sub-assembly whose events up to the install already show its route completed is accepted
-  at once (events still to come cannot undo that).
+  for an install that names no event, a sub-assembly whose events up to the install already
+  show its route completed is accepted at once (one that names its event waits for it: a
+  scrap or a repair's return still to come would undo a completed route).
 
 Every system event is deterministic (id from type, subject and cause; time = its cause's;
 content from the cause and the unit's own history), so a redo writes nothing new.
@@ -524,7 +525,7 @@ class _Decider:
         """Judge the consumed sub-assembly now if the event its install names is stored (its
         events up to that one), or, where the install names none, if its partition's clock
         has reached the install (its events up to the install's time); or if its events show
-        its route completed already (events still to come cannot undo that). Else wait."""
+        its route completed already and the install names no event. Else wait."""
         part, last = item.serial, item.last_event
         if part is None:
             return
@@ -540,7 +541,11 @@ class _Decider:
         if ready:
             self._judge_assembly(ev, serial, part, sub, step, t, until_seq=seq)
             return
-        if self._judge_assembly(ev, serial, part, sub, step, t, hold=False):
+        # An install that names the board's event waits for exactly it: the board's events
+        # read so far may show its route completed, yet the named one (a scrap, a repair's
+        # return) may undo that. Only one that names none is accepted early.
+        if last is not None or self._judge_assembly(ev, serial, part, sub, step, t,
+                                                    hold=False):
             self.rows.append((_WAITS, {
                 "serial": serial, "kind": "assembly", "source": ev.source, "event_id": ev.id,
                 "awaited": part, "topic": where[0], "partition": where[1], "until": t,
@@ -573,6 +578,8 @@ class _Decider:
             route = route_of(self.routes, self.state.records.get(wait.serial))
             sub, step = _consumed_by(route, install.body, wait.awaited)
             last = _last_event(install, wait.awaited)
+            if last is not None and not due:
+                return  # waits for exactly the event its install names (see `_assembly`)
             seq = self.state.named.get((wait.awaited, last)) if last and due else None
             if sub is not None:
                 incomplete = self._judge_assembly(install, wait.serial, wait.awaited, sub, step,

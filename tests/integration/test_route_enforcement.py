@@ -315,6 +315,30 @@ def test_a_board_whose_events_show_its_route_completed_needs_no_wait(
     assert line.write() == [] and waits(ledger) == [] and holds(ledger) == []
 
 
+def test_an_install_naming_a_later_board_event_is_judged_at_that_event_not_earlier(
+        line: Batches, ledger: Ledger) -> None:
+    """A board that passed its route and was then scrapped, installed naming its scrap (its
+    last event): the server is held whether the scrap was read before the install or after
+    it (a completed route seen early is not final: a scrap or a repair's return undoes it)."""
+    srv = serial_on("SRV-SCRAPPED-MB")
+    pcba = serial_on("PCBA-SCRAPPED", avoid=[events_partition(srv)])
+    _pcba(line, pcba)
+    line.write()  # the board's route completed, read first
+    line.flow.at(40, "unit.scrapped", pcba, b.UnitScrapped(reason="cracked after ICT"))
+    scrap, line.pending = line.pending, []  # ...its scrap is read after the install
+    line.flow.visit(srv, 50)
+    line.flow.visit(srv, 60)
+    line.flow.visit(srv, 70, installs=[mainboard(pcba, line.last_id[pcba])])
+    line.write()
+    assert holds(ledger) == [] and [w[2] for w in waits(ledger)] == [None]
+    line.pending = scrap
+    line.write()
+    [h] = holds(ledger)
+    assert (h.target, h.code, h.step) == (srv, pg.ASSEMBLY_INCOMPLETE, 70)
+    assert f"sub-assembly {pcba} was scrapped" in h.reason
+    assert all(w[2] is not None for w in waits(ledger))
+
+
 def test_a_silent_partition_lets_a_wait_resolve_on_wall_time(ledger: Ledger,
                                                              tmp_path: Path) -> None:
     line = Batches(ledger, tmp_path / "keys", speed=60.0)
