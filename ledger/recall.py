@@ -14,6 +14,7 @@ from sqlalchemy import ARRAY, Connection, Select, String, any_, bindparam, func,
 from sqlalchemy.orm import Session
 
 from .errors import LedgerError
+from .holds import stopped_units
 from .models import Install, Lot, LotSerial, Unit
 from .views import RecallHit
 
@@ -56,6 +57,8 @@ def recall(session: Session, *, lot: str | None = None, part: str | None = None,
         units.update(more)
         containers.update({s: u[4] for s, u in more.items() if u[4]})
         frontier = {u[4] for u in more.values() if u[4]} - units.keys()
+    # A unit an active hold stops shows `on_hold`, as `units` shows it (worked out on read).
+    held = stopped_units(session) if units else {}
     out: list[RecallHit] = []
     seen: set[tuple[str, str, str]] = set()
     for in_unit, part_id, part_lot, removed_at in installs:
@@ -67,7 +70,8 @@ def recall(session: Session, *, lot: str | None = None, part: str | None = None,
             if unit is not None and key not in seen:
                 seen.add(key)
                 product, state, order, carton, _ = unit
-                out.append(RecallHit(serial=serial, product=product, state=state,
+                out.append(RecallHit(serial=serial, product=product,
+                                     state="on_hold" if serial in held else state,
                                      status=status, part=part_id, lot=part_lot, order=order,
                                      carton=carton, via=None if serial == in_unit else in_unit))
             container = containers.get(serial)

@@ -77,3 +77,33 @@ def test_enrolling_a_private_key_file_says_to_give_the_public_one(tmp_path) -> N
                 data_dir=tmp_path / "data", env={"LINETRACE_USER_KEY": str(private)})
     assert r.returncode == 2 and "[config.invalid]" in r.stderr, r.stderr
     assert "FILE.pub that `linetrace users keygen --out FILE` wrote" in r.stderr, r.stderr
+
+
+def test_recall_shows_a_held_unit_on_hold_as_units_does(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """After a lot hold, `recall --lot` gives each unit it stops the state `units` gives it
+    (`on_hold`), and shipped units stay shipped."""
+    import json
+
+    data = tmp_path / "data"
+    data.mkdir()
+    ledger = Ledger(f"sqlite:///{data / 'ledger.db'}")
+    plant, _ = load_or_create_plant_key(data / "keys")
+    build_line(ledger, plant)
+    enrol_people(ledger, plant)
+    ledger.close()
+    key = tmp_path / "q1.key"
+    key.write_bytes(signing.private_key_pem(person("q1")))
+    env = {"LINETRACE_USER_KEY": str(key)}
+    r = run_cli("hold", "place", "--lot", CAP_LOT, "--reason", "ESR drift", data_dir=data,
+                env=env)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("units", "--json", data_dir=data, env=env)
+    states = {u["serial"]: u["state"] for u in json.loads(r.stdout)}
+    r = run_cli("recall", "--lot", CAP_LOT, "--json", data_dir=data, env=env)
+    assert r.returncode == 0, r.stderr
+    hits = json.loads(r.stdout)
+    hits = hits["units"] if isinstance(hits, dict) else hits
+    assert {h["serial"]: h["state"] for h in hits} == {
+        s: states[s] for s in {h["serial"] for h in hits}}
+    assert {h["serial"] for h in hits if h["state"] == "on_hold"} == {"SRV-H-1", "PCBA-H-3"}
+    assert any(h["state"] == "shipped" for h in hits)
