@@ -184,9 +184,12 @@ def unit_states(session: Session, serials: Iterable[str]) -> dict[str, str]:
 
 
 def reached_units(session: Session, scope: str, target: str) -> set[str]:
-    """The units a hold of `scope` on `target` reaches now (any state)."""
+    """The units a hold of `scope` on `target` reaches now (any state): a unit hold reaches
+    the unit and the units it is installed in (a held board holds its server)."""
     if scope == "unit":
-        return {target} if session.get(Unit, target) is not None else set()
+        if session.get(Unit, target) is None:
+            return set()
+        return {target} | containers_of(session, [target])
     if scope == "work_order":
         return set(session.scalars(select(Unit.serial).where(Unit.work_order == target)))
     if scope == "lot":

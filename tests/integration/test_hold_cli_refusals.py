@@ -107,3 +107,32 @@ def test_recall_shows_a_held_unit_on_hold_as_units_does(tmp_path) -> None:  # ty
         s: states[s] for s in {h["serial"] for h in hits}}
     assert {h["serial"] for h in hits if h["state"] == "on_hold"} == {"SRV-H-1", "PCBA-H-3"}
     assert any(h["state"] == "shipped" for h in hits)
+
+
+def test_a_hold_on_an_installed_board_holds_its_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`hold place --unit PCBA` of a board already in a server stops the server (it would
+    otherwise go on and ship with the held board); a board in a shipped server lists it."""
+    import json
+
+    data = tmp_path / "data"
+    data.mkdir()
+    ledger = Ledger(f"sqlite:///{data / 'ledger.db'}")
+    plant, _ = load_or_create_plant_key(data / "keys")
+    build_line(ledger, plant)
+    enrol_people(ledger, plant)
+    ledger.close()
+    key = tmp_path / "q1.key"
+    key.write_bytes(signing.private_key_pem(person("q1")))
+    env = {"LINETRACE_USER_KEY": str(key)}
+    r = run_cli("hold", "place", "--unit", "PCBA-H-1", "--reason", "board suspect", "--json",
+                data_dir=data, env=env)
+    assert r.returncode == 0, r.stderr
+    placed = json.loads(r.stdout)
+    assert "SRV-H-1" in placed["affected_units"] and placed["shipped"] == []
+    r = run_cli("units", "--state", "on_hold", "--json", data_dir=data, env=env)
+    assert [u["serial"] for u in json.loads(r.stdout)] == ["SRV-H-1"]
+    r = run_cli("hold", "place", "--unit", "PCBA-H-2", "--reason", "board suspect", "--json",
+                data_dir=data, env=env)
+    assert r.returncode == 0, r.stderr
+    placed = json.loads(r.stdout)
+    assert placed["affected_units"] == [] and placed["shipped"] == ["SRV-H-2"]
