@@ -63,6 +63,19 @@ class Child:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def failure(self) -> str:
+        """How it ended, for a person: its exit code and its own last `linetrace: ...` error
+        line (what is wrong and what to do), then where its log is."""
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+                tail = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            tail = []
+        said = next((line for line in reversed(tail) if line.startswith("linetrace: ")), None)
+        told = f": {said.removeprefix('linetrace: ')}" if said else ""
+        return f"{self.name} exited with {self.proc.returncode}{told}; see {self.log_path}"
+
     def stop(self, timeout: float = 20.0) -> None:
         if not self.alive():
             return
@@ -346,13 +359,11 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
         while True:
             for c in children:
                 if c is not sim and not c.alive():
-                    print(f"linetrace: {c.name} exited with {c.proc.returncode}; see {c.log_path}",
-                          file=sys.stderr)
+                    print(f"linetrace: {c.failure()}", file=sys.stderr)
                     return 1
             running = sim.alive()
             if not running and sim.proc.returncode != 0:
-                print(f"linetrace: simulator failed ({sim.proc.returncode}); see {sim.log_path}",
-                      file=sys.stderr)
+                print(f"linetrace: {sim.failure()}", file=sys.stderr)
                 return 1
             status = sim_status(status_path, sim.proc.pid) if running else None
             looked = progress.tick()
