@@ -202,7 +202,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
     p = add("keygen", cmd_keygen, "generate your own Ed25519 key pair (FILE, mode 0600, and "
             "FILE.pub for the admin who enrols you)")
-    p.add_argument("--out", required=True, help="where to write the private key (PEM)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="where to write the private key (PEM)")
 
     p = add("add", cmd_add, "enrol a person's public key with a role (the first user: an admin "
             "signing their own enrolment)")

@@ -136,3 +136,10 @@ def test_a_hold_on_an_installed_board_holds_its_server(tmp_path) -> None:  # typ
     assert r.returncode == 0, r.stderr
     placed = json.loads(r.stdout)
     assert placed["affected_units"] == [] and placed["shipped"] == ["SRV-H-2"]
+
+
+def test_keygen_names_its_file_as_its_help_does(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`users keygen` says it writes FILE and FILE.pub: its option reads `--out FILE`, and a
+    run without it says so."""
+    r = run_cli("users", "keygen", data_dir=tmp_path)
+    assert r.returncode == 2 and "--out FILE" in r.stderr, r.stderr
