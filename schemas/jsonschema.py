@@ -280,10 +280,11 @@ def _data_file_schemas() -> dict[str, str]:
     return schema_files()
 
 
-def write(directory: Path = SOURCE_DIR) -> list[Path]:
+def write_files(directory: Path, files: dict[str, str]) -> list[Path]:
+    """Write each generated file (name -> text) whose text differs; the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in build_all().items():
+    for name, text in files.items():
         path = directory / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8")
@@ -291,16 +292,26 @@ def write(directory: Path = SOURCE_DIR) -> list[Path]:
     return written
 
 
-def check(directory: Path = SOURCE_DIR) -> list[str]:
-    """What differs between `directory` and the generator (empty when up to date)."""
-    expected = build_all()
+def stale_files(directory: Path, files: dict[str, str]) -> list[str]:
+    """Each generated file (name -> text) missing from `directory` or differing there."""
     problems = []
-    for name, text in expected.items():
+    for name, text in files.items():
         path = directory / name
         if not path.exists():
             problems.append(f"{name}: missing")
         elif path.read_text(encoding="utf-8") != text:
             problems.append(f"{name}: differs from the generated schema")
+    return problems
+
+
+def write(directory: Path = SOURCE_DIR) -> list[Path]:
+    return write_files(directory, build_all())
+
+
+def check(directory: Path = SOURCE_DIR) -> list[str]:
+    """What differs between `directory` and the generator (empty when up to date)."""
+    expected = build_all()
+    problems = stale_files(directory, expected)
     for path in sorted(directory.glob("*.schema.json")):
         if path.name not in expected:
             problems.append(f"{path.name}: no event type generates it")

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from ..jsonschema import DRAFT, _walk, render
+from ..jsonschema import DRAFT, _walk, render, stale_files, write_files
 from ..topics import ERP_OUTBOUND, OUTPUT_TOPICS
 from . import compat
 from .examples import example_message
@@ -103,27 +103,13 @@ def published(directory: Path = SOURCE_DIR) -> dict[str, dict[int, Schema]]:
 
 def write(directory: Path = SOURCE_DIR) -> list[Path]:
     """Write the current version of each type (earlier versions are never rewritten)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in build_all().items():
-        path = directory / name
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.write_text(text, encoding="utf-8")
-            written.append(path)
-    return written
+    return write_files(directory, build_all())
 
 
 def check(directory: Path = SOURCE_DIR) -> list[str]:
     """Stale or missing current files, unknown files, missing earlier versions, and every
     FULL_TRANSITIVE incompatibility between the published versions (empty: all good)."""
-    problems = []
-    expected = build_all()
-    for name, text in expected.items():
-        path = directory / name
-        if not path.exists():
-            problems.append(f"{name}: missing")
-        elif path.read_text(encoding="utf-8") != text:
-            problems.append(f"{name}: differs from the generated schema")
+    problems = stale_files(directory, build_all())
     versions = published(directory)
     for path in sorted(directory.glob("*.schema.json")):
         m = _FILE.match(path.name)
