@@ -46,7 +46,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from linetrace.schemas import bodies as b
-from linetrace.schemas.envelope import Event, decode_stored_event, parse_time
+from linetrace.schemas.envelope import SYSTEM_SOURCE, Event, decode_stored_event, parse_time
 from linetrace.schemas.erp import (
     Component, ErpMessage, GoodsReceipt, HoldNotice, ReleaseNotice, RemovedComponent, Scrap,
     Yield, encode_message, schema_urn,
@@ -55,7 +55,7 @@ from linetrace.schemas.routes import Route, RouteBook, packaged_routes
 from linetrace.schemas.topics import ERP_OUTBOUND
 
 from . import outbox
-from .models import EventRow, HoldUnit, Install, Operation, Unit
+from .models import EventRow, Hold, HoldUnit, Install, Operation, Unit
 from .proof import hbom as h
 from .sql import in_values
 from .system_events import SealedHbom
@@ -193,15 +193,13 @@ def _serials(causes: Sequence[Event], state: ErpState) -> Iterable[str]:
 
 def _load_placements(session: Session, state: ErpState, hold_ids: Sequence[str]) -> None:
     """The `hold.placed` event of each hold named (by a `command.hold`)."""
-    from .models import Hold
-
     for ids in _chunks(hold_ids):
         placed = {r[0]: r[1] for r in session.execute(select(
             Hold.placed_event, Hold.hold_id).where(in_values(session, Hold.hold_id, ids)))}
         if not placed:
             continue
         for event_id, value in session.execute(select(EventRow.event_id, EventRow.value).where(
-                EventRow.source == "linetrace", in_values(session, EventRow.event_id,
+                EventRow.source == SYSTEM_SOURCE, in_values(session, EventRow.event_id,
                                                           sorted(placed)))):
             state.placed[placed[event_id]] = decode_stored_event(value)
 
