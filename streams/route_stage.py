@@ -756,22 +756,24 @@ def cleared_stuck(session: Session) -> list[Any]:
 
 def tick_routes(ledger: Ledger, pipeline: Pipeline, ctx: SystemContext | None,
                 now: datetime | None = None) -> BatchOutcome:
-    """The route stage's tick in the writer thread: decide in a read, then, only if there is
-    something to write, write it in one transaction with the system events it decided
-    recorded and run through the stages (as a batch's are)."""
+    """Every stage's tick in the writer thread (the route stage's waits and stuck units, the
+    detectors' time-based findings: a telemetry gap, a lot never received): each decides in a
+    read, then, only if there is something to write, writes it in one transaction with the
+    system events it decided recorded and run through the stages (as a batch's are)."""
     out = BatchOutcome()
-    stage = next((s for s in pipeline.stages if isinstance(s, RouteStage)), None)
-    if stage is None:
-        return out
-    with ledger.reader() as session:
-        decisions = stage.tick(session, now)
-    if not (decisions.system or decisions.rows or decisions.updates or decisions.messages):
-        return out
-    with ledger.transaction() as session:
-        pipeline.enqueued += write_decisions(session, decisions)
-        if decisions.system:
-            nested = store_events(session, decisions.system, ctx)
-            out.system.extend(nested.stored)
-            run_stages(session, nested, pipeline, ctx)
-            out.system.extend(nested.system)
+    for stage in pipeline.stages:
+        tick = getattr(stage, "tick", None)
+        if tick is None:
+            continue
+        with ledger.reader() as session:
+            decisions: Decisions = tick(session, now)
+        if decisions.empty:
+            continue
+        with ledger.transaction() as session:
+            pipeline.enqueued += write_decisions(session, decisions)
+            if decisions.system:
+                nested = store_events(session, decisions.system, ctx)
+                out.system.extend(nested.stored)
+                run_stages(session, nested, pipeline, ctx)
+                out.system.extend(nested.system)
     return out

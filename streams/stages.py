@@ -25,6 +25,7 @@ from sqlalchemy import Table, update
 from sqlalchemy.orm import Session
 
 from linetrace.ledger import outbox
+from linetrace.ledger.alerts.conditions import Condition
 from linetrace.ledger.log import event_seqs
 from linetrace.ledger import stage_failures as failures
 from linetrace.ledger.models import EventRow
@@ -46,6 +47,13 @@ class Decisions:
     rows: list[tuple[Table, dict[str, Any]]] = field(default_factory=list)  # insert-or-ignore
     #: UPDATEs after the rows: (table, {column: value} the rows match, {column: new value})
     updates: list[tuple[Table, dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    #: detectors' findings: the alert engine turns them into alert state and `line.alerts`
+    conditions: list[Condition] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.system or self.messages or self.rows or self.updates
+                    or self.conditions)
 
 
 NO_DECISIONS = Decisions()
@@ -173,7 +181,11 @@ def write_decisions(session: Session, decisions: Decisions) -> int:
     for table, where, values in decisions.updates:
         session.execute(update(table).where(*(table.c[k] == v for k, v in where.items()))
                         .values(values))
-    return len(decisions.messages)
+    alerted = 0
+    if decisions.conditions:
+        from linetrace.ledger.alerts.engine import apply_conditions
+        alerted = apply_conditions(session, decisions.conditions)
+    return len(decisions.messages) + alerted
 
 
 def _due(f: failures.OpenFailure, now: datetime) -> bool:
