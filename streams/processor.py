@@ -46,6 +46,7 @@ from . import telemetry
 
 from .ingest import KeyDirectory, screen
 from .relay import Relay
+from .detect.registry import detector_stages
 from .stages import Pipeline, Stage
 from .erp_stage import ErpStage
 from .system_stage import SystemEventsStage
@@ -99,7 +100,7 @@ def default_stages(ctx: SystemContext | None, clock_bound: timedelta = DEFAULT_B
     """The stages every worker runs, in order (orchestration and detectors join here)."""
     conductor: list[Stage] = [SystemEventsStage(ctx), RouteStage(ctx, speed=line_speed)] \
         if ctx is not None else []
-    return [*conductor, LineClockStage(clock_bound),
+    return [*conductor, *detector_stages(ctx, line_speed), LineClockStage(clock_bound),
             ErpStage(ctx.routes if ctx is not None else None)]
 
 

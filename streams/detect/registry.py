@@ -1,0 +1,14 @@
+"""The detector stages every worker runs, in order, after route enforcement (one line each)."""
+
+from __future__ import annotations
+
+from linetrace.ledger.system_events import SystemContext
+
+from ..stages import Stage
+
+
+def detector_stages(ctx: SystemContext | None, line_speed: float) -> list[Stage]:
+    """The burn-in verdict first (a failing verdict routes the unit to repair), then the
+    detectors; `ctx` is None in tools and benches that run without a plant key."""
+    stages: list[Stage] = []
+    return stages
