@@ -590,4 +590,10 @@ SYSTEM_TYPES = frozenset({"station.enrolled", "station.revoked", "material.check
                           "command.hold", "command.release", "command.route", "command.lock",
                           "hold.placed", "hold.approved", "hold.released", "hold.disposition",
                           "user.enrolled", "user.changed", "user.revoked",
-                          "user.removed"})
+                          "user.removed",
+                          "alert.acknowledged", "alert.shelved", "alert.unshelved",
+                          "alert.commented", "alert.outofservice", "alert.inservice"})
+
+# People's actions on alerts (alert.*): their bodies live in alert_events.py, which builds on
+# Body and SignedStatement above and adds them to BODY_OF_TYPE when imported (here, last).
+from . import alert_events as _alert_events  # noqa: E402,F401

@@ -64,6 +64,14 @@ from .bodies import (
     WorkCompleted,
     WorkStarted,
 )
+from .alert_events import (
+    AlertAcknowledged,
+    AlertCommented,
+    AlertOutOfService,
+    AlertReturnedToService,
+    AlertShelved,
+    AlertUnshelved,
+)
 from .envelope import SYSTEM_SOURCE, deterministic_id, encode_event
 from .signing import keyid_of, public_key_b64
 from .statements import new_statement, sign_statement
@@ -99,6 +107,7 @@ EXAMPLE_USER_KEYS = {
     for name in ("q.meyer", "q.okafor", "admin.lee")
 }
 HOLD_ID = "HOLD-000042"
+ALERT_ID = "AL-3f9a1c2b7d04"
 EXAMPLE_REQUEST = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 
 
@@ -303,6 +312,39 @@ _EXAMPLES: dict[str, tuple[str, str, Body]] = {
     "user.removed": (SYSTEM_SOURCE, "q.okafor", UserRemoved(
         user="q.okafor", statement=_signed(  # type: ignore[arg-type]
             "admin.lee", "user.remove", "q.okafor", {}),
+    )),
+    "alert.acknowledged": (SYSTEM_SOURCE, ALERT_ID, AlertAcknowledged(
+        alert_id=ALERT_ID, user="q.meyer", comment="GPU 5 fan checked, watching it",
+        statement=_signed(  # type: ignore[arg-type]
+            "q.meyer", "alert.acknowledge", ALERT_ID,
+            {"comment": "GPU 5 fan checked, watching it"}),
+    )),
+    "alert.shelved": (SYSTEM_SOURCE, ALERT_ID, AlertShelved(
+        alert_id=ALERT_ID, user="q.meyer", until="2025-04-03T10:15:30.250Z",
+        reason="chamber 3 door open for maintenance", statement=_signed(  # type: ignore[arg-type]
+            "q.meyer", "alert.shelve", ALERT_ID,
+            {"until": "2025-04-03T10:15:30.250Z",
+             "reason": "chamber 3 door open for maintenance"}),
+    )),
+    "alert.unshelved": (SYSTEM_SOURCE, ALERT_ID, AlertUnshelved(
+        alert_id=ALERT_ID, user="q.meyer", statement=_signed(  # type: ignore[arg-type]
+            "q.meyer", "alert.unshelve", ALERT_ID, {}),
+    )),
+    "alert.commented": (SYSTEM_SOURCE, ALERT_ID, AlertCommented(
+        alert_id=ALERT_ID, user="q.okafor", comment="same GPU lot as last week's ECC failures",
+        statement=_signed(  # type: ignore[arg-type]
+            "q.okafor", "alert.comment", ALERT_ID,
+            {"comment": "same GPU lot as last week's ECC failures"}),
+    )),
+    "alert.outofservice": (SYSTEM_SOURCE, ALERT_ID, AlertOutOfService(
+        alert_id=ALERT_ID, user="admin.lee", reason="chamber 3 thermocouple replaced today",
+        statement=_signed(  # type: ignore[arg-type]
+            "admin.lee", "alert.out_of_service", ALERT_ID,
+            {"reason": "chamber 3 thermocouple replaced today"}),
+    )),
+    "alert.inservice": (SYSTEM_SOURCE, ALERT_ID, AlertReturnedToService(
+        alert_id=ALERT_ID, user="admin.lee", statement=_signed(  # type: ignore[arg-type]
+            "admin.lee", "alert.return_to_service", ALERT_ID, {}),
     )),
 }
 

@@ -110,6 +110,20 @@ DESCRIPTIONS: dict[str, str] = {
     "revoked, signed by an admin.",
     "user.removed": "System event (authored only by linetrace) on line.holds: a user removed, "
     "signed by an admin.",
+    "alert.acknowledged": "System event (authored only by linetrace) on line.alerts: a user "
+    "acknowledged an alert (ISA-18.2), with their signed statement and an optional comment.",
+    "alert.shelved": "System event (authored only by linetrace) on line.alerts: a user shelved "
+    "an alert until an expiry, for a reason, with their signed statement.",
+    "alert.unshelved": "System event (authored only by linetrace) on line.alerts: a user ended "
+    "an alert's shelve before its expiry, with their signed statement.",
+    "alert.commented": "System event (authored only by linetrace) on line.alerts: a user's "
+    "signed comment on an alert.",
+    "alert.outofservice": "System event (authored only by linetrace) on line.alerts: a "
+    "supervisor or admin took an alert out of service, for a reason, with their signed "
+    "statement.",
+    "alert.inservice": "System event (authored only by linetrace) on line.alerts: a "
+    "supervisor or admin returned an out-of-service alert to service, with their signed "
+    "statement.",
 }
 
 _ENVELOPE_NOTES: dict[str, str] = {

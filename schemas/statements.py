@@ -1,6 +1,7 @@
 """A person's signed statement: what a user approves, signed by the user's own Ed25519 key.
 
-Holds, releases, dispositions and user administration are decided by people. linetrace
+Holds, releases, dispositions, user administration and the operator's actions on alerts
+(acknowledge, shelve, comment, out of service) are decided by people. linetrace
 records each as a plant-signed system event (line.holds), and inside it carries the acting
 user's statement: the exact bytes the user signed and the signature (`bodies.SignedStatement`).
 So an auditor checks a person's approval against the person's enrolled public key, and not
@@ -39,9 +40,13 @@ from .signing import keyid_of
 Action = Literal[
     "hold.place", "hold.release", "hold.disposition",
     "user.add", "user.role", "user.revoke", "user.remove",
+    "alert.acknowledge", "alert.shelve", "alert.unshelve", "alert.comment",
+    "alert.out_of_service", "alert.return_to_service",
 ]
 ACTIONS: tuple[str, ...] = ("hold.place", "hold.release", "hold.disposition", "user.add",
-                            "user.role", "user.revoke", "user.remove")
+                            "user.role", "user.revoke", "user.remove",
+                            "alert.acknowledge", "alert.shelve", "alert.unshelve",
+                            "alert.comment", "alert.out_of_service", "alert.return_to_service")
 _USER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 
 

@@ -73,6 +73,8 @@ TOPIC_OF_TYPE: dict[str, str] = {
     **dict.fromkeys(["hold.placed", "hold.approved", "hold.released", "hold.disposition",
                      "user.enrolled", "user.changed", "user.revoked", "user.removed"],
                     HOLDS),
+    **dict.fromkeys(["alert.acknowledged", "alert.shelved", "alert.unshelved",
+                     "alert.commented", "alert.outofservice", "alert.inservice"], ALERTS),
 }
 
 #: Types whose accepted events become leaves of the Merkle log (CONTRACTS.md).
