@@ -1,0 +1,293 @@
+"""The ISA-18.2 / IEC 62682 alert engine: detectors' findings and operators' actions in, alert
+state, history and `line.alerts` messages out, all in the caller's transaction.
+
+State is kept as orthogonal flags on the `alerts` row and `state_of` derives the one state the
+CLI shows. The transitions (DOMAIN.md §6):
+
+- a finding that the condition holds raises the alert: normal -> unacknowledged, a new
+  occurrence (`occurrences` + 1, `raised` = the finding's event time). While it is active, the
+  same finding again changes nothing. If the condition names a `parent` alert that is active,
+  the alert is suppressed by design instead (not annunciated; a station down does not also
+  raise one alarm per waiting unit); when the parent clears, a child still active is
+  annunciated (unacknowledged).
+- the condition clears: unacknowledged -> rtn_unacknowledged, acknowledged -> normal. A
+  latched condition (`Spec.latched`) stays in alarm until acknowledged.
+- acknowledge: unacknowledged -> acknowledged, rtn_unacknowledged -> normal.
+- shelve (until a time) / unshelve or expiry, out_of_service / return_to_service: the alert
+  shows that state; underneath it keeps following its condition, and shows that state again
+  when shelving or out-of-service ends.
+
+Determinism: a finding is applied at most once per alert (its `(cause, active)` against the
+last one, then the history's causes), a finding older than the alert's last change is stale,
+and message ids derive from (alert id, occurrence, transition, cause), so a replay of the same
+events into a fresh ledger gives the same alerts, and into the same ledger nothing new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .. import outbox
+from ..sql import insert_ignore
+from .conditions import Condition, alert_id, spec_of
+from .messages import alert_message
+from .models import Alert, AlertHistory
+from .views import AlertError, AlertView, unknown, utc, utc_or_none
+
+Action = Literal["acknowledge", "shelve", "unshelve", "comment", "out_of_service",
+                 "return_to_service"]
+ACTIONS: tuple[Action, ...] = ("acknowledge", "shelve", "unshelve", "comment",
+                               "out_of_service", "return_to_service")
+
+#: Transitions that start an occurrence (a new activation), annunciated or not.
+ACTIVATIONS = ("raised", "suppressed")
+CHATTER_WINDOW = timedelta(minutes=1)
+CHATTER_COUNT = 3  # activations within CHATTER_WINDOW of event time: chattering
+
+
+def state_of(a: Alert) -> str:
+    """The one ISA-18.2 state the alert's flags give (out of service and shelved win)."""
+    if a.out_of_service:
+        return "out_of_service"
+    if a.shelved_until is not None:
+        return "shelved"
+    if a.active and a.suppressed:
+        return "suppressed"
+    if a.active:
+        return "acknowledged" if a.acked else "unacknowledged"
+    return "normal" if a.acked else "rtn_unacknowledged"
+
+
+class _Writer:
+    """Collects the history rows and messages of the transitions of one call."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.history: list[dict[str, object]] = []
+        self.messages: list[outbox.Message] = []
+
+    def transition(self, a: Alert, transition: str, time: datetime, cause: str,
+                   by: str | None = None, note: str | None = None) -> None:
+        a.state = state_of(a)
+        self.history.append({
+            "alert_id": a.alert_id, "occurrence": a.occurrences, "transition": transition,
+            "state": a.state, "condition": a.condition, "priority": a.priority, "time": time,
+            "by": by, "cause": cause, "note": note})
+        self.messages.append(alert_message(
+            AlertView.of(a), transition=transition, occurrence=a.occurrences, time=time,
+            cause=cause, by=by, note=note))
+
+    def write(self) -> int:
+        self.session.flush()
+        insert_ignore(self.session, AlertHistory.__table__,  # type: ignore[arg-type]
+                      self.history)
+        outbox.enqueue(self.session, self.messages)
+        return len(self.messages)
+
+
+def _seen(session: Session, aid: str, cause: str, transitions: Sequence[str]) -> bool:
+    """Did this cause already make one of these transitions of the alert (a replay)?"""
+    return session.scalar(select(func.count()).select_from(AlertHistory).where(
+        AlertHistory.alert_id == aid, AlertHistory.cause == cause,
+        AlertHistory.transition.in_(transitions))) != 0
+
+
+def _chattering(session: Session, aid: str, time: datetime) -> bool:
+    """This activation and the ones before it within a minute of event time: >= 3?"""
+    earlier = session.scalar(select(func.count()).select_from(AlertHistory).where(
+        AlertHistory.alert_id == aid, AlertHistory.transition.in_(ACTIVATIONS),
+        AlertHistory.time > time - CHATTER_WINDOW, AlertHistory.time <= time)) or 0
+    return earlier + 1 >= CHATTER_COUNT
+
+
+def _new_alert(c: Condition, aid: str) -> Alert:
+    spec = spec_of(c.condition)
+    return Alert(alert_id=aid, condition=c.condition, subject=c.subject,
+                 priority=c.priority or spec.priority, state="normal", active=False,
+                 process_active=False, acked=True, suppressed=False, out_of_service=False,
+                 latched=spec.latched, chattering=False, shelved_until=None, occurrences=0,
+                 raised=c.time, cleared=None, updated=c.time,
+                 message=c.message or spec.title, action=c.action or spec.action,
+                 details=dict(c.details), unit=c.unit, station=c.station, lot=c.lot,
+                 parent=c.parent, cause="", cause_active=False, last_time=c.time)
+
+
+def _activate(session: Session, w: _Writer, a: Alert, c: Condition) -> None:
+    if a.active:  # already in alarm: nothing changes (a latched one sees its condition again)
+        a.process_active = True
+        return
+    if _seen(session, a.alert_id, c.cause, ACTIVATIONS):
+        return
+    spec = spec_of(c.condition)
+    chattering = _chattering(session, a.alert_id, c.time)
+    a.occurrences += 1
+    a.active = a.process_active = True
+    a.raised = a.updated = a.last_time = c.time
+    a.cleared = None
+    a.priority = c.priority or spec.priority
+    a.message = c.message or spec.title
+    a.action = c.action or spec.action
+    a.details = dict(c.details)
+    a.unit, a.station, a.lot, a.parent = c.unit, c.station, c.lot, c.parent
+    a.latched = spec.latched
+    a.chattering = chattering
+    parent = session.get(Alert, c.parent) if c.parent else None
+    a.suppressed = parent is not None and parent.active
+    a.acked = a.suppressed  # a suppressed alarm is not annunciated: nothing to acknowledge
+    w.transition(a, "suppressed" if a.suppressed else "raised", c.time, c.cause)
+
+
+def _deactivated(session: Session, w: _Writer, a: Alert, time: datetime, cause: str) -> None:
+    """`a` left alarm: annunciate the alerts it suppressed that are still active."""
+    children = session.scalars(select(Alert).where(
+        Alert.parent == a.alert_id, Alert.suppressed.is_(True), Alert.active.is_(True))).all()
+    for child in sorted(children, key=lambda x: x.alert_id):
+        child.suppressed = False
+        child.acked = False
+        child.updated = time
+        w.transition(child, "annunciated", time, cause)
+
+
+def _clear(session: Session, w: _Writer, a: Alert, c: Condition) -> None:
+    if not a.active and not a.process_active:
+        return
+    if _seen(session, a.alert_id, c.cause, ("cleared",)):
+        return
+    a.process_active = False
+    a.cleared = c.time
+    if a.latched and not a.acked:  # stays in alarm until an operator acknowledges it
+        return
+    if not a.active:
+        return
+    a.active = False
+    a.suppressed = False
+    a.updated = a.last_time = c.time
+    w.transition(a, "cleared", c.time, c.cause)
+    _deactivated(session, w, a, c.time, c.cause)
+
+
+def apply_conditions(session: Session, conditions: Sequence[Condition]) -> int:
+    """Apply detectors' findings in order (see the module docstring); returns how many
+    `line.alerts` messages were enqueued."""
+    if not conditions:
+        return 0
+    ids = [alert_id(c.condition, c.subject) for c in conditions]
+    wanted = set(ids) | {c.parent for c in conditions if c.parent}
+    list(session.scalars(select(Alert).where(Alert.alert_id.in_(wanted))))  # identity map
+    w = _Writer(session)
+    for aid, c in zip(ids, conditions, strict=True):
+        spec_of(c.condition)  # an unknown condition is a detector's bug: say so
+        a = session.get(Alert, aid)
+        if a is None:
+            if not c.active:
+                continue  # a clear of an alert never raised: nothing to say
+            a = _new_alert(c, aid)
+            session.add(a)
+        elif (a.cause, a.cause_active) == (c.cause, c.active) or c.time < utc(a.last_time):
+            continue  # the same finding again, or one older than the alert's last change
+        if c.active:
+            _activate(session, w, a, c)
+        else:
+            _clear(session, w, a, c)
+        a.cause, a.cause_active = c.cause, c.active
+    return w.write()
+
+
+def expiry_cause(until: datetime) -> str:
+    """The cause of a shelve's expiry: the same expiry always gives the same message id."""
+    return f"shelve-expired:{utc(until).isoformat()}"
+
+
+def expire_shelf(w: _Writer, a: Alert, now: datetime) -> bool:
+    """Unshelve `a` if its shelve ran out by `now`."""
+    until = utc_or_none(a.shelved_until)
+    if until is None or now < until:
+        return False
+    a.shelved_until = None
+    a.updated = until
+    w.transition(a, "shelve_expired", until, expiry_cause(until))
+    return True
+
+
+def expire_shelves(session: Session, now: datetime) -> int:
+    """Every shelve that ran out by `now` ends (the alert shows its underlying state again);
+    returns the messages enqueued."""
+    w = _Writer(session)
+    due = session.scalars(select(Alert).where(Alert.shelved_until.is_not(None),
+                                              Alert.shelved_until <= now)).all()
+    for a in sorted(due, key=lambda x: x.alert_id):
+        expire_shelf(w, a, now)
+    return w.write()
+
+
+_TRANSITION: dict[Action, str] = {
+    "acknowledge": "acknowledged", "shelve": "shelved", "unshelve": "unshelved",
+    "comment": "commented", "out_of_service": "out_of_service",
+    "return_to_service": "returned_to_service"}
+
+
+def _not_allowed(a: Alert, why: str) -> AlertError:
+    return AlertError(f"alert {a.alert_id} ({a.condition} on {a.subject}) is {a.state}: {why}",
+                      code="alert.not_allowed")
+
+
+def apply_action(session: Session, alert_id: str, action: Action, *, user: str,
+                 time: datetime, cause: str, until: datetime | None = None,
+                 reason: str | None = None) -> AlertView:
+    """An operator's action on one alert, by `user` at `time`, caused by event `cause` (the
+    signed system event that records it). The same cause again changes nothing. Raises
+    `AlertError` (`alert.unknown`, `alert.not_allowed`, `alert.invalid`)."""
+    if action not in _TRANSITION:
+        raise AlertError(f"unknown alert action {action!r}: use one of {', '.join(ACTIONS)}",
+                         code="alert.invalid")
+    a = session.get(Alert, alert_id)
+    if a is None:
+        raise unknown(alert_id)
+    transition = _TRANSITION[action]
+    if _seen(session, alert_id, cause, (transition,)):
+        return AlertView.of(a)  # this action was already applied (a redo, a replay)
+    w = _Writer(session)
+    expire_shelf(w, a, time)
+    was_active = a.active
+    if action == "acknowledge":
+        if a.acked:
+            raise _not_allowed(a, "there is nothing to acknowledge")
+        a.acked = True
+        if a.latched and not a.process_active:
+            a.active = False  # a latched alarm is reset by its acknowledgement
+            a.suppressed = False
+    elif action == "shelve":
+        if a.out_of_service:
+            raise _not_allowed(a, "return it to service before shelving it")
+        if until is None or until <= time:
+            raise AlertError(f"a shelve of {alert_id} needs an end after {time.isoformat()}",
+                             code="alert.invalid")
+        a.shelved_until = until
+    elif action == "unshelve":
+        if a.shelved_until is None:
+            raise _not_allowed(a, "it is not shelved")
+        a.shelved_until = None
+    elif action == "comment":
+        if not reason:
+            raise AlertError("a comment needs its text", code="alert.invalid")
+    elif action == "out_of_service":
+        if a.out_of_service:
+            raise _not_allowed(a, "it is already out of service")
+        a.out_of_service = True
+        a.shelved_until = None
+    else:  # return_to_service
+        if not a.out_of_service:
+            raise _not_allowed(a, "it is not out of service")
+        a.out_of_service = False
+    if action != "comment":
+        a.updated = time
+    w.transition(a, transition, time, cause, by=user, note=reason)
+    if was_active and not a.active:  # a latched alarm reset: its children are annunciated
+        _deactivated(session, w, a, time, cause)
+    w.write()
+    return AlertView.of(a)
