@@ -5,10 +5,12 @@ from __future__ import annotations
 from linetrace.ledger.system_events import SystemContext
 
 from ..stages import Stage
+from .flow_stage import FlowStage
 
 
 def detector_stages(ctx: SystemContext | None, line_speed: float) -> list[Stage]:
     """The burn-in verdict first (a failing verdict routes the unit to repair), then the
     detectors; `ctx` is None in tools and benches that run without a plant key."""
     stages: list[Stage] = []
+    stages.append(FlowStage())  # flow: route violations, stuck units, stations down, storms
     return stages
