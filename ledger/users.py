@@ -54,6 +54,12 @@ _DOING = {
     "user.role": "changing a user's role",
     "user.revoke": "revoking a user's key",
     "user.remove": "removing a user",
+    "alert.acknowledge": "acknowledging an alert",
+    "alert.shelve": "shelving an alert",
+    "alert.unshelve": "unshelving an alert",
+    "alert.comment": "commenting on an alert",
+    "alert.out_of_service": "taking an alert out of service",
+    "alert.return_to_service": "returning an alert to service",
 }
 
 

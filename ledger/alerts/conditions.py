@@ -109,10 +109,6 @@ CATALOGUE: dict[str, Spec] = {
                               "send maintenance to the station; units waiting for it are held up"),
     "flow.fault_storm": Spec("medium", "station reports faults in a burst",
                              "look at the station's fault log; consider taking it out of service"),
-    # the alarm system itself (DOMAIN.md §6): low, it says how to work, not what broke
-    "alerts.flood": Spec("low", "alarm flood: more than 10 alarms in 10 minutes",
-                         "work the high-priority alarms first; the flood ends below 5 in 10 "
-                         "minutes; `linetrace alerts kpi` shows the top alarms"),
     # security (CONTRACTS.md ingest rules 2-4; never-lose flags)
     "security.quarantine": Spec(
         "high", "records from this station were quarantined",
@@ -125,21 +121,17 @@ CATALOGUE: dict[str, Spec] = {
     "supply.unknown_lot": Spec("high", "part installed from a lot never received",
                                "quarantine the lot's parts; check the receipt records"),
     "supply.avl_violation": Spec("high", "lot not from an approved vendor",
-                                 "quarantine the lot; quality decides with the supplier",
-                                 latched=True),
+                                 "quarantine the lot; quality decides with the supplier"),
     "supply.unapproved_mpn": Spec("high", "part number not approved for this product",
-                                  "stop using the part; quality decides on the units built",
-                                  latched=True),
+                                  "stop using the part; quality decides on the units built"),
     "supply.cloned_serial": Spec("high", "the same serial installed in two units",
-                                 "counterfeit indicator: hold both units and the lot; inspect",
-                                 latched=True),
+                                 "counterfeit indicator: hold both units and the lot; inspect"),
     "supply.firmware_mismatch": Spec("high", "firmware hash is not the golden one",
                                      "re-flash the golden image and find out where the other "
-                                     "image came from", latched=True),
+                                     "image came from"),
     # lot clustering (DOMAIN.md §5)
     "lot.failure_cluster": Spec("high", "failures cluster on one component lot",
-                                "the lot is held automatically; quality investigates the lot",
-                                latched=True),
+                                "the lot is held automatically; quality investigates the lot"),
 }
 
 

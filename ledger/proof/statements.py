@@ -1,23 +1,25 @@
 """People's statements checked against the log alone: what an auditor re-does.
 
-Every hold, release, disposition and user change is a plant-signed system event carrying the
-acting person's signed statement. The plant key (and the database) could make such an event;
-only the person's key makes the statement. So an auditor does not trust the `users` table:
+Every hold, release, disposition, user change and operator action on an alert (acknowledge,
+shelve, unshelve, comment, out of service, return to service) is a plant-signed system event
+carrying the acting person's signed statement. The plant key (and the database) could make
+such an event; only the person's key makes the statement. So an auditor does not trust the `users` table:
 replaying the log in order, each statement must verify against a key the log enrolled for its
 user before it (and did not revoke, nor remove the user, before it), say the action the event
 records on its target, and come from a role that may take it at that point of the log: an
 admin for user changes (or, while the log holds no admin with a valid key, the first admin's
 own self-signed enrolment); for holds, the roles `ledger/hold_actions.py` and
-`dispositions.py` require when recording (`PLACE_ROLES`, `RELEASE_ROLES`, `DISPOSITION_ROLES`;
-a test keeps the tables equal).
+`dispositions.py` require when recording (`PLACE_ROLES`, `RELEASE_ROLES`, `DISPOSITION_ROLES`);
+for alerts, those of `ledger/alerts/actions.py` (`ALERT_ROLES`; a test keeps the tables equal),
+and a shelve lasts at most `SHELVE_MAX` from its signing.
 
 The event around the statements must say what they say: a hold's scope and reason, a
-release's reason, a disposition's decision, reason and hold (`_details`); `placed_by`,
-`released_by` and `decided_by` name the signers; a hold placed by a quality user, or on a lot
-or an MPN, is a quality hold; and a quality hold is released only with the statements of two
-different quality users (the first one's approval carried along). So someone holding the plant
-key cannot turn one person's approval into a release, nor record another decision than the one
-signed.
+release's reason, a disposition's decision, reason and hold, an alert action's comment, reason
+or shelve expiry (`_details`); `placed_by`, `released_by`, `decided_by` and an alert event's
+`user` name the signers; a hold placed by a quality user, or on a lot or an MPN, is a quality
+hold; and a quality hold is released only with the statements of two different quality users
+(the first one's approval carried along). So someone holding the plant key cannot turn one
+person's approval into a release, nor record another decision than the one signed.
 
 Pure: events in, problems out; no database, so `verify-ledger` (over the whole log) and
 `linetrace verify` (over an evidence bundle's hold and user leaves, `check_statements`) both
@@ -29,10 +31,12 @@ from __future__ import annotations
 import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+from linetrace.schemas import alert_events as ae
 from linetrace.schemas import bodies as b
 from linetrace.schemas import signing
-from linetrace.schemas.envelope import Event
+from linetrace.schemas.envelope import Event, parse_time
 from linetrace.schemas.errors import SchemaError
 from linetrace.schemas.statements import Statement, verify_statement
 
@@ -42,6 +46,9 @@ ACTION_OF_TYPE: dict[str, str] = {
     "hold.released": "hold.release", "hold.disposition": "hold.disposition",
     "user.enrolled": "user.add", "user.changed": "user.role", "user.revoked": "user.revoke",
     "user.removed": "user.remove",
+    "alert.acknowledged": "alert.acknowledge", "alert.shelved": "alert.shelve",
+    "alert.unshelved": "alert.unshelve", "alert.commented": "alert.comment",
+    "alert.outofservice": "alert.out_of_service", "alert.inservice": "alert.return_to_service",
 }
 
 
@@ -58,6 +65,21 @@ DISPOSITION_ROLES: tuple[str, ...] = ("quality",)
 QUALITY_RELEASE_SIGNERS = 2
 #: `placed_by` of the holds linetrace places itself (route holds): they carry no statement.
 SYSTEM_PLACER = "linetrace"
+#: Roles that may sign each action on an alert, as `ledger/alerts/actions.py` (ALERT_ROLES)
+#: enforces when recording (docs/alerts.md "Operator actions").
+ALERT_ROLES: dict[str, tuple[str, ...]] = {
+    "alert.acknowledge": ("supervisor", "quality", "admin"),
+    "alert.shelve": ("supervisor", "quality", "admin"),
+    "alert.unshelve": ("supervisor", "quality", "admin"),
+    "alert.comment": ("supervisor", "quality", "admin"),
+    "alert.out_of_service": ("supervisor", "admin"),
+    "alert.return_to_service": ("supervisor", "admin"),
+}
+#: The longest shelve a statement may sign (`until` - the statement's time), as
+#: `ledger/alerts/actions.py` (SHELVE_MAX) enforces.
+SHELVE_MAX = timedelta(hours=24)
+_ALERT_BODIES = (ae.AlertAcknowledged, ae.AlertShelved, ae.AlertUnshelved, ae.AlertCommented,
+                 ae.AlertOutOfService, ae.AlertReturnedToService)
 
 
 @dataclass
@@ -95,6 +117,8 @@ def _target(event: Event) -> str:
         return body.unit
     if isinstance(body, (b.HoldApproved, b.HoldReleased)):
         return body.hold_id
+    if isinstance(body, _ALERT_BODIES):
+        return body.alert_id
     return event.subject  # user changes: the user
 
 
@@ -122,6 +146,37 @@ def _details(body: b.Body, last: bool = True) -> dict[str, str] | None:
         return {"keyid": body.keyid}
     if isinstance(body, b.UserRemoved):
         return {}
+    return _alert_details(body)
+
+
+def _alert_details(body: b.Body) -> dict[str, str] | None:
+    """What a person's statement on an alert says: what the `alert.*` event records."""
+    if isinstance(body, ae.AlertAcknowledged):
+        return {"comment": body.comment} if body.comment else {}
+    if isinstance(body, ae.AlertShelved):
+        return {"until": body.until, "reason": body.reason}
+    if isinstance(body, ae.AlertCommented):
+        return {"comment": body.comment}
+    if isinstance(body, ae.AlertOutOfService):
+        return {"reason": body.reason}
+    if isinstance(body, (ae.AlertUnshelved, ae.AlertReturnedToService)):
+        return _reason(body.reason)
+    return None
+
+
+def shelve_problem(until: str, signed_at: str, recorded_at: str) -> str | None:
+    """Why a shelve until `until`, signed at `signed_at` and recorded at `recorded_at` (RFC
+    3339), may not stand: it must end after it was signed and recorded, and last at most
+    SHELVE_MAX from its signing (ISA-18.2: a shelve is time-limited)."""
+    try:
+        end, signed, recorded = parse_time(until), parse_time(signed_at), parse_time(recorded_at)
+    except ValueError:
+        return f"shelved until {until!r}, signed at {signed_at!r}: not RFC 3339 times"
+    if end <= signed or end <= recorded:
+        return f"shelved until {until}, which had passed when it was signed or recorded"
+    if end - signed > SHELVE_MAX:
+        return (f"shelved until {until}, {end - signed} after it was signed at {signed_at}; "
+                f"a shelve lasts at most {SHELVE_MAX}")
     return None
 
 
@@ -186,6 +241,8 @@ class _Log:
             self.first_admins.append((body.user, body.keyid))
             return None
         assert person is not None
+        if action.startswith("alert."):
+            return _alert_check(event, st, person.role)
         if action.startswith("user.") and person.role != "admin":
             return f"{signed.user} signed {action} as {person.role}, not admin"
         if action.startswith("hold.") and person.role == "viewer":
@@ -237,6 +294,11 @@ class _Log:
         elif isinstance(body, b.HoldDisposition) and body.decided_by != body.statement.user:
             out.append(f"decided_by says {body.decided_by}, the statement is "
                        f"{body.statement.user}'s")
+        elif isinstance(body, _ALERT_BODIES):
+            if body.user != body.statement.user:
+                out.append(f"user says {body.user}, the statement is {body.statement.user}'s")
+            if event.subject != body.alert_id:
+                out.append(f"about alert {body.alert_id}, keyed as {event.subject}")
         return out
 
     def apply(self, event: Event) -> None:
@@ -255,6 +317,18 @@ class _Log:
             person = self.people[body.user]
             person.active = False
             person.revoked.update(person.keys)
+
+
+def _alert_check(event: Event, st: Statement, role: str) -> str | None:
+    """An action on an alert: the signer's role may take it, and a shelve is time-limited."""
+    roles = ALERT_ROLES.get(st.action, ())
+    if role not in roles:
+        return (f"{st.user} signed {st.action} as {role}; it needs the {' or '.join(roles)} "
+                "role")
+    body = event.body
+    if isinstance(body, ae.AlertShelved):
+        return shelve_problem(body.until, st.time, event.envelope.time)
+    return None
 
 
 @dataclass(frozen=True)

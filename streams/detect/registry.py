@@ -6,7 +6,6 @@ from linetrace.ledger.system_events import SystemContext
 
 from ..stages import Stage
 from .flow_stage import FlowStage
-from .supply_stage import SupplyStage
 
 
 def detector_stages(ctx: SystemContext | None, line_speed: float) -> list[Stage]:
@@ -14,5 +13,4 @@ def detector_stages(ctx: SystemContext | None, line_speed: float) -> list[Stage]
     detectors; `ctx` is None in tools and benches that run without a plant key."""
     stages: list[Stage] = []
     stages.append(FlowStage())  # flow: route violations, stuck units, stations down, storms
-    stages.append(SupplyStage.of(ctx, line_speed))  # supply chain: AVL, lots, clones, firmware
     return stages
