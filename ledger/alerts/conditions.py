@@ -109,6 +109,10 @@ CATALOGUE: dict[str, Spec] = {
                               "send maintenance to the station; units waiting for it are held up"),
     "flow.fault_storm": Spec("medium", "station reports faults in a burst",
                              "look at the station's fault log; consider taking it out of service"),
+    # the alarm system itself (DOMAIN.md §6): low, it says how to work, not what broke
+    "alerts.flood": Spec("low", "alarm flood: more than 10 alarms in 10 minutes",
+                         "work the high-priority alarms first; the flood ends below 5 in 10 "
+                         "minutes; `linetrace alerts kpi` shows the top alarms"),
     # security (CONTRACTS.md ingest rules 2-4; never-lose flags)
     "security.quarantine": Spec(
         "high", "records from this station were quarantined",

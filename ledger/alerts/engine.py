@@ -26,10 +26,11 @@ events into a fresh ledger gives the same alerts, and into the same ledger nothi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
 from .. import outbox
@@ -68,7 +69,7 @@ class _Writer:
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.history: list[dict[str, object]] = []
+        self.history: list[dict[str, Any]] = []
         self.messages: list[outbox.Message] = []
 
     def transition(self, a: Alert, transition: str, time: datetime, cause: str,
@@ -90,18 +91,26 @@ class _Writer:
         return len(self.messages)
 
 
-def _seen(session: Session, aid: str, cause: str, transitions: Sequence[str]) -> bool:
+def _seen(session: Session, w: _Writer, aid: str, cause: str,
+          transitions: Sequence[str]) -> bool:
     """Did this cause already make one of these transitions of the alert (a replay)?"""
+    if any(h["alert_id"] == aid and h["cause"] == cause and h["transition"] in transitions
+           for h in w.history):
+        return True
     return session.scalar(select(func.count()).select_from(AlertHistory).where(
         AlertHistory.alert_id == aid, AlertHistory.cause == cause,
         AlertHistory.transition.in_(transitions))) != 0
 
 
-def _chattering(session: Session, aid: str, time: datetime) -> bool:
+def _chattering(session: Session, w: _Writer, aid: str, time: datetime) -> bool:
     """This activation and the ones before it within a minute of event time: >= 3?"""
+    start = time - CHATTER_WINDOW
     earlier = session.scalar(select(func.count()).select_from(AlertHistory).where(
         AlertHistory.alert_id == aid, AlertHistory.transition.in_(ACTIVATIONS),
-        AlertHistory.time > time - CHATTER_WINDOW, AlertHistory.time <= time)) or 0
+        AlertHistory.time > start, AlertHistory.time <= time)) or 0
+    earlier += sum(1 for h in w.history if h["alert_id"] == aid
+                   and h["transition"] in ACTIVATIONS
+                   and start < h["time"] <= time)
     return earlier + 1 >= CHATTER_COUNT
 
 
@@ -121,10 +130,10 @@ def _activate(session: Session, w: _Writer, a: Alert, c: Condition) -> None:
     if a.active:  # already in alarm: nothing changes (a latched one sees its condition again)
         a.process_active = True
         return
-    if _seen(session, a.alert_id, c.cause, ACTIVATIONS):
+    if _seen(session, w, a.alert_id, c.cause, ACTIVATIONS):
         return
     spec = spec_of(c.condition)
-    chattering = _chattering(session, a.alert_id, c.time)
+    chattering = _chattering(session, w, a.alert_id, c.time)
     a.occurrences += 1
     a.active = a.process_active = True
     a.raised = a.updated = a.last_time = c.time
@@ -156,7 +165,7 @@ def _deactivated(session: Session, w: _Writer, a: Alert, time: datetime, cause: 
 def _clear(session: Session, w: _Writer, a: Alert, c: Condition) -> None:
     if not a.active and not a.process_active:
         return
-    if _seen(session, a.alert_id, c.cause, ("cleared",)):
+    if _seen(session, w, a.alert_id, c.cause, ("cleared",)):
         return
     a.process_active = False
     a.cleared = c.time
@@ -225,6 +234,38 @@ def expire_shelves(session: Session, now: datetime) -> int:
     return w.write()
 
 
+@dataclass(frozen=True)
+class Expiries:
+    """Shelves that ran out, as writes for a caller that only reads now and writes later (the
+    worker's tick): guarded updates of `alerts` (only a row still shelved until the same end
+    changes), history rows and messages (both stored once, whatever the redo)."""
+
+    updates: list[tuple[Table, dict[str, Any], dict[str, Any]]]
+    rows: list[tuple[Table, dict[str, Any]]]
+    messages: list[outbox.Message]
+
+
+def shelf_expiries(session: Session, now: datetime, limit: int = 100) -> Expiries:
+    """What `expire_shelves` would write, without writing it (the session is read only)."""
+    out = Expiries([], [], [])
+    due = session.scalars(select(Alert).where(Alert.shelved_until.is_not(None),
+                                              Alert.shelved_until <= now)
+                          .order_by(Alert.alert_id).limit(limit)).all()
+    table: Table = Alert.__table__  # type: ignore[assignment]
+    history: Table = AlertHistory.__table__  # type: ignore[assignment]
+    for a in due:
+        stored = a.shelved_until
+        w = _Writer(session)
+        if not expire_shelf(w, a, now):
+            continue
+        out.updates.append((table, {"alert_id": a.alert_id, "shelved_until": stored},
+                            {"shelved_until": None, "state": a.state, "updated": a.updated}))
+        out.rows.extend((history, h) for h in w.history)
+        out.messages.extend(w.messages)
+    session.expunge_all()  # nothing read here may be flushed by this session
+    return out
+
+
 _TRANSITION: dict[Action, str] = {
     "acknowledge": "acknowledged", "shelve": "shelved", "unshelve": "unshelved",
     "comment": "commented", "out_of_service": "out_of_service",
@@ -249,7 +290,7 @@ def apply_action(session: Session, alert_id: str, action: Action, *, user: str,
     if a is None:
         raise unknown(alert_id)
     transition = _TRANSITION[action]
-    if _seen(session, alert_id, cause, (transition,)):
+    if _seen(session, _Writer(session), alert_id, cause, (transition,)):
         return AlertView.of(a)  # this action was already applied (a redo, a replay)
     w = _Writer(session)
     expire_shelf(w, a, time)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from linetrace.ledger.system_events import SystemContext
 
 from ..stages import Stage
+from .alert_tick import AlertTickStage
 from .flow_stage import FlowStage
 
 
@@ -13,4 +14,5 @@ def detector_stages(ctx: SystemContext | None, line_speed: float) -> list[Stage]
     detectors; `ctx` is None in tools and benches that run without a plant key."""
     stages: list[Stage] = []
     stages.append(FlowStage())  # flow: route violations, stuck units, stations down, storms
+    stages.append(AlertTickStage(line_speed))  # last: shelve expiry and flood state
     return stages
