@@ -6,6 +6,7 @@ from linetrace.ledger.system_events import SystemContext
 
 from ..stages import Stage
 from .alert_tick import AlertTickStage
+from .anomaly_stage import AnomalyStage
 from .flow_stage import FlowStage
 
 
@@ -14,5 +15,6 @@ def detector_stages(ctx: SystemContext | None, line_speed: float) -> list[Stage]
     detectors; `ctx` is None in tools and benches that run without a plant key."""
     stages: list[Stage] = []
     stages.append(FlowStage())  # flow: route violations, stuck units, stations down, storms
+    stages.append(AnomalyStage(speed=line_speed))  # burn-in anomalies (alerts, not verdicts)
     stages.append(AlertTickStage(line_speed))  # last: shelve expiry and flood state
     return stages
