@@ -24,7 +24,7 @@ from linetrace.schemas.routes import packaged_routes
 from linetrace.schemas.topics import QUARANTINE
 
 from . import log as merkle_log
-from . import outbox, pending, telemetry_store
+from . import outbox, pending, security_alerts, telemetry_store
 from .db import Ledger
 from .system_events import SystemContext, derive, register_plant_key
 from .models import EventRow, IngestPosition, Rejected, StationKey, StationPosition
@@ -106,18 +106,25 @@ def _quarantine(c: Candidate, code: str, message: str, stage: str) -> Rejection:
                      stage=stage, source=c.event.source, event_id=c.event.id)
 
 
-def rejection_row(r: Rejection, now: datetime) -> dict[str, object]:
+def rejection_digest(r: Rejection) -> str:
+    """The `rejected.digest` of a rejection: where the record was read, its bytes and why
+    (unique, so a replay of the same record stores nothing twice)."""
     rec = r.record
     digest = hashlib.sha256()
     for part in (rec.topic.encode(), str(rec.partition).encode(), str(rec.offset).encode(),
                  rec.key or b"", rec.value or b"", r.code.encode()):
         digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
+
+
+def rejection_row(r: Rejection, now: datetime) -> dict[str, object]:
+    rec = r.record
     return {
         "destination": r.destination, "code": r.code, "message": r.message[:2048],
         "stage": r.stage, "topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
         "key": rec.key, "value": rec.value,
         "headers": {"headers": [[k, v.decode("utf-8", "replace")] for k, v in rec.headers]},
-        "source": r.source, "event_id": r.event_id, "digest": digest.hexdigest(),
+        "source": r.source, "event_id": r.event_id, "digest": rejection_digest(r),
         "recorded": now,
     }
 
@@ -393,7 +400,10 @@ def write_batch(
                     run_stages(session, out, hook, ctx)
                 out.rejections[:0] = rejections
                 now = datetime.now(UTC)
+                known = security_alerts.known_rejections(session, out.rejections)
                 record_rejections(session, out.rejections, now)
+                security_alerts.raise_security_alerts(  # quarantined / absurd times: alerts
+                    session, out.rejections, known, _station_seqs(session, out.stored), now)
                 if positions:
                     upsert(session, IngestPosition.__table__,  # type: ignore[arg-type]
                            [{"topic": t, "partition": p, "next_offset": o, "incarnation": incarnation,
@@ -409,6 +419,14 @@ def write_batch(
             if attempt == 2 or not rolled_back_by_peer(e):
                 raise
     raise AssertionError("unreachable")
+
+
+def _station_seqs(session: Session, stored: Sequence[Candidate]) -> list[int]:
+    """events.seq of the stored events read from an input partition (those the line clock
+    judges), for the absurd-time alerts."""
+    seqs = stored_seqs(session)
+    return [seqs[k] for c in stored if c.record.partition is not None
+            and (k := (c.event.source, c.event.id)) in seqs]
 
 
 def rolled_back_by_peer(e: OperationalError) -> bool:
