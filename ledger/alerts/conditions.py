@@ -125,17 +125,21 @@ CATALOGUE: dict[str, Spec] = {
     "supply.unknown_lot": Spec("high", "part installed from a lot never received",
                                "quarantine the lot's parts; check the receipt records"),
     "supply.avl_violation": Spec("high", "lot not from an approved vendor",
-                                 "quarantine the lot; quality decides with the supplier"),
+                                 "quarantine the lot; quality decides with the supplier",
+                                 latched=True),
     "supply.unapproved_mpn": Spec("high", "part number not approved for this product",
-                                  "stop using the part; quality decides on the units built"),
+                                  "stop using the part; quality decides on the units built",
+                                  latched=True),
     "supply.cloned_serial": Spec("high", "the same serial installed in two units",
-                                 "counterfeit indicator: hold both units and the lot; inspect"),
+                                 "counterfeit indicator: hold both units and the lot; inspect",
+                                 latched=True),
     "supply.firmware_mismatch": Spec("high", "firmware hash is not the golden one",
                                      "re-flash the golden image and find out where the other "
-                                     "image came from"),
+                                     "image came from", latched=True),
     # lot clustering (DOMAIN.md §5)
     "lot.failure_cluster": Spec("high", "failures cluster on one component lot",
-                                "the lot is held automatically; quality investigates the lot"),
+                                "the lot is held automatically; quality investigates the lot",
+                                latched=True),
 }
 
 

@@ -8,6 +8,7 @@ from ..stages import Stage
 from .alert_tick import AlertTickStage
 from .anomaly_stage import AnomalyStage
 from .flow_stage import FlowStage
+from .supply_stage import SupplyStage
 
 
 def detector_stages(ctx: SystemContext | None, line_speed: float) -> list[Stage]:
@@ -16,5 +17,6 @@ def detector_stages(ctx: SystemContext | None, line_speed: float) -> list[Stage]
     stages: list[Stage] = []
     stages.append(FlowStage())  # flow: route violations, stuck units, stations down, storms
     stages.append(AnomalyStage(speed=line_speed))  # burn-in anomalies (alerts, not verdicts)
+    stages.append(SupplyStage.of(ctx, line_speed))  # supply chain: AVL, lots, clones, firmware
     stages.append(AlertTickStage(line_speed))  # last: shelve expiry and flood state
     return stages
