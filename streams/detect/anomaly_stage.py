@@ -204,6 +204,7 @@ class AnomalyStage:
             st = state.states.get(rid)
             if st is None:
                 st = state.states[rid] = new_state(ev)
+            before = st.last_time
             out += fold(st, ev, self.limits)
             serial = st.serial
             ended = isinstance(ev.body, b.BurninRun) and ev.body.phase == "end"
@@ -211,9 +212,12 @@ class AnomalyStage:
                 cleared.add(serial)  # a gap the tick raised (or may have): this event ends it
                 if not any(x.condition == GAP and x.subject == serial and not x.active
                            for x in out):
+                    # never before the tick's raise (last event + gap): the line clock may
+                    # have run ahead of the unit's event time on wall time
+                    t = max(st.last_time or 0.0, (before or 0.0) + self.limits.gap_s)
                     out.append(Condition(condition=GAP, subject=serial, active=False,
-                                         time=datetime.fromtimestamp(st.last_time or 0, UTC),
-                                         cause=ev.id, unit=serial, station=ev.source))
+                                         time=datetime.fromtimestamp(t, UTC), cause=ev.id,
+                                         unit=serial, station=ev.source))
         for rid, st in state.states.items():
             part = state.partitions.get(rid) or telemetry_partition(st.serial)
             if st.ended:

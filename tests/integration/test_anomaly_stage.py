@@ -1,0 +1,212 @@
+"""The burn-in anomaly stage in the worker's pipeline: alerts in the ledger for the right GPU,
+none medium or high for a clean run, state rebuilt from SQL after a restart without raising
+anything twice, and the telemetry gap raised by the tick on the line clock.
+
+In-process: simulated burn-in runs (the station's runner on `SimulatedBaseboard`), signed by an
+enrolled station, written batch by batch through the worker's `BatchProcessor` (every default
+stage and the alert engine, real SQLite and PostgreSQL). End to end: `linetrace burnin` into a
+real embedded broker read by a real worker, read back with `linetrace alerts --json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from linetrace.ledger.alerts.conditions import CATALOGUE, alert_id
+from linetrace.ledger.alerts.models import Alert, AlertHistory
+from linetrace.ledger.db import Ledger
+from linetrace.ledger.keys import enroll_station, load_or_create_plant_key
+from linetrace.ledger.records import Candidate, SourceRecord
+from linetrace.ledger.system_events import SystemContext
+from linetrace.schemas import bodies as b
+from linetrace.schemas import signing
+from linetrace.schemas.envelope import decode_event, encode_event
+from linetrace.schemas.topics import TELEMETRY, partition_of
+from linetrace.stations.burnin import SimClock, SimulatedBaseboard, run_burnin
+from linetrace.streams.detect.burnin_anomaly import GAP, PEER, fold, new_state
+from linetrace.streams.processor import BatchProcessor
+from linetrace.streams.route_stage import tick_routes
+
+from ..conftest import Proc, run_cli, wait_for
+
+STATION = "burnin-07"
+KEY = signing.generate_key()
+T0 = datetime(2026, 2, 9, 7, 0, tzinfo=UTC)
+
+
+class Station:
+    """A burn-in station's events as the worker reads them (signed, with Kafka positions)."""
+
+    def __init__(self) -> None:
+        self.candidates: list[Candidate] = []
+        self.offsets: dict[int, int] = {}
+
+    async def emit(self, event_type: str, subject: str, body: b.Body, *, time: datetime | str,
+                   event_id: str | None = None) -> bytes:
+        value = encode_event(event_type=event_type, source=STATION, subject=subject, body=body,
+                             time=time, event_id=event_id, stationseq=len(self.candidates) + 1)
+        if event_type.startswith("burnin."):
+            kid, sig = signing.read_signature(signing.sign_value(value, KEY))
+            part = partition_of(subject.encode(), 8)
+            offset = self.offsets.get(part, 0)
+            self.offsets[part] = offset + 1
+            self.candidates.append(Candidate(SourceRecord(TELEMETRY, part, offset,
+                                                          subject.encode(), value),
+                                             decode_event(value), kid, sig))
+        return value
+
+
+def burn(unit: str, seed: int, faults: tuple[str, ...] = (), gpu: int = 5) -> list[Candidate]:
+    clock = SimClock(T0)
+    board = SimulatedBaseboard(clock, seed=seed, faults=faults,
+                               fault_gpus={f: gpu for f in faults})
+    station = Station()
+    asyncio.run(run_burnin(unit, board, station, duration_s=600, clock=clock,
+                           expected_gpus=None))
+    return station.candidates
+
+
+def processor(ledger: Ledger, keys: Path, speed: float = 0.0) -> BatchProcessor:
+    plant, _ = load_or_create_plant_key(keys)
+    return BatchProcessor(ledger, "127.0.0.1:1", SystemContext(plant_key=plant),
+                          line_speed=speed)
+
+
+def write(p: BatchProcessor, batch: list[Candidate]) -> None:
+    positions: dict[tuple[str, int], int] = {}
+    for c in batch:
+        assert c.record.partition is not None and c.record.offset is not None
+        key = (c.record.topic, c.record.partition)
+        positions[key] = max(positions.get(key, 0), c.record.offset + 1)
+    p.write_isolating(batch, [], positions)
+
+
+def alerts(ledger: Ledger) -> dict[str, Alert]:
+    with ledger.reader() as s:
+        return {a.subject + " " + a.condition: a for a in s.scalars(select(Alert))}
+
+
+def activations(ledger: Ledger) -> Counter[str]:
+    with ledger.reader() as s:
+        rows = s.execute(select(AlertHistory.alert_id, AlertHistory.transition)).all()
+    return Counter(aid for aid, transition in rows if transition in ("raised", "suppressed"))
+
+
+@pytest.fixture
+def enrolled(ledger: Ledger, tmp_path: Path) -> Path:
+    keys = tmp_path / "keys"
+    plant, _ = load_or_create_plant_key(keys)
+    enroll_station(ledger, plant, STATION, "burnin", KEY.public_key())
+    return keys
+
+
+def test_hot_gpu_alert_once_across_a_worker_restart(ledger: Ledger, enrolled: Path) -> None:
+    unit = "SRV-ANOM-HOT"
+    events = burn(unit, seed=2, faults=("hot-gpu",), gpu=5)
+    expected: Counter[tuple[str, str]] = Counter()  # what the pure fold raises, uninterrupted
+    state = new_state(events[0].event)
+    for c in events:
+        expected.update((x.condition, x.subject) for x in fold(state, c.event) if x.active)
+    assert expected[(PEER, f"{unit}/gpu5")] == 1
+
+    p = processor(ledger, enrolled)
+    half = len(events) // 2 + 7
+    for k in range(0, half, 37):
+        write(p, events[k:min(k + 37, half)])
+    p = processor(ledger, enrolled)  # a restart: the stage's memory is gone
+    for k in range(half, len(events), 37):
+        write(p, events[k:k + 37])
+    stage = next(s for s in p.pipeline.stages if s.name == "burnin-anomalies")
+    assert getattr(stage, "rebuilt") == 1  # rebuilt once from SQL, then cached
+
+    found = {k: a for k, a in alerts(ledger).items() if k.startswith(unit)}
+    assert {(a.condition, a.subject) for a in found.values()} == set(expected)
+    hot = found[f"{unit}/gpu5 {PEER}"]
+    assert hot.occurrences == 1 and hot.priority == "medium" and not hot.active
+    assert hot.details["gpu_serial"] == "SIMGPU-2-5"
+    counted = activations(ledger)
+    for (condition, subject), n in expected.items():
+        assert counted[alert_id(condition, subject)] == n, (condition, subject)
+
+
+def test_clean_run_raises_nothing_medium_or_high(ledger: Ledger, enrolled: Path) -> None:
+    p = processor(ledger, enrolled)
+    for unit, seed in (("SRV-ANOM-C1", 3), ("SRV-ANOM-C2", 4)):
+        events = burn(unit, seed)
+        for k in range(0, len(events), 50):
+            write(p, events[k:k + 50])
+    loud = [a for a in alerts(ledger).values() if a.priority != "low"]
+    assert loud == []
+
+
+def test_telemetry_gap_on_the_line_clock_after_a_restart(ledger: Ledger,
+                                                         enrolled: Path) -> None:
+    unit = "SRV-ANOM-GAP"
+    events = burn(unit, seed=5)
+    p = processor(ledger, enrolled, speed=1.0)
+    write(p, events[:100])
+    p = processor(ledger, enrolled, speed=1.0)  # restarted while the unit is silent
+    key = f"{unit} {GAP}"
+    tick_routes(ledger, p.pipeline, p.ctx, datetime.now(UTC))  # within the grace: nothing
+    assert key not in alerts(ledger)
+    tick_routes(ledger, p.pipeline, p.ctx, datetime.now(UTC) + timedelta(seconds=30))
+    gap = alerts(ledger)[key]
+    assert gap.active and gap.priority == CATALOGUE[GAP].priority == "medium"
+    last = events[99].event
+    assert gap.cause == last.id
+    tick_routes(ledger, p.pipeline, p.ctx, datetime.now(UTC) + timedelta(seconds=40))
+    assert alerts(ledger)[key].occurrences == 1  # not raised again
+    write(p, events[100:])  # the unit speaks again: the gap returns to normal
+    gap = alerts(ledger)[key]
+    assert not gap.active and gap.occurrences == 1
+
+
+# --- end to end: linetrace burnin -> broker -> worker -> linetrace alerts --json -----------
+
+
+def _alerts_json(data: Path) -> list[dict[str, object]]:
+    done = run_cli("alerts", "--state", "all", "--json", data_dir=data)
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
+
+
+def _runs_ended(data: Path, units: list[str]) -> bool:
+    db = sqlite3.connect(data / "ledger.db")
+    try:
+        n = db.execute("SELECT count(*) FROM events WHERE type = 'burnin.run' AND subject IN "
+                       f"({','.join('?' * len(units))})", units).fetchone()[0]
+    finally:
+        db.close()
+    return bool(n == 2 * len(units))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_burnin_cli_hot_gpu_alert_and_clean_run(broker: str, worker: Proc,
+                                                line_dir: Path) -> None:
+    seed = 11
+    hot_gpu = SimulatedBaseboard(SimClock(T0), seed=seed, faults=["hot-gpu"]).fault_gpus["hot-gpu"]
+    for unit, extra in (("SRV-E2E-HOT", ["--faults", "hot-gpu", "--seed", str(seed)]),
+                        ("SRV-E2E-CLEAN", ["--seed", "12"])):
+        done = run_cli("burnin", "--unit", unit, "--station", "burnin-09", *extra,
+                       data_dir=line_dir, timeout=180)
+        assert done.returncode in (0, 1), done.stderr + worker.tail()
+    wait_for(lambda: _runs_ended(line_dir, ["SRV-E2E-HOT", "SRV-E2E-CLEAN"]), timeout=120,
+             what="both burn-in runs stored")
+    found = wait_for(lambda: [a for a in _alerts_json(line_dir)
+                              if a["condition"] == PEER and a["subject"] == f"SRV-E2E-HOT/gpu{hot_gpu}"],
+                     timeout=60, what="the hot GPU's peer deviation alert")
+    assert found[0]["priority"] == "medium" and found[0]["occurrences"] == 1
+    every = _alerts_json(line_dir)
+    assert [a for a in every if str(a["subject"]).startswith("SRV-E2E-CLEAN")
+            and a["priority"] != "low"] == []
+    hot_subjects = {a["subject"] for a in every if str(a["subject"]).startswith("SRV-E2E-HOT")}
+    assert hot_subjects <= {f"SRV-E2E-HOT/gpu{hot_gpu}", "SRV-E2E-HOT"}, hot_subjects
