@@ -10,12 +10,12 @@ Contract (docs/alerts.md): `linetrace alerts [--state S] [--json]` prints a list
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from linetrace.ledger.alerts.conditions import STATES
 
+from . import alert_action_cmds
 from .output import print_json, print_table, say
 from .settings import Settings
 
@@ -180,7 +180,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(fn=cmd_show)
 
-    if importlib.util.find_spec("linetrace.cli.alert_action_cmds") is not None:
-        from . import alert_action_cmds
-
-        alert_action_cmds.register_alert_subcommands(alerts, common)
+    alert_action_cmds.register_alert_subcommands(alerts, common)  # comment, out-of-service, ...
