@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from linetrace.ledger.burnin_limits import BurninLimits
 from linetrace.ledger.keys import enroll_station, load_or_create_plant_key
 from linetrace.stations.burnin import (
     FAULTS, SKUS, BurninSummary, Clock, GpuBackend, SimClock, SimulatedBaseboard, WallClock,
@@ -29,8 +30,8 @@ from linetrace.stations.burnin.sku import DEFAULT_SKU
 from .extras import need_extra
 from .ledger_cmds import open_ledger, publish_outbox
 from .line_cmds import station_key
-from .output import print_json
-from .settings import Settings
+from .output import print_json, print_table
+from .settings import ConfigurationError, Settings
 
 DEFAULT_STATION = "burnin-02"  # burnin-01 is the line simulator's rack; never share a station
 SIM_DURATION_S = 600.0
@@ -39,10 +40,15 @@ NVML_DURATION_S = 60.0
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
+    top = subparsers.add_parser(
+        "burnin", parents=[common], help="burn in a unit (`burnin run`) or show its verdicts "
+        "(`burnin show`)", description="`burnin run --unit S` burns in one unit; `burnin show "
+        "SERIAL` prints linetrace's verdicts on it. `burnin --unit S ...` is `burnin run`.")
+    sub = top.add_subparsers(dest="burnin_command", required=True, metavar="{run,show}")
     help_ = "burn in one unit's GPUs (simulated baseboard or NVML) and emit the evidence"
-    p = subparsers.add_parser("burnin", parents=[common], help=help_,
-                              description=help_ + "; exit status 0 when the unit passed, 1 when "
-                              "a burn-in test failed")
+    p = sub.add_parser("run", parents=[common], help=help_,
+                       description=help_ + "; exit status 0 when the station's own tests "
+                       "passed, 1 when one failed (linetrace's verdict: `burnin show`)")
     p.add_argument("--unit", required=True, help="unit serial (the events' subject)")
     p.add_argument("--backend", choices=["sim", "nvml"], default="sim")
     p.add_argument("--duration", type=float,
@@ -59,6 +65,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="GPU SKU of the simulated baseboard")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(fn=cmd_burnin)
+    show = sub.add_parser("show", parents=[common], help="linetrace's burn-in verdicts on a "
+                          "unit, latest first, with per-GPU figures and every reason",
+                          description="Exit status 0 when the unit has a verdict, 1 when none.")
+    show.add_argument("serial", help="unit serial")
+    show.add_argument("--json", action="store_true",
+                      help="a list of verdicts (docs/burnin.md), latest first")
+    show.set_defaults(fn=cmd_show)
 
 
 def _split(text: str | None) -> list[str]:
@@ -153,3 +166,79 @@ def summary_dict(s: BurninSummary) -> dict[str, Any]:
                    "note": s.stress.note},
         "tests": msgspec.to_builtins(s.tests),
     }
+
+
+def verdict_json(event_id: str, subject: str, time: str, body: Any) -> dict[str, Any]:
+    """One verdict as `burnin show --json` prints it: the event's id, unit and time, then
+    every field of the `burnin.verdict` body (docs/burnin.md)."""
+    return {"id": event_id, "unit": subject, "time": time, **_full(body)}
+
+
+def _full(value: Any) -> Any:
+    """A body as plain JSON with every field, defaults included (events omit defaults on the
+    wire; a `--json` contract names every field every time)."""
+    if isinstance(value, msgspec.Struct):
+        return {f: _full(getattr(value, f)) for f in value.__struct_fields__}
+    if isinstance(value, list):
+        return [_full(v) for v in value]
+    return value
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    from linetrace.ledger.verdicts import verdicts_of
+
+    ledger = open_ledger(settings)
+    try:
+        with ledger.reader() as s:
+            found = verdicts_of(s, args.serial)
+    finally:
+        ledger.close()
+    if not found:
+        print(f"linetrace: unit {args.serial} has no burn-in verdict: it was never burned in, "
+              "or its run's end or results are not in the ledger yet (is `linetrace worker` "
+              "running? `linetrace units` lists units)", file=sys.stderr)
+        return 1
+    docs = [verdict_json(v.event.id, v.event.subject, v.event.envelope.time, v.body)
+            for v in found]
+    if args.json:
+        print_json(docs)
+        return 0
+    for i, v in enumerate(found):
+        body = v.body
+        if i:
+            print()
+        print(f"burn-in verdict {v.event.id} of {v.event.subject}: {body.result}")
+        print(f"  run {body.run_id} at {body.station} ({body.sku or 'SKU unknown'}), "
+              f"{body.started} to {body.ended}; station's own result: "
+              f"{body.station_result or 'none'}")
+        print(f"  telemetry: {body.telemetry_events} events, SHA-256 {body.telemetry_sha256}")
+        print(f"  limits: version {body.limits_version}, SHA-256 {body.limits_sha256}")
+        for r in body.reasons:
+            print(f"  FAIL {r.code}: {r.message}")
+        rows = [[g.gpu_index, g.gpu_serial or "", g.result, g.samples, _f(g.temp_max_c),
+                 _f(g.temp_mean_c), _f(g.margin_min_c), _f(g.power_mean_w),
+                 _f(g.sm_clock_mean_mhz), g.ecc_sbe_new, g.ecc_dbe_new,
+                 f"{g.remap_pending}/{g.remap_failed}",
+                 f"{g.pcie_gen_min or '-'}x{g.pcie_width_min or '-'}", g.pcie_replay_new,
+                 f"{g.nvlink_crc_per_s:g}/{g.nvlink_recovery_new}",
+                 ",".join(map(str, g.xids)) or "-", f"0x{g.clock_event_bits:x}"]
+                for g in body.gpus]
+        print_table(rows, ["GPU", "SERIAL", "RESULT", "SAMPLES", "TMAX", "TMEAN", "MARGIN",
+                           "POWER", "SMCLK", "SBE", "DBE", "REMAP", "PCIE", "REPLAY",
+                           "NVLINK", "XID", "CLOCKS"])
+    return 0
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:g}"
+
+
+def burnin_limits_in_force(settings: Settings) -> BurninLimits:
+    """The limits the worker's verdicts decide by: LINETRACE_BURNIN_LIMITS, else packaged.
+    A malformed file is a configuration error (exit 2): nothing starts."""
+    from linetrace.ledger.burnin_limits import LimitsMalformed, load_limits
+
+    try:
+        return load_limits(settings.burnin_limits)
+    except LimitsMalformed as e:
+        raise ConfigurationError(f"LINETRACE_BURNIN_LIMITS: {e}") from None

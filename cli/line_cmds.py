@@ -129,6 +129,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     _need_worker_extra()
     from linetrace.streams.worker import WorkerConfig, run_worker
 
+    from .burnin_cmds import burnin_limits_in_force
+
     routes = routes_in_force(settings)  # a bad LINETRACE_ROUTES starts nothing (exit 2)
     bootstrap = settings.bootstrap()
     open_ledger(settings).close()  # creates the SQLite file's folder and schema
@@ -140,6 +142,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                             checkpoint_seconds=settings.checkpoint_seconds, routes=routes,
                             clock_bound_s=settings.clock_bound_seconds,
                             line_speed=settings.line_speed,
+                            burnin_limits=burnin_limits_in_force(settings),
                             fault=getattr(args, "fault_inject", None)))
     return 0
 

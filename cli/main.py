@@ -222,8 +222,28 @@ def report_error(e: LinetraceError) -> int:
 TRACED_COMMANDS = frozenset({"worker", "simulate", "burnin", "broker"})
 
 
+def burnin_argv(argv: Sequence[str]) -> list[str]:
+    """`linetrace burnin --unit S ...` (before `burnin run` and `burnin show` existed) still
+    runs a burn-in: `burnin` followed by anything but a subcommand or help becomes `burnin run`."""
+    out = list(argv)
+    i = 0
+    while i < len(out):
+        token = out[i]
+        if token == "--data-dir":
+            i += 2
+            continue
+        if token.startswith("-"):
+            i += 1
+            continue
+        if token == "burnin" and (i + 1 >= len(out) or out[i + 1] not in (
+                "run", "show", "-h", "--help")):
+            out.insert(i + 1, "run")
+        return out
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(burnin_argv(sys.argv[1:] if argv is None else argv))
     try:
         settings = load(data_dir=getattr(args, "data_dir", None))
     except ConfigurationError as e:

@@ -69,6 +69,12 @@ SETTINGS: tuple[Setting, ...] = (
             "each adds a product or replaces the packaged route of the same product. Checked "
             "at the start of `worker`, `up` and `simulate` like `linetrace routes check`; "
             "any problem refuses to start (exit 2). See docs/routes.md."),
+    Setting("burnin_limits", "LINETRACE_BURNIN_LIMITS",
+            "(none: the packaged DOMAIN.md defaults)",
+            "A JSON file of per-SKU burn-in limits and hard-fail thresholds (the shape of "
+            "ledger/data/burnin_limits.json) that the worker's burn-in verdicts decide by; "
+            "each verdict records its SHA-256 and version. A malformed file refuses to start "
+            "(exit 2). See docs/burnin.md."),
     Setting("telemetry_retention_days", "LINETRACE_TELEMETRY_RETENTION_DAYS", "90",
             "Days (by event time) raw burn-in telemetry is kept before `linetrace telemetry "
             "prune` drops its bytes (each event's SHA-256 is kept forever). Nothing prunes "
@@ -98,6 +104,7 @@ class Settings:
     sources: Mapping[str, str]
     user_key: Path | None = None
     line_speed: float = 1.0
+    burnin_limits: Path | None = None
 
     @property
     def keys_dir(self) -> Path:
@@ -201,7 +208,9 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
                     telemetry_retention_days=retention_days, sources=sources,
                     user_key=(Path(raw["user_key"]).expanduser().resolve()
                               if "user_key" in raw else None),
-                    line_speed=line_speed)
+                    line_speed=line_speed,
+                    burnin_limits=(Path(raw["burnin_limits"]).expanduser().resolve()
+                                   if "burnin_limits" in raw else None))
 
 
 assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)} - {"sources"}

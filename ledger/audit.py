@@ -66,6 +66,7 @@ from .models import (
 from .proof.note import VerifierKey, open_checkpoint
 from .pending import PendingSystemEvent, PendingWait
 from .projections import project, settle
+from .verdicts import BurninVerdictRow
 from .sql import in_values
 from .system_events import SealedHbom
 from .proof.leaf import Leaf, LeafMalformed, Src, chain_of, parse_leaf
@@ -256,6 +257,7 @@ def _tables(s: Session, plant_keyid: str) -> dict[str, dict[tuple[Any, ...], dic
         "user_keys": _rows(s, UserKey, lambda r: (r.keyid,), ()),
         "holds": _hold_rows(s),
         "hold_approvals": _rows(s, HoldApproval, lambda r: (r.hold_id, r.user_id), ()),
+        "burnin_verdicts": _rows(s, BurninVerdictRow, lambda r: (r.event_id,), ()),
         # The units a hold named when placed (its hold.placed leaf's `units`). Rows the route
         # stage added later (an install from a held lot) are checked by `_audit_joined_units`.
         "hold_units": _rows(s, HoldUnit, lambda r: (r.hold_id, r.serial), (),

@@ -406,7 +406,8 @@ def load_all_tables() -> None:
 #: Modules beyond this one whose tables belong to the ledger schema.
 TABLE_MODULES = ("linetrace.ledger.log", "linetrace.ledger.system_events",
                  "linetrace.ledger.outbox", "linetrace.ledger.stage_failures",
-                 "linetrace.ledger.flags", "linetrace.ledger.alerts.models")
+                 "linetrace.ledger.flags", "linetrace.ledger.alerts.models",
+                 "linetrace.ledger.verdicts")
 
 
 def create_schema(engine: Engine) -> None:

@@ -40,6 +40,7 @@ from .models import Firmware, Install, Lot, LotSerial, Measurement, Operation, S
 from .models import StationKey, TestRun, Unit
 from .holds import HOLD_PROJECTIONS, project_hold_event
 from .users import USER_PROJECTIONS, project_user_event
+from .verdicts import project_verdict
 from .sql import in_values
 from .unit_state import FINAL_STATES, REPAIR_STATION_TYPE, aware, mark, needs_settling
 from .unit_state import route_state, settle_units
@@ -376,6 +377,7 @@ PROJECTIONS: dict[str, Callable[[Session, Event, datetime], None]] = {
     "user.changed": project_user_event,
     "user.revoked": project_user_event,
     "user.removed": project_user_event,
+    "burnin.verdict": project_verdict,
 }
 
 

@@ -43,6 +43,7 @@ from linetrace.schemas.topics import EVENTS, TOPIC_OF_TYPE
 
 from . import pending
 from .avl import ApprovedVendorList, default_avl
+from .burnin_limits import BurninLimits, default_limits
 from .errors import LedgerError
 from .proof.hbom import as_built, current_items
 from .proof.hbom_json import hbom_bytes
@@ -79,6 +80,8 @@ class SystemContext:
     plant_key: Ed25519PrivateKey
     avl: ApprovedVendorList = field(default_factory=default_avl)
     routes: RouteBook = field(default_factory=packaged_routes)
+    #: per-SKU burn-in limits the verdict stage decides by (LINETRACE_BURNIN_LIMITS)
+    burnin_limits: BurninLimits = field(default_factory=default_limits)
 
 
 def signed_system_event(event_type: str, subject: str, body: b.Body, *, time: str | datetime,

@@ -19,6 +19,7 @@ from faust.types import TP
 from linetrace.ledger.proof.checkpoints import plant_signer
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.keys import load_or_create_plant_key
+from linetrace.ledger.burnin_limits import BurninLimits, default_limits
 from linetrace.ledger.system_events import SystemContext
 from linetrace.ledger.records import BatchOutcome, SourceRecord
 from linetrace.schemas.routes import RouteBook, packaged_routes
@@ -80,6 +81,8 @@ class WorkerConfig:
     line_speed: float = 1.0
     #: The routes in force (packaged + LINETRACE_ROUTES); a unit records the one it starts on.
     routes: RouteBook = field(default_factory=packaged_routes)
+    #: Per-SKU burn-in limits the verdicts decide by (LINETRACE_BURNIN_LIMITS, else packaged).
+    burnin_limits: BurninLimits = field(default_factory=default_limits)
     fault: str | None = None  # a fault injection point (tests only): streams/faults.py
     #: Read line.telemetry with the batch consumer (`batch_consumer.py`, group
     #: `<group>.telemetry`) instead of a Faust agent. False: every topic through Faust.
@@ -97,7 +100,7 @@ def _headers(raw: Any) -> list[tuple[str, bytes]]:
 def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
     ledger = Ledger(cfg.db_url)
     plant, _ = load_or_create_plant_key(cfg.data_dir / "keys")
-    system = SystemContext(plant_key=plant, routes=cfg.routes)
+    system = SystemContext(plant_key=plant, routes=cfg.routes, burnin_limits=cfg.burnin_limits)
     faults = Faults(cfg.fault)
     processor = BatchProcessor(ledger, cfg.bootstrap, system,
                                checkpoints=CheckpointPolicy(plant_signer(plant, cfg.origin),

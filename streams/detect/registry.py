@@ -9,12 +9,15 @@ from .alert_tick import AlertTickStage
 from .anomaly_stage import AnomalyStage
 from .flow_stage import FlowStage
 from .supply_stage import SupplyStage
+from .verdict_stage import VerdictStage
 
 
 def detector_stages(ctx: SystemContext | None, line_speed: float) -> list[Stage]:
     """The burn-in verdict first (a failing verdict routes the unit to repair), then the
     detectors; `ctx` is None in tools and benches that run without a plant key."""
     stages: list[Stage] = []
+    if ctx is not None:
+        stages.append(VerdictStage(ctx))  # first: the burn-in verdict (routes, never alerts)
     stages.append(FlowStage())  # flow: route violations, stuck units, stations down, storms
     stages.append(AnomalyStage(speed=line_speed))  # burn-in anomalies (alerts, not verdicts)
     stages.append(SupplyStage.of(ctx, line_speed))  # supply chain: AVL, lots, clones, firmware
