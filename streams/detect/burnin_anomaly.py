@@ -115,6 +115,7 @@ class GpuTrack:
     ewma: float = 0.0
     cusum_hi: float = 0.0
     cusum_lo: float = 0.0
+    on: set[str] = field(default_factory=set)  # conditions active on this GPU
 
     def reset_drift(self) -> None:
         self.base_n, self.base_sum, self.mr_sum, self.last_resid = 0, 0.0, 0.0, None
@@ -139,6 +140,7 @@ class RunState:
     reporting: int = 0  # GPUs in the last telemetry event
     gpus: dict[int, GpuTrack] = field(default_factory=dict)
     active: dict[str, str] = field(default_factory=dict)  # subject\0condition -> condition
+    subjects: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
 
     def is_active(self, condition: str, subject: str) -> bool:
         return f"{subject}\x00{condition}" in self.active
@@ -163,11 +165,11 @@ def _sib_median(ordered: list[float], rank: int) -> float:
     """Median of `ordered` (sorted) without the element at `rank`."""
     m = len(ordered) - 1
     k = m // 2
-
-    def sib(j: int) -> float:
-        return ordered[j] if j < rank else ordered[j + 1]
-
-    return sib(k) if m % 2 else (sib(k - 1) + sib(k)) / 2
+    hi = ordered[k] if k < rank else ordered[k + 1]
+    if m % 2:
+        return hi
+    lo = ordered[k - 1] if k - 1 < rank else ordered[k]
+    return (lo + hi) / 2
 
 
 def _ranks(values: list[float]) -> tuple[list[float], list[int]]:
@@ -201,8 +203,10 @@ class _Folder:
             self.s.active[key] = condition
         else:
             del self.s.active[key]
-        if gpu is not None and gpu in self.s.gpus:
-            details["gpu_serial"] = self.s.gpus[gpu].serial
+        track = self.s.gpus.get(gpu) if gpu is not None else None
+        if track is not None:
+            (track.on.add if active else track.on.discard)(condition)
+            details["gpu_serial"] = track.serial
             details["gpu_index"] = gpu
         details["run_id"] = self.s.run_id
         self.out.append(Condition(
@@ -212,7 +216,10 @@ class _Folder:
             station=self.s.station or None))
 
     def subject(self, gpu: int) -> str:
-        return f"{self.s.serial}/gpu{gpu}"
+        sub = self.s.subjects.get(gpu)
+        if sub is None:
+            sub = self.s.subjects[gpu] = f"{self.s.serial}/gpu{gpu}"
+        return sub
 
     def gap(self) -> None:
         s, lim = self.s, self.lim
@@ -220,7 +227,8 @@ class _Folder:
             self.change(GAP, s.serial, True, time=s.last_time + lim.gap_s, cause=s.last_event,
                      message=f"no burn-in telemetry from {s.serial} for more than "
                              f"{lim.gap_s:g} s", last=_when(s.last_time).isoformat())
-        self.change(GAP, s.serial, False)
+        if f"{s.serial}\x00{GAP}" in s.active:
+            self.change(GAP, s.serial, False)
 
     def start(self, body: b.BurninRun) -> None:
         s = self.s
@@ -231,7 +239,10 @@ class _Folder:
 
     def end(self) -> None:
         for key, condition in sorted(self.s.active.items()):
-            self.change(condition, key.split("\x00", 1)[0], False)
+            subject = key.split("\x00", 1)[0]
+            gpu = subject.rsplit("/gpu", 1)[1] if "/gpu" in subject else None
+            self.change(condition, subject, False,
+                        gpu=int(gpu) if gpu is not None and gpu.isdigit() else None)
         self.s.ended = True
 
     def telemetry(self, samples: list[b.GpuSample]) -> None:
@@ -258,7 +269,7 @@ class _Folder:
                 g = s.gpus[i] = GpuTrack(serial=x.gpu_serial, last_seen=t, sbe_base=x.ecc_sbe_vol)
             g.last_seen = t
             self.ecc(i, g, x.ecc_sbe_vol)
-            self.headroom(i, x)
+            self.headroom(i, g, x)
             if not steady:
                 g.window.clear()
             else:
@@ -275,23 +286,24 @@ class _Folder:
         new = sbe - g.sbe_base
         if new > g.sbe_new:
             g.sbe_new = new
-        if g.sbe_new > 0 and not self.s.is_active(SBE, self.subject(i)):
+        if g.sbe_new > 0 and SBE not in g.on:
             self.change(SBE, self.subject(i), True, gpu=i, new_sbe=g.sbe_new,
                      message=f"GPU {i} of {self.s.serial} reported {g.sbe_new} new single-bit "
                              "ECC error(s) in this burn-in")
 
-    def headroom(self, i: int, x: b.GpuSample) -> None:
+    def headroom(self, i: int, g: GpuTrack, x: b.GpuSample) -> None:
         slowdown = self.s.slowdown_c
         margin = slowdown - x.temp_c if slowdown is not None else x.temp_margin_c
         if margin is None:
             return
-        sub = self.subject(i)
         if margin <= self.lim.headroom_c:
-            self.change(HEADROOM, sub, True, gpu=i, temp_c=x.temp_c, margin_c=margin,
+            if HEADROOM in g.on:
+                return
+            self.change(HEADROOM, self.subject(i), True, gpu=i, temp_c=x.temp_c, margin_c=margin,
                      message=f"GPU {i} of {self.s.serial} at {x.temp_c:g} C, {margin:g} C "
                              "from its slowdown threshold")
-        elif margin > self.lim.headroom_c + self.lim.deadband_c:
-            self.change(HEADROOM, sub, False, gpu=i, temp_c=x.temp_c, margin_c=margin)
+        elif margin > self.lim.headroom_c + self.lim.deadband_c and HEADROOM in g.on:
+            self.change(HEADROOM, self.subject(i), False, gpu=i, temp_c=x.temp_c, margin_c=margin)
 
     def rise(self, i: int, g: GpuTrack, x: b.GpuSample) -> None:
         lim, t, w = self.lim, self.t, g.window
@@ -304,13 +316,14 @@ class _Folder:
         if power0 > 0 and abs(x.power_w - power0) > lim.rise_power_rel * power0:
             return  # the load changed: not constant load
         rise = x.temp_c - temp0
-        sub = self.subject(i)
         if rise > lim.rise_c:
-            self.change(RISE, sub, True, gpu=i, rise_c=rise, window_s=t - t0,
+            if RISE in g.on:
+                return
+            self.change(RISE, self.subject(i), True, gpu=i, rise_c=rise, window_s=t - t0,
                      message=f"GPU {i} of {self.s.serial} rose {rise:g} C in {t - t0:g} s "
                              "at constant load")
-        elif rise <= lim.rise_c - lim.deadband_c:
-            self.change(RISE, sub, False, gpu=i, rise_c=rise)
+        elif rise <= lim.rise_c - lim.deadband_c and RISE in g.on:
+            self.change(RISE, self.subject(i), False, gpu=i, rise_c=rise)
 
     def missing(self, present: set[int]) -> None:
         s, lim = self.s, self.lim
@@ -318,11 +331,12 @@ class _Folder:
         for i in sorted(known - present):
             g = s.gpus.get(i)
             last = g.last_seen if g is not None else s.started
-            if last is None or self.t - last <= lim.gap_s:
+            if last is None or self.t - last <= lim.gap_s or (g is not None and MISSING in g.on):
                 continue
             if g is None:
                 g = s.gpus[i] = GpuTrack(serial=s.expected[i], last_seen=last, sbe_base=-1)
-            self.change(MISSING, self.subject(i), True, gpu=i, last_seen=_when(last).isoformat(),
+            self.change(MISSING, self.subject(i), True, gpu=i,
+                        last_seen=_when(last).isoformat(),
                      message=f"GPU {i} ({g.serial}) of {s.serial} is missing from the burn-in "
                              f"telemetry since {_when(last).isoformat()} while its siblings "
                              "report")
@@ -347,8 +361,7 @@ class _Folder:
     def hot(self, i: int, g: GpuTrack, temps: list[float], j: int, med: float,
             dev: float) -> None:
         lim, t = self.lim, self.t
-        sub = self.subject(i)
-        active = self.s.is_active(PEER, sub)
+        active = PEER in g.on
         need = lim.peer_dev_c - (lim.deadband_c if active else 0.0)
         z = 0.0
         if dev > lim.peer_z * lim.mad_floor_c / _MAD_SCALE or dev >= need:
@@ -357,20 +370,20 @@ class _Folder:
         if dev >= need or z > lim.peer_z:
             if g.hot_since is None:
                 g.hot_since = t
-            if t - g.hot_since >= lim.peer_hold_s:
-                self.change(PEER, sub, True, gpu=i, deviation_c=dev, robust_z=round(z, 2),
+            if t - g.hot_since >= lim.peer_hold_s and not active:
+                self.change(PEER, self.subject(i), True, gpu=i, deviation_c=dev, robust_z=round(z, 2),
                          sibling_median_c=med, since=_when(g.hot_since).isoformat(),
                          message=f"GPU {i} of {self.s.serial} runs {dev:g} C above the median "
                                  f"of its siblings ({med:g} C) at steady load for "
                                  f"{t - g.hot_since:g} s")
         else:
             g.hot_since = None
-            self.change(PEER, sub, False, gpu=i, deviation_c=dev)
+            if active:
+                self.change(PEER, self.subject(i), False, gpu=i, deviation_c=dev)
 
     def power_clock(self, i: int, g: GpuTrack, j: int, powers: list[float], pmed: float,
                     clocks: list[float], cmed: float) -> None:
         lim, t = self.lim, self.t
-        sub = self.subject(i)
         p_rel = abs(powers[j] - pmed) / pmed if pmed > 0 else 0.0
         c_rel = abs(clocks[j] - cmed) / cmed if cmed > 0 else 0.0
         off = ""
@@ -381,16 +394,16 @@ class _Folder:
         if off:
             if g.pc_since is None:
                 g.pc_since = t
-            if t - g.pc_since >= lim.pc_hold_s:
-                self.change(POWER_CLOCK, sub, True, gpu=i, power_w=powers[j],
+            if t - g.pc_since >= lim.pc_hold_s and POWER_CLOCK not in g.on:
+                self.change(POWER_CLOCK, self.subject(i), True, gpu=i, power_w=powers[j],
                          sibling_power_w=pmed, sm_clock_mhz=clocks[j], sibling_sm_clock_mhz=cmed,
                          message=f"GPU {i} of {self.s.serial}: {off} off its siblings' median "
                                  f"(power {powers[j]:g} W vs {pmed:g} W, SM clock "
                                  f"{clocks[j]:g} MHz vs {cmed:g} MHz)")
             return
         g.pc_since = None
-        if p_rel < lim.pc_clear_rel and c_rel < lim.pc_clear_rel:
-            self.change(POWER_CLOCK, sub, False, gpu=i, power_w=powers[j], sm_clock_mhz=clocks[j])
+        if p_rel < lim.pc_clear_rel and c_rel < lim.pc_clear_rel and POWER_CLOCK in g.on:
+            self.change(POWER_CLOCK, self.subject(i), False, gpu=i, power_w=powers[j], sm_clock_mhz=clocks[j])
 
     def drift(self, i: int, g: GpuTrack, x: float) -> None:
         lim = self.lim
@@ -415,16 +428,17 @@ class _Folder:
         limit = lim.drift_l * sigma * math.sqrt(lam / (2 - lam))
         ewma_out = abs(g.ewma - mu) > limit
         out = ewma_out or g.cusum_hi > h or g.cusum_lo > h
-        sub = self.subject(i)
         if out:
-            self.change(DRIFT, sub, True, gpu=i, residual_c=round(x, 2), baseline_c=round(mu, 2),
+            if DRIFT in g.on:
+                return
+            self.change(DRIFT, self.subject(i), True, gpu=i, residual_c=round(x, 2), baseline_c=round(mu, 2),
                      sigma_c=round(sigma, 2), ewma_c=round(g.ewma, 2),
                      cusum_hi=round(g.cusum_hi, 2), cusum_lo=round(g.cusum_lo, 2),
                      message=f"GPU {i} of {self.s.serial} drifts from its siblings: "
                              f"{x - mu:+.1f} C from its baseline offset {mu:+.1f} C "
                              f"({'EWMA' if ewma_out else 'CUSUM'})")
-        elif g.cusum_hi <= h and g.cusum_lo <= h:
-            self.change(DRIFT, sub, False, gpu=i, residual_c=round(x, 2))
+        elif g.cusum_hi <= h and g.cusum_lo <= h and DRIFT in g.on:
+            self.change(DRIFT, self.subject(i), False, gpu=i, residual_c=round(x, 2))
 
 
 def _sd(values: list[float], skip: int) -> float:
