@@ -12,8 +12,12 @@ alerts are decided here, in the batch's transaction, right after they are stored
   stored count: `rejected.digest` is unique, so a replay of the same records stores nothing
   and raises nothing (the digests already stored are read before the batch's are).
 - `security.absurd_time` (high, latched; subject: the station): events the line-clock stage
-  flagged `time.far_from_clock` in this batch (a station clock at 1900 or 9999). A
-  `time.clock_reset` is not alerted: it is what a real jump of the whole line looks like.
+  flagged `time.far_from_clock` in this batch whose time is absurd in itself (`absurd`:
+  before 2000, or more than 7 days after the wall time it was recorded at: a station clock at
+  1900 or 9999). A far time that is plausible (a simulated run on another day, a plant
+  restarting after a long stop) stays a flag, and `time.clock_reset` is not alerted: it is
+  what a real jump of the whole line looks like. The future test reads the wall time the
+  flag was recorded at: a replay long after may find a once-future time plausible.
 
 Both are events, not lasting states: each condition is raised and ends at once
 (`momentary_end`); the catalogue latches both alerts, so they stay in alarm until an operator
@@ -34,7 +38,7 @@ import json
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -55,6 +59,10 @@ ABSURD_TIME_ALERT = "security.absurd_time"
 UNKNOWN_SOURCE = "unknown"
 #: The flag kind that raises `security.absurd_time` (`linetrace.streams.line_clock.FAR`).
 FAR_FROM_CLOCK = "time.far_from_clock"
+#: Event times before this are absurd (a station clock reset), ...
+TIME_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
+#: ... and so are times this far after the wall time they were recorded at.
+FUTURE_SLACK = timedelta(days=7)
 
 
 def record_time(value: bytes | None) -> datetime | None:
@@ -139,6 +147,15 @@ def _totals(session: Session, by_station: dict[str, list[Rejection]]
     return out
 
 
+def absurd(event_time: datetime, recorded: datetime) -> bool:
+    """Is a time far from its line clock absurd in itself: before `TIME_FLOOR` (a station
+    clock reset to 1970, 1900 or year 1), or more than `FUTURE_SLACK` after the wall time it
+    was recorded at (9999, a clock set years ahead)? A time merely far from the clock may be
+    a real jump (a plant restarting after a long stop, a simulated run on another day): the
+    flag records it; only an absurd one is a security alarm."""
+    return event_time < TIME_FLOOR or event_time > recorded + FUTURE_SLACK
+
+
 def absurd_time_conditions(session: Session, seqs: Collection[int],
                            now: datetime) -> list[Condition]:
     """One `security.absurd_time` condition per station among the events at `seqs` (those
@@ -148,7 +165,8 @@ def absurd_time_conditions(session: Session, seqs: Collection[int],
     wanted = set(seqs)
     flags = [f for f in session.scalars(select(EventFlag).where(
         EventFlag.event_seq >= min(wanted), EventFlag.kind == FAR_FROM_CLOCK)
-        .order_by(EventFlag.event_seq)) if f.event_seq in wanted]
+        .order_by(EventFlag.event_seq)) if f.event_seq in wanted
+        and absurd(utc(f.event_time), utc(f.recorded))]
     if not flags:
         return []
     by_station: dict[str, list[EventFlag]] = {}

@@ -168,6 +168,82 @@ def _later(a: Stuck, b: Stuck) -> bool:
     return (a.cleared is None, a.since) > (b.cleared is None, b.since)
 
 
+# --- stalls found from event history (replays and fast reads) --------------------------------
+
+
+@dataclass(frozen=True)
+class LineEvent:
+    """A unit's line event (`step`: the step it is at, carried over events without one)."""
+
+    serial: str
+    type: str
+    station: str
+    step: int | None
+    time: datetime
+    event_id: str
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A unit silent at `step` from `before` to `after` for longer than `limit` seconds."""
+
+    before: LineEvent
+    after: LineEvent
+    step: int
+    limit: int
+
+
+def stalls(previous: Mapping[str, LineEvent], batch: Sequence[LineEvent],
+           limits: Mapping[str, Mapping[int, int]]) -> list[Stall]:
+    """The stalls the batch's events end: a unit's next event more than its step's
+    `max_cycle_s` (`limits`: serial -> step -> seconds) after its previous one, the unit at
+    that step (not departed). `previous`: each unit's last event before the batch. The route
+    stage's tick finds a unit stuck while it is silent (`stuck_units`); this finds, from event
+    time alone, the same stall once the unit moves again, so a replay, or a line read faster
+    than the tick (a simulated run), shows it too."""
+    last = dict(previous)
+    out = []
+    for e in batch:
+        p = last.get(e.serial)
+        if p is not None and p.type != "unit.departed" and p.step is not None:
+            limit = limits.get(e.serial, {}).get(p.step)
+            if limit is not None and (e.time - p.time).total_seconds() > limit:
+                out.append(Stall(p, e, p.step, limit))
+        if e.step is None and p is not None and p.type != "unit.departed":
+            e = LineEvent(e.serial, e.type, e.station, p.step, e.time, e.event_id)
+        last[e.serial] = e
+    return out
+
+
+def stall_conditions(found: Sequence[Stall], held: Iterable[str],
+                     down: Mapping[str, datetime]) -> list[Condition]:
+    """A stall the batch ended: the unit was stuck from its step's max cycle on, and moved at
+    the event that ended it (raised, then returned to normal). A unit held meanwhile was
+    held, not stuck; one stuck at a station that is down names that station's alert."""
+    on_hold = set(held)
+    out = []
+    for s in found:
+        serial, station = s.after.serial, s.before.station
+        if serial in on_hold:
+            continue
+        waited = int((s.after.time - s.before.time).total_seconds())
+        parent = station_down_id(station) if station in down else None
+        out.append(Condition(
+            condition=STUCK_UNIT, subject=serial, active=True,
+            time=s.before.time + timedelta(seconds=s.limit), cause=f"{s.after.event_id}/stall",
+            message=(f"{serial} did not move at step {s.step} ({station}) for {waited} s (its "
+                     f"max cycle is {s.limit} s)"),
+            details={"step": s.step, "since": s.before.time.isoformat(),
+                     "max_cycle_s": s.limit, "waited_s": waited,
+                     "moved": s.after.time.isoformat()},
+            unit=serial, station=station, parent=parent))
+        out.append(Condition(condition=STUCK_UNIT, subject=serial, active=False,
+                             time=s.after.time, cause=s.after.event_id,
+                             message=f"{serial} moved again ({s.after.type})", unit=serial,
+                             station=station))
+    return out
+
+
 # --- stations ---------------------------------------------------------------------------------
 
 

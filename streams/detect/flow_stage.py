@@ -6,7 +6,13 @@ A stage of the pipeline, after route enforcement:
   route stage placed in the batch for a route violation (`hold.placed` with an alerted code,
   `ALERTED_CODES`; a unit already held gets no new activation), and the `fault.occurred` times
   of the stations that report in the batch, back to `STORM_WINDOW` before their first report;
-- `decide` raises `flow.route_violation` per held unit, `flow.station_down` from each
+- `load` also reads, for the batch's unit events, each unit's previous line event and its
+  route's max cycle times (`flow.stalls`: a unit whose next event comes more than its step's
+  `max_cycle_s` after the previous one was stuck meanwhile; found from event time alone, so a
+  replay or a line read faster than the tick shows it too), and, only when it finds one, the
+  holds that stopped those units meanwhile and the stations down;
+- `decide` raises `flow.route_violation` per held unit, `flow.stuck_unit` for each stall the
+  batch ended (raised and returned to normal), `flow.station_down` from each
   `station.state`, and `flow.fault_storm` from the faults.
 
 The tick (every `scan_every` wall seconds) reads the state the batch path cannot see: the
@@ -31,12 +37,16 @@ from sqlalchemy.orm import Session
 
 from linetrace.ledger.alerts.conditions import Condition, alert_id
 from linetrace.ledger.holds import load_holds_in_force
-from linetrace.ledger.models import EventRow, Hold, RouteViolation, StuckUnit
+from linetrace.ledger.interlock import route_of, unit_records
+from linetrace.ledger.log import event_seqs
+from linetrace.ledger.models import EventRow, Hold, HoldUnit, RouteViolation, StuckUnit
 from linetrace.ledger.records import Candidate
 from linetrace.schemas import bodies as b
 from linetrace.schemas.envelope import SYSTEM_SOURCE, decode_stored_event, parse_time
+from linetrace.ledger.sql import in_values
+from linetrace.schemas.routes import RouteBook
 from linetrace.schemas.routes import progress as codes
-from linetrace.schemas.topics import STATIONS
+from linetrace.schemas.topics import EVENTS, STATIONS
 
 from ..stages import NO_DECISIONS, Decisions
 from . import flow
@@ -52,6 +62,10 @@ ALERTED_CODES = frozenset({codes.SKIPPED_STEP, codes.GATE_FAILED, codes.RESULT_N
 #: How often the tick reads stuck units and ended holds (wall seconds).
 FLOW_SCAN_SECONDS = 5.0
 _STATION_TYPES = ("station.state", "fault.occurred", "fault.cleared")
+#: Line events that show a unit alive at its step (as the route stage's stuck units read).
+ALIVE_TYPES = (*codes.PROGRESS_TYPES, "unit.departed", "firmware.flashed", "unit.packed",
+               "unit.shipped")
+_CHUNK = 400
 
 
 def _utc(t: datetime) -> datetime:
@@ -76,12 +90,16 @@ def _violation_hold(c: Candidate) -> str | None:
 class FlowState:
     violations: list[flow.Violation]
     faults: dict[str, list[datetime]]  # station -> fault.occurred times (the batch's included)
+    stalls: list[flow.Stall] = field(default_factory=list)
+    held: set[str] = field(default_factory=set)  # units of `stalls` held meanwhile
+    down: dict[str, datetime] = field(default_factory=dict)  # stations down (if stalls)
 
 
 @dataclass
 class FlowStage:
     """Flow detectors (module docstring)."""
 
+    routes: RouteBook | None = None  # the max cycle times (None: no stalls judged)
     name: str = "flow"
     scan_every: float = FLOW_SCAN_SECONDS
     storm_faults: int = flow.STORM_FAULTS
@@ -92,7 +110,8 @@ class FlowStage:
     def load(self, session: Session, batch: Sequence[Candidate]) -> FlowState | None:
         holds = sorted({h for c in batch if (h := _violation_hold(c)) is not None})
         reports = [c for c in batch if _station_report(c)]
-        if not holds and not reports:
+        found = self._stalls(session, batch)
+        if not holds and not reports and not found:
             return None
         violations = []
         if holds:
@@ -111,12 +130,40 @@ class FlowStage:
                     EventRow.source.in_(stations), EventRow.type == "fault.occurred",
                     EventRow.time > since)):
                 faults.setdefault(source, []).append(_utc(t))
-        return FlowState(violations, faults)
+        if not found:
+            return FlowState(violations, faults)
+        return FlowState(violations, faults, found, _held_during(session, found),
+                         stations_down(session))
+
+    def _stalls(self, session: Session, batch: Sequence[Candidate]) -> list[flow.Stall]:
+        """The stalls the batch's unit events end (`flow.stalls`): one query for the units'
+        previous events, one for their routes."""
+        mine = [c for c in batch if c.record.topic == EVENTS and c.event.type in ALIVE_TYPES
+                and c.event.source != SYSTEM_SOURCE]
+        if self.routes is None or not mine:
+            return []
+        seqs = event_seqs(session, [(c.event.source, c.event.id) for c in mine])
+        if not seqs:
+            return []
+        serials = sorted({c.event.subject for c in mine})
+        previous = _previous(session, serials, min(seqs.values()))
+        records = unit_records(session, serials)
+        limits: dict[str, dict[int, int]] = {}
+        for serial in serials:
+            route = route_of(self.routes, records.get(serial))
+            if route is not None:
+                limits[serial] = {st.step: st.max_cycle_s
+                                  for st in (*route.steps, *route.repair_steps)}
+        ordered = sorted(mine, key=lambda c: seqs.get((c.event.source, c.event.id), 0))
+        return flow.stalls(previous, [_line_event(c.event.subject, c.event.type, c.event.source,
+                                                  parse_time(c.event.envelope.time), c.event.id,
+                                                  c.event.body) for c in ordered], limits)
 
     def decide(self, batch: Sequence[Candidate], state: FlowState | None) -> Decisions:
         if state is None:
             return NO_DECISIONS
         out = flow.route_violations(state.violations)
+        out += flow.stall_conditions(state.stalls, state.held, state.down)
         stormed: set[str] = set()
         for c in batch:
             if not _station_report(c):
@@ -190,6 +237,50 @@ class FlowStage:
                 if serial not in ended or ended[serial][0] < t:
                     ended[serial] = (t, event or "")
         return flow.violations_ended(ended, held)
+
+
+def _line_event(serial: str, etype: str, station: str, t: datetime, event_id: str,
+                body: Any) -> flow.LineEvent:
+    step = getattr(body, "step", None)
+    return flow.LineEvent(serial, etype, station, step if isinstance(step, int) else None,
+                          _utc(t), event_id)
+
+
+def _previous(session: Session, serials: Sequence[str], before_seq: int
+              ) -> dict[str, flow.LineEvent]:
+    """Each unit's last line event stored before `before_seq`."""
+    out: dict[str, flow.LineEvent] = {}
+    for i in range(0, len(serials), _CHUNK):
+        tops = select(func.max(EventRow.seq)).where(
+            in_values(session, EventRow.subject, serials[i:i + _CHUNK]),
+            EventRow.type.in_(ALIVE_TYPES), EventRow.source != SYSTEM_SOURCE,
+            EventRow.seq < before_seq).group_by(EventRow.subject).scalar_subquery()
+        for subject, etype, source, t, eid, value in session.execute(select(
+                EventRow.subject, EventRow.type, EventRow.source, EventRow.time,
+                EventRow.event_id, EventRow.value).where(EventRow.seq.in_(tops))):
+            out[subject] = _line_event(subject, etype, source, t, eid,
+                                       decode_stored_event(value).body)
+    return out
+
+
+def _held_during(session: Session, found: Sequence[flow.Stall]) -> set[str]:
+    """Units of `found` that a hold stopped at some time during their stall."""
+    serials = sorted({s.after.serial for s in found})
+    spans: dict[str, list[tuple[datetime, datetime | None]]] = {}
+    named = select(HoldUnit.serial, Hold.placed, Hold.released).join(
+        Hold, Hold.hold_id == HoldUnit.hold_id).where(HoldUnit.serial.in_(serials))
+    targeted = select(Hold.target, Hold.placed, Hold.released).where(
+        Hold.scope == "unit", Hold.target.in_(serials))
+    for q in (named, targeted):
+        for serial, placed, released in session.execute(q):
+            spans.setdefault(serial, []).append(
+                (_utc(placed), None if released is None else _utc(released)))
+    out = set()
+    for s in found:
+        for placed, released in spans.get(s.after.serial, []):
+            if placed <= s.after.time and (released is None or released >= s.before.time):
+                out.add(s.after.serial)
+    return out
 
 
 def stations_down(session: Session) -> dict[str, datetime]:

@@ -18,7 +18,7 @@ def detector_stages(ctx: SystemContext | None, line_speed: float) -> list[Stage]
     stages: list[Stage] = []
     if ctx is not None:
         stages.append(VerdictStage(ctx))  # first: the burn-in verdict (routes, never alerts)
-    stages.append(FlowStage())  # flow: route violations, stuck units, stations down, storms
+    stages.append(FlowStage(routes=ctx.routes if ctx is not None else None))  # flow
     stages.append(AnomalyStage(speed=line_speed))  # burn-in anomalies (alerts, not verdicts)
     stages.append(SupplyStage.of(ctx, line_speed))  # supply chain: AVL, lots, clones, firmware
     stages.append(AlertTickStage(line_speed))  # last: shelve expiry and flood state

@@ -2,9 +2,10 @@
 
 Two layers, as the route-enforcement tests: the worker's batch processor driven directly (the
 default stages and the ledger writer, as the worker's writer thread runs them) on SQLite and
-PostgreSQL; and the real `linetrace worker` on the embedded broker, fed forged records and a
-simulated line with the skip-step and station-down faults, read back with `linetrace alerts
---json`.
+PostgreSQL; and the real `linetrace worker` on the embedded broker, fed forged records, a
+simulated line with the skip-step, station-down and stuck-unit faults and a clean one a week
+later (its times far from the line clock, yet plausible: no absurd-time alarm), read back as
+`linetrace alerts --json` shows them.
 """
 
 from __future__ import annotations
@@ -285,10 +286,13 @@ def test_worker_raises_security_and_flow_alerts(broker: str, line_dir: Path) -> 
     worker = Proc(linetrace_cmd("worker", "--data-dir", str(line_dir)), line_dir / "worker.out",
                   env={"LINETRACE_BATCH_WINDOW": "0.02", "LINETRACE_LINE_SPEED": "0"})
     try:
-        r = run_cli("simulate", "--seed", "712", "--units", "3", "--product", "A", "--faults",
-                    "skip-step:2,station-down:1", "--start", "2026-04-06T06:00:00Z",
-                    "--burnin-seconds", "30", data_dir=line_dir, timeout=180)
-        assert r.returncode == 0, r.stdout + r.stderr
+        for seed, product, faults, start in (
+                (712, "A", "skip-step:2,station-down:1,stuck-unit:3", "2026-04-06T06:00:00Z"),
+                (713, "mix", "none", "2026-04-13T06:00:00Z")):  # a clean run: nothing
+            r = run_cli("simulate", "--seed", str(seed), "--units", "3", "--product", product,
+                        "--faults", faults, "--start", start, "--burnin-seconds", "30",
+                        data_dir=line_dir, timeout=180)
+            assert r.returncode == 0, r.stdout + r.stderr
         t = datetime(2026, 4, 6, 9, 0, tzinfo=UTC)
         records = []
         for station, key in (("final-qa-01", signing.generate_key()),  # enrolled, wrong key
@@ -301,7 +305,7 @@ def test_worker_raises_security_and_flow_alerts(broker: str, line_dir: Path) -> 
         asyncio.run(_send(broker, records))
         want = {("security.quarantine", "final-qa-01"), ("security.quarantine", "ghost-07"),
                 ("flow.route_violation", "SRV-S712-000002"),
-                ("flow.station_down", "final-qa-01")}
+                ("flow.station_down", "final-qa-01"), ("flow.stuck_unit", "SRV-S712-000003")}
         wait_for(lambda: want <= set(_alerts_json(line_dir)), 120, interval=0.5,
                  what=f"the alerts {sorted(want)}\n{worker.tail()}")
         got = _alerts_json(line_dir)
@@ -310,6 +314,7 @@ def test_worker_raises_security_and_flow_alerts(broker: str, line_dir: Path) -> 
         assert got["security.quarantine", "ghost-07"]["priority"] == "high"
         assert got["flow.station_down", "final-qa-01"]["state"] == "rtn_unacknowledged"
         assert got["flow.route_violation", "SRV-S712-000002"]["state"] == "unacknowledged"
+        assert got["flow.stuck_unit", "SRV-S712-000003"]["state"] == "rtn_unacknowledged"
         unexpected = {k for k, a in got.items() if k not in want and k[0].split(".")[0]
                       in ("flow", "security") and a["priority"] in ("medium", "high")}
         assert unexpected == set(), unexpected

@@ -143,3 +143,56 @@ def test_violation_ends_only_for_units_no_longer_held() -> None:
     ended = flow.violations_ended({"SRV-1": (at(5), "r1"), "SRV-2": (at(6), "r2")},
                                   still_held={"SRV-2"})
     assert [(c.subject, c.active, c.cause) for c in ended] == [("SRV-1", False, "r1")]
+
+
+# --- stalls found from event history ------------------------------------------------------------
+
+
+def ev(serial: str, etype: str, step: int | None, minute: float, eid: str,
+       station: str = "gpu-install-01") -> flow.LineEvent:
+    return flow.LineEvent(serial, etype, station, step, at(minute), eid)
+
+
+LIMITS = {"SRV-1": {60: 3600, 70: 7200}}
+
+
+def test_a_unit_silent_at_its_step_past_its_max_cycle_stalled() -> None:
+    previous = {"SRV-1": ev("SRV-1", "work.started", 60, 0, "e1")}
+    batch = [ev("SRV-1", "materials.installed", None, 130, "e2"),  # 130 min > 60 min
+             ev("SRV-1", "work.completed", 60, 131, "e3")]
+    (s,) = flow.stalls(previous, batch, LIMITS)
+    assert (s.before.event_id, s.after.event_id, s.step, s.limit) == ("e1", "e2", 60, 3600)
+    raised, cleared = flow.stall_conditions([s], held=(), down={})
+    assert raised.active and raised.time == at(60) and raised.subject == "SRV-1"
+    assert not cleared.active and cleared.time == at(130)
+    assert raised.details["waited_s"] == 130 * 60
+
+
+def test_no_stall_within_the_max_cycle_or_after_a_departure() -> None:
+    batch = [ev("SRV-1", "work.started", 60, 0, "e1"), ev("SRV-1", "work.completed", 60, 59, "e2"),
+             ev("SRV-1", "unit.departed", 60, 60, "e3"),
+             ev("SRV-1", "unit.arrived", 70, 600, "e4")]  # waited between steps: not stuck
+    assert flow.stalls({}, batch, LIMITS) == []
+
+
+def test_the_step_is_carried_over_events_without_one() -> None:
+    batch = [ev("SRV-1", "work.started", 60, 0, "e1"),
+             ev("SRV-1", "materials.installed", None, 30, "e2"),
+             ev("SRV-1", "work.completed", 60, 100, "e3")]  # 70 min after e2: over 60 at step 60
+    (s,) = flow.stalls({}, batch, LIMITS)
+    assert s.before.event_id == "e2" and s.step == 60
+
+
+def test_a_unit_without_a_route_or_held_meanwhile_raises_nothing() -> None:
+    batch = [ev("SRV-2", "work.started", 60, 0, "e1"), ev("SRV-2", "work.completed", 60, 200, "e2")]
+    assert flow.stalls({}, batch, LIMITS) == []  # no route known for SRV-2
+    held = flow.stalls({}, [ev("SRV-1", "work.started", 60, 0, "e1"),
+                            ev("SRV-1", "work.completed", 60, 200, "e2")], LIMITS)
+    assert flow.stall_conditions(held, held={"SRV-1"}, down={}) == []
+
+
+def test_a_stall_at_a_station_that_is_down_names_its_alert() -> None:
+    found = flow.stalls({}, [ev("SRV-1", "work.started", 60, 0, "e1"),
+                             ev("SRV-1", "work.completed", 60, 200, "e2")], LIMITS)
+    raised, _ = flow.stall_conditions(found, held=(), down={"gpu-install-01": at(0)})
+    assert raised.parent == flow.station_down_id("gpu-install-01")
