@@ -61,7 +61,7 @@ def test_burnin_verdicts_for_each_fault_and_a_clean_run(broker: str, worker: Pro
                        "--duration", str(seconds), "--json", data_dir=line_dir, timeout=300)
         assert done.returncode in (0, 1), done.stderr
         summary = json.loads(done.stdout)
-        docs = wait_for(lambda u=unit: _verdicts(u, line_dir), timeout=120,  # type: ignore[misc]
+        docs = wait_for(lambda u=unit: _verdicts(u, line_dir), timeout=120,
                         what=f"the verdict of {unit}")
         assert len(docs) == 1, docs
         v = docs[0]
@@ -82,5 +82,6 @@ def test_burnin_verdicts_for_each_fault_and_a_clean_run(broker: str, worker: Pro
         assert {r["gpu_index"] for r in v["reasons"]} == {gpu}, v["reasons"]
         assert [g["gpu_index"] for g in v["gpus"] if g["result"] == "Failed"] == [gpu]
         text = run_cli("burnin", "show", unit, data_dir=line_dir)
-        assert text.returncode == 0 and "Failed" in text.stdout and code in text.stdout
+        assert code is not None and text.returncode == 0
+        assert "Failed" in text.stdout and code in text.stdout
     assert "Traceback" not in worker.tail()

@@ -1,0 +1,130 @@
+"""The verdict stage over a simulated line through the real writer (SQLite), no broker:
+byte-identical verdicts whatever the batches and the order partitions are read in, the
+projection `verify-ledger` rebuilds, and routing of a failure the station passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from linetrace.ledger import log
+from linetrace.ledger.audit import audit_ledger
+from linetrace.ledger.db import Ledger
+from linetrace.ledger.keys import enroll_station
+from linetrace.ledger.models import EventRow
+from linetrace.ledger.records import Candidate
+from linetrace.ledger.system_events import SystemContext
+from linetrace.ledger.verdicts import BurninVerdictRow, BurninWait
+from linetrace.ledger.writer import write_batch
+from linetrace.schemas import bodies as b
+from linetrace.schemas.envelope import decode_stored_event
+from linetrace.schemas.signing import keyid_of
+from linetrace.schemas.topics import EVENTS, TELEMETRY
+from linetrace.stations.simulator import station_roster
+from linetrace.streams.detect.verdict_stage import VerdictStage
+from linetrace.streams.stages import Pipeline
+
+from ..unit.test_log_line import ENROLLED_AT, PLANT, SIGNER, line, station_candidates, station_key
+
+pytestmark = pytest.mark.integration
+
+Order = Callable[[list[Candidate]], list[Candidate]]
+
+
+def _telemetry_last(cands: list[Candidate]) -> list[Candidate]:
+    return ([c for c in cands if c.record.topic != TELEMETRY]
+            + [c for c in cands if c.record.topic == TELEMETRY])
+
+
+def _events_last(cands: list[Candidate]) -> list[Candidate]:
+    return ([c for c in cands if c.record.topic != EVENTS]
+            + [c for c in cands if c.record.topic == EVENTS])
+
+
+def feed(path: Path, order: Order, batch: int, units: int = 2) -> Ledger:
+    ledger = Ledger(f"sqlite:///{path}")
+    plan = line(units=units, seed=11)
+    for sid, stype in station_roster(plan.config.product):
+        enroll_station(ledger, PLANT, sid, stype, station_key(sid).public_key(),
+                       now=ENROLLED_AT)
+    ctx = SystemContext(plant_key=PLANT)
+    pipeline = Pipeline([VerdictStage(ctx)])
+    cands = order(station_candidates(plan))
+    for i in range(0, len(cands), batch):
+        out = write_batch(ledger, cands[i:i + batch], ctx=ctx, stages=pipeline)
+        assert not out.rejections, out.rejections[:1]
+    return ledger
+
+
+def verdicts(ledger: Ledger) -> dict[str, bytes]:
+    with ledger.reader() as s:
+        return {r.event_id: bytes(r.value) for r in s.scalars(
+            select(EventRow).where(EventRow.type == "burnin.verdict"))}
+
+
+def test_verdicts_are_byte_identical_whatever_the_batches_and_partition_order(
+        tmp_path: Path) -> None:
+    base = feed(tmp_path / "a.db", lambda c: c, 40)
+    want = verdicts(base)
+    assert want, "the simulated line burned nothing in"
+    with base.reader() as s:
+        runs = s.scalars(select(EventRow).where(EventRow.type == "burnin.run")).all()
+        ends = [e for r in runs if isinstance((e := decode_stored_event(r.value)).body,
+                                              b.BurninRun) and e.body.phase == "end"]
+        assert len(want) == len(ends)  # one verdict per run
+        rows = s.scalars(select(BurninVerdictRow)).all()
+        assert {r.event_id for r in rows} == set(want)
+    for name, order, size in [("b", _telemetry_last, 7), ("c", _events_last, 500),
+                              ("d", lambda c: c, 1)]:
+        other = feed(tmp_path / f"{name}.db", order, size)
+        assert verdicts(other) == want, name
+        with other.reader() as s:
+            assert all(w.resolved is not None for w in s.scalars(select(BurninWait)))
+        other.close()
+    base.close()
+
+
+def test_verify_ledger_rebuilds_the_verdict_projection_and_reports_an_edit(
+        tmp_path: Path) -> None:
+    ledger = feed(tmp_path / "a.db", _events_last, 40, units=1)
+    log.maybe_checkpoint(ledger, SIGNER, 1, 0)
+    keyid = keyid_of(PLANT.public_key())
+    rep = audit_ledger(ledger, SIGNER.verifier, keyid)
+    assert not rep.findings, rep.findings[:3]
+    with ledger.transaction() as s:
+        row = s.scalars(select(BurninVerdictRow)).first()
+        assert row is not None
+        row.result = "Passed" if row.result == "Failed" else "Failed"
+    rep = audit_ledger(ledger, SIGNER.verifier, keyid)
+    assert any("burnin_verdicts" in str(f) for f in rep.findings), rep.findings[:3]
+    ledger.close()
+
+
+def _routes(ledger: Ledger) -> list[b.CommandRoute]:
+    with ledger.reader() as s:
+        out = []
+        for r in s.scalars(select(EventRow).where(EventRow.type == "command.route")):
+            body = decode_stored_event(r.value).body
+            assert isinstance(body, b.CommandRoute)
+            out.append(body)
+        return out
+
+
+def test_no_failure_is_routed_by_the_verdict_when_the_station_reported_it(
+        tmp_path: Path) -> None:
+    ledger = feed(tmp_path / "a.db", lambda c: c, 40, units=6)
+    with ledger.reader() as s:
+        rows: Sequence[BurninVerdictRow] = s.scalars(select(BurninVerdictRow)).all()
+        vals = {r.event_id: decode_stored_event(bytes(r.value)).body for r in s.scalars(
+            select(EventRow).where(EventRow.type == "burnin.verdict"))}
+    assert rows
+    for body in vals.values():
+        assert isinstance(body, b.BurninVerdict)
+        # the station's own results and linetrace's verdict agree on the simulated line
+        assert (body.result == "Passed") == (body.station_result == "Passed"), body.reasons
+    assert not [r for r in _routes(ledger) if "verdict" in r.reason]
+    ledger.close()
