@@ -187,23 +187,26 @@ def apply_conditions(session: Session, conditions: Sequence[Condition]) -> int:
         return 0
     ids = [alert_id(c.condition, c.subject) for c in conditions]
     wanted = set(ids) | {c.parent for c in conditions if c.parent}
-    list(session.scalars(select(Alert).where(Alert.alert_id.in_(wanted))))  # identity map
+    known = {a.alert_id: a for a in session.scalars(
+        select(Alert).where(Alert.alert_id.in_(sorted(wanted))))}
     w = _Writer(session)
     for aid, c in zip(ids, conditions, strict=True):
         spec_of(c.condition)  # an unknown condition is a detector's bug: say so
-        a = session.get(Alert, aid)
+        a = known.get(aid)
         if a is None:
             if not c.active:
                 continue  # a clear of an alert never raised: nothing to say
-            a = _new_alert(c, aid)
+            a = known[aid] = _new_alert(c, aid)
             session.add(a)
         elif (a.cause, a.cause_active) == (c.cause, c.active) or c.time < utc(a.last_time):
             continue  # the same finding again, or one older than the alert's last change
+        before = len(w.history)
         if c.active:
             _activate(session, w, a, c)
         else:
             _clear(session, w, a, c)
-        a.cause, a.cause_active = c.cause, c.active
+        if len(w.history) > before:  # remembered only when it changed something
+            a.cause, a.cause_active = c.cause, c.active
     return w.write()
 
 

@@ -35,8 +35,9 @@ from ..stages import NO_DECISIONS, Decisions
 
 FLOOD_SUBJECT = "line"  # one operator position: the whole line
 FLOOD_ID = alert_id(kpi.FLOOD_CONDITION, FLOOD_SUBJECT)
-#: How far back the first look for floods goes (later: from the flood alert's last change).
+#: How far back the look for floods goes (from the flood alert's last change, at most this).
 LOOKBACK = timedelta(hours=24)
+FLOOD_EVERY = 5.0  # wall seconds between two looks for a flood (the tick runs every ~2 s)
 
 
 def flood_conditions(floods: Sequence[kpi.Flood], going: datetime | None,
@@ -74,9 +75,12 @@ class AlertTickStage:
 
     name = "alert_tick"
 
-    def __init__(self, speed: float = 0.0, grace: timedelta = SILENCE_GRACE) -> None:
+    def __init__(self, speed: float = 0.0, grace: timedelta = SILENCE_GRACE,
+                 flood_every: float = FLOOD_EVERY) -> None:
         self.speed = speed
         self.grace = grace
+        self.flood_every = flood_every
+        self._last_flood: datetime | None = None
 
     def load(self, session: Session, batch: Sequence[Candidate]) -> Any:
         return None
@@ -100,13 +104,17 @@ class AlertTickStage:
         after = None
         if flood is not None and not flood.active:
             after = utc_or_none(flood.cleared) or utc(flood.updated)
-        start = going or after or clock - LOOKBACK
+        start = going or max(after or clock - LOOKBACK, clock - LOOKBACK)
         return flood_conditions(kpi.floods(session, clock, min(start, clock)), going, after)
 
     def tick(self, session: Session, now: datetime | None = None) -> Decisions:
         now = now or datetime.now(UTC)
         expiries = shelf_expiries(session, now)
-        conditions = self.floods(session, now)
+        conditions: list[Condition] = []
+        if self._last_flood is None or abs((now - self._last_flood).total_seconds()) \
+                >= self.flood_every:
+            self._last_flood = now
+            conditions = self.floods(session, now)
         if not (expiries.updates or conditions):
             return NO_DECISIONS
         return Decisions(messages=expiries.messages, rows=expiries.rows,
