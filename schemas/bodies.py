@@ -372,6 +372,69 @@ class StationRevoked(Body, kw_only=True):
     reason: Text | None = None
 
 
+class VerdictReason(Body, kw_only=True):
+    """One reason a burn-in verdict failed: a DOMAIN.md §4 hard-fail rule, in plain words;
+    `gpu_index`/`gpu_serial` when it is about one GPU."""
+
+    code: ShortId
+    message: Text
+    gpu_index: GpuIndex | None = None
+    gpu_serial: Id | None = None
+
+
+class GpuFigures(Body, kw_only=True):
+    """One GPU's figures over a burn-in run (counters: last reading minus first)."""
+
+    gpu_index: GpuIndex
+    gpu_serial: Id | None = None
+    result: Literal["Passed", "Failed"]
+    samples: Count
+    temp_max_c: float | None = None
+    temp_mean_c: float | None = None
+    margin_min_c: float | None = None
+    power_mean_w: float | None = None  # under load
+    sm_clock_mean_mhz: float | None = None  # under load
+    ecc_sbe_new: Counter64 = 0
+    ecc_dbe_new: Counter64 = 0
+    remap_unc_new: Counter64 = 0
+    remap_pending: Counter64 = 0
+    remap_failed: Counter64 = 0
+    pcie_gen_min: Count | None = None  # under load
+    pcie_width_min: Count | None = None  # under load
+    pcie_replay_new: Counter64 = 0
+    nvlink_crc_per_s: float = 0.0
+    nvlink_recovery_new: Counter64 = 0
+    xids: list[Annotated[int, Meta(ge=0, le=INT32_MAX)]] = []
+    clock_event_bits: Counter64 = 0  # every clocks_event_reasons bit seen under load
+
+
+class BurninVerdict(Body, kw_only=True):
+    """System event on line.events (subject = the unit): linetrace's verdict on one burn-in
+    run, decided from the run's own events by the DOMAIN.md §4 hard-fail rules (docs/burnin.md).
+
+    `telemetry_sha256` commits the run's `burnin.telemetry` events (`telemetry_events` of
+    them): SHA-256 over the concatenated SHA-256 digests of their exact signed bytes, in
+    `stationseq` order. `limits_sha256` names the per-SKU limits file that decided it.
+    """
+
+    run_id: Uuid
+    station: StationId
+    sku: Id | None = None
+    result: Literal["Passed", "Failed"]
+    reasons: list[VerdictReason] = []
+    gpus: list[GpuFigures] = []
+    started: Text
+    ended: Text
+    run_start: Uuid | None = None  # id of the run's burnin.run (start)
+    run_end: Uuid  # id of the burnin.run (end) that caused the verdict
+    results: list[Uuid] = []  # ids of the run's unit.tested (method Burnin) events
+    station_result: Literal["Passed", "Failed", "Error", "Aborted"] | None = None
+    telemetry_sha256: Sha256Hex
+    telemetry_events: Count
+    limits_sha256: Sha256Hex
+    limits_version: ShortLabel
+
+
 # --- line commands (line.commands, linetrace -> stations) --------------------------------
 
 
@@ -571,6 +634,7 @@ BODY_OF_TYPE: dict[str, type[Body]] = {
     "station.revoked": StationRevoked,
     "material.checked": MaterialChecked,
     "unit.sealed": UnitSealed,
+    "burnin.verdict": BurninVerdict,
     "command.hold": CommandHold,
     "command.release": CommandRelease,
     "command.route": CommandRoute,
@@ -587,6 +651,7 @@ BODY_OF_TYPE: dict[str, type[Body]] = {
 
 #: Types only linetrace itself may author (source `linetrace`, no `stationseq`).
 SYSTEM_TYPES = frozenset({"station.enrolled", "station.revoked", "material.checked", "unit.sealed",
+                          "burnin.verdict",
                           "command.hold", "command.release", "command.route", "command.lock",
                           "hold.placed", "hold.approved", "hold.released", "hold.disposition",
                           "user.enrolled", "user.changed", "user.revoked",

@@ -86,6 +86,9 @@ DESCRIPTIONS: dict[str, str] = {
     "against the approved vendor list (MPN -> approved suppliers), Passed or Failed with why.",
     "unit.sealed": "System event (authored only by linetrace) after unit.packed: SHA-256 of the "
     "unit's frozen CycloneDX HBOM and the leaf hash of its previous ledger leaf.",
+    "burnin.verdict": "System event (authored only by linetrace) on line.events: linetrace's "
+    "verdict on one burn-in run (DOMAIN.md hard-fail rules), with every reason, per-GPU figures "
+    "and the SHA-256 commitment of the run's telemetry events.",
     "command.hold": "System event (authored only by linetrace) on line.commands, addressed to "
     "a station: do not start the unit anywhere until a command.release for it.",
     "command.release": "System event (authored only by linetrace) on line.commands, addressed "

@@ -58,7 +58,7 @@ TOPIC_OF_TYPE: dict[str, str] = {
             "unit.arrived", "unit.departed", "work.started", "work.completed",
             "unit.inspected", "unit.tested", "materials.installed", "materials.uninstalled",
             "unit.repaired", "unit.scrapped", "firmware.flashed", "unit.packed",
-            "unit.shipped", "unit.sealed",
+            "unit.shipped", "unit.sealed", "burnin.verdict",
         ],
         EVENTS,
     ),
