@@ -137,6 +137,30 @@ def test_hot_gpu_alert_once_across_a_worker_restart(ledger: Ledger, enrolled: Pa
         assert counted[alert_id(condition, subject)] == n, (condition, subject)
 
 
+def test_a_batch_retried_after_a_rollback_raises_what_it_shows(ledger: Ledger,
+                                                                enrolled: Path) -> None:
+    """The stage folds a batch whose transaction then rolls back (its cache is ahead of SQL);
+    the retried batch must be folded again from what is stored, or the alert it shows (the
+    hot GPU's, raised inside it) would be lost."""
+    unit = "SRV-ANOM-RETRY"
+    events = burn(unit, seed=2, faults=("hot-gpu",), gpu=5)
+    p = processor(ledger, enrolled)
+    for k in range(0, 100, 25):
+        write(p, events[k:k + 25])
+    stage = next(s for s in p.pipeline.stages if s.name == "burnin-anomalies")
+    batch = events[100:160]  # the peer deviation is raised in here (~120 s of load)
+    with ledger.reader() as s:
+        shown = stage.decide(batch, stage.load(s, batch)).conditions  # then: rollback
+    assert (PEER, f"{unit}/gpu5") in {(c.condition, c.subject) for c in shown if c.active}
+    assert getattr(stage, "rebuilt") == 0
+    write(p, batch)  # the retry
+    assert getattr(stage, "rebuilt") == 1
+    for k in range(160, len(events), 60):
+        write(p, events[k:k + 60])
+    hot = alerts(ledger)[f"{unit}/gpu5 {PEER}"]
+    assert hot.occurrences == 1 and activations(ledger)[hot.alert_id] == 1
+
+
 def test_clean_run_raises_nothing_medium_or_high(ledger: Ledger, enrolled: Path) -> None:
     p = processor(ledger, enrolled)
     for unit, seed in (("SRV-ANOM-C1", 3), ("SRV-ANOM-C2", 4)):
