@@ -273,6 +273,9 @@ _TRANSITION: dict[Action, str] = {
     "acknowledge": "acknowledged", "shelve": "shelved", "unshelve": "unshelved",
     "comment": "commented", "out_of_service": "out_of_service",
     "return_to_service": "returned_to_service"}
+#: Every transition the history and `line.alerts` name (schemas/alert_message.py lists them).
+TRANSITIONS: tuple[str, ...] = (*ACTIVATIONS, "annunciated", "cleared", "shelve_expired",
+                                *_TRANSITION.values())
 
 
 def _not_allowed(a: Alert, why: str) -> AlertError:

@@ -139,3 +139,31 @@ def test_state_filter_is_one_of_the_isa_states_or_all() -> None:
     with pytest.raises(AlertError) as e:
         check_state("open")
     assert e.value.code == "alert.unknown_state" and "rtn_unacknowledged" in e.value.message
+
+
+def test_every_transition_message_matches_the_published_line_alerts_schema() -> None:
+    from typing import get_args
+
+    import msgspec
+    from jsonschema import Draft202012Validator
+
+    from linetrace.ledger.alerts.conditions import STATES
+    from linetrace.ledger.alerts.engine import TRANSITIONS
+    from linetrace.schemas import alert_message as am
+
+    assert set(get_args(am.AlertState)) == set(STATES)
+    assert set(get_args(am.Transition)) == set(TRANSITIONS)
+    assert am.check() == []  # run `python -m linetrace.schemas.alert_message --write`
+    schema = json.loads((am.SOURCE_DIR / am.FILE_NAME).read_text(encoding="utf-8"))
+    validator = Draft202012Validator(schema)
+    views = [_view(), _view(state="shelved", shelved_until=T + timedelta(hours=2),
+                            acknowledged=True, unit="SRV-1", lot=None, details={})]
+    for view, transition in zip(views, ("raised", "shelved"), strict=True):
+        m = alert_message(view, transition=transition, occurrence=2, time=T, cause="c",
+                          by="alice" if transition == "shelved" else None, note="n")
+        doc = json.loads(m.value or b"")
+        assert list(validator.iter_errors(doc)) == []
+        msgspec.json.decode(m.value or b"", type=am.AlertMessage)
+    bad = {**json.loads(alert_message(views[0], transition="raised", occurrence=1, time=T,
+                                      cause="c").value or b""), "state": "open"}
+    assert list(validator.iter_errors(bad))
