@@ -8,6 +8,7 @@ from ..stages import Stage
 from .alert_tick import AlertTickStage
 from .anomaly_stage import AnomalyStage
 from .flow_stage import FlowStage
+from .lots_stage import LotClusterStage
 from .supply_stage import SupplyStage
 from .verdict_stage import VerdictStage
 
@@ -21,5 +22,6 @@ def detector_stages(ctx: SystemContext | None, line_speed: float) -> list[Stage]
     stages.append(FlowStage(routes=ctx.routes if ctx is not None else None))  # flow
     stages.append(AnomalyStage(speed=line_speed))  # burn-in anomalies (alerts, not verdicts)
     stages.append(SupplyStage.of(ctx, line_speed))  # supply chain: AVL, lots, clones, firmware
+    stages += [LotClusterStage.of(ctx)] if ctx is not None else []  # lots: verdicts -> hold
     stages.append(AlertTickStage(line_speed))  # last: shelve expiry and flood state
     return stages

@@ -149,3 +149,23 @@ def test_the_cli_lists_the_supply_alerts_when_it_has_the_command(line: Line) -> 
 
 def test_a_clean_run_raises_no_supply_or_lot_alert(line: Line) -> None:
     assert line.alerts(CLEAN) == {}
+
+
+def test_bad_lot_raises_the_lot_alert_and_holds_the_lot(line: Line) -> None:
+    verdicts = line.sql("SELECT count(*) FROM events WHERE type = 'burnin.verdict' AND "
+                        "subject LIKE ?", f"%-S{BAD_LOT.seed}-%")
+    assert verdicts[0][0] > 0, "no burn-in verdicts: the verdict stage is not in the worker"
+    lot = f"LOT-S{BAD_LOT.seed}-GPU-0001"
+    alerts = line.alerts(BAD_LOT)
+    assert set(alerts) == {("lot.failure_cluster", lot)}
+    found = alerts[("lot.failure_cluster", lot)]
+    assert found["priority"] == "high" and found["details"]["failed"] >= 3
+    r = run_cli("holds", "--json", data_dir=line.data)
+    assert r.returncode == 0, r.stderr
+    holds = [h for h in json.loads(r.stdout) if h["scope"] == "lot" and h["target"] == lot]
+    assert len(holds) == 1
+    hold = holds[0]
+    assert hold["code"] == "lot.failure_cluster" and hold["placed_by"] == "linetrace"
+    assert hold["category"] == "quality" and hold["id"] == found["details"]["hold_id"]
+    units = {u for (u,) in line.sql("SELECT DISTINCT unit FROM installs WHERE lot = ?", lot)}
+    assert units and units <= set(hold["affected_units"]) | set(hold["shipped"])
