@@ -187,8 +187,9 @@ def apply_conditions(session: Session, conditions: Sequence[Condition]) -> int:
         return 0
     ids = [alert_id(c.condition, c.subject) for c in conditions]
     wanted = set(ids) | {c.parent for c in conditions if c.parent}
-    known = {a.alert_id: a for a in session.scalars(
-        select(Alert).where(Alert.alert_id.in_(sorted(wanted))))}
+    known = {a.alert_id: a for a in session.scalars(  # locked: an operator acts meanwhile
+        select(Alert).where(Alert.alert_id.in_(sorted(wanted)))
+        .order_by(Alert.alert_id).with_for_update())}
     w = _Writer(session)
     for aid, c in zip(ids, conditions, strict=True):
         spec_of(c.condition)  # an unknown condition is a detector's bug: say so
@@ -292,7 +293,7 @@ def apply_action(session: Session, alert_id: str, action: Action, *, user: str,
     if action not in _TRANSITION:
         raise AlertError(f"unknown alert action {action!r}: use one of {', '.join(ACTIONS)}",
                          code="alert.invalid")
-    a = session.get(Alert, alert_id)
+    a = session.get(Alert, alert_id, with_for_update=True)  # the worker may apply findings
     if a is None:
         raise unknown(alert_id)
     transition = _TRANSITION[action]
