@@ -47,12 +47,13 @@ from linetrace.ledger.sql import in_values
 from linetrace.ledger.telemetry_store import decode, is_pruned
 from linetrace.schemas import bodies as b
 from linetrace.schemas.envelope import Event, decode_stored_event
-from linetrace.schemas.topics import TELEMETRY, ALL_TOPICS, partition_of
+from linetrace.schemas.topics import ALL_TOPICS, TELEMETRY, partition_of
 
 from ..line_clock import DEFAULT_SPEED, SILENCE_GRACE
 from ..route_stage import partition_clocks
 from ..stages import NO_DECISIONS, Decisions
 from .burnin_anomaly import GAP, LIMITS, TYPES, Limits, RunState, fold, new_state, run_id_of
+from .flow import station_down_id
 
 Partition = tuple[str, int]
 StoredRow = tuple[str, str, int | None, bytes]  # type, event id, stationseq, stored value
@@ -271,7 +272,8 @@ class AnomalyStage:
                         f"{clock.isoformat()})",
                 details={"last": datetime.fromtimestamp(o.last_time, UTC).isoformat(),
                          "line_clock": clock.isoformat()},
-                unit=o.serial, station=o.station))
+                unit=o.serial, station=o.station,
+                parent=station_down_id(o.station) if o.station else None))
         return Decisions(conditions=out)
 
     def _seed(self, session: Session, now: datetime) -> None:

@@ -26,7 +26,9 @@ The rules (thresholds in `Limits`, docs/detection.md says why):
 - single-bit ECC: any new `ecc_sbe_vol` over the run's first reading (low; active for the rest
   of the run);
 - telemetry gap: consecutive events of the run more than 5 s apart on event time (raised at
-  last + 5 s, cleared by the next event); the stage's tick raises it live from the line clock;
+  last + 5 s, cleared by the next event); the stage's tick raises it live from the line clock.
+  Its parent is the station's `flow.station_down` alert: a rack that is down does not also
+  raise one gap per unit in it (the engine suppresses it while the station is down);
 - GPU missing: a GPU of the run's inventory (or one seen before) absent from the samples for
   more than 5 s while its siblings report (high; active until the run ends);
 - drift: the GPU's peer residual (temperature - sibling median) at steady load, against its
@@ -50,6 +52,8 @@ from typing import Any
 from linetrace.ledger.alerts.conditions import Condition
 from linetrace.schemas import bodies as b
 from linetrace.schemas.envelope import Event, parse_time
+
+from .flow import station_down_id
 
 PEER = "burnin.peer_deviation"
 POWER_CLOCK = "burnin.power_clock_deviation"
@@ -195,7 +199,7 @@ class _Folder:
 
     def change(self, condition: str, subject: str, active: bool, *, time: float | None = None,
             cause: str | None = None, message: str = "", gpu: int | None = None,
-            **details: Any) -> None:
+            parent: str | None = None, **details: Any) -> None:
         key = f"{subject}\x00{condition}"
         if (key in self.s.active) == active:
             return
@@ -213,7 +217,7 @@ class _Folder:
             condition=condition, subject=subject, active=active,
             time=_when(self.t if time is None else time), cause=cause or self.ev.id,
             message=message if active else "", details=details, unit=self.s.serial,
-            station=self.s.station or None))
+            station=self.s.station or None, parent=parent))
 
     def subject(self, gpu: int) -> str:
         sub = self.s.subjects.get(gpu)
@@ -225,6 +229,7 @@ class _Folder:
         s, lim = self.s, self.lim
         if s.last_time is not None and self.t - s.last_time > lim.gap_s:
             self.change(GAP, s.serial, True, time=s.last_time + lim.gap_s, cause=s.last_event,
+                        parent=station_down_id(s.station) if s.station else None,
                      message=f"no burn-in telemetry from {s.serial} for more than "
                              f"{lim.gap_s:g} s", last=_when(s.last_time).isoformat())
         if f"{s.serial}\x00{GAP}" in s.active:

@@ -27,6 +27,7 @@ from linetrace.streams.detect.burnin_anomaly import (
     DRIFT, GAP, HEADROOM, MISSING, PEER, POWER_CLOCK, RISE, SBE, TYPES, RunState, fold,
     new_state, rebuild,
 )
+from linetrace.streams.detect.flow import station_down_id
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 UNIT = "SRV-A1-000001"
@@ -215,6 +216,8 @@ def test_telemetry_gap_in_event_time() -> None:
     gap = [(c.active, (c.time - T0).total_seconds(), c.subject) for c in out
            if c.condition == GAP]
     assert gap == [(True, 305.0, UNIT), (False, 307.0, UNIT)]
+    up = next(c for c in out if c.condition == GAP and c.active)
+    assert up.parent == station_down_id("burnin-02")  # suppressed while the rack is down
     _, near = run([e for e in events if not 300 < seconds(e) <= 304])  # 5 s: not > 5
     assert not raised(near)
 
