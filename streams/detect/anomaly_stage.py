@@ -139,7 +139,8 @@ class AnomalyStage:
             part = None if c.record.partition is None else (TELEMETRY, c.record.partition)
             if part not in seen:
                 seen.add(part)
-                if part is None or c.record.offset is None or self._next.get(part) != c.record.offset:
+                if part is None or c.record.offset is None \
+                        or self._next.get(part) != c.record.offset:
                     broken.add(part)
         states: dict[str, RunState] = {}
         parts: dict[str, Partition] = {}

@@ -230,8 +230,8 @@ class _Folder:
         if s.last_time is not None and self.t - s.last_time > lim.gap_s:
             self.change(GAP, s.serial, True, time=s.last_time + lim.gap_s, cause=s.last_event,
                         parent=station_down_id(s.station) if s.station else None,
-                     message=f"no burn-in telemetry from {s.serial} for more than "
-                             f"{lim.gap_s:g} s", last=_when(s.last_time).isoformat())
+                        message=f"no burn-in telemetry from {s.serial} for more than "
+                                f"{lim.gap_s:g} s", last=_when(s.last_time).isoformat())
         if f"{s.serial}\x00{GAP}" in s.active:
             self.change(GAP, s.serial, False)
 
@@ -293,8 +293,8 @@ class _Folder:
             g.sbe_new = new
         if g.sbe_new > 0 and SBE not in g.on:
             self.change(SBE, self.subject(i), True, gpu=i, new_sbe=g.sbe_new,
-                     message=f"GPU {i} of {self.s.serial} reported {g.sbe_new} new single-bit "
-                             "ECC error(s) in this burn-in")
+                        message=f"GPU {i} of {self.s.serial} reported {g.sbe_new} new single-bit "
+                                "ECC error(s) in this burn-in")
 
     def headroom(self, i: int, g: GpuTrack, x: b.GpuSample) -> None:
         slowdown = self.s.slowdown_c
@@ -305,8 +305,8 @@ class _Folder:
             if HEADROOM in g.on:
                 return
             self.change(HEADROOM, self.subject(i), True, gpu=i, temp_c=x.temp_c, margin_c=margin,
-                     message=f"GPU {i} of {self.s.serial} at {x.temp_c:g} C, {margin:g} C "
-                             "from its slowdown threshold")
+                        message=f"GPU {i} of {self.s.serial} at {x.temp_c:g} C, {margin:g} C "
+                                "from its slowdown threshold")
         elif margin > self.lim.headroom_c + self.lim.deadband_c and HEADROOM in g.on:
             self.change(HEADROOM, self.subject(i), False, gpu=i, temp_c=x.temp_c, margin_c=margin)
 
@@ -325,8 +325,8 @@ class _Folder:
             if RISE in g.on:
                 return
             self.change(RISE, self.subject(i), True, gpu=i, rise_c=rise, window_s=t - t0,
-                     message=f"GPU {i} of {self.s.serial} rose {rise:g} C in {t - t0:g} s "
-                             "at constant load")
+                        message=f"GPU {i} of {self.s.serial} rose {rise:g} C in {t - t0:g} s "
+                                "at constant load")
         elif rise <= lim.rise_c - lim.deadband_c and RISE in g.on:
             self.change(RISE, self.subject(i), False, gpu=i, rise_c=rise)
 
@@ -342,9 +342,9 @@ class _Folder:
                 g = s.gpus[i] = GpuTrack(serial=s.expected[i], last_seen=last, sbe_base=-1)
             self.change(MISSING, self.subject(i), True, gpu=i,
                         last_seen=_when(last).isoformat(),
-                     message=f"GPU {i} ({g.serial}) of {s.serial} is missing from the burn-in "
-                             f"telemetry since {_when(last).isoformat()} while its siblings "
-                             "report")
+                        message=f"GPU {i} ({g.serial}) of {s.serial} is missing from the burn-in "
+                                f"telemetry since {_when(last).isoformat()} while its siblings "
+                                "report")
 
     def peers(self, samples: list[b.GpuSample]) -> None:
         temps = [x.temp_c for x in samples]
@@ -376,11 +376,12 @@ class _Folder:
             if g.hot_since is None:
                 g.hot_since = t
             if t - g.hot_since >= lim.peer_hold_s and not active:
-                self.change(PEER, self.subject(i), True, gpu=i, deviation_c=dev, robust_z=round(z, 2),
-                         sibling_median_c=med, since=_when(g.hot_since).isoformat(),
-                         message=f"GPU {i} of {self.s.serial} runs {dev:g} C above the median "
-                                 f"of its siblings ({med:g} C) at steady load for "
-                                 f"{t - g.hot_since:g} s")
+                self.change(PEER, self.subject(i), True, gpu=i, deviation_c=dev,
+                            robust_z=round(z, 2),
+                            sibling_median_c=med, since=_when(g.hot_since).isoformat(),
+                            message=f"GPU {i} of {self.s.serial} runs {dev:g} C above the median "
+                                    f"of its siblings ({med:g} C) at steady load for "
+                                    f"{t - g.hot_since:g} s")
         else:
             g.hot_since = None
             if active:
@@ -401,14 +402,15 @@ class _Folder:
                 g.pc_since = t
             if t - g.pc_since >= lim.pc_hold_s and POWER_CLOCK not in g.on:
                 self.change(POWER_CLOCK, self.subject(i), True, gpu=i, power_w=powers[j],
-                         sibling_power_w=pmed, sm_clock_mhz=clocks[j], sibling_sm_clock_mhz=cmed,
-                         message=f"GPU {i} of {self.s.serial}: {off} off its siblings' median "
-                                 f"(power {powers[j]:g} W vs {pmed:g} W, SM clock "
-                                 f"{clocks[j]:g} MHz vs {cmed:g} MHz)")
+                            sibling_power_w=pmed, sm_clock_mhz=clocks[j], sibling_sm_clock_mhz=cmed,
+                            message=f"GPU {i} of {self.s.serial}: {off} off its siblings' median "
+                                    f"(power {powers[j]:g} W vs {pmed:g} W, SM clock "
+                                    f"{clocks[j]:g} MHz vs {cmed:g} MHz)")
             return
         g.pc_since = None
         if p_rel < lim.pc_clear_rel and c_rel < lim.pc_clear_rel and POWER_CLOCK in g.on:
-            self.change(POWER_CLOCK, self.subject(i), False, gpu=i, power_w=powers[j], sm_clock_mhz=clocks[j])
+            self.change(POWER_CLOCK, self.subject(i), False, gpu=i, power_w=powers[j],
+                        sm_clock_mhz=clocks[j])
 
     def drift(self, i: int, g: GpuTrack, x: float) -> None:
         lim = self.lim
@@ -436,12 +438,13 @@ class _Folder:
         if out:
             if DRIFT in g.on:
                 return
-            self.change(DRIFT, self.subject(i), True, gpu=i, residual_c=round(x, 2), baseline_c=round(mu, 2),
-                     sigma_c=round(sigma, 2), ewma_c=round(g.ewma, 2),
-                     cusum_hi=round(g.cusum_hi, 2), cusum_lo=round(g.cusum_lo, 2),
-                     message=f"GPU {i} of {self.s.serial} drifts from its siblings: "
-                             f"{x - mu:+.1f} C from its baseline offset {mu:+.1f} C "
-                             f"({'EWMA' if ewma_out else 'CUSUM'})")
+            self.change(DRIFT, self.subject(i), True, gpu=i, residual_c=round(x, 2),
+                        baseline_c=round(mu, 2),
+                        sigma_c=round(sigma, 2), ewma_c=round(g.ewma, 2),
+                        cusum_hi=round(g.cusum_hi, 2), cusum_lo=round(g.cusum_lo, 2),
+                        message=f"GPU {i} of {self.s.serial} drifts from its siblings: "
+                                f"{x - mu:+.1f} C from its baseline offset {mu:+.1f} C "
+                                f"({'EWMA' if ewma_out else 'CUSUM'})")
         elif g.cusum_hi <= h and g.cusum_lo <= h and DRIFT in g.on:
             self.change(DRIFT, self.subject(i), False, gpu=i, residual_c=round(x, 2))
 

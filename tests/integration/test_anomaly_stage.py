@@ -225,8 +225,9 @@ def test_burnin_cli_hot_gpu_alert_and_clean_run(broker: str, worker: Proc,
         assert done.returncode in (0, 1), done.stderr + worker.tail()
     wait_for(lambda: _runs_ended(line_dir, ["SRV-E2E-HOT", "SRV-E2E-CLEAN"]), timeout=120,
              what="both burn-in runs stored")
+    subject = f"SRV-E2E-HOT/gpu{hot_gpu}"
     found = wait_for(lambda: [a for a in _alerts_json(line_dir)
-                              if a["condition"] == PEER and a["subject"] == f"SRV-E2E-HOT/gpu{hot_gpu}"],
+                              if a["condition"] == PEER and a["subject"] == subject],
                      timeout=60, what="the hot GPU's peer deviation alert")
     assert found[0]["priority"] == "medium" and found[0]["occurrences"] == 1
     every = _alerts_json(line_dir)
