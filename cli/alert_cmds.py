@@ -49,8 +49,9 @@ def _flood_banner(flood: Any) -> str:
 
 
 def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
-    from linetrace.ledger.alerts.kpi import in_flood, reference_time
+    from linetrace.ledger.alerts.kpi import in_flood
     from linetrace.ledger.alerts.views import list_alerts
+    from linetrace.streams.detect.alert_tick import line_clock
 
     from .query_cmds import read_ledger
 
@@ -58,7 +59,7 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with ledger.reader() as s:
             views = list_alerts(s, args.state)
-            flood = in_flood(s, reference_time(s, datetime.now(UTC)))
+            flood = in_flood(s, line_clock(s, datetime.now(UTC)))
     finally:
         ledger.close()
     if args.json:
@@ -82,13 +83,14 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_kpi(args: argparse.Namespace, settings: Settings) -> int:
     from linetrace.ledger.alerts.kpi import kpis
+    from linetrace.streams.detect.alert_tick import line_clock
 
     from .query_cmds import read_ledger
 
     ledger = read_ledger(settings)
     try:
         with ledger.reader() as s:
-            k = kpis(s, datetime.now(UTC), args.since)
+            k = kpis(s, line_clock(s, datetime.now(UTC)), args.since)
     finally:
         ledger.close()
     doc = k.to_json()
@@ -170,7 +172,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                 "mix, stale, top-10 share, chattering, floods")
     k = alerts.add_parser("kpi", parents=[common], help=kpi_help, description=kpi_help)
     k.add_argument("--since", type=_duration, default=timedelta(hours=24),
-                   help="the window, back from now (e.g. 1h, 24h, 7d; default 24h)")
+                   help="the window, back from the line clock (the latest event time; e.g. "
+                        "1h, 24h, 7d; default 24h)")
     k.add_argument("--json", action="store_true")
     k.set_defaults(fn=cmd_kpi)
 

@@ -70,6 +70,17 @@ def _flood_end(f: kpi.Flood) -> Condition:
                      details={"start": iso(f.start), "end": iso(f.end), "peak": f.peak})
 
 
+def line_clock(session: Session, now: datetime, speed: float = 0.0,
+               grace: timedelta = SILENCE_GRACE) -> datetime:
+    """The time alerts are judged at: the latest line clock of the unit partitions (`now`
+    before any event), never before the latest alert transition. A simulated or replayed
+    line, whose events are in the past or the future, is judged on its own clock."""
+    clocks = partition_clocks(session, [(EVENTS, p) for p in range(ALL_TOPICS[EVENTS])],
+                              now, speed, grace)
+    known = [c for c in clocks.values() if c is not None]
+    return kpi.reference_time(session, max(known) if known else now)
+
+
 class AlertTickStage:
     """Shelve expiry and flood state, every worker tick (reads only; the caller writes)."""
 
@@ -89,12 +100,7 @@ class AlertTickStage:
         return NO_DECISIONS
 
     def line_clock(self, session: Session, now: datetime) -> datetime:
-        """The latest line clock of the unit partitions (or `now` before any event), and never
-        before the latest alert transition."""
-        clocks = partition_clocks(session, [(EVENTS, p) for p in range(ALL_TOPICS[EVENTS])],
-                                  now, self.speed, self.grace)
-        known = [c for c in clocks.values() if c is not None]
-        return kpi.reference_time(session, max(known) if known else now)
+        return line_clock(session, now, self.speed, self.grace)
 
     def floods(self, session: Session, now: datetime) -> list[Condition]:
         """Findings for the flood alert: floods since its last change (or the last day)."""
