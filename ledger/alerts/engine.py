@@ -25,8 +25,9 @@ events into a fresh ledger gives the same alerts, and into the same ledger nothi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -78,7 +79,8 @@ class _Writer:
         self.history.append({
             "alert_id": a.alert_id, "occurrence": a.occurrences, "transition": transition,
             "state": a.state, "condition": a.condition, "priority": a.priority, "time": time,
-            "by": by, "cause": cause, "note": note})
+            "by": _clip_or_none(by, 128), "cause": _clip(cause, 128),
+            "note": _clip_or_none(note, 4096)})
         self.messages.append(alert_message(
             AlertView.of(a), transition=transition, occurrence=a.occurrences, time=time,
             cause=cause, by=by, note=note))
@@ -114,15 +116,32 @@ def _chattering(session: Session, w: _Writer, aid: str, time: datetime) -> bool:
     return earlier + 1 >= CHATTER_COUNT
 
 
+def _clip(text: str, n: int) -> str:
+    """Text cut to its column's length (a detector's long message must not fail the batch)."""
+    return text if len(text) <= n else text[: n - 1] + "\u2026"
+
+
+def _clip_or_none(text: str | None, n: int) -> str | None:
+    return None if text is None else _clip(text, n)
+
+
+def _json(details: Mapping[str, Any]) -> dict[str, Any]:
+    """A detector's details as plain JSON (times and other objects as strings)."""
+    out: dict[str, Any] = json.loads(json.dumps(dict(details), default=str))
+    return out
+
+
 def _new_alert(c: Condition, aid: str) -> Alert:
     spec = spec_of(c.condition)
-    return Alert(alert_id=aid, condition=c.condition, subject=c.subject,
+    return Alert(alert_id=aid, condition=c.condition, subject=_clip(c.subject, 256),
                  priority=c.priority or spec.priority, state="normal", active=False,
                  process_active=False, acked=True, suppressed=False, out_of_service=False,
                  latched=spec.latched, chattering=False, shelved_until=None, occurrences=0,
                  raised=c.time, cleared=None, updated=c.time,
-                 message=c.message or spec.title, action=c.action or spec.action,
-                 details=dict(c.details), unit=c.unit, station=c.station, lot=c.lot,
+                 message=_clip(c.message or spec.title, 1024),
+                 action=_clip(c.action or spec.action, 1024), details=_json(c.details),
+                 unit=_clip_or_none(c.unit, 128), station=_clip_or_none(c.station, 64),
+                 lot=_clip_or_none(c.lot, 128),
                  parent=c.parent, cause="", cause_active=False, last_time=c.time)
 
 
@@ -139,10 +158,11 @@ def _activate(session: Session, w: _Writer, a: Alert, c: Condition) -> None:
     a.raised = a.updated = a.last_time = c.time
     a.cleared = None
     a.priority = c.priority or spec.priority
-    a.message = c.message or spec.title
-    a.action = c.action or spec.action
-    a.details = dict(c.details)
-    a.unit, a.station, a.lot, a.parent = c.unit, c.station, c.lot, c.parent
+    a.message = _clip(c.message or spec.title, 1024)
+    a.action = _clip(c.action or spec.action, 1024)
+    a.details = _json(c.details)
+    a.unit, a.station = _clip_or_none(c.unit, 128), _clip_or_none(c.station, 64)
+    a.lot, a.parent = _clip_or_none(c.lot, 128), c.parent
     a.latched = spec.latched
     a.chattering = chattering
     parent = session.get(Alert, c.parent) if c.parent else None
@@ -193,6 +213,8 @@ def apply_conditions(session: Session, conditions: Sequence[Condition]) -> int:
     w = _Writer(session)
     for aid, c in zip(ids, conditions, strict=True):
         spec_of(c.condition)  # an unknown condition is a detector's bug: say so
+        if len(c.cause) > 128:
+            c = replace(c, cause=_clip(c.cause, 128))
         a = known.get(aid)
         if a is None:
             if not c.active:

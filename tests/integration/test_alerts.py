@@ -352,3 +352,13 @@ def test_an_alert_raised_while_the_broker_is_down_arrives_when_it_returns(
     assert [d["transition"] for d in child] == ["suppressed", "annunciated"]
     assert all(h[MESSAGE_ID_HEADER] for _, _, h in docs) and len(
         {h[MESSAGE_ID_HEADER] for _, _, h in docs}) == 4
+
+
+def test_a_long_message_and_odd_details_do_not_fail_the_batch(ledger: Ledger) -> None:
+    long = "x" * 5000
+    assert apply(ledger, Condition("spc.out_of_control", "s" * 300, True, at(0), "c" * 200,
+                                   message=long, details={"at": at(0), "n": 1})) == 1
+    v = view(ledger, alert_id("spc.out_of_control", "s" * 300))
+    assert len(v.message) == 1024 and v.details == {"at": "2026-03-01 08:00:00+00:00", "n": 1}
+    assert apply(ledger, Condition("spc.out_of_control", "s" * 300, True, at(0), "c" * 200,
+                                   message=long)) == 0  # the same finding again
