@@ -272,13 +272,10 @@ async def _send(bootstrap: str, records: list[tuple[str, bytes, bytes, list[Any]
 
 
 def _alerts_json(data: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """Every alert, as `linetrace alerts --state all --json` shows it."""
-    ledger = Ledger(f"sqlite:///{data / 'ledger.db'}")
-    try:
-        with ledger.reader() as s:
-            return {(a.condition, a.subject): a.to_json() for a in list_alerts(s, "all")}
-    finally:
-        ledger.close()
+    """Every alert, from `linetrace alerts --state all --json` (the contract shape)."""
+    r = run_cli("alerts", "--state", "all", "--json", data_dir=data)
+    assert r.returncode == 0, r.stderr
+    return {(a["condition"], a["subject"]): a for a in json.loads(r.stdout)}
 
 
 @pytest.mark.slow
