@@ -16,6 +16,13 @@ steady load), and from the fault time it keeps degrading until throttle bits app
 `fatal-xid`: XID 79 at the fault time; `gpu-off-bus`: from the fault time it answers nothing
 (no sample, no XID) while its siblings go on.
 
+Variation (the line simulator's `@vary` and near misses; each default keeps the behaviour
+above): `fault_onsets` gives each fault its own time after the load starts; `hot_gpu_delta`
+sets how far above its siblings' median the hot GPU runs at steady load before it degrades
+(computed from the drawn siblings, so it is exact); `warm_gpus` makes GPUs run a steady
+`delta` C above that median without degrading (a near miss: 5-7 C is not a fault);
+`dbe_count` and `xid` set what `ecc-dbe` and `fatal-xid` report.
+
 Everything runs on the given clock and one `random.Random(seed)`: the same seed and the same
 calls give the same samples.
 """
@@ -98,6 +105,11 @@ class SimulatedBaseboard:
         faults: Iterable[str] = (),
         fault_after_s: float = 60.0,
         fault_gpus: Mapping[str, int] | None = None,
+        fault_onsets: Mapping[str, float] | None = None,
+        hot_gpu_delta: float | None = None,
+        warm_gpus: Mapping[int, float] | None = None,
+        dbe_count: int = 1,
+        xid: int = 79,
     ) -> None:
         self.sku = sku_named(sku)
         self.clock = clock
@@ -130,12 +142,34 @@ class SimulatedBaseboard:
         self.fault_gpus: dict[str, int] = {
             f: given[f] if f in given else self._rng.randrange(len(self._gpus)) for f in FAULTS
             if f in self.faults}
+        self.fault_onsets = dict(fault_onsets or {})
+        self.dbe_count, self.xid = dbe_count, xid
+        #: GPU index -> thermal resistance multiplier (a warm GPU; the hot GPU's start).
+        self._mult: dict[int, float] = {i: self._multiplier(i, d)
+                                        for i, d in (warm_gpus or {}).items()}
+        self._hot_mult = HOT_GPU_RESISTANCE
+        if hot_gpu_delta is not None and "hot-gpu" in self.fault_gpus:
+            self._hot_mult = self._multiplier(self.fault_gpus["hot-gpu"], hot_gpu_delta)
         self._t = 0.0  # simulated seconds since construction
         self._last = clock.now()
         self._load_since: float | None = None
         self._fired: set[str] = set()
         self._xids: list[XidEvent] = []
         self._counters: dict[int, dict[str, int]] = {}
+
+    def _steady_c(self, g: _Gpu) -> float:
+        """The GPU's temperature at steady full load, unthrottled (its own resistance)."""
+        return g.inlet_c + g.r_th * LOAD_POWER_FRACTION * self.sku.power_w * g.efficiency
+
+    def _multiplier(self, index: int, delta: float) -> float:
+        """The resistance multiplier that puts GPU `index` `delta` C above the median of its
+        siblings' steady temperatures (no random draw: the board's draws are unchanged)."""
+        g = self._gpus[index]
+        others = sorted(self._steady_c(o) for o in self._gpus if o.index != index)
+        mid = len(others) // 2
+        median = others[mid] if len(others) % 2 else (others[mid - 1] + others[mid]) / 2
+        rise = g.r_th * LOAD_POWER_FRACTION * self.sku.power_w * g.efficiency
+        return max(0.5, (median + delta - g.inlet_c) / rise)
 
     # --- GpuBackend ---------------------------------------------------------------------
 
@@ -228,32 +262,34 @@ class SimulatedBaseboard:
                 if g.on_bus:
                     self._step(g, dt)
 
-    def _fault_time(self) -> float | None:
-        return None if self._load_since is None else self._load_since + self.fault_after_s
+    def _fault_time(self, fault: str = "hot-gpu") -> float | None:
+        after = self.fault_onsets.get(fault, self.fault_after_s)
+        return None if self._load_since is None else self._load_since + after
 
     def _fire_faults(self) -> None:
-        t_on = self._fault_time()
-        if t_on is None or self._t < t_on:
-            return
         for fault in self.faults:
             if fault in self._fired or fault == "hot-gpu":
+                continue
+            t_on = self._fault_time(fault)
+            if t_on is None or self._t < t_on:
                 continue
             self._fired.add(fault)
             g = self._gpus[self.fault_gpus[fault]]
             if fault == "ecc-dbe":
-                g.ecc_dbe += 1
+                g.ecc_dbe += self.dbe_count
             elif fault == "fatal-xid":
+                what = "GPU has fallen off the bus." if self.xid == 79 else "fatal error."
                 self._xids.append(XidEvent(
-                    gpu_index=g.index, xid=79, recovery_action="drain the node and reboot",
-                    raw=f"NVRM: Xid (PCI:0000:{0x18 + 0x10 * g.index:02x}:00): 79, pid=0, "
-                        "GPU has fallen off the bus."))
+                    gpu_index=g.index, xid=self.xid, recovery_action="drain the node and reboot",
+                    raw=f"NVRM: Xid (PCI:0000:{0x18 + 0x10 * g.index:02x}:00): {self.xid}, "
+                        f"pid=0, {what}"))
             elif fault == "gpu-off-bus":
                 g.on_bus = False
 
     def _resistance(self, g: _Gpu) -> float:
         if "hot-gpu" not in self.faults or self.fault_gpus["hot-gpu"] != g.index:
-            return g.r_th
-        mult = HOT_GPU_RESISTANCE
+            return g.r_th * self._mult[g.index] if g.index in self._mult else g.r_th
+        mult = self._hot_mult
         t_on = self._fault_time()
         if t_on is not None and self._t > t_on:
             mult = min(HOT_GPU_MAX_RESISTANCE, mult + HOT_GPU_RAMP_PER_S * (self._t - t_on))

@@ -17,7 +17,8 @@ from linetrace.schemas.routes import Step
 
 from . import parts
 from .context import LineContext, Outcome
-from .faults import DRIFT_CHECK
+from .faults import DRIFT_CHECK, FIRMWARE_COMPONENTS
+from .products import station_of
 from .parts import PartSpec
 from .units import Failure, Unit
 
@@ -79,14 +80,31 @@ def ict(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
     failing = rng.randrange(len(checks)) if ctx.failures and \
         rng.random() < ctx.product_of(unit).yields.ict_fail else None
     drift: float | None = None
-    if ctx.faults.has("ict-drift") and unit.number >= ctx.faults.targets["ict-drift"]:
+    drifting = int(ctx.param("ict-drift", "check", DRIFT_CHECK) or 0) % len(checks)
+    length = ctx.param("ict-drift", "length")
+    if ctx.faults.has("ict-drift") and unit.number >= ctx.faults.targets["ict-drift"] and (
+            length is None or ctx.ict_tests_drifting < length):
         k = ctx.ict_tests_drifting
         ctx.ict_tests_drifting += 1
-        ctx.fired.add("ict-drift")
-        noise = ctx.side_rng("ict-drift", k).gauss(0, DRIFT_NOISE)
-        drift = checks[DRIFT_CHECK].tolerance * (k * DRIFT_PER_TEST + noise)
-        if failing == DRIFT_CHECK:  # a natural failure strikes another check, not the trend
+        if k == 0:
+            ctx.strike("ict-drift", unit=unit.serial, station=station_of(step).station_id,
+                       details={"check": checks[drifting].name, "ref": checks[drifting].ref})
+        slope = ctx.param("ict-drift", "slope", DRIFT_PER_TEST)
+        noise = ctx.side_rng("ict-drift", k).gauss(
+            0, ctx.param("ict-drift", "noise", DRIFT_NOISE) or DRIFT_NOISE)
+        assert slope is not None
+        drift = checks[drifting].tolerance * (k * slope + noise)
+        if failing == drifting:  # a natural failure strikes another check, not the trend
             failing = (failing + 1) % len(checks)
+    wobble, wobbling = 0.0, int(ctx.param("ict-wobble", "check", 0) or 0) % len(checks)
+    if ctx.faults.has("ict-wobble") and unit.number >= ctx.faults.targets["ict-wobble"]:
+        k = ctx.ict_tests_wobbling
+        ctx.ict_tests_wobbling += 1
+        if k == 0:
+            ctx.strike("ict-wobble", unit=unit.serial, station=station_of(step).station_id,
+                       details={"check": checks[wobbling].name, "ref": checks[wobbling].ref})
+        wobble = checks[wobbling].tolerance * k * (ctx.param("ict-wobble", "slope", 0.002)
+                                                   or 0.002)
     tests = []
     for i, check in enumerate(checks):
         lo, hi = check.nominal * (1 - check.tolerance), check.nominal * (1 + check.tolerance)
@@ -94,8 +112,10 @@ def ict(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
             value = check.nominal * (1 + rng.choice((-1, 1)) * check.tolerance * rng.uniform(1.3, 2.5))
         else:
             value = min(max(check.nominal * (1 + rng.gauss(0, check.tolerance / 4)), lo), hi)
-            if drift is not None and i == DRIFT_CHECK:
+            if drift is not None and i == drifting:
                 value = check.nominal * (1 + drift)
+            elif wobble and i == wobbling:  # near miss: a trend far inside the noise
+                value = min(max(value + check.nominal * wobble, lo), hi)
         passed = i != failing and lo <= value <= hi
         tests.append(TestResult(name=check.name, result="Passed" if passed else "Failed",
                                 measurements=[Measurement(
@@ -131,8 +151,11 @@ def kitting(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
         earlier = [s for s in ctx.servers if s.product == unit.product and s.number < unit.number
                    and s.kit.get("gpu")]
         if earlier:  # a counterfeit: a serial already picked for (and installed in) another unit
-            unit.kit["gpu"][0] = earlier[-1].kit["gpu"][0]
-            ctx.fired.add("cloned-serial")
+            slot = int(ctx.param("cloned-serial", "slot", 0) or 0) % len(unit.kit["gpu"])
+            unit.kit["gpu"][slot] = earlier[-1].kit["gpu"][slot]
+            ctx.strike("cloned-serial", unit=unit.serial, gpu=slot,
+                       gpu_serial=unit.kit["gpu"][slot][0],
+                       details={"also_in": earlier[-1].serial})
     return Outcome()
 
 
@@ -153,7 +176,7 @@ def install(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
         if not expected.serialized:
             if expected.category == "cable-kit" and ctx.strikes("unknown-lot", unit):
                 lot_id = f"LOT-S{ctx.seed}-{part.code}-9{unit.number:03d}"  # never received
-                ctx.fired.add("unknown-lot")
+                ctx.strike("unknown-lot", unit=unit.serial, lot=lot_id)
             else:
                 lot_id = ctx.stock.take_qty(part, expected.count).lot_id
             items.append(item(part, lot_id, qty=expected.count, parent=parent))
@@ -177,13 +200,17 @@ def firmware(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
                "VBIOS": [s for _, (s, _) in sorted(unit.gpus.items())],
                "NIC": [s for s, _ in unit.kit.get("nic", [])]}
     tamper = ctx.strikes("firmware-mismatch", unit) and unit.visits[step.step] == 1
+    component = FIRMWARE_COMPONENTS[int(ctx.param("firmware-mismatch", "component", 0) or 0)
+                                    % len(FIRMWARE_COMPONENTS)]
     events: list[tuple[str, Body]] = []
     for img in ctx.product_of(unit).firmware:
-        for target in targets[img.component]:
+        for k, target in enumerate(targets[img.component]):
             sha = img.sha256
-            if tamper and img.component == "BMC":
+            if tamper and img.component == component and k == 0:
                 sha = hashlib.sha256(f"not-golden:{img.image}:{unit.serial}".encode()).hexdigest()
-                ctx.fired.add("firmware-mismatch")
+                ctx.strike("firmware-mismatch", unit=unit.serial, station=station_of(step)
+                           .station_id, details={"component": component, "target": target,
+                                                 "image": img.image})
             events.append(("firmware.flashed", FirmwareFlashed(
                 component=img.component, image=img.image, version=img.version, sha256=sha,
                 target=target)))

@@ -27,13 +27,15 @@ from linetrace.schemas.routes import Step
 
 from ..burnin import SimClock, SimulatedBaseboard, XidEvent, run_burnin
 from .context import LineContext, Outcome, TimedEvent
-from .faults import BURNIN_FAULTS
+from .faults import BURNIN_FAULTS, FATAL_CHOICES
 from .units import Failure, Unit
 
 #: A hot GPU runs >= 8 C above its siblings from ~20 s of load and throttles ~60 s after the
 #: fault time; its run lasts at least this long so both show.
 HOT_GPU_SECONDS = 200
 HOT_GPU_FAULT_AFTER_S = 60.0
+#: Near misses realised on the rack (a warm GPU; a few samples missing).
+NEAR_BURNIN = ("warm-gpu", "telemetry-hiccup")
 SETUP_MS = (300_000, 600_000)
 TEARDOWN_MS = (120_000, 300_000)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # the SimClock's origin; only offsets are kept
@@ -95,24 +97,46 @@ def burnin(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
     teardown = rng.randint(*TEARDOWN_MS)
     run = unit.visits[step.step]
     faults = [f for f in BURNIN_FAULTS if run == 1 and ctx.strikes(f, unit)]
+    near = [f for f in NEAR_BURNIN if run == 1 and ctx.strikes(f, unit)]
     duration = float(ctx.burnin_seconds)
     fault_after = max(1.0, duration // 3)
     if "hot-gpu" in faults:
-        duration, fault_after = max(duration, HOT_GPU_SECONDS), HOT_GPU_FAULT_AFTER_S
+        onset = ctx.param("hot-gpu", "onset", HOT_GPU_FAULT_AFTER_S)
+        assert onset is not None
+        duration = max(duration, onset + HOT_GPU_SECONDS - HOT_GPU_FAULT_AFTER_S)
+        fault_after = onset
+    if "warm-gpu" in near:  # as long as a hot GPU's run, so a detector sees it settled
+        duration = max(duration, float(HOT_GPU_SECONDS))
     slots = sorted(unit.gpus)
     struck = ctx.side_rng("burnin-faults", unit.serial).sample(range(len(slots)), len(faults))
+    gpus = {f: _slot_param(ctx, f, i, len(slots)) for f, i in zip(faults, struck, strict=True)}
+    onsets = {f: max(1.0, frac * duration) for f in faults if f != "hot-gpu"
+              and (frac := ctx.param(f, "onset")) is not None}
+    warm = {_slot_param(ctx, "warm-gpu", ctx.side_rng("warm-gpu", unit.serial).randrange(
+        len(slots)), len(slots)): ctx.param("warm-gpu", "delta", 6.0) or 6.0} \
+        if "warm-gpu" in near else {}
     clock = SimClock(_EPOCH)
     board = SimulatedBaseboard(
         clock, serials=[unit.gpus[s][0] for s in slots], sku=product.gpu_sku,
         seed=_board_seed(ctx, unit, run), faults=faults, fault_after_s=fault_after,
-        fault_gpus=dict(zip(faults, struck, strict=True)))
+        fault_gpus=gpus, fault_onsets=onsets, hot_gpu_delta=ctx.param("hot-gpu", "delta"),
+        warm_gpus=warm, dbe_count=int(ctx.param("ecc-dbe", "count", 1) or 1),
+        xid=FATAL_CHOICES[int(ctx.param("fatal-xid", "xid", 0) or 0) % len(FATAL_CHOICES)])
     recorded = _Recorded()
     summary = drive(run_burnin(
         unit.serial, board, recorded, duration_s=duration, clock=clock,
         expected_gpus=[unit.gpus[s][0] for s in slots], run_id=ctx.rec.new_id(),
         transaction_id=tx))
     board.close()
-    ctx.fired.update(faults)
+    for f in faults:
+        i = gpus[f]
+        ctx.strike(f, unit=unit.serial, gpu=slots[i], gpu_serial=unit.gpus[slots[i]][0],
+                   details={"onset_s": onsets.get(f, fault_after), "run": run,
+                            **({"xid_code": board.xid} if f == "fatal-xid" else {})})
+    for i in warm:
+        ctx.strike("warm-gpu", unit=unit.serial, gpu=slots[i], gpu_serial=unit.gpus[slots[i]][0])
+    if "telemetry-hiccup" in near:
+        _hiccup(ctx, unit, recorded)
     perf, slow = _performance(ctx, unit, tx, run)
     timed = [(setup + ms, t, b) for ms, t, b in recorded.events]
     end = timed.pop()  # burnin.run (end): after the station's performance results
@@ -130,6 +154,24 @@ def burnin(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
     return Outcome(timed=timed, cycle_ms=cycle, result="Failed", failure=failure)
 
 
+def _slot_param(ctx: LineContext, fault: str, drawn: int, n: int) -> int:
+    """The GPU (index into the sorted slots) a fault strikes: its `gpu` parameter, or the
+    one drawn for it."""
+    given = ctx.param(fault, "gpu")
+    return drawn if given is None else int(given) % n
+
+
+def _hiccup(ctx: LineContext, unit: Unit, recorded: _Recorded) -> None:
+    """Near miss `telemetry-hiccup`: `missing` consecutive samples dropped (a gap < 5 s)."""
+    samples = [i for i, e in enumerate(recorded.events) if e[1] == "burnin.telemetry"]
+    missing = int(ctx.param("telemetry-hiccup", "missing", 3) or 3)
+    frac = ctx.param("telemetry-hiccup", "onset", 0.5) or 0.5
+    first = min(max(1, int(len(samples) * frac)), max(1, len(samples) - missing - 1))
+    drop = set(samples[first:first + missing])
+    recorded.events[:] = [e for i, e in enumerate(recorded.events) if i not in drop]
+    ctx.strike("telemetry-hiccup", unit=unit.serial, details={"missing": len(drop)})
+
+
 def _performance(ctx: LineContext, unit: Unit, tx: str, run: int) -> tuple[UnitTested, set[int]]:
     """GEMM throughput, memory bandwidth and NCCL busbw against the SKU floors (DOMAIN.md §4).
 
@@ -144,12 +186,22 @@ def _performance(ctx: LineContext, unit: Unit, tx: str, run: int) -> tuple[UnitT
         slow[slot] = rng.choice(("gemm_stress", "memory_bandwidth"))
     bad = [(slot, serial) for slot, (serial, lot) in sorted(unit.gpus.items())
            if lot.bad and ctx.failures]
+    p_bad = ctx.param("bad-lot", "p", product.yields.bad_lot_gpu_fail)
+    assert p_bad is not None
     for k, (slot, serial) in enumerate(bad):
         bad_rng = ctx.side_rng("bad-lot", serial, run)
-        if bad_rng.random() < product.yields.bad_lot_gpu_fail or (
+        if bad_rng.random() < p_bad or (
                 k == len(bad) - 1 and not set(slow) & {s for s, _ in bad}):  # at least one
             slow.setdefault(slot, bad_rng.choice(("gemm_stress", "memory_bandwidth")))
             ctx.fired.add("bad-lot")
+    one = [(slot, serial, lot) for slot, (serial, lot) in sorted(unit.gpus.items())
+           if lot.one_failure and ctx.failures]
+    if one and "lot-one-failure" not in ctx.fired:  # near miss: one GPU of the lot, once
+        slot, serial, lot = one[0]
+        slow.setdefault(slot, ctx.side_rng("lot-one-failure", serial).choice(
+            ("gemm_stress", "memory_bandwidth")))
+        ctx.strike("lot-one-failure", unit=unit.serial, gpu=slot, gpu_serial=serial,
+                   lot=lot.lot_id)
     gflops_min, bw_min = round(perf.gflops_target * 0.95, 1), perf.mem_bw_floor_mbs
     gemm, bw = [], []
     for slot in sorted(unit.gpus):

@@ -11,14 +11,14 @@ before `work.completed`; conducted, a repair that cannot fix the unit records `u
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from linetrace.schemas.bodies import Body, UnitArrived, UnitDeparted, WorkCompleted, WorkStarted
 from linetrace.schemas.routes import Step
 
-from .faults import FaultPlan
+from .faults import NEAR_TARGETS, FaultPlan, Strike
 from .parts import Stock
 from .products import Product, StationSpec
 from .units import Failure, Recorder, Unit
@@ -43,8 +43,26 @@ class LineContext:
     failures: bool = True
     defects: int = 0
     ict_tests_drifting: int = 0
+    ict_tests_wobbling: int = 0
+    server_repairs: int = 0  # successful server repairs so far (near miss golden-reflash)
     fired: set[str] = field(default_factory=set)
     servers: list[Unit] = field(default_factory=list)
+    #: What each fault and near miss struck (`LinePlan.truth`), in the order they fired.
+    truth: list[Strike] = field(default_factory=list)
+
+    def strike(self, fault: str, *, unit: str | None = None, gpu: int | None = None,
+               gpu_serial: str | None = None, lot: str | None = None,
+               station: str | None = None, details: Mapping[str, object] | None = None
+               ) -> None:
+        """Record the truth about a fault that left its evidence (and mark it fired)."""
+        self.fired.add(fault)
+        self.truth.append(Strike(
+            fault, unit=unit, gpu=gpu, gpu_serial=gpu_serial, lot=lot, station=station,
+            near_miss=fault in NEAR_TARGETS,
+            details={**self.faults.params.get(fault, {}), **(details or {})}))
+
+    def param(self, fault: str, key: str, default: float | None = None) -> float | None:
+        return self.faults.param(fault, key, default)
 
     def defect_id(self) -> str:
         self.defects += 1

@@ -37,7 +37,8 @@ from ..errors import StationError
 from . import build_ops, burnin_rack, quality_ops
 from .context import LineContext, Operation, Outcome, visit
 from .faults import (
-    STATION_DOWN_S, STATION_DOWN_TYPE, STUCK_STEP, SKIPPED_STEP, FaultSpec, plan_faults,
+    STATION_DOWN_S, STATION_DOWN_TYPE, STUCK_STEP, SKIPPED_STEP, UNAPPROVED_SUPPLIERS, FaultSpec,
+    Strike, plan_faults,
 )
 from .parts import Stock
 from .summary import LineSummary, followed_routes
@@ -76,6 +77,8 @@ class LineConfig:
     #: Conducted by linetrace (`command.route`, dispositions, locks, the interlock), or
     #: routing and scrapping units on its own (False).
     conducted: bool = False
+    #: Every fault's parameters not given in its spec drawn from the seed (as `@vary`).
+    fault_variation: bool = False
     #: The routes in force (a plant's LINETRACE_ROUTES folder); None: the packaged routes.
     routes: RouteBook | None = field(default=None, compare=False)
 
@@ -97,7 +100,7 @@ class LineConfig:
             raise StationError("; ".join(problems), code="simulator.invalid_config")
         products = products_of(self.product, self.routes)
         plan_faults(self.faults, self.units, len(products))
-        if any(f.name == "ict-drift" for f in self.faults) and not any(
+        if any(f.name in ("ict-drift", "ict-wobble") for f in self.faults) and not any(
                 p.assembly_route for p in products):
             raise StationError(f"ict-drift needs a product with an ICT step (A or mix), not "
                                f"{self.product}", code="simulator.invalid_fault")
@@ -126,6 +129,9 @@ class LinePlan:
     #: from there).
     before_gate: dict[str, Unit] = field(default_factory=dict, compare=False, repr=False)
     continuations: int = 0
+    #: What each fault and near miss struck (unit, GPU, lot, station, parameters): the truth
+    #: benches score detectors against; nothing of it is sent.
+    truth: list[Strike] = field(default_factory=list, compare=False)
 
     def unit(self, serial: str) -> Unit:
         return next(u for u in self.units if u.serial == serial)
@@ -231,19 +237,27 @@ class _Schedule:
     def transport(self) -> int:
         return self.ctx.rng.randint(30_000, 120_000)
 
-    def station_down(self, station_id: str, ms: int, slots: list[int]) -> int:
-        """Fault `station-down`: SDT, silence for STATION_DOWN_S, PRD; returns the new start."""
+    def station_down(self, station_id: str, ms: int, slots: list[int],
+                     fault: str = "station-down") -> int:
+        """Fault `station-down`: SDT, silence for STATION_DOWN_S, PRD; returns the new start.
+        Near miss `station-standby`: SBY (2000) for a while instead, then PRD."""
         down = max(ms, *slots) + 1000
-        up = down + STATION_DOWN_S * 1000
+        standby = fault == "station-standby"
+        seconds = self.ctx.param(fault, "duration", 1200.0 if standby else STATION_DOWN_S)
+        assert seconds is not None
+        up = down + int(seconds * 1000)
         rec = self.ctx.rec
         self.station_events += [
             rec.event(down, station_id, "station.state", station_id,
-                      StationState(state=4000, reason="unscheduled down: fixture controller fault")),
+                      StationState(state=2000, reason="standby: waiting for work") if standby
+                      else StationState(state=4000,
+                                        reason="unscheduled down: fixture controller fault")),
             rec.event(up, station_id, "station.state", station_id,
-                      StationState(state=1000, reason="repaired; producing")),
+                      StationState(state=1000, reason="producing" if standby
+                                    else "repaired; producing")),
         ]
         slots[:] = [up] * len(slots)
-        self.ctx.fired.add("station-down")
+        self.ctx.strike(fault, station=station_id, details={"seconds": seconds})
         return up + 1000
 
     def run(self) -> None:
@@ -263,7 +277,7 @@ class _Schedule:
                 step = route.steps[unit.route_index]
                 if step.step == SKIPPED_STEP and "skip-step" not in ctx.fired and ctx.strikes(
                         "skip-step", unit):  # once: after a repair it is flashed as usual
-                    ctx.fired.add("skip-step")
+                    ctx.strike("skip-step", unit=unit.serial, details={"step": step.step})
                     unit.route_index += 1
                     step = route.steps[unit.route_index]
                 if step.consumes and unit.mainboard is None:
@@ -277,15 +291,26 @@ class _Schedule:
             slots = self.free_at.setdefault(station.station_id, [0] * station.capacity)
             lane = min(range(len(slots)), key=lambda i: (slots[i], i))
             start = max(ms, slots[lane])
-            target = ctx.faults.targets.get("station-down")
-            if (station.station_type == STATION_DOWN_TYPE and target in self.started
-                    and "station-down" not in ctx.fired):
-                start = self.station_down(station.station_id, start, slots)
+            for down in ("station-down", "station-standby"):
+                target = ctx.faults.targets.get(down)
+                if (station.station_type == STATION_DOWN_TYPE and target in self.started
+                        and down not in ctx.fired):
+                    start = self.station_down(station.station_id, start, slots, down)
             stall = 0
             if step.step == STUCK_STEP and not unit.visits.get(step.step) and ctx.strikes(
                     "stuck-unit", unit):
-                stall = (2 * step.max_cycle_s + 600) * 1000
-                ctx.fired.add("stuck-unit")
+                times = ctx.param("stuck-unit", "stall", 2.0)
+                assert times is not None
+                stall = int((times * step.max_cycle_s + 600) * 1000)
+                ctx.strike("stuck-unit", unit=unit.serial, station=station.station_id,
+                           details={"step": step.step, "silent_s": stall / 1000})
+            elif step.step == STUCK_STEP and not unit.visits.get(step.step) and ctx.strikes(
+                    "slow-unit", unit):  # near miss: long, but inside the max cycle
+                frac = ctx.param("slow-unit", "stall", 0.7) or 0.7
+                stall = max(0, int((frac * step.max_cycle_s - station.cycle_s * 1.15 - 45)
+                                   * 1000))
+                ctx.strike("slow-unit", unit=unit.serial, station=station.station_id,
+                           details={"step": step.step, "silent_s": stall / 1000})
             first, before = len(unit.events), unit.snapshot() if gated else None
             depart, outcome = visit(ctx, unit, step, station, start, lane, OPERATIONS,
                                     stall_ms=stall)
@@ -348,14 +373,19 @@ def generate_line(config: LineConfig) -> LinePlan:
     """Simulate a whole run without a broker: the same config always gives the same events."""
     config.validate()
     products = products_of(config.product, config.routes)
-    faults = plan_faults(config.faults, config.units, len(products))
+    faults = plan_faults(config.faults, config.units, len(products), seed=config.seed,
+                         vary=config.fault_variation)
     seed = config.seed
     rng = random.Random(f"linetrace-sim:{seed}:line")
     rec = Recorder(config.start_time, random.Random(f"linetrace-sim:{seed}:ids"))
     stock = Stock(seed, random.Random(f"linetrace-sim:{seed}:lots"),
                   unapproved=("psu", faults.targets["avl-violation"])
                   if faults.has("avl-violation") else None,
-                  bad=("gpu", faults.targets["bad-lot"]) if faults.has("bad-lot") else None)
+                  bad=("gpu", faults.targets["bad-lot"]) if faults.has("bad-lot") else None,
+                  one_failure=("gpu", faults.targets["lot-one-failure"])
+                  if faults.has("lot-one-failure") else None,
+                  unapproved_supplier=UNAPPROVED_SUPPLIERS[int(faults.param(
+                      "avl-violation", "supplier", 0) or 0) % len(UNAPPROVED_SUPPLIERS)])
     ctx = LineContext(products={p.name: p for p in products}, seed=seed, rng=rng, rec=rec,
                       stock=stock, faults=faults, burnin_seconds=config.burnin_seconds,
                       conducted=config.conducted)
@@ -375,7 +405,9 @@ def generate_line(config: LineConfig) -> LinePlan:
     sched.run()
     for lot in stock.lots:
         if lot.supplier != lot.part.supplier:
-            ctx.fired.add("avl-violation")
+            ctx.strike("avl-violation", lot=lot.lot_id, details={"supplier": lot.supplier})
+        if lot.bad and "bad-lot" in ctx.fired:
+            ctx.strike("bad-lot", lot=lot.lot_id)
     missing = [f for f in faults.names if f not in ctx.fired]
     if missing:
         raise StationError(
@@ -390,4 +422,5 @@ def generate_line(config: LineConfig) -> LinePlan:
               for i, (sid, _) in enumerate(station_roster(config.product, config.routes))]
     return LinePlan(config=config, receipts=receipts, units=sched.units,
                     station_events=states + sched.station_events, gates=sched.gates,
-                    awaiting=sched.awaiting, context=ctx, before_gate=sched.before_gate)
+                    awaiting=sched.awaiting, context=ctx, before_gate=sched.before_gate,
+                    truth=ctx.truth)

@@ -129,6 +129,7 @@ class Lot:
     used: int = 0
     supplier: str = ""
     bad: bool = False
+    one_failure: bool = False  # near miss `lot-one-failure`: exactly one GPU fails burn-in
 
     def __post_init__(self) -> None:
         self.supplier = self.supplier or self.part.supplier
@@ -152,16 +153,20 @@ class Stock:
     """Hands out serials and quantities lot by lot, opening a new lot when one runs out.
 
     `marks` names lots by (category, n): the n-th lot opened for that part category gets the
-    `supplier` (fault `avl-violation`) or is `bad` (fault `bad-lot`).
+    `supplier` (fault `avl-violation`), is `bad` (fault `bad-lot`) or has `one_failure` (near
+    miss `lot-one-failure`).
     """
 
     def __init__(self, seed: int, rng: random.Random, *,
-                 unapproved: tuple[str, int] | None = None, bad: tuple[str, int] | None = None
-                 ) -> None:
+                 unapproved: tuple[str, int] | None = None, bad: tuple[str, int] | None = None,
+                 one_failure: tuple[str, int] | None = None,
+                 unapproved_supplier: str = UNAPPROVED_SUPPLIER) -> None:
         self._seed = seed
         self._rng = rng
         self._unapproved = unapproved
+        self._unapproved_supplier = unapproved_supplier
         self._bad = bad
+        self._one_failure = one_failure
         self._current: dict[str, Lot] = {}
         self._lot_count: dict[str, int] = {}
         self._category_count: dict[str, int] = {}
@@ -174,8 +179,9 @@ class Stock:
         nth = self._category_count[part.category] = self._category_count.get(part.category, 0) + 1
         year, week = self._rng.choice((25, 26)), self._rng.randint(1, 52)
         lot = Lot(f"LOT-S{self._seed}-{part.code}-{n:04d}", part, f"{year:02d}{week:02d}",
-                  supplier=UNAPPROVED_SUPPLIER if self._unapproved == (part.category, nth) else "",
-                  bad=self._bad == (part.category, nth))
+                  supplier=self._unapproved_supplier if self._unapproved == (part.category, nth)
+                  else "", bad=self._bad == (part.category, nth),
+                  one_failure=self._one_failure == (part.category, nth))
         if part.serial_prefix is not None:
             first = self._serial_count.get(part.serial_prefix, 0)
             lot.serials = [

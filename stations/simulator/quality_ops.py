@@ -11,7 +11,7 @@ carried out by `scrap` (the reason is the disposition's).
 from __future__ import annotations
 
 from linetrace.schemas.bodies import (
-    Body, Measurement, MaterialsInstalled, MaterialsUninstalled, RemovedItem, TestResult,
+    Body, FirmwareFlashed, Measurement, MaterialsInstalled, MaterialsUninstalled, RemovedItem, TestResult,
     UnitInspected, UnitPacked, UnitRepaired, UnitScrapped, UnitShipped, UnitTested,
 )
 from linetrace.schemas.routes import Step
@@ -102,9 +102,24 @@ def repair(ctx: LineContext, unit: Unit, step: Step, tx: str) -> Outcome:
             ], scrapped=True)
     events = _replace_gpus(ctx, unit, f, tx) if f.kind == "gpu" and f.slots else \
         _replace_component(ctx, unit, f, tx) if f.kind == "component" and f.ref else []
+    if unit.kind == "server" and ctx.faults.has("golden-reflash"):
+        ctx.server_repairs += 1
+        if ctx.server_repairs == ctx.faults.targets["golden-reflash"]:
+            events.append(_golden_bmc(ctx, unit))
     events.append(("unit.repaired", UnitRepaired(
         result="RepairSuccessful", repairs=[f.defect], return_step=return_to, note=f.note)))
     return Outcome(events)
+
+
+def _golden_bmc(ctx: LineContext, unit: Unit) -> tuple[str, Body]:
+    """Near miss `golden-reflash`: the repair re-flashes the BMC with its golden image."""
+    img = next(i for i in ctx.product_of(unit).firmware if i.component == "BMC")
+    target = unit.installed["mainboard"]
+    ctx.strike("golden-reflash", unit=unit.serial, station="repair-01",
+               details={"image": img.image, "target": target})
+    return ("firmware.flashed", FirmwareFlashed(component=img.component, image=img.image,
+                                                version=img.version, sha256=img.sha256,
+                                                target=target))
 
 
 def _replace_gpus(ctx: LineContext, unit: Unit, f: Failure, tx: str) -> list[tuple[str, Body]]:
