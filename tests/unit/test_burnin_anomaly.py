@@ -204,6 +204,8 @@ def test_power_clock_deviation() -> None:
     _, out = run(edited(burn(1), 7, lambda t, s, a: {"power_w": s.power_w * 0.85}
                         if 200 <= t < 300 else None))
     assert raised(out) == {(POWER_CLOCK, f"{UNIT}/gpu7")}
+    pc = [(c.active, (c.time - T0).total_seconds()) for c in out if c.condition == POWER_CLOCK]
+    assert pc == [(True, 210.0), (False, 300.0)]  # held 10 s; cleared when power returns
     _, near = run(edited(burn(1), 7, lambda t, s, a: {"power_w": s.power_w * 0.92}
                          if 200 <= t < 300 else None))
     assert not raised(near)
@@ -224,9 +226,12 @@ def test_telemetry_gap_in_event_time() -> None:
 
 def test_drift_fires_on_a_slow_shift_and_not_on_a_constant_offset() -> None:
     def creep(t: float, s: GpuSample, a: list[GpuSample]) -> dict[str, object] | None:
-        return {"temp_c": s.temp_c + min(5.0, 0.05 * (t - 300))} if t >= 300 else None
+        return {"temp_c": s.temp_c + min(5.0, 0.05 * (t - 300))} if 300 <= t < 450 else None
     _, out = run(edited(burn(1), 6, creep))  # +5 C over 100 s: below the 8 C rule
     assert raised(out) == {(DRIFT, f"{UNIT}/gpu6")}
+    drift = [(c.active, (c.time - T0).total_seconds()) for c in out if c.condition == DRIFT]
+    assert drift[0][0] and 300 < drift[0][1] < 400  # while it creeps
+    assert not drift[1][0] and 450 <= drift[1][1] < 500  # back to its baseline: normal
     _, offset = run(edited(burn(1), 6, lambda t, s, a: {"temp_c": s.temp_c + 5}))
     assert not raised(offset)
 
