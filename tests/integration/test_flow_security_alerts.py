@@ -109,6 +109,11 @@ def test_a_unit_that_skipped_a_step_raises_one_route_violation_alert_until_relea
     assert a.priority == "medium" and a.state == "unacknowledged" and a.occurrences == 1
     assert a.unit == srv and "route.skipped_step" in a.details["codes"]
     assert a.id == alert_id("flow.route_violation", srv)
+    hold_id = a.details["holds"][0]
+    line.record("hold.released", hold_id, b.HoldReleased(  # as `linetrace hold release` does
+        hold_id=hold_id, reason="flashed by hand", released_by=[], statements=[]), "rel-1")
+    scan(line, datetime.now(UTC))  # a release recorded outside the worker: the tick sees it
+    assert alerts(ledger)["flow.route_violation", srv].state == "rtn_unacknowledged"
 
 
 def test_station_down_is_raised_and_cleared_and_units_stuck_there_are_suppressed(
