@@ -66,10 +66,16 @@ def state_of(a: Alert) -> str:
 
 
 class _Writer:
-    """Collects the history rows and messages of the transitions of one call."""
+    """Collects the history rows and messages of the transitions of one call. `prior`: the
+    stored history a batch of findings needs (the causes it names, the last minute's
+    activations) of the alerts it touches, read once; None: ask the database each time."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session,
+                 prior: dict[str, list[tuple[str, str, datetime]]] | None = None,
+                 alerts: dict[str, Alert] | None = None) -> None:
         self.session = session
+        self.prior = prior
+        self.alerts = alerts  # the batch's alerts and their children, when read up front
         self.history: list[dict[str, Any]] = []
         self.messages: list[outbox.Message] = []
 
@@ -99,6 +105,8 @@ def _seen(session: Session, w: _Writer, aid: str, cause: str,
     if any(h["alert_id"] == aid and h["cause"] == cause and h["transition"] in transitions
            for h in w.history):
         return True
+    if w.prior is not None:
+        return any(c == cause and t in transitions for t, c, _ in w.prior.get(aid, ()))
     return session.scalar(select(func.count()).select_from(AlertHistory).where(
         AlertHistory.alert_id == aid, AlertHistory.cause == cause,
         AlertHistory.transition.in_(transitions))) != 0
@@ -107,13 +115,34 @@ def _seen(session: Session, w: _Writer, aid: str, cause: str,
 def _chattering(session: Session, w: _Writer, aid: str, time: datetime) -> bool:
     """This activation and the ones before it within a minute of event time: >= 3?"""
     start = time - CHATTER_WINDOW
-    earlier = session.scalar(select(func.count()).select_from(AlertHistory).where(
-        AlertHistory.alert_id == aid, AlertHistory.transition.in_(ACTIVATIONS),
-        AlertHistory.time > start, AlertHistory.time <= time)) or 0
+    if w.prior is not None:
+        earlier = sum(1 for t, _, at in w.prior.get(aid, ())
+                      if t in ACTIVATIONS and start < at <= time)
+    else:
+        earlier = session.scalar(select(func.count()).select_from(AlertHistory).where(
+            AlertHistory.alert_id == aid, AlertHistory.transition.in_(ACTIVATIONS),
+            AlertHistory.time > start, AlertHistory.time <= time)) or 0
     earlier += sum(1 for h in w.history if h["alert_id"] == aid
                    and h["transition"] in ACTIVATIONS
                    and start < h["time"] <= time)
     return earlier + 1 >= CHATTER_COUNT
+
+
+def _prior(session: Session, ids: Sequence[str], causes: Sequence[str],
+           since: datetime) -> dict[str, list[tuple[str, str, datetime]]]:
+    """The stored history `_seen` and `_chattering` need for a batch, in one read: the
+    transitions of these alerts by these causes, and their activations after `since`."""
+    out: dict[str, list[tuple[str, str, datetime]]] = {}
+    if not ids:
+        return out
+    rows = session.execute(select(AlertHistory.alert_id, AlertHistory.transition,
+                                  AlertHistory.cause, AlertHistory.time).where(
+        AlertHistory.alert_id.in_(ids),
+        AlertHistory.cause.in_(sorted(set(causes)))
+        | (AlertHistory.transition.in_(ACTIVATIONS) & (AlertHistory.time > since))))
+    for aid, transition, cause, time in rows:
+        out.setdefault(aid, []).append((transition, cause, utc(time)))
+    return out
 
 
 def _clip(text: str, n: int) -> str:
@@ -165,7 +194,10 @@ def _activate(session: Session, w: _Writer, a: Alert, c: Condition) -> None:
     a.lot, a.parent = _clip_or_none(c.lot, 128), c.parent
     a.latched = spec.latched
     a.chattering = chattering
-    parent = session.get(Alert, c.parent) if c.parent else None
+    parent = None
+    if c.parent:
+        parent = (w.alerts.get(c.parent) if w.alerts is not None
+                  else session.get(Alert, c.parent))
     a.suppressed = parent is not None and parent.active
     a.acked = a.suppressed  # a suppressed alarm is not annunciated: nothing to acknowledge
     w.transition(a, "suppressed" if a.suppressed else "raised", c.time, c.cause)
@@ -173,8 +205,12 @@ def _activate(session: Session, w: _Writer, a: Alert, c: Condition) -> None:
 
 def _deactivated(session: Session, w: _Writer, a: Alert, time: datetime, cause: str) -> None:
     """`a` left alarm: annunciate the alerts it suppressed that are still active."""
-    children = session.scalars(select(Alert).where(
-        Alert.parent == a.alert_id, Alert.suppressed.is_(True), Alert.active.is_(True))).all()
+    if w.alerts is not None:  # the batch read its alerts' children up front
+        children = [x for x in w.alerts.values() if x.parent == a.alert_id
+                    and x.suppressed and x.active]
+    else:
+        children = list(session.scalars(select(Alert).where(
+            Alert.parent == a.alert_id, Alert.suppressed.is_(True), Alert.active.is_(True))))
     for child in sorted(children, key=lambda x: x.alert_id):
         child.suppressed = False
         child.acked = False
@@ -206,11 +242,15 @@ def apply_conditions(session: Session, conditions: Sequence[Condition]) -> int:
     if not conditions:
         return 0
     ids = [alert_id(c.condition, c.subject) for c in conditions]
-    wanted = set(ids) | {c.parent for c in conditions if c.parent}
-    known = {a.alert_id: a for a in session.scalars(  # locked: an operator acts meanwhile
-        select(Alert).where(Alert.alert_id.in_(sorted(wanted)))
-        .order_by(Alert.alert_id).with_for_update())}
-    w = _Writer(session)
+    wanted = sorted(set(ids) | {c.parent for c in conditions if c.parent})
+    with session.no_autoflush:  # one read of the alerts and their children (locked: an
+        known = {a.alert_id: a for a in session.scalars(  # operator may act meanwhile)
+            select(Alert).where(Alert.alert_id.in_(wanted) | Alert.parent.in_(wanted))
+            .order_by(Alert.alert_id).with_for_update())}
+        since = min(c.time for c in conditions) - CHATTER_WINDOW
+        prior = _prior(session, sorted(set(ids) & known.keys()),
+                       [_clip(c.cause, 128) for c in conditions], since)
+    w = _Writer(session, prior, known)
     for aid, c in zip(ids, conditions, strict=True):
         spec_of(c.condition)  # an unknown condition is a detector's bug: say so
         if len(c.cause) > 128:
