@@ -132,6 +132,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from .burnin_cmds import burnin_limits_in_force
 
     routes = routes_in_force(settings)  # a bad LINETRACE_ROUTES starts nothing (exit 2)
+    limits = burnin_limits_in_force(settings)  # nor does a bad LINETRACE_BURNIN_LIMITS
     bootstrap = settings.bootstrap()
     open_ledger(settings).close()  # creates the SQLite file's folder and schema
     run_worker(WorkerConfig(bootstrap=bootstrap, db_url=settings.db, data_dir=settings.data_dir,
@@ -142,7 +143,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                             checkpoint_seconds=settings.checkpoint_seconds, routes=routes,
                             clock_bound_s=settings.clock_bound_seconds,
                             line_speed=settings.line_speed,
-                            burnin_limits=burnin_limits_in_force(settings),
+                            burnin_limits=limits,
                             fault=getattr(args, "fault_inject", None)))
     return 0
 

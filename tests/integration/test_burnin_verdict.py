@@ -85,3 +85,13 @@ def test_burnin_verdicts_for_each_fault_and_a_clean_run(broker: str, worker: Pro
         assert code is not None and text.returncode == 0
         assert "Failed" in text.stdout and code in text.stdout
     assert "Traceback" not in worker.tail()
+
+
+@pytest.mark.integration
+def test_a_malformed_limits_file_starts_no_worker(tmp_path: Path) -> None:
+    bad = tmp_path / "limits.json"
+    bad.write_text('{"version": "1", "skus": {}}')
+    done = run_cli("worker", data_dir=tmp_path / "data", env={
+        "LINETRACE_BURNIN_LIMITS": str(bad), "LINETRACE_BROKER": "kafka://127.0.0.1:1"})
+    assert done.returncode == 2, done.stderr
+    assert "LINETRACE_BURNIN_LIMITS" in done.stderr and "docs/burnin.md" in done.stderr
