@@ -3,8 +3,9 @@
 A bundle is a directory (the console zips it): the unit's leaves, those of the sub-assemblies
 sealed with it, the `material.received` + `material.checked` leaves of every lot its parts came
 from, the `hold.*` leaves of every hold on the unit, its sub-assemblies, its lots or its MPNs,
-the `user.*` leaves of every person who signed one of those (and of the admins who enrolled
-them, back to the first admin), the `station.enrolled` leaves of every station that signed one
+the people's `alert.*` leaves (acknowledged, shelved, ...) of every alert about the unit, its
+sub-assemblies or its lots, the `user.*` leaves of every person who signed one of those (and
+of the admins who enrolled them, back to the first admin), the `station.enrolled` leaves of every station that signed one
 of those events, one
 inclusion proof per leaf against one signed checkpoint, the sealed HBOM bytes, the previous
 checkpoint with the consistency proof to this one, and a README. `linetrace verify` (proof/verify.py)
@@ -30,6 +31,7 @@ from .proof import merkle
 from .proof.checkpoints import ConsistencyLink, write_checkpoints
 from .db import Ledger
 from .errors import LedgerError
+from .alerts.actions import alert_action_seqs
 from .holds import hold_event_seqs
 from .proof.hbom import as_built
 from .proof.leaf import parse_leaf
@@ -127,7 +129,12 @@ def _collect(session: Session, unit: str, size: int) -> tuple[list[LogLeaf], byt
     holds = {r.idx: r for i in range(0, len(held), 400) for r in session.scalars(select(LogLeaf)
              .where(LogLeaf.event_seq.in_(held[i:i + 400]), LogLeaf.idx < size))}
     leaves.update(holds)
-    leaves.update(_people(session, holds.values(), size))
+    # People's actions on the alerts about the unit, its sub-assemblies or its lots.
+    acted = alert_action_seqs(session, list(chains), {p.lot for p in built.parts})
+    alerts = {r.idx: r for i in range(0, len(acted), 400) for r in session.scalars(
+        select(LogLeaf).where(LogLeaf.event_seq.in_(acted[i:i + 400]), LogLeaf.idx < size))}
+    leaves.update(alerts)
+    leaves.update(_people(session, [*holds.values(), *alerts.values()], size))
     sources = sorted({e.source for r in leaves.values() if (e := _decode(r)).source
                       != SYSTEM_SOURCE})
     enrolled = session.scalars(

@@ -24,22 +24,27 @@ shelved alert cannot be forgotten into staleness) from the signed statement's ti
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
 from linetrace.schemas import alert_events as ae
 from linetrace.schemas import bodies as b
-from linetrace.schemas.envelope import deterministic_id, format_time, parse_time
+from linetrace.schemas.envelope import SYSTEM_SOURCE, deterministic_id, format_time, parse_time
 from linetrace.schemas.statements import read_statement
 
 from ..db import Ledger
 from ..hold_actions import Recorder, check_details, recorded_again
+from ..models import EventRow
 from ..proof.statements import shelve_problem
 from ..users import verify_user_statement
 from .engine import Action, apply_action
+from .models import Alert
 from .views import AlertError, AlertView, get_alert
 
 #: Roles that may sign each action (mirrored in `ledger.proof.statements.ALERT_ROLES`; a test
@@ -190,3 +195,18 @@ def act(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedStatement, ale
             what += f" until {details['until']}"
         return AlertOutcome(view, True, f"{what}: now {view.state}",
                             [e.type for e in rec.events])
+
+
+def alert_action_seqs(session: Session, serials: Collection[str], lots: Collection[str]
+                      ) -> list[int]:
+    """events.seq of the people's `alert.*` events on every alert about one of `serials` (its
+    `unit`) or `lots`: what an evidence bundle carries, so an auditor sees who acknowledged,
+    shelved or took out of service an alert about the unit (the bundle adds the user leaves of
+    those who signed them, `evidence.py`)."""
+    if not serials and not lots:
+        return []
+    about = select(Alert.alert_id).where(or_(Alert.unit.in_(sorted(serials)),
+                                             Alert.lot.in_(sorted(lots))))
+    return sorted(session.scalars(select(EventRow.seq).where(
+        EventRow.source == SYSTEM_SOURCE, EventRow.subject.in_(about),
+        EventRow.type.in_(sorted(EVENT_TYPE.values())))))

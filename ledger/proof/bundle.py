@@ -27,22 +27,28 @@ from .merkle import verify_consistency
 from .note import Checkpoint, VerifierKey, open_checkpoint
 
 FORMAT_NAME = "linetrace-evidence"
-FORMAT_VERSION = 3  # the newest format this code writes and reads; older ones are read too
+FORMAT_VERSION = 4  # the newest format this code writes and reads; older ones are read too
 BUNDLE_FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
 #: Per format from 2 on: the linetrace releases that read it (the manifest's `requires`).
-REQUIRES: Mapping[int, str] = {2: "linetrace>=0.1.0", 3: "linetrace>=0.1.0"}
+REQUIRES: Mapping[int, str] = {2: "linetrace>=0.1.0", 3: "linetrace>=0.1.0",
+                                4: "linetrace>=0.1.0"}
 #: The first format whose bundles carry hold and user leaves (checked by `statements`).
 PEOPLE_FORMAT = 3
+#: The first format whose bundles carry the people's `alert.*` leaves (checked by `statements`).
+ALERT_FORMAT = 4
 MANIFEST, CHECKPOINT, HBOM, README = "manifest.json", "checkpoint.txt", "hbom.cdx.json", "README.md"
 LEAVES, PROOFS, HISTORY = "leaves", "proofs", "history"
 
 #: The fields of a manifest, per format version. 1: the first bundles. 2: adds `requires`; the
 #: manifest and README are verified against the bundle (1's are too, with 1's README). 3: the
 #: same fields; the bundle also carries the unit's hold leaves and the user leaves of everyone
-#: who signed them (checked by `statements`), and its README says so.
+#: who signed them (checked by `statements`), and its README says so. 4: the same fields; the
+#: bundle also carries the people's actions on the alerts about the unit (`alert.*` leaves,
+#: checked by `statements`) and the user leaves of their signers, and its README says so.
 _FIELDS_1 = frozenset({"format", "unit", "origin", "verifier_key", "tree_size", "leaves"})
 MANIFEST_FIELDS: Mapping[int, frozenset[str]] = {1: _FIELDS_1, 2: _FIELDS_1 | {"requires"},
-                                                 3: _FIELDS_1 | {"requires"}}
+                                                 3: _FIELDS_1 | {"requires"},
+                                                 4: _FIELDS_1 | {"requires"}}
 
 #: The checks `linetrace verify` runs, in order; a failure names one of them.
 CHECKS = ("bundle", "checkpoint", "history", "inclusion", "manifest", "leaves", "signatures",
@@ -257,6 +263,31 @@ def readme(unit: str, size: int, leaves: int, key: str, version: int = FORMAT_VE
         return _readme_1(unit, size, leaves, key)
     if version == 2:
         return _readme_2(unit, size, leaves, key)
+    text = _readme_3(unit, size, leaves, key, version)
+    if version >= ALERT_FORMAT:
+        for old, new in _README_ALERTS:
+            assert old in text
+            text = text.replace(old, new)
+    return text
+
+
+#: What format 4's README says beyond format 3's: the alert leaves and their statements.
+_README_ALERTS = (
+    ("disposed) and the enrolment, role, key and removal leaves of every person who signed one of\n"
+     "them, and of the admins who enrolled those people, back to the first admin.",
+     "disposed), the people's actions on the alerts about them (acknowledged, shelved, unshelved,\n"
+     "commented, out of service, returned to service) and the enrolment, role, key and removal\n"
+     "leaves of every person who signed one of them, and of the admins who enrolled those people,\n"
+     "back to the first admin."),
+    ("statements (every person's signed statement in a hold or user leaf verifies with the key "
+     "their\n`user.enrolled` leaf enrols,",
+     "statements (every person's signed statement in a hold, alert or user leaf verifies with "
+     "the\nkey their `user.enrolled` leaf enrols,"),
+)
+
+
+def _readme_3(unit: str, size: int, leaves: int, key: str, version: int) -> str:
+    """Format 3's README (format 4's adds `_README_ALERTS` to it)."""
     return f"""# Evidence bundle for unit {unit}
 
 Made by linetrace from the plant's verifiable ledger: {leaves} ledger leaves proven in the

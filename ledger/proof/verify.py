@@ -28,6 +28,7 @@ from linetrace.schemas.errors import SchemaError
 from linetrace.schemas.topics import EVENTS, TOPIC_OF_TYPE
 
 from .bundle import (
+    ALERT_FORMAT,
     BUNDLE_FORMAT,
     CHECKPOINT,
     CHECKS,
@@ -172,6 +173,11 @@ def _check_statements(entries: list[Entry], version: int) -> str:
                        "was altered (or made by a development build); get it again from the "
                        "plant")
         return f"none: {FORMAT_NAME}/{version} bundles carry no hold or user leaves"
+    alerts = [e for e in people if e.event.type.startswith("alert.")]
+    if version < ALERT_FORMAT and alerts:
+        raise fail("statements", f"a {FORMAT_NAME}/{version} bundle carries no alert leaves, "
+                   f"but leaf {alerts[0].index} is {alerts[0].event.type}: the bundle was "
+                   "altered (or made by a development build); get it again from the plant")
     audit = check_statements(e.event for e in people)
     if audit.problems:
         p = audit.problems[0]

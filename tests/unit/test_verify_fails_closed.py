@@ -129,7 +129,7 @@ def test_a_newer_bundle_format_is_refused_naming_the_version_it_needs(bundle: Pa
 def test_the_writer_writes_the_current_format_and_names_who_reads_it(made: tuple[Path, object]
                                                                     ) -> None:
     manifest = json.loads((made[0] / MANIFEST).read_text())
-    assert manifest["format"] == BUNDLE_FORMAT == "linetrace-evidence/3"
+    assert manifest["format"] == BUNDLE_FORMAT == "linetrace-evidence/4"
     assert manifest["requires"] == REQUIRES[FORMAT_VERSION]
     assert REQUIRES[FORMAT_VERSION] in (made[0] / README).read_text()
 
