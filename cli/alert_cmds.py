@@ -41,6 +41,11 @@ def _duration(text: str) -> timedelta:
     return timedelta(seconds=value)
 
 
+def _short(text: str, width: int = 72) -> str:
+    """A message cut for the table (`alerts show ID` and `--json` give it whole)."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _flood_banner(flood: Any) -> str:
     from linetrace.ledger.genealogy import iso
 
@@ -72,7 +77,7 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
                            f" in state {args.state}" if args.state else " outside normal"))
         return 0
     rows = [[v.id, v.priority, v.state + (" (chattering)" if v.chattering else ""),
-             v.occurrences, v.to_json()["raised"], v.condition, v.subject, v.message]
+             v.occurrences, v.to_json()["raised"], v.condition, v.subject, _short(v.message)]
             for v in views]
     print_table(rows, ["ID", "PRIORITY", "STATE", "N", "RAISED", "CONDITION", "SUBJECT",
                        "MESSAGE"])
