@@ -44,151 +44,22 @@ The run's end clears every condition of the run.
 from __future__ import annotations
 
 import math
-from collections import deque
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from linetrace.ledger.alerts.conditions import Condition
 from linetrace.schemas import bodies as b
 from linetrace.schemas.envelope import Event, parse_time
 
+from .burnin_state import (
+    D2, DRIFT, GAP, HEADROOM, LIMITS, MAD_SCALE, MISSING, PEER, POWER_CLOCK, RISE, SBE, TYPES,
+    GpuTrack, Limits, RunState, median, new_state, ranks, run_id_of, sd_without, sib_median,
+    when,
+)
 from .flow import station_down_id
 
-PEER = "burnin.peer_deviation"
-POWER_CLOCK = "burnin.power_clock_deviation"
-HEADROOM = "burnin.thermal_headroom"
-RISE = "burnin.temp_rise"
-SBE = "burnin.ecc_sbe"
-GAP = "burnin.telemetry_gap"
-MISSING = "burnin.gpu_missing"
-DRIFT = "burnin.drift"
-TYPES = frozenset({"burnin.run", "burnin.telemetry"})
-_MAD_SCALE = 0.6745  # robust z = 0.6745 (x - median) / MAD (Iglewicz and Hoaglin)
-_D2 = 1.128  # moving range of 2 -> sigma
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The thresholds (DOMAIN.md §4 estimates, to be tuned per SKU)."""
-
-    loaded_util_pct: float = 90.0
-    settle_s: float = 60.0
-    peer_dev_c: float = 8.0
-    peer_z: float = 3.5
-    mad_floor_c: float = 1.5
-    peer_hold_s: float = 60.0
-    deadband_c: float = 1.0
-    min_siblings: int = 3
-    pc_rel: float = 0.10
-    pc_clear_rel: float = 0.08
-    pc_hold_s: float = 10.0
-    headroom_c: float = 5.0
-    rise_c: float = 5.0
-    rise_window_s: float = 10.0
-    rise_power_rel: float = 0.10
-    gap_s: float = 5.0
-    drift_lambda: float = 0.2
-    drift_l: float = 3.0
-    drift_k: float = 0.5
-    drift_h: float = 5.0
-    drift_base_n: int = 120
-    drift_sigma_floor_c: float = 1.5
-
-
-LIMITS = Limits()
-
-
-@dataclass
-class GpuTrack:
-    """One GPU's running figures in a run."""
-
-    serial: str
-    last_seen: float
-    sbe_base: int
-    sbe_new: int = 0
-    hot_since: float | None = None
-    pc_since: float | None = None
-    window: deque[tuple[float, float, float]] = field(default_factory=deque)  # t, temp, power
-    base_n: int = 0
-    base_sum: float = 0.0
-    mr_sum: float = 0.0
-    last_resid: float | None = None
-    mu: float = 0.0
-    sigma: float = 0.0
-    ewma: float = 0.0
-    cusum_hi: float = 0.0
-    cusum_lo: float = 0.0
-    on: set[str] = field(default_factory=set)  # conditions active on this GPU
-
-    def reset_drift(self) -> None:
-        self.base_n, self.base_sum, self.mr_sum, self.last_resid = 0, 0.0, 0.0, None
-        self.cusum_hi = self.cusum_lo = 0.0
-
-
-@dataclass
-class RunState:
-    """Everything the detectors know about one run; a fold of its events (`rebuild`)."""
-
-    run_id: str
-    serial: str
-    station: str = ""
-    slowdown_c: float | None = None
-    expected: dict[int, str] = field(default_factory=dict)  # inventory: index -> GPU serial
-    started: float | None = None
-    ended: bool = False
-    last_time: float | None = None  # event time of the run's last event folded (epoch s)
-    last_event: str = ""  # its id
-    last_seq: int = -1  # its stationseq
-    steady_since: float | None = None
-    reporting: int = 0  # GPUs in the last telemetry event
-    gpus: dict[int, GpuTrack] = field(default_factory=dict)
-    active: dict[str, str] = field(default_factory=dict)  # subject\0condition -> condition
-    subjects: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
-
-    def is_active(self, condition: str, subject: str) -> bool:
-        return f"{subject}\x00{condition}" in self.active
-
-
-def run_id_of(event: Event) -> str | None:
-    body = event.body
-    if isinstance(body, (b.BurninTelemetry, b.BurninRun)):
-        return str(body.run_id)
-    return None
-
-
-def new_state(event: Event) -> RunState:
-    return RunState(run_id=run_id_of(event) or "", serial=event.subject, station=event.source)
-
-
-def _when(t: float) -> datetime:
-    return datetime.fromtimestamp(t, UTC)
-
-
-def _sib_median(ordered: list[float], rank: int) -> float:
-    """Median of `ordered` (sorted) without the element at `rank`."""
-    m = len(ordered) - 1
-    k = m // 2
-    hi = ordered[k] if k < rank else ordered[k + 1]
-    if m % 2:
-        return hi
-    lo = ordered[k - 1] if k - 1 < rank else ordered[k]
-    return (lo + hi) / 2
-
-
-def _ranks(values: list[float]) -> tuple[list[float], list[int]]:
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0] * len(values)
-    for j, i in enumerate(order):
-        ranks[i] = j
-    return [values[i] for i in order], ranks
-
-
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-
+__all__ = ["DRIFT", "GAP", "HEADROOM", "LIMITS", "MISSING", "PEER", "POWER_CLOCK", "RISE", "SBE",
+           "TYPES", "GpuTrack", "Limits", "RunState", "fold", "new_state", "rebuild",
+           "run_id_of"]
 
 class _Folder:
     """Folds one event into a state, collecting the conditions that changed."""
@@ -215,7 +86,7 @@ class _Folder:
         details["run_id"] = self.s.run_id
         self.out.append(Condition(
             condition=condition, subject=subject, active=active,
-            time=_when(self.t if time is None else time), cause=cause or self.ev.id,
+            time=when(self.t if time is None else time), cause=cause or self.ev.id,
             message=message if active else "", details=details, unit=self.s.serial,
             station=self.s.station or None, parent=parent))
 
@@ -231,7 +102,7 @@ class _Folder:
             self.change(GAP, s.serial, True, time=s.last_time + lim.gap_s, cause=s.last_event,
                         parent=station_down_id(s.station) if s.station else None,
                         message=f"no burn-in telemetry from {s.serial} for more than "
-                                f"{lim.gap_s:g} s", last=_when(s.last_time).isoformat())
+                                f"{lim.gap_s:g} s", last=when(s.last_time).isoformat())
         if f"{s.serial}\x00{GAP}" in s.active:
             self.change(GAP, s.serial, False)
 
@@ -259,7 +130,7 @@ class _Folder:
             for track in s.gpus.values():
                 track.reset_drift()
         utils = [x.util_pct for x in samples]
-        if _median(utils) >= lim.loaded_util_pct:
+        if median(utils) >= lim.loaded_util_pct:
             if s.steady_since is None:
                 s.steady_since = t
         else:
@@ -341,26 +212,26 @@ class _Folder:
             if g is None:
                 g = s.gpus[i] = GpuTrack(serial=s.expected[i], last_seen=last, sbe_base=-1)
             self.change(MISSING, self.subject(i), True, gpu=i,
-                        last_seen=_when(last).isoformat(),
+                        last_seen=when(last).isoformat(),
                         message=f"GPU {i} ({g.serial}) of {s.serial} is missing from the burn-in "
-                                f"telemetry since {_when(last).isoformat()} while its siblings "
+                                f"telemetry since {when(last).isoformat()} while its siblings "
                                 "report")
 
     def peers(self, samples: list[b.GpuSample]) -> None:
         temps = [x.temp_c for x in samples]
         powers = [x.power_w for x in samples]
         clocks = [x.sm_clock_mhz for x in samples]
-        st, rt = _ranks(temps)
-        sp, rp = _ranks(powers)
-        sc, rc = _ranks(clocks)
+        st, rt = ranks(temps)
+        sp, rp = ranks(powers)
+        sc, rc = ranks(clocks)
         for j, x in enumerate(samples):
             i = x.gpu_index
             g = self.s.gpus[i]
-            med = _sib_median(st, rt[j])
+            med = sib_median(st, rt[j])
             dev = x.temp_c - med
             self.hot(i, g, temps, j, med, dev)
-            self.power_clock(i, g, j, powers, _sib_median(sp, rp[j]), clocks,
-                             _sib_median(sc, rc[j]))
+            self.power_clock(i, g, j, powers, sib_median(sp, rp[j]), clocks,
+                             sib_median(sc, rc[j]))
             self.drift(i, g, dev)
 
     def hot(self, i: int, g: GpuTrack, temps: list[float], j: int, med: float,
@@ -369,16 +240,16 @@ class _Folder:
         active = PEER in g.on
         need = lim.peer_dev_c - (lim.deadband_c if active else 0.0)
         z = 0.0
-        if dev > lim.peer_z * lim.mad_floor_c / _MAD_SCALE or dev >= need:
-            mad = _median([abs(v - med) for k, v in enumerate(temps) if k != j])
-            z = _MAD_SCALE * dev / max(mad, lim.mad_floor_c)
+        if dev > lim.peer_z * lim.mad_floor_c / MAD_SCALE or dev >= need:
+            mad = median([abs(v - med) for k, v in enumerate(temps) if k != j])
+            z = MAD_SCALE * dev / max(mad, lim.mad_floor_c)
         if dev >= need or z > lim.peer_z:
             if g.hot_since is None:
                 g.hot_since = t
             if t - g.hot_since >= lim.peer_hold_s and not active:
                 self.change(PEER, self.subject(i), True, gpu=i, deviation_c=dev,
                             robust_z=round(z, 2),
-                            sibling_median_c=med, since=_when(g.hot_since).isoformat(),
+                            sibling_median_c=med, since=when(g.hot_since).isoformat(),
                             message=f"GPU {i} of {self.s.serial} runs {dev:g} C above the median "
                                     f"of its siblings ({med:g} C) at steady load for "
                                     f"{t - g.hot_since:g} s")
@@ -393,9 +264,9 @@ class _Folder:
         p_rel = abs(powers[j] - pmed) / pmed if pmed > 0 else 0.0
         c_rel = abs(clocks[j] - cmed) / cmed if cmed > 0 else 0.0
         off = ""
-        if p_rel > lim.pc_rel and abs(powers[j] - pmed) > _sd(powers, j):
+        if p_rel > lim.pc_rel and abs(powers[j] - pmed) > sd_without(powers, j):
             off = "power"
-        elif c_rel > lim.pc_rel and abs(clocks[j] - cmed) > _sd(clocks, j):
+        elif c_rel > lim.pc_rel and abs(clocks[j] - cmed) > sd_without(clocks, j):
             off = "SM clock"
         if off:
             if g.pc_since is None:
@@ -423,7 +294,7 @@ class _Folder:
             if g.base_n == lim.drift_base_n:
                 g.mu = g.base_sum / g.base_n
                 mr = g.mr_sum / (g.base_n - 1) if g.base_n > 1 else 0.0
-                g.sigma = max(mr / _D2, lim.drift_sigma_floor_c)
+                g.sigma = max(mr / D2, lim.drift_sigma_floor_c)
                 g.ewma = g.mu
             return
         sigma, mu, k, h = g.sigma, g.mu, lim.drift_k, lim.drift_h
@@ -447,14 +318,6 @@ class _Folder:
                                 f"({'EWMA' if ewma_out else 'CUSUM'})")
         elif g.cusum_hi <= h and g.cusum_lo <= h and DRIFT in g.on:
             self.change(DRIFT, self.subject(i), False, gpu=i, residual_c=round(x, 2))
-
-
-def _sd(values: list[float], skip: int) -> float:
-    """Population standard deviation of `values` without the one at `skip`."""
-    n = len(values) - 1
-    mean = (sum(values) - values[skip]) / n
-    ss = sum((v - mean) ** 2 for k, v in enumerate(values) if k != skip)
-    return math.sqrt(ss / n)
 
 
 def fold(state: RunState, event: Event, limits: Limits = LIMITS) -> list[Condition]:

@@ -253,3 +253,20 @@ def test_folding_an_event_twice_changes_nothing() -> None:
     events = burn(2, ("hot-gpu",), gpu=5)
     state, out = run(events[:200])
     assert [c for e in events[150:200] for c in fold(state, e)] == []
+
+
+def test_a_batch_without_telemetry_costs_the_stage_nothing() -> None:
+    """No telemetry in the batch: `load` returns before touching the session (None here:
+    any query would fail) and `decide` decides nothing."""
+    from typing import cast
+
+    from sqlalchemy.orm import Session
+
+    from linetrace.ledger.records import Candidate, SourceRecord
+    from linetrace.streams.detect.anomaly_stage import AnomalyStage
+
+    ev = burn(1)[5]
+    other = Candidate(SourceRecord("line.events", 0, 7, None, ev.value), ev, "", b"")
+    stage = AnomalyStage()
+    state = stage.load(cast(Session, None), [other])
+    assert state is None and stage.decide([other], state).empty
