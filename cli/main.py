@@ -23,7 +23,8 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 #: Modules under cli/ that add their own subcommands with `register(subparsers, common)`.
 COMMAND_MODULES: tuple[str, ...] = ("routes_cmds", "burnin_cmds", "proof_cmds", "flags_cmds",
                                     "retention_cmds", "users_cmds", "hold_cmds",
-                                    "validate_cmds", "alert_action_cmds", "alert_cmds")
+                                    "validate_cmds", "alert_action_cmds", "alert_cmds",
+                                    "spc_cmds")
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:

@@ -407,7 +407,7 @@ def load_all_tables() -> None:
 TABLE_MODULES = ("linetrace.ledger.log", "linetrace.ledger.system_events",
                  "linetrace.ledger.outbox", "linetrace.ledger.stage_failures",
                  "linetrace.ledger.flags", "linetrace.ledger.alerts.models",
-                 "linetrace.ledger.verdicts")
+                 "linetrace.ledger.verdicts", "linetrace.ledger.spc")
 
 
 def create_schema(engine: Engine) -> None:

@@ -9,6 +9,7 @@ from .alert_tick import AlertTickStage
 from .anomaly_stage import AnomalyStage
 from .flow_stage import FlowStage
 from .lots_stage import LotClusterStage
+from .spc_stage import SpcStage
 from .supply_stage import SupplyStage
 from .verdict_stage import VerdictStage
 
@@ -20,8 +21,9 @@ def detector_stages(ctx: SystemContext | None, line_speed: float) -> list[Stage]
     if ctx is not None:
         stages.append(VerdictStage(ctx))  # first: the burn-in verdict (routes, never alerts)
     stages.append(FlowStage(routes=ctx.routes if ctx is not None else None))  # flow
-    stages.append(AnomalyStage(speed=line_speed))  # burn-in anomalies (alerts, not verdicts)
     stages.append(SupplyStage.of(ctx, line_speed))  # supply chain: AVL, lots, clones, firmware
     stages += [LotClusterStage.of(ctx)] if ctx is not None else []  # lots: verdicts -> hold
+    stages.append(AnomalyStage(speed=line_speed))  # burn-in anomalies (alerts, not verdicts)
+    stages.append(SpcStage(ctx))  # SPC charts per (station type, measurement)
     stages.append(AlertTickStage(line_speed))  # last: shelve expiry and flood state
     return stages

@@ -1,0 +1,243 @@
+"""The SPC stage: each batch's measurements judged on their charts (`spc`), from SQL.
+
+`load` runs only for a batch with `unit.tested` events at charted station types: it reads
+the batch's measurements, the charts' frozen limits (`spc_charts`), a chart's first
+`baseline` conforming points when its limits are not established yet, and the last
+`config.context` points of each chart involved (one windowed query). Nothing lives only in
+memory: a worker that restarts, or another worker, judges the same points the same way.
+
+`decide` freezes a chart's limits once it has its baseline (insert-or-ignore: the first
+writer wins, a redo writes the same row), then judges the chart's recent points in event
+order and turns each change of state among the batch's points into a `spc.out_of_control`
+condition (active, or back in control). A chart the plant marked as holding (`hold` in
+`ledger/data/spc.json`, like SAP ME's "Hold SPC Viol") also holds the units of the violation
+at that step: a plant-signed `hold.placed` per unit (scope unit, category quality, code
+`spc.out_of_control`), and a `command.hold` to the station that measured the last one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Table, select
+from sqlalchemy.orm import Session
+
+from linetrace.ledger import spc as store
+from linetrace.ledger.alerts.conditions import Condition
+from linetrace.ledger.holds import hold_id_for
+from linetrace.ledger.models import Operation
+from linetrace.ledger.records import Candidate
+from linetrace.ledger.system_events import SystemContext, system_candidate
+from linetrace.schemas import bodies as b
+from linetrace.schemas.envelope import SYSTEM_SOURCE, Event
+
+from ..stages import NO_DECISIONS, Decisions
+from .spc import Limits, Point, SpcConfig, Transition, baseline_limits, describe, load_config
+from .spc import run_chart, transitions
+
+CONDITION = "spc.out_of_control"
+_CHARTS: Table = store.SpcChart.__table__  # type: ignore[assignment]
+
+
+@dataclass
+class SpcState:
+    new: dict[store.ChartKey, list[store.StoredPoint]]  # the batch's points per chart
+    charts: dict[store.ChartKey, store.SpcChart]
+    baselines: dict[store.ChartKey, list[store.StoredPoint]]  # charts without limits yet
+    recent: dict[store.ChartKey, list[store.StoredPoint]]
+    steps: dict[tuple[str, str], int] = field(default_factory=dict)  # (serial, station) -> step
+
+
+def _point(p: store.StoredPoint) -> Point:
+    return Point(order=p.order, value=p.value, unit=p.serial, station=p.station,
+                 event_id=p.event_id, conforming=p.conforming)
+
+
+@dataclass
+class SpcStage:
+    """SPC per (station type, measurement); `ctx` None: alert only (no plant key to hold)."""
+
+    ctx: SystemContext | None
+    config: SpcConfig = field(default_factory=lambda: load_config(
+        os.environ.get("LINETRACE_SPC") or None))
+    name: str = "spc"
+
+    def load(self, session: Session, batch: Sequence[Candidate]) -> SpcState | None:
+        tested = {c.event.id for c in batch if c.event.type == "unit.tested"}
+        if not tested:
+            return None
+        points = store.points_of_events(session, tested, self.config.station_types)
+        if not points:
+            return None
+        new: dict[store.ChartKey, list[store.StoredPoint]] = {}
+        for p in points:
+            new.setdefault(p.key, []).append(p)
+        charts = store.charts(session, new.keys())
+        baselines = {k: store.first_points(session, k, self.config.baseline)
+                     for k in sorted(new) if k not in charts}
+        per_chart = self.config.context + max(len(v) for v in new.values())
+        recent = store.recent_points(session, new.keys(), per_chart)
+        steps: dict[tuple[str, str], int] = {}
+        if self.config.hold and self.ctx is not None:
+            steps = _steps(session, {(p.serial, p.station) for p in points})
+        return SpcState(new, charts, baselines, recent, steps)
+
+    def decide(self, batch: Sequence[Candidate], state: SpcState | None) -> Decisions:
+        if state is None:
+            return NO_DECISIONS
+        events = {c.event.id: c.event for c in batch}
+        rows: list[tuple[Table, dict[str, Any]]] = []
+        conditions: list[Condition] = []
+        system: list[Candidate] = []
+        for key in sorted(state.new):
+            limits, end = self._limits(key, state, rows)
+            if limits is None or limits.constant:
+                continue
+            after = [p for p in state.recent.get(key, []) if p.order > end]
+            new_orders = {p.order for p in state.new[key]}
+            first = next((i for i, p in enumerate(after) if p.order in new_orders), None)
+            if first is None:
+                continue
+            run = run_chart(limits, [_point(p) for p in after], self.config.sustain,
+                            self.config.rtn_points)
+            subject = f"{key[0]}/{key[1]}"
+            uom = state.new[key][0].unit
+            for t in transitions(run, first):
+                conditions.append(self._condition(subject, t, limits, uom))
+                if t.active and self.config.holds(subject):
+                    system += self._holds(subject, t, events, state)
+        if not (rows or conditions or system):
+            return NO_DECISIONS
+        return Decisions(system=system, rows=rows, conditions=conditions)
+
+    def _limits(self, key: store.ChartKey, state: SpcState,
+                rows: list[tuple[Table, dict[str, Any]]]
+                ) -> tuple[Limits | None, tuple[str, str, int]]:
+        """The chart's frozen limits and the order of its baseline's last point; limits
+        established now are written (insert-or-ignore)."""
+        chart = state.charts.get(key)
+        if chart is not None:
+            limits = Limits(centre=chart.centre, sigma=chart.sigma, baseline=chart.baseline,
+                            mr_bar=chart.mr_bar)
+            return limits, _end_of(chart, state.recent.get(key, []))
+        base = state.baselines.get(key, [])
+        if len(base) < self.config.baseline:
+            return None, ("", "", 0)
+        limits = baseline_limits([p.value for p in base])
+        last = base[-1]
+        rows.append((_CHARTS, {
+            "station_type": key[0], "measurement": key[1], "test": last.test, "unit": last.unit,
+            "centre": limits.centre, "sigma": limits.sigma, "mr_bar": limits.mr_bar,
+            "baseline": limits.baseline, "established": last.time,
+            "baseline_event": last.event_id}))
+        return limits, last.order
+
+    def _condition(self, subject: str, t: Transition, limits: Limits, uom: str) -> Condition:
+        message, details = describe(subject, t, limits, uom)
+        p = t.at.point
+        return Condition(condition=CONDITION, subject=subject, active=t.active,
+                         time=store.parse_order_time(p.order), cause=p.event_id,
+                         message=message, details=details, unit=p.unit, station=p.station)
+
+    def _holds(self, subject: str, t: Transition, events: dict[str, Event],
+               state: SpcState) -> list[Candidate]:
+        """A unit hold per unit of the violation, caused by the test event that completed it
+        (only when that event is in this batch: its system events are caused by it)."""
+        cause = events.get(t.at.point.event_id)
+        if cause is None or self.ctx is None:
+            return []
+        key = self.ctx.plant_key
+        out: list[Candidate] = []
+        reason = (f"SPC: {subject} out of statistical control ({', '.join(t.at.alarm)}); "
+                  "quality reviews the chart before the units go on")[:4096]
+        for unit in dict.fromkeys(j.point.unit for j in t.involved):
+            station = next(j.point.station for j in t.involved if j.point.unit == unit)
+            hold_id = hold_id_for(f"{cause.id}:{unit}", CONDITION)
+            placed = system_candidate("hold.placed", hold_id, b.HoldPlaced(
+                hold_id=hold_id, scope="unit", target=unit, reason=reason, category="quality",
+                code=CONDITION, placed_by=SYSTEM_SOURCE, units=[unit],
+                step=state.steps.get((unit, station)), station=station, cause=cause.id),
+                cause, key)
+            out.append(placed)
+            if unit == t.at.point.unit:
+                out.append(system_candidate("command.hold", station, b.CommandHold(
+                    unit=unit, reason=reason, hold_id=hold_id), placed.event, key))
+        return out
+
+
+def _end_of(chart: store.SpcChart, recent: Sequence[store.StoredPoint]
+            ) -> tuple[str, str, int]:
+    """The order of the baseline's last point: its measurement among the recent points, or
+    (when the window starts later) just its event."""
+    for p in recent:
+        if p.event_id == chart.baseline_event:
+            return p.order
+    return (store.order_time(chart.established), chart.baseline_event, 2 ** 62)
+
+
+def _steps(session: Session, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The step each (unit, station) was measured at (its operation there)."""
+    serials = sorted({s for s, _ in pairs})
+    out: dict[tuple[str, str], int] = {}
+    for serial, station, step in session.execute(
+            select(Operation.serial, Operation.station, Operation.step)
+            .where(Operation.serial.in_(serials)).order_by(Operation.id)):
+        if (serial, station) in pairs:
+            out[(serial, station)] = step
+    return out
+
+
+@dataclass(frozen=True)
+class ChartSummary:
+    """One chart as `linetrace spc` shows it."""
+
+    station_type: str
+    measurement: str
+    test: str | None
+    unit: str | None
+    centre: float | None
+    lcl: float | None
+    ucl: float | None
+    sigma: float | None
+    baseline: int | None
+    points: int
+    state: str  # collecting, constant, in_control, out_of_control
+    last_violation: dict[str, Any] | None  # the last point that signalled any rule
+    holds: bool
+
+
+def chart_summaries(session: Session, config: SpcConfig) -> list[ChartSummary]:
+    """Every chart of the charted station types, judged over all its points (a read)."""
+    out: list[ChartSummary] = []
+    frozen = store.charts(session)
+    for key in store.chart_keys(session, config.station_types):
+        pts = store.all_points(session, key)
+        subject = f"{key[0]}/{key[1]}"
+        chart = frozen.get(key)
+        if chart is None:
+            n = sum(1 for p in pts if p.conforming)
+            out.append(ChartSummary(key[0], key[1], pts[0].test if pts else None,
+                                    pts[0].unit if pts else None, None, None, None, None,
+                                    None, len(pts), f"collecting ({n}/{config.baseline})", None,
+                                    config.holds(subject)))
+            continue
+        limits = Limits(chart.centre, chart.sigma, chart.baseline, chart.mr_bar)
+        state, last = "constant", None
+        if not limits.constant:
+            end = _end_of(chart, pts)
+            run = run_chart(limits, [_point(p) for p in pts if p.order > end],
+                            config.sustain, config.rtn_points)
+            state = "out_of_control" if run.state else "in_control"
+            j = next((j for j in reversed(run.judged) if j.signals), None)
+            if j is not None:
+                last = {"rules": list(j.signals), "alarm": list(j.alarm),
+                        "time": store.parse_order_time(j.point.order), "unit": j.point.unit,
+                        "station": j.point.station, "value": j.point.value,
+                        "z": round(j.z, 3)}
+        out.append(ChartSummary(key[0], key[1], chart.test, chart.unit, limits.centre,
+                                limits.lcl, limits.ucl, limits.sigma, limits.baseline,
+                                len(pts), state, last, config.holds(subject)))
+    return out

@@ -1,0 +1,140 @@
+"""The SPC stage in the worker's batch processor (default stages), on SQLite and PostgreSQL:
+limits frozen from the first points, a drift raising `spc.out_of_control` for its chart only,
+back in control, a replay adding nothing, and a holding chart holding the units."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from linetrace.ledger.alerts.models import Alert
+from linetrace.ledger.db import Ledger
+from linetrace.ledger.models import Hold
+from linetrace.ledger.spc import SpcChart
+from linetrace.schemas import bodies as b
+from linetrace.streams.detect.spc import baseline_limits
+
+from .route_line import Batches, commands
+
+pytestmark = pytest.mark.integration
+
+NOMINAL, SIGMA = 12.0, 0.15
+
+
+class Ict:
+    """ICT results (TP1: the 12 V rail; TP2: the 3.3 V rail) as the ICT station sends them."""
+
+    def __init__(self, ledger: Ledger, keys: Path) -> None:
+        self.batches = Batches(ledger, keys)
+        self.rng = random.Random(5)
+        self.n = 0
+        self.tp1: list[float] = []
+
+    def board(self, tp1: float | None = None) -> str:
+        self.n += 1
+        serial = f"PCBA-SPC-{self.n:04d}"
+        v1 = tp1 if tp1 is not None else NOMINAL + self.rng.gauss(0, SIGMA)
+        v2 = 3.3 + self.rng.gauss(0, 0.04)
+        self.tp1.append(v1)
+        ok = 11.4 <= v1 <= 12.6
+        self.batches.flow.at(40, "unit.tested", serial, b.UnitTested(
+            transaction_id=str(uuid.uuid4()), method="ICT", result="Passed" if ok else "Failed",
+            fixture="FX-ICT-A-01", tests=[
+                b.TestResult(name="rail_p12v", result="Passed" if ok else "Failed",
+                             measurements=[b.Measurement(name="TP1", value=round(v1, 5),
+                                                         unit="V", expected=12.0, min=11.4,
+                                                         max=12.6)]),
+                b.TestResult(name="rail_p3v3", result="Passed", measurements=[
+                    b.Measurement(name="TP2", value=round(v2, 5), unit="V", expected=3.3,
+                                  min=3.135, max=3.465)])]))
+        return serial
+
+    def boards(self, n: int, per_batch: int = 7, values: list[float] | None = None
+               ) -> list[str]:
+        serials = []
+        for i in range(n):
+            serials.append(self.board(values[i] if values else None))
+            if (i + 1) % per_batch == 0:
+                self.batches.write()
+        self.batches.write()
+        return serials
+
+
+def alerts(ledger: Ledger) -> dict[str, dict[str, Any]]:
+    with ledger.reader() as s:
+        return {a.subject: {"state": a.state, "active": a.active, "priority": a.priority,
+                            "occurrences": a.occurrences, "unit": a.unit,
+                            "details": a.details if isinstance(a.details, dict)
+                            else json.loads(a.details)}
+                for a in s.scalars(select(Alert).where(Alert.condition == "spc.out_of_control"))}
+
+
+def charts(ledger: Ledger) -> dict[str, SpcChart]:
+    with ledger.reader() as s:
+        out = {f"{c.station_type}/{c.measurement}": c for c in s.scalars(select(SpcChart))}
+        s.expunge_all()
+        return out
+
+
+@pytest.fixture
+def ict(ledger: Ledger, tmp_path: Path) -> Iterator[Ict]:
+    yield Ict(ledger, tmp_path / "keys")
+
+
+def test_limits_freeze_at_the_baseline_and_a_drift_alarms_its_chart_only(
+        ledger: Ledger, ict: Ict) -> None:
+    ict.boards(24)
+    assert charts(ledger) == {}  # 24 points: still collecting
+    ict.boards(30)
+    frozen = charts(ledger)
+    assert set(frozen) == {"ict/TP1", "ict/TP2"}
+    expect = baseline_limits([round(v, 5) for v in ict.tp1[:25]])
+    assert frozen["ict/TP1"].centre == pytest.approx(expect.centre)
+    assert frozen["ict/TP1"].sigma == pytest.approx(expect.sigma)
+    assert frozen["ict/TP1"].baseline == 25 and frozen["ict/TP1"].unit == "V"
+    assert alerts(ledger) == {}  # in control, natural noise
+    drift = [NOMINAL + SIGMA * 0.4 * k for k in range(1, 16)]  # 0.4 sigma per board
+    serials = ict.boards(15, per_batch=3, values=drift)
+    assert charts(ledger)["ict/TP1"].centre == frozen["ict/TP1"].centre  # never moves
+    found = alerts(ledger)
+    assert set(found) == {"ict/TP1"}
+    a = found["ict/TP1"]
+    assert a["active"] and a["priority"] == "medium" and a["occurrences"] == 1
+    assert a["unit"] in serials and a["details"]["rules"]
+    assert set(a["details"]["units"]) >= set(serials[:5]) - {a["unit"]}  # the trend's points
+    assert a["details"]["units"][-1] == a["unit"] and len(a["details"]["points"]) >= 5
+    assert a["details"]["unit_of_measure"] == "V"
+    # a replay of the same events adds nothing
+    with ledger.reader() as s:
+        before = s.scalar(select(Alert.occurrences).where(Alert.subject == "ict/TP1"))
+    assert before == 1
+    # back in control after ten calm points (the chart's limits unchanged)
+    ict.boards(12, per_batch=4, values=[NOMINAL + 0.01 * (-1) ** i for i in range(12)])
+    back = alerts(ledger)["ict/TP1"]
+    assert not back["active"] and back["state"] in ("rtn_unacknowledged", "normal")
+
+
+def test_a_holding_chart_holds_the_units_of_its_violation(
+        ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "spc.json"
+    config.write_text(json.dumps({"station_types": ["ict"], "hold": ["ict/TP1"]}))
+    monkeypatch.setenv("LINETRACE_SPC", str(config))
+    ict = Ict(ledger, tmp_path / "keys")
+    ict.boards(40)
+    drift = [NOMINAL + 4 * SIGMA + 0.05 * k for k in range(6)]  # beyond 3 sigma, to stay
+    serials = ict.boards(6, per_batch=6, values=drift)
+    with ledger.reader() as s:
+        held = [(h.target, h.code, h.placed_by, h.station) for h in s.scalars(
+            select(Hold).where(Hold.code == "spc.out_of_control").order_by(Hold.target))]
+    assert [h[0] for h in held] == serials[:5]
+    assert all(h[1:] == ("spc.out_of_control", "linetrace", "ict-01") for h in held)
+    told = [body["unit"] for station, body in commands(ledger)
+            if body["type"] == "command.hold" and station == "ict-01"]
+    assert told == [serials[4]]
