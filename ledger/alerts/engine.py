@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Table, func, select
@@ -247,7 +247,7 @@ def apply_conditions(session: Session, conditions: Sequence[Condition]) -> int:
         known = {a.alert_id: a for a in session.scalars(  # operator may act meanwhile)
             select(Alert).where(Alert.alert_id.in_(wanted) | Alert.parent.in_(wanted))
             .order_by(Alert.alert_id).with_for_update())}
-        since = min(c.time for c in conditions) - CHATTER_WINDOW
+        since = min(utc(c.time) for c in conditions) - CHATTER_WINDOW
         prior = _prior(session, sorted(set(ids) & known.keys()),
                        [_clip(c.cause, 128) for c in conditions], since)
     w = _Writer(session, prior, known)
@@ -255,6 +255,8 @@ def apply_conditions(session: Session, conditions: Sequence[Condition]) -> int:
         spec_of(c.condition)  # an unknown condition is a detector's bug: say so
         if len(c.cause) > 128:
             c = replace(c, cause=_clip(c.cause, 128))
+        if c.time.tzinfo is not UTC:  # stored and compared as UTC (SQLite keeps no offset)
+            c = replace(c, time=utc(c.time))
         a = known.get(aid)
         if a is None:
             if not c.active:
@@ -355,6 +357,7 @@ def apply_action(session: Session, alert_id: str, action: Action, *, user: str,
     if action not in _TRANSITION:
         raise AlertError(f"unknown alert action {action!r}: use one of {', '.join(ACTIONS)}",
                          code="alert.invalid")
+    time, until = utc(time), utc_or_none(until)
     a = session.get(Alert, alert_id, with_for_update=True)  # the worker may apply findings
     if a is None:
         raise unknown(alert_id)

@@ -362,3 +362,15 @@ def test_a_long_message_and_odd_details_do_not_fail_the_batch(ledger: Ledger) ->
     assert len(v.message) == 1024 and v.details == {"at": "2026-03-01 08:00:00+00:00", "n": 1}
     assert apply(ledger, Condition("spc.out_of_control", "s" * 300, True, at(0), "c" * 200,
                                    message=long)) == 0  # the same finding again
+
+
+def test_times_with_another_offset_are_the_same_instants_in_utc(ledger: Ledger) -> None:
+    from datetime import timezone
+
+    plus2 = timezone(timedelta(hours=2))
+    apply(ledger, Condition("flow.station_down", "ict-1", True,
+                            at(0).astimezone(plus2), "e1"))
+    apply(ledger, down(False, 30, "e2"))  # 30 s later in UTC: not stale
+    v = view(ledger)
+    assert (v.state, v.raised, v.cleared) == ("rtn_unacknowledged", at(0), at(30))
+    assert act(ledger, DOWN, "acknowledge", 40, "a1").updated == at(40)
