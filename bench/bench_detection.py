@@ -147,9 +147,9 @@ def scenarios(seeds: Iterable[int], quick: bool) -> list[Scenario]:
             elif f == "bad-lot":
                 units = 16 if quick else 24
                 target = r.randint(2, units // 3)  # 16 GPUs a lot: 2 servers each
-            elif f == "ict-drift":
-                units = 30 if quick else 40
-                target = r.randint(units // 2, units // 2 + 5)
+            elif f == "ict-drift":  # after the chart's baseline (25 boards, spc.json)
+                target = r.randint(28, 32)
+                units = target + 14
             elif f == "avl-violation":
                 units, target = 12, r.randint(1, 2)  # 30 PSUs a lot: 7 servers
             elif f == "station-down":
@@ -159,8 +159,8 @@ def scenarios(seeds: Iterable[int], quick: bool) -> list[Scenario]:
             r = _rng(n, seed)
             units, target = small, r.randint(1, small)
             if n == "ict-wobble":
-                units = 30 if quick else 40
-                target = r.randint(units // 2, units // 2 + 5)
+                target = r.randint(28, 32)
+                units = target + 14
             elif n == "lot-one-failure":
                 units = 16 if quick else 24
                 target = r.randint(2, units // 3)
