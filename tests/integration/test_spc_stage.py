@@ -138,3 +138,38 @@ def test_a_holding_chart_holds_the_units_of_its_violation(
     told = [body["unit"] for station, body in commands(ledger)
             if body["type"] == "command.hold" and station == "ict-01"]
     assert told == [serials[4]]
+
+
+@pytest.mark.slow
+def test_ict_drift_through_the_broker_and_worker_alarms_the_drifting_chart(
+        broker: str, worker: Any, line_dir: Path) -> None:
+    """`linetrace simulate` with ict-drift from the 26th board, read by a real worker: the
+    12 V rail's chart (ict/TP1) is out of control, no other chart, and `linetrace alerts` and
+    `linetrace spc` say so."""
+    from linetrace.cli.supervisor import drained
+
+    from ..conftest import run_cli, wait_for
+
+    r = run_cli("simulate", "--seed", "931", "--units", "36", "--product", "A", "--faults",
+                "ict-drift:26", "--start", "2026-05-04T06:00:00Z", "--burnin-seconds", "5",
+                data_dir=line_dir, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ledger = Ledger(f"sqlite:///{line_dir / 'ledger.db'}")
+    try:
+        wait_for(lambda: drained(ledger, broker) and drained(ledger, broker), 180,
+                 interval=0.5, what="the worker to drain")
+    finally:
+        ledger.close()
+    listed = run_cli("alerts", "--state", "all", "--json", data_dir=line_dir)
+    assert listed.returncode == 0, listed.stderr
+    spc = [a for a in json.loads(listed.stdout) if a["condition"].startswith("spc.")]
+    assert [(a["condition"], a["subject"], a["priority"]) for a in spc] == [
+        ("spc.out_of_control", "ict/TP1", "medium")]
+    shown = run_cli("spc", "--json", data_dir=line_dir)
+    assert shown.returncode == 0, shown.stderr
+    charts = {f"{c['station_type']}/{c['measurement']}": c for c in json.loads(shown.stdout)}
+    assert set(charts) == {f"ict/TP{i}" for i in (1, 2, 3)} | {"ict/R17", "ict/C212", "ict/U41"}
+    assert charts["ict/TP1"]["state"] == "out_of_control"
+    assert charts["ict/TP1"]["baseline"] == 25 and charts["ict/TP1"]["unit"] == "V"
+    assert charts["ict/TP1"]["last_violation"]["time"].endswith("Z")
+    assert all(c["state"] == "in_control" for k, c in charts.items() if k != "ict/TP1")
