@@ -45,7 +45,7 @@ from ..proof.statements import shelve_problem
 from ..users import verify_user_statement
 from .engine import Action, apply_action
 from .models import Alert
-from .views import AlertError, AlertView, get_alert
+from .views import AlertError, AlertView, get_alert, unknown
 
 #: Roles that may sign each action (mirrored in `ledger.proof.statements.ALERT_ROLES`; a test
 #: keeps the two equal).
@@ -175,7 +175,12 @@ def act(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedStatement, ale
     with ledger.transaction() as session:
         if recorded_again(session, signed, alert_id, (event_type,)) is not None:
             return AlertOutcome(get_alert(session, alert_id), False, "already recorded")
-        get_alert(session, alert_id)  # alert.unknown before anything is checked or recorded
+        # Locked for this transaction (PostgreSQL: two people acting at once are decided one
+        # after the other, so the second sees the first's acknowledgement); alert.unknown
+        # before anything is checked or recorded.
+        if session.scalars(select(Alert).where(Alert.alert_id == alert_id).with_for_update()
+                           ).one_or_none() is None:
+            raise unknown(alert_id)
         st = verify_user_statement(session, signed, action=STATEMENT_ACTION[action],
                                    target=alert_id, roles=ALERT_ROLES[STATEMENT_ACTION[action]])
         check_details(st, details)
