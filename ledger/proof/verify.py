@@ -161,7 +161,7 @@ def _check_signatures(entries: list[Entry], plant: VerifierKey) -> str:
 
 
 def _check_statements(entries: list[Entry], version: int) -> str:
-    """People's statements in the hold and user leaves, re-checked from the bundle alone
+    """People's statements in the hold, alert and user leaves, re-checked from the bundle alone
     (`statements.check_statements`, as `verify-ledger` does over the whole log): their plant
     signatures were checked already, so the `user.enrolled` leaves say which key is whose."""
     people = [e for e in entries
@@ -185,11 +185,11 @@ def _check_statements(entries: list[Entry], version: int) -> str:
                      and e.event.type == p.event_type)
         raise fail("statements", f"{p.event_type} {p.subject} (leaf {index}): {p.detail}")
     if not audit.statements:
-        return f"{len(people)} hold and user events, none signed by a person"
+        return f"{len(people)} hold, alert and user events, none signed by a person"
     roots = ", ".join(f"{user} (key id {keyid})" for user, keyid in audit.first_admins)
     return (f"{audit.statements} statements by {len(audit.signers)} people in {audit.events} "
-            "hold and user events verify with their enrolled keys, say what the events record "
-            f"and come from roles that may sign them; the people were enrolled from the "
+            "hold, alert and user events verify with their enrolled keys, say what the events "
+            "record and come from roles that may sign them; the people were enrolled from the "
             f"self-signed first admin {roots}: confirm that key id with the plant")
 
 

@@ -81,7 +81,8 @@ def test_the_bundle_carries_the_alert_actions_and_their_signers_and_verifies(
     assert {e.subject for e in events if e.type == "user.enrolled"} == {"admin", "s1", "q1"}
     seen: dict[str, str] = {}
     verify_bundle(bundle, VKEY, report=lambda check, msg: seen.__setitem__(check, msg))
-    assert seen["statements"].startswith("5 statements by 3 people in 5 ")
+    assert seen["statements"].startswith("5 statements by 3 people in 5 hold, alert and user "
+                                         "events verify")
 
 
 def test_an_acknowledgement_recording_another_comment_or_user_fails_statements(

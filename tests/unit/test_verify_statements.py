@@ -133,7 +133,8 @@ def test_the_bundle_carries_the_holds_and_every_signer_back_to_the_first_admin_a
     verify_bundle(bundle, VKEY, report=lambda check, msg: seen.__setitem__(check, msg))
     assert list(seen) == [c for c in CHECKS if c != "consistency"]
     admin = signing.keyid_of(person("admin").public_key())
-    assert seen["statements"].startswith("7 statements by 3 people in 6 hold and user events")
+    assert seen["statements"].startswith("7 statements by 3 people in 6 hold, alert and user "
+                                         "events")
     assert f"first admin admin (key id {admin})" in seen["statements"]
 
 
