@@ -157,7 +157,9 @@ class Measurement(Base):
     expected: Mapped[float | None] = mapped_column(Float)
     min: Mapped[float | None] = mapped_column(Float)
     max: Mapped[float | None] = mapped_column(Float)
-    __table_args__ = (Index("ix_measurements_test", "test_id"),)
+    __table_args__ = (Index("ix_measurements_test", "test_id"),
+                      # an SPC chart's points: one measurement name's rows (ledger/spc.py)
+                      Index("ix_measurements_name", "name", "test_id"))
 
 
 class Firmware(Base):

@@ -2,7 +2,8 @@
 
 SPC (issue 12): `spc_charts`, each (station type, measurement) chart's limits frozen from its
 first baseline points (centre, sigma = MR-bar / d2), so replaying the same events gives the
-same limits and the data a chart judges never moves them.
+same limits and the data a chart judges never moves them; `ix_measurements_name`, so a chart's
+recent points are read by its measurement name instead of scanning every measurement.
 
 Revision ID: c3f0e1a21203
 Revises: b2ad1c7e1202
@@ -37,7 +38,11 @@ def upgrade() -> None:
     sa.Column('baseline_event', sa.String(length=36), nullable=False),
     sa.PrimaryKeyConstraint('station_type', 'measurement')
     )
+    with op.batch_alter_table('measurements', schema=None) as batch_op:
+        batch_op.create_index('ix_measurements_name', ['name', 'test_id'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('measurements', schema=None) as batch_op:
+        batch_op.drop_index('ix_measurements_name')
     op.drop_table('spc_charts')
