@@ -22,8 +22,10 @@ shipped policy (p0 = 1.25 %, window 20, floor 3, alpha 5e-4): 3 failures fire fo
 A lot found clustering raises `lot.failure_cluster` (subject: the lot; latched) and is held:
 linetrace places a lot hold (`hold.placed`, scope lot, category quality, code
 `lot.failure_cluster`), cascading to every unit that contains the lot and has not shipped.
-While that hold is in force the lot is not judged again; once quality releases it, only
-verdicts after the release count (the evidence before it was reviewed).
+Once held the lot is not judged again: while the hold is in force quality is looking at it,
+and once quality ended it (released with two signatures, after review) the lot is theirs;
+holding it again on the failures they reviewed, or on each further failure of a lot they chose
+to use, would be a nuisance alarm. Failing units are still routed to repair by their verdicts.
 """
 
 from __future__ import annotations

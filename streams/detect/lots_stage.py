@@ -2,8 +2,8 @@
 
 `load` reads, for each `burnin.verdict` of the batch (stored already, the batch's own
 projections written): the lot of each GPU it names (`installs`, category of the policy), then
-per lot its GPUs, the units they went into and those units' verdicts (decoded), and the lot's
-cluster holds (one in force: the lot is not judged; ended ones: only later verdicts count). The
+per lot its GPUs, the units they went into and those units' verdicts (decoded); a lot linetrace
+held for a cluster once (the hold in force, or ended by quality) is not judged again. The
 test runs per verdict in log order, counting only verdicts up to that one, so the verdict that
 tips a lot over is the same however the batches fall. For a lot that fires, `load` reads what
 the hold will reach (every unit containing the lot, through sub-assemblies; shipped ones are
@@ -105,11 +105,9 @@ class LotClusterStage:
 
     def _judge_lot(self, session: Session, lot: str, verdicts: Sequence[Candidate],
                    lot_of: dict[str, tuple[str, str]]) -> Firing | None:
-        holds = session.execute(select(Hold.state, Hold.released).where(
-            Hold.scope == "lot", Hold.target == lot, Hold.code == lots.HOLD_CODE)).all()
-        if any(state == "active" for state, _ in holds):
-            return None  # held already: quality is looking at it
-        since = max((_utc(r) for _, r in holds if r is not None), default=None)
+        if session.scalar(select(Hold.hold_id).where(
+                Hold.scope == "lot", Hold.target == lot, Hold.code == lots.HOLD_CODE).limit(1)):
+            return None  # held already: quality is looking at it, or has decided
         rows = session.execute(select(Install.serial, Install.unit, Install.mpn).where(
             Install.lot == lot, Install.category == self.policy.category)).all()
         serials = {r[0] for r in rows if r[0] is not None}
@@ -123,7 +121,7 @@ class LotClusterStage:
                     in_values(session, EventRow.subject, units[i:i + _CHUNK]),
                     EventRow.type == VERDICT, EventRow.source == SYSTEM_SOURCE)):
                 body = decode_stored_event(value).body
-                if isinstance(body, b.BurninVerdict) and (since is None or _utc(t) > since):
+                if isinstance(body, b.BurninVerdict):
                     stored.append((seq, (eid, subject, _utc(t), verdict_gpus(body))))
         seq_of = {v[0]: seq for seq, v in stored}
         for c in verdicts:  # in log order: the verdict that tips the lot over is the cause
