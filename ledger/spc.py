@@ -100,13 +100,15 @@ def _order() -> tuple[object, ...]:
     return (TestRun.time, TestRun.event_id, Measurement.id)
 
 
-def points_of_events(session: Session, event_ids: Collection[str],
+def points_of_events(session: Session, events: Collection[tuple[str, str]],
                      station_types: Collection[str]) -> list[StoredPoint]:
-    """The measurements of these test events at stations of the charted types."""
-    if not event_ids or not station_types:
+    """The measurements of these test events, `(serial, event id)`, at stations of the
+    charted types (found through `ix_tests_serial`)."""
+    if not events or not station_types:
         return []
     q = _joined(*_columns()).where(  # type: ignore[attr-defined]
-        TestRun.event_id.in_(sorted(event_ids)), TestRun.kind == "test",
+        TestRun.serial.in_(sorted({s for s, _ in events})),
+        TestRun.event_id.in_(sorted({e for _, e in events})), TestRun.kind == "test",
         Station.station_type.in_(sorted(station_types))).order_by(*_order())
     return [_point(r) for r in session.execute(q)]
 

@@ -66,7 +66,7 @@ class SpcStage:
     name: str = "spc"
 
     def load(self, session: Session, batch: Sequence[Candidate]) -> SpcState | None:
-        tested = {c.event.id for c in batch if c.event.type == "unit.tested"}
+        tested = {(c.event.subject, c.event.id) for c in batch if c.event.type == "unit.tested"}
         if not tested:
             return None
         points = store.points_of_events(session, tested, self.config.station_types)
