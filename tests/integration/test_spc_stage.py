@@ -173,3 +173,45 @@ def test_ict_drift_through_the_broker_and_worker_alarms_the_drifting_chart(
     assert charts["ict/TP1"]["baseline"] == 25 and charts["ict/TP1"]["unit"] == "V"
     assert charts["ict/TP1"]["last_violation"]["time"].endswith("Z")
     assert all(c["state"] == "in_control" for k, c in charts.items() if k != "ict/TP1")
+    table = run_cli("spc", data_dir=line_dir)
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.startswith("ict/TP1"))
+    assert "out_of_control" in row and "rail_p12v" in row
+
+
+def test_a_replay_in_other_batches_gives_the_same_limits_and_alerts(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """The same events written again into a fresh ledger, in batches of another size: the
+    charts' frozen limits and the SPC alerts (state, occurrences, cause) are the same."""
+    ict = Ict(ledger, tmp_path / "keys")
+    written: list[Any] = []
+    write = ict.batches.write
+
+    def recording() -> list[Any]:
+        written.extend(ict.batches.pending)
+        return write()
+
+    ict.batches.write = recording  # type: ignore[method-assign]
+    ict.boards(40)
+    ict.boards(15, per_batch=4, values=[NOMINAL + SIGMA * 0.4 * k for k in range(1, 16)])
+    ict.boards(12, per_batch=5, values=[NOMINAL + 0.01 * (-1) ** i for i in range(12)])
+    again = Ledger(f"sqlite:///{tmp_path / 'replay.db'}")
+    try:
+        replay = Batches(again, tmp_path / "keys")  # the same plant key
+        for i in range(0, len(written), 11):
+            replay.pending = list(written[i:i + 11])
+            replay.write()
+
+        def state(lg: Ledger) -> tuple[Any, ...]:
+            with lg.reader() as s:
+                limits = sorted((c.station_type, c.measurement, c.centre, c.sigma,
+                                 c.baseline_event) for c in s.scalars(select(SpcChart)))
+                found = sorted((a.subject, a.active, a.occurrences, a.cause, a.unit)
+                               for a in s.scalars(select(Alert)
+                                                  .where(Alert.condition.like("spc.%"))))
+            return limits, found
+
+        assert state(again) == state(ledger)
+        assert state(ledger)[1] and state(ledger)[1][0][0] == "ict/TP1"
+    finally:
+        again.close()
