@@ -80,7 +80,8 @@ def cmd_evidence(args: argparse.Namespace, settings: Settings) -> int:
     from .ledger_cmds import open_ledger
 
     signer = _signer(settings)
-    out = write_evidence(open_ledger(settings), args.serial, Path(args.output), signer)
+    out = write_evidence(open_ledger(settings), args.serial, Path(args.output), signer,
+                         telemetry=args.telemetry)
     print(f"evidence for {out.unit}: {out.leaves} leaves proven in the checkpoint of tree size "
           f"{out.tree_size}, written to {out.directory}")
     print(f"check it with: linetrace verify {out.directory} --key '{signer.verifier}'")
@@ -155,6 +156,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     e = add("evidence", cmd_evidence, "write a sealed unit's evidence bundle for an auditor")
     e.add_argument("serial")
     e.add_argument("-o", "--output", metavar="DIR", required=True)
+    e.add_argument("--telemetry", action="store_true",
+                   help="also carry the raw telemetry of each burn-in run (telemetry/), which "
+                   "verify checks against the run's burnin.verdict (docs/burnin.md)")
     v = add("verify", cmd_verify,
             "check an evidence bundle offline (no database): prints each check, fails on the "
             "first one that does not hold")

@@ -34,7 +34,7 @@ from .errors import LedgerError
 from .alerts.actions import alert_action_seqs
 from .holds import hold_event_seqs
 from .proof.hbom import as_built
-from .proof.leaf import parse_leaf
+from .proof.leaf import VERDICT_CHAIN, parse_leaf
 from .log import (
     LogCheckpoint,
     LogLeaf,
@@ -47,6 +47,7 @@ from .log import (
 from .models import EventRow
 from .proof.note import Signer
 from .proof.statements import carried_statements
+from .evidence_telemetry import telemetry_files
 from .system_events import SealedHbom
 from .proof.bundle import (
     CHECKPOINT,
@@ -56,10 +57,12 @@ from .proof.bundle import (
     MANIFEST,
     PROOFS,
     README,
+    TELEMETRY,
     leaf_file,
     manifest_json,
     proof_file,
     readme,
+    telemetry_file,
 )
 
 
@@ -107,6 +110,8 @@ def _collect(session: Session, unit: str, size: int) -> tuple[list[LogLeaf], byt
     body = seal.body
     assert isinstance(body, b.UnitSealed)
     leaves = {r.idx: r for r in mine}
+    # The unit's burn-in verdicts (a chain of their own: proof/leaf.py VERDICT_CHAIN).
+    leaves.update({r.idx: r for r in chain_leaves(session, VERDICT_CHAIN, unit) if r.idx < size})
     # The seal covers the unit's chain up to the leaf it names (its unit.packed).
     head_idx = next((r.idx for r in mine if r.idx < seal_row.idx
                      and merkle.leaf_hash(r.data).hex() == body.chain_head), seal_row.idx - 1)
@@ -173,9 +178,10 @@ def _people(session: Session, rows: Iterable[LogLeaf], size: int) -> dict[int, L
     return out
 
 
-def write_evidence(ledger: Ledger, unit: str, directory: Path, signer: Signer
-                   ) -> EvidenceSummary:
-    """Write the evidence bundle of a sealed unit into `directory` (new or empty)."""
+def write_evidence(ledger: Ledger, unit: str, directory: Path, signer: Signer, *,
+                   telemetry: bool = False) -> EvidenceSummary:
+    """Write the evidence bundle of a sealed unit into `directory` (new or empty); with
+    `telemetry`, also the raw telemetry of each burn-in run a `burnin.verdict` leaf commits."""
     if directory.exists() and any(directory.iterdir()):
         raise BundleExists(f"{directory} is not empty; choose a new directory for the bundle")
     maybe_checkpoint(ledger, signer, every_leaves=1, every_seconds=0)
@@ -186,6 +192,7 @@ def write_evidence(ledger: Ledger, unit: str, directory: Path, signer: Signer
         rows, hbom = _collect(session, unit, cp.size)
         proofs = _prove(session, [r.idx for r in rows], cp.size)
         prev = session.get(LogCheckpoint, cp.prev_size) if cp.prev_size is not None else None
+        runs = telemetry_files(session, unit, [_decode(r) for r in rows]) if telemetry else {}
     (directory / LEAVES).mkdir(parents=True, exist_ok=True)
     (directory / PROOFS).mkdir(exist_ok=True)
     for r in rows:
@@ -195,6 +202,9 @@ def write_evidence(ledger: Ledger, unit: str, directory: Path, signer: Signer
         (directory / proof_file(r.idx)).write_text(json.dumps(doc, indent=1) + "\n")
     (directory / CHECKPOINT).write_text(cp.note, encoding="utf-8")
     (directory / HBOM).write_bytes(hbom)
+    for run_id, data in sorted(runs.items()):
+        (directory / TELEMETRY).mkdir(exist_ok=True)
+        (directory / telemetry_file(run_id)).write_bytes(data)
     history: list[tuple[int, str]] = [(cp.size, cp.note)]
     links: list[ConsistencyLink] = links_of([cp])
     if prev is not None:

@@ -17,7 +17,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,10 @@ PEOPLE_FORMAT = 3
 ALERT_FORMAT = 4
 MANIFEST, CHECKPOINT, HBOM, README = "manifest.json", "checkpoint.txt", "hbom.cdx.json", "README.md"
 LEAVES, PROOFS, HISTORY = "leaves", "proofs", "history"
+#: The first format that may carry a unit's raw burn-in telemetry (`telemetry/<run id>.jsonl`,
+#: written with `linetrace evidence --telemetry`, checked against the `burnin.verdict` leaves).
+TELEMETRY_FORMAT = 4
+TELEMETRY = "telemetry"
 
 #: The fields of a manifest, per format version. 1: the first bundles. 2: adds `requires`; the
 #: manifest and README are verified against the bundle (1's are too, with 1's README). 3: the
@@ -52,13 +56,16 @@ MANIFEST_FIELDS: Mapping[int, frozenset[str]] = {1: _FIELDS_1, 2: _FIELDS_1 | {"
 
 #: The checks `linetrace verify` runs, in order; a failure names one of them.
 CHECKS = ("bundle", "checkpoint", "history", "inclusion", "manifest", "leaves", "signatures",
-          "statements", "unit-chain", "hbom-seal", "hbom-parts", "materials", "consistency")
+          "statements", "unit-chain", "hbom-seal", "hbom-parts", "materials", "telemetry",
+          "consistency")
 
-_DIRS = frozenset({LEAVES, PROOFS, HISTORY, f"{HISTORY}/{CHECKPOINTS}", f"{HISTORY}/{CONSISTENCY}"})
+_DIRS = frozenset({LEAVES, PROOFS, HISTORY, f"{HISTORY}/{CHECKPOINTS}", f"{HISTORY}/{CONSISTENCY}",
+                   TELEMETRY})
 _LEAF = re.compile(rf"{LEAVES}/(\d{{16}})\.leaf")
 _PROOF = re.compile(rf"{PROOFS}/(\d{{16}})\.json")
 _HELD = re.compile(rf"{HISTORY}/{CHECKPOINTS}/(\d{{16}})\.txt")
 _LINK = re.compile(rf"{HISTORY}/{CONSISTENCY}/(\d{{16}})-(\d{{16}})\.json")
+_TELEMETRY = re.compile(rf"{TELEMETRY}/([0-9a-f]{{8}}(?:-[0-9a-f]{{4}}){{3}}-[0-9a-f]{{12}})\.jsonl")
 _FORMAT = re.compile(rf"{FORMAT_NAME}/([1-9]\d{{0,5}})")
 
 
@@ -74,6 +81,10 @@ class VerificationFailed(LedgerError):
 
 def fail(check: str, message: str) -> VerificationFailed:
     return VerificationFailed(check, message)
+
+
+def telemetry_file(run_id: str) -> str:
+    return f"{TELEMETRY}/{run_id}.jsonl"
 
 
 def leaf_file(index: int) -> str:
@@ -105,6 +116,7 @@ class Layout:
     proofs: dict[int, Path]
     held: dict[int, Path]  # history/checkpoints, by the size in the file name
     links: dict[tuple[int, int], Path]  # history/consistency, by the sizes in the file name
+    telemetry: dict[str, Path] = field(default_factory=dict)  # telemetry/, by run id
 
 
 def _files(root: Path) -> list[str]:
@@ -177,6 +189,7 @@ def scan(root: Path) -> Layout:
     proofs: dict[int, Path] = {}
     held: dict[int, Path] = {}
     links: dict[tuple[int, int], Path] = {}
+    telemetry: dict[str, Path] = {}
     for rel in files:
         path = root / rel
         if rel in (MANIFEST, CHECKPOINT, HBOM, README, f"{HISTORY}/{VERIFIER_KEY}"):
@@ -189,6 +202,8 @@ def scan(root: Path) -> Layout:
             held[int(m.group(1))] = path
         elif m := _LINK.fullmatch(rel):
             links[(int(m.group(1)), int(m.group(2)))] = path
+        elif (m := _TELEMETRY.fullmatch(rel)) and manifest.version >= TELEMETRY_FORMAT:
+            telemetry[m.group(1)] = path
         else:
             raise fail("bundle", f"unknown file {rel}: not part of a {BUNDLE_FORMAT} bundle, so "
                        "nothing verifies it; refusing the bundle (remove it if you added it)")
@@ -203,7 +218,7 @@ def scan(root: Path) -> Layout:
         raise fail("bundle", f"{proof_file(index)} proves no leaf: {leaf_file(index)} is missing")
     if not held:
         raise fail("bundle", f"{HISTORY}/{CHECKPOINTS}/ holds no checkpoint")
-    return Layout(root, manifest, leaves, proofs, held, links)
+    return Layout(root, manifest, leaves, proofs, held, links, telemetry)
 
 
 def check_history(layout: Layout, cp: Checkpoint, plant: VerifierKey) -> str:
@@ -268,7 +283,24 @@ def readme(unit: str, size: int, leaves: int, key: str, version: int = FORMAT_VE
         for old, new in _README_ALERTS:
             assert old in text
             text = text.replace(old, new)
+    if version >= TELEMETRY_FORMAT:
+        for old, new in _README_TELEMETRY:
+            assert old in text
+            text = text.replace(old, new)
     return text
+
+
+#: What the README says from TELEMETRY_FORMAT on: the optional telemetry files and their check.
+_README_TELEMETRY = (
+    (f"| `{HISTORY}/` | this checkpoint, the previous one and the consistency proof between them |\n",
+     f"| `{HISTORY}/` | this checkpoint, the previous one and the consistency proof between them |\n"
+     f"| `{TELEMETRY}/<run id>.jsonl` | (with `linetrace evidence --telemetry`) a burn-in run's "
+     "`burnin.telemetry` events, base64 of their exact bytes, one per line, in stationseq order |\n"),
+    ("approved-vendor check), consistency (with `--checkpoints`).",
+     "approved-vendor check), telemetry (each run's telemetry file holds exactly the events its\n"
+     "plant-signed `burnin.verdict` leaf committed: count, order and SHA-256), consistency (with\n"
+     "`--checkpoints`)."),
+)
 
 
 #: What format 4's README says beyond format 3's: the alert leaves and their statements.

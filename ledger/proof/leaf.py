@@ -125,6 +125,16 @@ def parse_leaf(data: bytes) -> Leaf:
     return leaf
 
 
+#: The chain of a unit's `burnin.verdict` leaves. A verdict is caused from `line.telemetry` (its
+#: run's end), so where it would fall among the unit's `line.events` leaves depends on how far
+#: each partition had been read; chained among themselves instead, verdicts never move another
+#: leaf's `unit_prev`, and a seal over the unit's chain stays a function of its cause.
+VERDICT_CHAIN = "line.events/burnin.verdict"
+
+
 def chain_of(event: Event) -> tuple[str, str]:
-    """The chain an event belongs to: (topic of its type, subject)."""
+    """The chain an event belongs to: (topic of its type, subject); a unit's burn-in
+    verdicts form a chain of their own (`VERDICT_CHAIN`, subject)."""
+    if event.type == "burnin.verdict":
+        return VERDICT_CHAIN, event.subject
     return TOPIC_OF_TYPE.get(event.type, ""), event.subject

@@ -48,12 +48,13 @@ from .bundle import (
     scan,
 )
 from .checkpoints import prove_consistent, read_checkpoints
-from .errors import LedgerError
+from .errors import LedgerError, ProofError
 from .hbom import AsBuilt, HbomMalformed, as_built, expected_content, read_hbom
 from .leaf import Leaf, LeafMalformed, chain_of, parse_leaf
 from .merkle import leaf_hash, verify_inclusion
 from .note import Checkpoint, VerifierKey, open_checkpoint
 from .statements import ACTION_OF_TYPE, check_statements
+from .telemetry import check_run_telemetry, read_telemetry_lines
 
 __all__ = ["BUNDLE_FORMAT", "CHECKPOINT", "CHECKS", "HBOM", "HISTORY", "MANIFEST", "README",
            "VerificationFailed", "leaf_file", "proof_file", "verify_bundle"]
@@ -344,6 +345,31 @@ def _check_consistency(root: Path, cp: Checkpoint, plant: VerifierKey, held_dir:
             + (f" ({'; '.join(lines[-3:])})" if lines else ""))
 
 
+def _check_telemetry(layout: Layout, entries: list[Entry], unit: str) -> str:
+    """Each `telemetry/<run id>.jsonl` against the unit's `burnin.verdict` leaf of that run:
+    the run's events, in order, as many as it counted, hashing to its commitment."""
+    verdicts = {e.event.body.run_id: e.event.body for e in entries
+                if isinstance(e.event.body, b.BurninVerdict) and e.event.subject == unit}
+    events = 0
+    for run_id, path in sorted(layout.telemetry.items()):
+        rel = path.relative_to(layout.root).as_posix()
+        verdict = verdicts.get(run_id)
+        if verdict is None:
+            raise fail("telemetry", f"{rel}: the bundle has no burnin.verdict leaf of unit "
+                       f"{unit} for run {run_id}, so nothing commits this telemetry")
+        try:
+            values = read_telemetry_lines(path.read_bytes(), rel)
+            check_run_telemetry(values, unit, verdict, rel)
+        except ProofError as e:
+            raise fail("telemetry", str(e)) from None
+        events += len(values)
+    if not layout.telemetry:
+        return (f"none carried ({len(verdicts)} burn-in verdict(s) in the bundle; "
+                "`linetrace evidence --telemetry` adds their runs' telemetry)")
+    return (f"{len(layout.telemetry)} run(s), {events} telemetry events, each run hashing to "
+            "the commitment its plant-signed burnin.verdict states")
+
+
 def verify_bundle(root: Path, key: str | VerifierKey, checkpoints: Path | None = None,
                   report: Report = lambda check, message: None) -> None:
     """Run every check of LEDGER.md on the bundle at `root`; raise VerificationFailed on the
@@ -380,5 +406,6 @@ def verify_bundle(root: Path, key: str | VerifierKey, checkpoints: Path | None =
     built = as_built(unit, sealed.chains)
     report("hbom-parts", _check_parts(hbom_bytes, unit, sealed, built))
     report("materials", _check_materials(entries, built))
+    report("telemetry", _check_telemetry(layout, entries, unit))
     if checkpoints is not None:
         report("consistency", _check_consistency(root, cp, plant, checkpoints))

@@ -27,6 +27,7 @@ from linetrace.schemas.topics import EVENTS, TELEMETRY
 from linetrace.stations.simulator import station_roster
 from linetrace.streams.detect.verdict_stage import VerdictStage
 from linetrace.streams.stages import Pipeline
+from linetrace.streams.system_stage import SystemEventsStage
 
 from ..unit.test_log_line import ENROLLED_AT, PLANT, SIGNER, line, station_candidates, station_key
 
@@ -45,14 +46,14 @@ def _events_last(cands: list[Candidate]) -> list[Candidate]:
             + [c for c in cands if c.record.topic == EVENTS])
 
 
-def feed(path: Path, order: Order, batch: int, units: int = 2) -> Ledger:
+def feed(path: Path, order: Order, batch: int, units: int = 2, seed: int = 11) -> Ledger:
     ledger = Ledger(f"sqlite:///{path}")
-    plan = line(units=units, seed=11)
+    plan = line(units=units, seed=seed)
     for sid, stype in station_roster(plan.config.product):
         enroll_station(ledger, PLANT, sid, stype, station_key(sid).public_key(),
                        now=ENROLLED_AT)
     ctx = SystemContext(plant_key=PLANT)
-    pipeline = Pipeline([VerdictStage(ctx)])
+    pipeline = Pipeline([SystemEventsStage(ctx), VerdictStage(ctx)])
     cands = order(station_candidates(plan))
     for i in range(0, len(cands), batch):
         out = write_batch(ledger, cands[i:i + batch], ctx=ctx, stages=pipeline)
@@ -127,4 +128,51 @@ def test_no_failure_is_routed_by_the_verdict_when_the_station_reported_it(
         # the station's own results and linetrace's verdict agree on the simulated line
         assert (body.result == "Passed") == (body.station_result == "Passed"), body.reasons
     assert not [r for r in _routes(ledger) if "verdict" in r.reason]
+    ledger.close()
+
+
+def test_evidence_carries_telemetry_that_verify_checks_against_the_verdict(
+        tmp_path: Path) -> None:
+    from linetrace.ledger.evidence import write_evidence
+    from linetrace.ledger.proof.verify import VerificationFailed, verify_bundle
+
+    ledger = feed(tmp_path / "a.db", lambda c: c, 40, units=1, seed=7)
+    server = line(units=1, seed=7).servers[0].serial  # sealed (tests/unit/test_verify_bundle)
+    plain = tmp_path / "plain"
+    write_evidence(ledger, server, plain, SIGNER)
+    seen: dict[str, str] = {}
+    verify_bundle(plain, str(SIGNER.verifier), report=seen.__setitem__)
+    assert seen["telemetry"].startswith("none carried (1 burn-in verdict")
+    assert not (plain / "telemetry").exists()
+
+    bundle = tmp_path / "bundle"
+    write_evidence(ledger, server, bundle, SIGNER, telemetry=True)
+    (path,) = sorted((bundle / "telemetry").iterdir())
+    seen.clear()
+    verify_bundle(bundle, str(SIGNER.verifier), report=seen.__setitem__)
+    lines = path.read_bytes().splitlines()
+    assert f"1 run(s), {len(lines)} telemetry events" in seen["telemetry"]
+
+    def refused(data: bytes) -> str:
+        path.write_bytes(data)
+        try:
+            verify_bundle(bundle, str(SIGNER.verifier))
+        except VerificationFailed as e:
+            assert e.check == "telemetry"
+            return str(e)
+        raise AssertionError("tampered telemetry verified")
+
+    import base64
+    value = bytearray(base64.b64decode(lines[5]))
+    at = value.index(b'"temp_c":') + len(b'"temp_c":')
+    value[at] = ord("9") if value[at] != ord("9") else ord("8")  # one temperature altered
+    altered = [*lines[:5], base64.b64encode(bytes(value)), *lines[6:]]
+    assert "altered" in refused(b"\n".join(altered) + b"\n")
+    assert "dropped" in refused(b"\n".join(lines[:5] + lines[6:]) + b"\n")
+    swapped = [*lines[:5], lines[6], lines[5], *lines[7:]]
+    assert "order" in refused(b"\n".join(swapped) + b"\n")
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    verify_bundle(bundle, str(SIGNER.verifier))
+    path.rename(path.with_name("00000000-0000-4000-8000-000000000000.jsonl"))
+    assert "no burnin.verdict leaf" in refused(path.read_bytes() if path.exists() else b"")
     ledger.close()
