@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, true
 from sqlalchemy.orm import Session
 
 from linetrace.ledger.alerts.conditions import Condition, alert_id
@@ -236,8 +236,10 @@ def unreceived_lots(session: Session, assembly_categories: frozenset[str]
     """Lots parts were installed from that have no receipt, with their first install; parts
     that are sub-assemblies built on the line (a consumed category, or a serial that is a
     unit of its own) are not purchased lots."""
+    purchased = or_(Install.category.is_(None), Install.category.not_in(
+        sorted(assembly_categories))) if assembly_categories else true()
     missing = sorted(session.scalars(select(Install.lot).distinct().outerjoin(
-        Lot, Lot.lot == Install.lot).where(Lot.lot.is_(None))))  # on ix_installs_lot
+        Lot, Lot.lot == Install.lot).where(Lot.lot.is_(None), purchased)))
     rows: list[Any] = []
     for i in range(0, len(missing), _CHUNK):
         rows += session.execute(select(
