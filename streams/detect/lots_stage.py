@@ -27,7 +27,9 @@ from sqlalchemy.orm import Session
 
 from linetrace.ledger.alerts.conditions import Condition
 from linetrace.ledger.hold_actions import command_cause, unit_station
-from linetrace.ledger.holds import hold_id_for, reached_units, split_reached
+from linetrace.ledger.holds import (
+    NOT_STOPPED, hold_id_for, reached_units, split_reached, unit_states,
+)
 from linetrace.ledger.models import EventRow, Hold, Install
 from linetrace.ledger.plant_data import LotPolicy, lot_policy
 from linetrace.ledger.records import Candidate
@@ -134,7 +136,9 @@ class LotClusterStage:
                 [v for seq, v in stored if seq <= upto], serials), self.policy)
             if cluster.fires:
                 held, shipped = split_reached(session, reached_units(session, "lot", lot))
-                stations = {u: s for u in held if (s := unit_station(session, u)) is not None}
+                states = unit_states(session, held)  # a board inside a held server: no command
+                stations = {u: s for u in held if states.get(u) not in NOT_STOPPED
+                            and (s := unit_station(session, u)) is not None}
                 return Firing(cluster, mpn, c, held, shipped, stations)
         return None
 
