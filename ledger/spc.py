@@ -174,3 +174,40 @@ def all_points(session: Session, key: ChartKey) -> list[StoredPoint]:
         Station.station_type == st, Measurement.name == name,
         TestRun.kind == "test").order_by(*_order())
     return [_point(r) for r in session.execute(q)]
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """One test or inspection result, for first-pass yield and the p-chart."""
+
+    station_type: str
+    serial: str
+    station: str
+    event_id: str
+    failed: bool
+    time: datetime
+
+
+def station_types_of(session: Session, stations: Collection[str]) -> dict[str, str]:
+    if not stations:
+        return {}
+    q = select(Station.station_id, Station.station_type).where(
+        Station.station_id.in_(sorted(stations)))
+    return {str(a): str(b) for a, b in session.execute(q)}
+
+
+def results_of_types(session: Session, station_types: Collection[str]
+                     ) -> dict[str, list[StoredResult]]:
+    """Every test and inspection result at stations of these types, in event order."""
+    if not station_types:
+        return {}
+    q = (select(Station.station_type, TestRun.serial, TestRun.station, TestRun.event_id,
+                TestRun.result, TestRun.time)
+         .join(Station, Station.station_id == TestRun.station)
+         .where(Station.station_type.in_(sorted(station_types)))
+         .order_by(TestRun.time, TestRun.event_id, TestRun.id))
+    out: dict[str, list[StoredResult]] = {}
+    for st, serial, station, ev, result, t in session.execute(q):
+        out.setdefault(str(st), []).append(StoredResult(str(st), str(serial), str(station),
+                                                        str(ev), result == "Failed", utc(t)))
+    return out

@@ -37,8 +37,10 @@ from linetrace.schemas.envelope import SYSTEM_SOURCE, Event
 from ..stages import NO_DECISIONS, Decisions
 from .spc import Limits, Point, SpcConfig, Transition, baseline_limits, describe, load_config
 from .spc import run_chart, transitions
+from .spc_rates import Result, fpy_findings, p_chart_findings
 
 CONDITION = "spc.out_of_control"
+_RESULT_TYPES = ("unit.tested", "unit.inspected")
 _CHARTS: Table = store.SpcChart.__table__  # type: ignore[assignment]
 
 
@@ -49,6 +51,9 @@ class SpcState:
     baselines: dict[store.ChartKey, list[store.StoredPoint]]  # charts without limits yet
     recent: dict[store.ChartKey, list[store.StoredPoint]]
     steps: dict[tuple[str, str], int] = field(default_factory=dict)  # (serial, station) -> step
+    #: first-pass yield and p-chart: the batch's result events, their types' results
+    results: dict[str, list[store.StoredResult]] = field(default_factory=dict)
+    new_results: set[str] = field(default_factory=set)
 
 
 def _point(p: store.StoredPoint) -> Point:
@@ -64,26 +69,32 @@ class SpcStage:
     config: SpcConfig = field(default_factory=lambda: load_config(
         os.environ.get("LINETRACE_SPC") or None))
     name: str = "spc"
+    rates: bool = True  # first-pass yield and the p-chart
 
     def load(self, session: Session, batch: Sequence[Candidate]) -> SpcState | None:
-        tested = {(c.event.subject, c.event.id) for c in batch if c.event.type == "unit.tested"}
-        if not tested:
+        results = [c.event for c in batch if c.event.type in _RESULT_TYPES]
+        if not results:
             return None
+        state = SpcState({}, {}, {}, {})
+        if self.rates:
+            types = store.station_types_of(session, {e.source for e in results})
+            state.results = store.results_of_types(session, set(types.values()))
+            state.new_results = {e.id for e in results}
+        tested = {(e.subject, e.id) for e in results if e.type == "unit.tested"}
         points = store.points_of_events(session, tested, self.config.station_types)
-        if not points:
-            return None
-        new: dict[store.ChartKey, list[store.StoredPoint]] = {}
         for p in points:
-            new.setdefault(p.key, []).append(p)
-        charts = store.charts(session, new.keys())
-        baselines = {k: store.first_points(session, k, self.config.baseline)
-                     for k in sorted(new) if k not in charts}
+            state.new.setdefault(p.key, []).append(p)
+        if not points:
+            return state
+        new = state.new
+        state.charts = store.charts(session, new.keys())
+        state.baselines = {k: store.first_points(session, k, self.config.baseline)
+                           for k in sorted(new) if k not in state.charts}
         per_chart = self.config.context + max(len(v) for v in new.values())
-        recent = store.recent_points(session, new.keys(), per_chart)
-        steps: dict[tuple[str, str], int] = {}
+        state.recent = store.recent_points(session, new.keys(), per_chart)
         if self.config.hold and self.ctx is not None:
-            steps = _steps(session, {(p.serial, p.station) for p in points})
-        return SpcState(new, charts, baselines, recent, steps)
+            state.steps = _steps(session, {(p.serial, p.station) for p in points})
+        return state
 
     def decide(self, batch: Sequence[Candidate], state: SpcState | None) -> Decisions:
         if state is None:
@@ -109,9 +120,31 @@ class SpcStage:
                 conditions.append(self._condition(subject, t, limits, uom))
                 if t.active and self.config.holds(subject):
                     system += self._holds(subject, t, events, state)
+        conditions += self._rates(state)
         if not (rows or conditions or system):
             return NO_DECISIONS
         return Decisions(system=system, rows=rows, conditions=conditions)
+
+    def _rates(self, state: SpcState) -> list[Condition]:
+        """First-pass yield per station and the p-chart per station type (low priority)."""
+        out: list[Condition] = []
+        for st, stored in sorted(state.results.items()):
+            rs = [Result(r.serial, r.station, r.event_id, r.failed) for r in stored]
+            times = {r.event_id: r.time for r in stored}
+            for condition, found in (
+                    ("spc.first_pass_yield", fpy_findings(rs, state.new_results)),
+                    ("spc.defect_rate", p_chart_findings(st, rs, state.new_results))):
+                for f in found:
+                    what = ("first-pass yield" if condition == "spc.first_pass_yield"
+                            else "defect rate")
+                    out.append(Condition(
+                        condition=condition, subject=f.subject, active=f.active,
+                        time=times[f.at.event_id], cause=f.at.event_id,
+                        message=f"{what} of {f.subject} "
+                                f"{'out of' if f.active else 'back in'} control: {f.details}",
+                        details={**f.details, "station_type": st}, unit=f.at.serial,
+                        station=f.at.station))
+        return out
 
     def _limits(self, key: store.ChartKey, state: SpcState,
                 rows: list[tuple[Table, dict[str, Any]]]

@@ -215,3 +215,15 @@ def test_a_replay_in_other_batches_gives_the_same_limits_and_alerts(
         assert state(ledger)[1] and state(ledger)[1][0][0] == "ict/TP1"
     finally:
         again.close()
+
+
+def test_a_station_failing_far_above_its_baseline_raises_the_low_rate_alerts(
+        ledger: Ledger, ict: Ict) -> None:
+    ict.boards(200, per_batch=25)
+    ict.boards(30, per_batch=10, values=[13.0] * 30)  # out of spec: every board fails ICT
+    with ledger.reader() as s:
+        found = {(a.condition, a.subject): (a.priority, a.active) for a in s.scalars(
+            select(Alert).where(Alert.condition.in_(("spc.first_pass_yield",
+                                                     "spc.defect_rate"))))}
+    assert found == {("spc.first_pass_yield", "ict-01"): ("low", True),
+                     ("spc.defect_rate", "ict"): ("low", True)}

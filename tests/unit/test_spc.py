@@ -9,6 +9,9 @@ import pytest
 
 from linetrace.stations.simulator.faults import parse_faults
 from linetrace.stations.simulator.line import LineConfig, generate_line
+from linetrace.streams.detect.spc_rates import (
+    Result, binomial_tail, first_passes, fpy_findings, p_chart_findings,
+)
 from linetrace.streams.detect.spc import (
     Limits, Point, SpcConfig, SpcConfigError, baseline_limits, load_config, run_chart,
     signals, transitions,
@@ -203,3 +206,56 @@ def test_ict_drift_puts_the_drifting_chart_out_of_control_and_no_other(
 
 def test_a_tiny_trend_inside_the_noise_is_a_near_miss() -> None:
     assert alarms(chart_points(120, 4, "ict-wobble:26")) == {}
+
+
+# --- first-pass yield and the p-chart (streams/detect/spc_rates.py) ---------------------------
+
+
+def results(fails: list[bool], station: str = "ict-01", first: int = 0) -> list[Result]:
+    return [Result(f"U{first + i}", station, f"ev{first + i:05d}", f) for i, f in enumerate(fails)]
+
+
+def test_binomial_tail() -> None:
+    assert binomial_tail(0, 10, 0.3) == 1.0
+    assert binomial_tail(10, 10, 0.5) == pytest.approx(0.5 ** 10)
+    assert binomial_tail(1, 5, 0.2) == pytest.approx(1 - 0.8 ** 5)
+
+
+def test_first_pass_yield_alarms_when_a_station_fails_far_above_its_baseline() -> None:
+    rng = random.Random(3)
+    steady = [rng.random() < 0.07 for _ in range(150)]
+    assert fpy_findings(results(steady), {f"ev{i:05d}" for i in range(150)}) == []
+    bad = steady + [rng.random() < 0.4 for _ in range(60)]
+    found = fpy_findings(results(bad), {f"ev{i:05d}" for i in range(150, 210)})
+    assert found and found[0].active and found[0].subject == "ict-01"
+    assert found[0].details["first_pass_yield"] < found[0].details["baseline_yield"]
+
+
+def test_first_pass_yield_counts_only_a_units_first_result() -> None:
+    retests = results([True] * 5) + results([False] * 5)  # the same units, retested
+    assert len(first_passes(retests)) == 5
+
+
+def test_p_chart_flags_a_subgroup_above_its_limit_and_clears_on_the_next() -> None:
+    rng = random.Random(4)
+    base = [rng.random() < 0.05 for _ in range(200)]
+    spike = [i < 12 for i in range(25)]
+    calm = [False] * 25
+    rs = results(base + spike + calm)
+    found = p_chart_findings("ict", rs, {r.event_id for r in rs})
+    assert [(f.active, f.at.event_id) for f in found] == [(True, "ev00224"), (False, "ev00249")]
+    assert found[0].details["defect_rate"] == pytest.approx(12 / 25)
+
+
+def test_clean_runs_raise_only_rare_rate_findings() -> None:
+    plan = generate_line(LineConfig(units=300, seed=21, product="A", burnin_seconds=5))
+    by_type: dict[str, list[Result]] = defaultdict(list)
+    events = sorted((e for u in plan.units for e in u.events), key=lambda e: (e.time, e.event_id))
+    for e in events:
+        if e.event_type in ("unit.tested", "unit.inspected"):
+            by_type[e.station_id.rsplit("-", 1)[0]].append(
+                Result(e.subject, e.station_id, e.event_id, e.body.result == "Failed"))
+    found = [f for st, rs in by_type.items()
+             for f in (*fpy_findings(rs, {r.event_id for r in rs}),
+                       *p_chart_findings(st, rs, {r.event_id for r in rs})) if f.active]
+    assert len(found) <= 1  # low priority; natural failures rarely cluster
