@@ -51,6 +51,7 @@ from linetrace.schemas.topics import ALL_TOPICS, TELEMETRY, partition_of
 
 from ..line_clock import DEFAULT_SPEED, SILENCE_GRACE
 from ..route_stage import partition_clocks
+from ..time_flags import flagged_partitions, partition_clock
 from ..stages import NO_DECISIONS, Decisions
 from .burnin_anomaly import GAP, LIMITS, TYPES, Limits, RunState, fold, new_state, run_id_of
 from .flow import station_down_id
@@ -71,6 +72,10 @@ class OpenRun:
     last_time: float
     last_event: str
     station: str | None
+    #: The partition's line clock as the events stored up to `clock_event` (the run's last
+    #: event when the tick last looked) left it: where the line stood when the unit last spoke.
+    clock_at_last: float | None = None
+    clock_event: str | None = None
 
 
 @dataclass
@@ -254,7 +259,7 @@ class AnomalyStage:
         if not suspects:
             return NO_DECISIONS
         latest = _latest(session, [o.serial for o in suspects])
-        out: list[Condition] = []
+        behind: list[OpenRun] = []
         for o in suspects:
             found = latest.get(o.serial)
             if found is None or found[3]:
@@ -262,7 +267,22 @@ class AnomalyStage:
                 continue
             o.last_time, o.last_event = found[0], found[1]
             clock = clocks[o.partition]
-            if clock is None or clock.timestamp() - o.last_time <= gap:
+            if clock is not None and clock.timestamp() - o.last_time > gap:
+                if o.clock_event != o.last_event:
+                    o.clock_at_last, o.clock_event = None, o.last_event
+                behind.append(o)
+        _clocks_at_last(session, [o for o in behind if o.clock_at_last is None],
+                        {o.serial: latest[o.serial][4] for o in behind})
+        out: list[Condition] = []
+        for o in behind:
+            clock = clocks[o.partition]
+            assert clock is not None
+            # silent = the line moved on by more than the gap since the unit last spoke; not
+            # merely a partition clock ahead of the unit's own event time, which other units'
+            # later timelines on the partition (their events interleaved with this unit's,
+            # still on their way) put there before this unit was silent at all
+            since = max(o.clock_at_last or o.last_time, o.last_time)
+            if clock.timestamp() - since <= gap:
                 continue
             self._gap_raised.add(o.serial)
             out.append(Condition(
@@ -272,7 +292,8 @@ class AnomalyStage:
                         f"{datetime.fromtimestamp(o.last_time, UTC).isoformat()} (line clock "
                         f"{clock.isoformat()})",
                 details={"last": datetime.fromtimestamp(o.last_time, UTC).isoformat(),
-                         "line_clock": clock.isoformat()},
+                         "line_clock": clock.isoformat(),
+                         "line_clock_at_last": datetime.fromtimestamp(since, UTC).isoformat()},
                 unit=o.serial, station=o.station,
                 parent=station_down_id(o.station) if o.station else None))
         return Decisions(conditions=out)
@@ -290,31 +311,59 @@ class AnomalyStage:
                 EventRow.topic == TELEMETRY,
                 EventRow.partition.in_([p for _, p in parts]),
                 EventRow.time >= since).distinct())))
-        for serial, (t, eid, station, ended) in _latest(session, serials).items():
+        for serial, (t, eid, station, ended, _) in _latest(session, serials).items():
             if not ended and serial not in self._open:
                 self._open[serial] = OpenRun(serial, telemetry_partition(serial), t, eid, station)
 
 
 def _latest(session: Session, serials: Sequence[str]
-            ) -> dict[str, tuple[float, str, str, bool]]:
-    """Each unit's last stored telemetry-topic event: (time, id, source, is its run's end)."""
-    out: dict[str, tuple[float, str, str, bool]] = {}
+            ) -> dict[str, tuple[float, str, str, bool, int]]:
+    """Each unit's last stored telemetry-topic event: (time, id, source, is its run's end,
+    its `events.seq`)."""
+    out: dict[str, tuple[float, str, str, bool, int]] = {}
     for start in range(0, len(serials), 200):
         chunk = serials[start:start + 200]
         one = [select(literal(i).label("k"), EventRow.time, EventRow.event_id,
-                      EventRow.source, EventRow.type, _VALUE.label("value"))
+                      EventRow.source, EventRow.type, _VALUE.label("value"), EventRow.seq)
                .where(EventRow.subject == s, EventRow.topic == TELEMETRY)
                .order_by(EventRow.time.desc(), EventRow.seq.desc()).limit(1).subquery()
                for i, s in enumerate(chunk)]
         q = union_all(*[select(sub.c.k, sub.c.time, sub.c.event_id, sub.c.source, sub.c.type,
-                               sub.c.value) for sub in one])
+                               sub.c.value, sub.c.seq) for sub in one])
         rows: Any = session.execute(q)
-        for k, t, eid, source, typ, value in rows:
+        for k, t, eid, source, typ, value, seq in rows:
             ended = False
             if typ == "burnin.run":
                 ev = _decoded(bytes(value))
                 ended = ev is not None and isinstance(ev.body, b.BurninRun) \
                     and ev.body.phase == "end"
             when = t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-            out[chunk[int(k)]] = (when.timestamp(), str(eid), str(source), ended)
+            out[chunk[int(k)]] = (when.timestamp(), str(eid), str(source), ended, int(seq))
     return out
+
+
+def _clocks_at_last(session: Session, runs: Sequence[OpenRun], seqs: dict[str, int]) -> None:
+    """Sets each run's `clock_at_last`: its partition's line clock as the events stored up to
+    its last event (`events.seq` in `seqs`) left it (`time_flags`: far events do not count).
+    One statement for the runs on partitions without flags; the rare flagged ones, one each."""
+    if not runs:
+        return
+    flagged = flagged_partitions(session, sorted({o.partition for o in runs}))
+    plain = [o for o in runs if o.partition not in flagged]
+    for o in runs:
+        if o.partition in flagged:
+            t = partition_clock(session, o.partition[0], o.partition[1], seqs[o.serial] + 1).time
+            o.clock_at_last = t.timestamp() if t is not None else o.last_time
+    for start in range(0, len(plain), 200):
+        chunk = plain[start:start + 200]
+        one = [select(literal(i).label("k"), EventRow.time)
+               .where(EventRow.topic == o.partition[0], EventRow.partition == o.partition[1],
+                      EventRow.seq <= seqs[o.serial])
+               .order_by(EventRow.time.desc(), EventRow.seq.desc()).limit(1).subquery()
+               for i, o in enumerate(chunk)]
+        rows: Any = session.execute(union_all(*[select(sub.c.k, sub.c.time) for sub in one]))
+        found = {int(k): t for k, t in rows}
+        for i, o in enumerate(chunk):
+            t = found.get(i)
+            o.clock_at_last = o.last_time if t is None else \
+                (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).timestamp()

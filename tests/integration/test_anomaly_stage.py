@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from linetrace.ledger.alerts.conditions import CATALOGUE, alert_id
@@ -28,7 +29,7 @@ from linetrace.ledger.records import Candidate, SourceRecord
 from linetrace.ledger.system_events import SystemContext
 from linetrace.schemas import bodies as b
 from linetrace.schemas import signing
-from linetrace.schemas.envelope import decode_event, encode_event
+from linetrace.schemas.envelope import decode_event, encode_event, parse_time
 from linetrace.schemas.topics import TELEMETRY, partition_of
 from linetrace.stations.burnin import SimClock, SimulatedBaseboard, run_burnin
 from linetrace.streams.detect.burnin_anomaly import GAP, PEER, fold, new_state
@@ -45,16 +46,18 @@ T0 = datetime(2026, 2, 9, 7, 0, tzinfo=UTC)
 class Station:
     """A burn-in station's events as the worker reads them (signed, with Kafka positions)."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: str = STATION, key: Ed25519PrivateKey = KEY) -> None:
+        self.source, self.key = source, key
         self.candidates: list[Candidate] = []
         self.offsets: dict[int, int] = {}
 
     async def emit(self, event_type: str, subject: str, body: b.Body, *, time: datetime | str,
                    event_id: str | None = None) -> bytes:
-        value = encode_event(event_type=event_type, source=STATION, subject=subject, body=body,
-                             time=time, event_id=event_id, stationseq=len(self.candidates) + 1)
+        value = encode_event(event_type=event_type, source=self.source, subject=subject,
+                             body=body, time=time, event_id=event_id,
+                             stationseq=len(self.candidates) + 1)
         if event_type.startswith("burnin."):
-            kid, sig = signing.read_signature(signing.sign_value(value, KEY))
+            kid, sig = signing.read_signature(signing.sign_value(value, self.key))
             part = partition_of(subject.encode(), 8)
             offset = self.offsets.get(part, 0)
             self.offsets[part] = offset + 1
@@ -64,13 +67,31 @@ class Station:
         return value
 
 
-def burn(unit: str, seed: int, faults: tuple[str, ...] = (), gpu: int = 5) -> list[Candidate]:
-    clock = SimClock(T0)
+def burn(unit: str, seed: int, faults: tuple[str, ...] = (), gpu: int = 5, start: datetime = T0,
+         duration_s: float = 600, station: Station | None = None) -> list[Candidate]:
+    clock = SimClock(start)
     board = SimulatedBaseboard(clock, seed=seed, faults=faults,
                                fault_gpus={f: gpu for f in faults})
-    station = Station()
-    asyncio.run(run_burnin(unit, board, station, duration_s=600, clock=clock,
+    station = station or Station()
+    asyncio.run(run_burnin(unit, board, station, duration_s=duration_s, clock=clock,
                            expected_gpus=None))
+    return station.candidates
+
+
+def burn_side_by_side(runs: list[tuple[str, int, datetime]], duration_s: float
+                      ) -> list[Candidate]:
+    """Clean runs of (unit, seed, start) on one station at once, each on its own simulated
+    clock: their events interleave in the order the station sends them."""
+    station = Station()
+
+    async def all_runs() -> None:
+        clocks = [SimClock(start) for _, _, start in runs]
+        await asyncio.gather(*[
+            run_burnin(unit, SimulatedBaseboard(clock, seed=seed), station,
+                       duration_s=duration_s, clock=clock, expected_gpus=None)
+            for (unit, seed, _), clock in zip(runs, clocks, strict=True)])
+
+    asyncio.run(all_runs())
     return station.candidates
 
 
@@ -189,6 +210,81 @@ def test_telemetry_gap_on_the_line_clock_after_a_restart(ledger: Ledger,
     tick_routes(ledger, p.pipeline, p.ctx, datetime.now(UTC) + timedelta(seconds=40))
     assert alerts(ledger)[key].occurrences == 1  # not raised again
     write(p, events[100:])  # the unit speaks again: the gap returns to normal
+    gap = alerts(ledger)[key]
+    assert not gap.active and gap.occurrences == 1
+
+
+def _same_partition(first: str) -> str:
+    """Another serial whose telemetry shares `first`'s line.telemetry partition."""
+    part = partition_of(first.encode(), 8)
+    return next(f"{first}-PEER{n}" for n in range(1000)
+                if partition_of(f"{first}-PEER{n}".encode(), 8) == part)
+
+
+def _interleaved(*runs: list[Candidate]) -> list[Candidate]:
+    """The runs' events (from different stations) one of each in turn, at consecutive offsets
+    of their shared partition."""
+    return _renumbered([r[k] for k in range(max(len(r) for r in runs)) for r in runs if k < len(r)])
+
+
+def _renumbered(order: list[Candidate]) -> list[Candidate]:
+    """The events at consecutive offsets of their partition, in this order."""
+    return [Candidate(SourceRecord(TELEMETRY, c.record.partition, offset, c.record.key,
+                                   c.record.value), c.event, c.keyid, c.signature)
+            for offset, c in enumerate(order)]
+
+
+def test_no_gap_for_a_unit_whose_timeline_lags_its_partitions_clock(ledger: Ledger,
+                                                                     enrolled: Path) -> None:
+    """A conducted simulated line drains several units through one burn-in station at once,
+    each on its own planned timeline (hours apart), so their telemetry interleaves on one
+    partition whose line clock (the highest event time) runs far ahead of the lagging unit's
+    events while they are still arriving: no gap, since the line never moved on without it.
+    (Before: every tick between batches raised a medium gap for the lagging unit.)"""
+    lag, lead = "SRV-ANOM-LAG", _same_partition("SRV-ANOM-LAG")
+    events = burn_side_by_side([(lag, 6, T0), (lead, 7, T0 + timedelta(hours=2))], 120)
+    assert events[0].record.partition == events[1].record.partition
+    assert {c.event.subject for c in events[:40]} == {lag, lead}  # interleaved
+    p = processor(ledger, enrolled)
+    for k in range(0, len(events), 20):
+        write(p, events[k:k + 20])
+        tick_routes(ledger, p.pipeline, p.ctx, datetime.now(UTC))
+    assert [k for k, a in alerts(ledger).items() if a.priority != "low"] == []
+
+
+@pytest.mark.parametrize("behind", [timedelta(0), timedelta(hours=2)])
+def test_gap_when_a_unit_stops_while_its_partition_goes_on(ledger: Ledger, enrolled: Path,
+                                                           behind: timedelta) -> None:
+    """A unit unplugged mid-run while another on its partition goes on: the gap is raised once
+    the line clock moved more than 5 s past where it stood at the unit's last event (so within
+    ~5 s of line time, whether the unit's timeline was in step or hours behind), with that
+    event as cause, and returns to normal when the unit speaks again."""
+    quiet = f"SRV-ANOM-UNPLUG{int(behind.total_seconds())}"
+    other = _same_partition(quiet)
+    other_key = signing.generate_key()
+    plant, _ = load_or_create_plant_key(enrolled)
+    enroll_station(ledger, plant, "burnin-08", "burnin", other_key.public_key())
+    events = _interleaved(burn(quiet, seed=8, start=T0 - behind, duration_s=90),
+                          burn(other, seed=9, duration_s=90,
+                               station=Station("burnin-08", other_key)))
+    cut = 2 * 40 + 1  # up to and including the quiet unit's 41st event
+    assert events[cut - 1].event.subject == quiet
+    alone = [c for c in events[cut:] if c.event.subject == other][:7]
+    events = _renumbered(events[:cut] + alone + [c for c in events[cut:] if c not in alone])
+    p = processor(ledger, enrolled)
+    for k in range(0, cut, 20):
+        write(p, events[k:min(k + 20, cut)])
+    key = f"{quiet} {GAP}"
+    write(p, events[cut:cut + 4])  # only the other unit: its partition's clock 4 s on
+    tick_routes(ledger, p.pipeline, p.ctx, datetime.now(UTC))
+    assert key not in alerts(ledger)
+    write(p, events[cut + 4:cut + 7])  # 7 s on
+    tick_routes(ledger, p.pipeline, p.ctx, datetime.now(UTC))
+    gap = alerts(ledger)[key]
+    last = events[cut - 1].event
+    assert gap.active and gap.priority == "medium" and gap.cause == last.id
+    assert datetime.fromisoformat(gap.details["last"]) == parse_time(last.envelope.time)
+    write(p, events[cut + 7:cut + 27])  # it speaks again
     gap = alerts(ledger)[key]
     assert not gap.active and gap.occurrences == 1
 
