@@ -53,6 +53,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..errors import StreamsError
+
 D2 = 1.128  # E[moving range of two] / sigma, for normal data
 RULES = ("we1", "we2", "we3", "we4", "trend", "alternation")
 ALARM_RULES = ("we1", "trend")  # sustained forms (module docstring)
@@ -61,10 +63,11 @@ RULE_SPAN = 14
 DEFAULT_SPC = "data/spc.json"
 
 
-class SpcConfigError(ValueError):
-    """The SPC plant data file is malformed."""
+class SpcConfigError(StreamsError):
+    """The SPC plant data file (LINETRACE_SPC, or the packaged one) is unreadable or
+    malformed; the message names the file and what to fix."""
 
-    code = "spc.config_invalid"
+    code = "config.invalid"  # a file a LINETRACE_* setting names: exit 2, docs/errors.md
 
 
 @dataclass(frozen=True)

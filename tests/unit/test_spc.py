@@ -147,7 +147,7 @@ def test_config_holds_named_charts_or_a_whole_station_type() -> None:
 def test_a_malformed_config_is_refused_with_what_to_fix(text: str) -> None:
     with pytest.raises(SpcConfigError) as e:
         SpcConfig.from_json(text)
-    assert e.value.code == "spc.config_invalid"
+    assert e.value.code == "config.invalid"
 
 
 # --- the simulator: clean runs, natural failures, ict-drift ------------------------------------
