@@ -225,7 +225,8 @@ def test_cli_checkpoint_hbom_evidence_verify_and_verify_ledger(
     assert code == 0, out
     assert [line.split()[1] for line in out.splitlines() if line.startswith("ok")] == [
         "bundle", "checkpoint", "history", "inclusion", "manifest", "leaves", "signatures",
-        "statements", "unit-chain", "hbom-seal", "hbom-parts", "materials", "consistency"]
+        "statements", "unit-chain", "hbom-seal", "hbom-parts", "materials", "telemetry",
+        "consistency"]
 
     hbom = tmp_path / "bundle" / "hbom.cdx.json"
     hbom.write_bytes(hbom.read_bytes().replace(b'"1.6"', b'"1.5"'))
