@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -175,4 +176,55 @@ def test_evidence_carries_telemetry_that_verify_checks_against_the_verdict(
     verify_bundle(bundle, str(SIGNER.verifier))
     path.rename(path.with_name("00000000-0000-4000-8000-000000000000.jsonl"))
     assert "no burnin.verdict leaf" in refused(path.read_bytes() if path.exists() else b"")
+    ledger.close()
+
+
+def test_a_failure_the_station_passed_is_routed_to_repair_once_by_the_verdict(
+        tmp_path: Path) -> None:
+    """One double-bit ECC error slipped into GPU 2's telemetry mid-run (signed by the station,
+    whose own results still say Passed): the verdict fails and routes the unit to repair, and
+    the route stage routes nothing for it (the station reported the step Completed)."""
+    import msgspec
+
+    from linetrace.schemas.envelope import decode_event, encode_event
+    from linetrace.streams.route_stage import RouteStage
+
+    plan = line(units=1, seed=7)
+    server = plan.servers[0].serial
+    seen = [0]
+
+    def dbe(n: int, value: bytes, key: Any) -> tuple[bytes, Any]:
+        ev = decode_event(value)
+        body = ev.body
+        if ev.subject != server or not isinstance(body, b.BurninTelemetry):
+            return value, key
+        seen[0] += 1
+        if seen[0] != 10:
+            return value, key
+        samples = [msgspec.structs.replace(s, ecc_dbe_vol=s.ecc_dbe_vol + 1)
+                   if s.gpu_index == 2 else s for s in body.samples]
+        return encode_event(event_type=ev.type, source=ev.source, subject=ev.subject,
+                            body=b.BurninTelemetry(run_id=body.run_id, samples=samples),
+                            time=ev.envelope.time, event_id=ev.id, stationseq=ev.seq), key
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'a.db'}")
+    for sid, stype in station_roster(plan.config.product):
+        enroll_station(ledger, PLANT, sid, stype, station_key(sid).public_key(),
+                       now=ENROLLED_AT)
+    ctx = SystemContext(plant_key=PLANT)
+    pipeline = Pipeline([SystemEventsStage(ctx), RouteStage(ctx), VerdictStage(ctx)])
+    cands = station_candidates(plan, tamper=dbe)
+    for i in range(0, len(cands), 40):
+        assert not write_batch(ledger, cands[i:i + 40], ctx=ctx, stages=pipeline).rejections
+    with ledger.reader() as s:
+        bodies = [decode_stored_event(bytes(r.value)).body for r in s.scalars(
+            select(EventRow).where(EventRow.type == "burnin.verdict",
+                                   EventRow.subject == server))]
+    failed = [v for v in bodies if isinstance(v, b.BurninVerdict) and v.result == "Failed"]
+    assert len(failed) == 1 and failed[0].station_result == "Passed"
+    assert {(r.code, r.gpu_index) for r in failed[0].reasons} == {("ecc.dbe", 2)}
+    routed = [r for r in _routes(ledger) if r.unit == server]
+    assert len(routed) == 1, routed
+    assert routed[0].step == 900 and routed[0].station_type == "repair"
+    assert "burn-in verdict failed" in routed[0].reason and "double-bit" in routed[0].reason
     ledger.close()
