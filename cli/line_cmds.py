@@ -15,13 +15,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from linetrace.ledger.keys import enroll_station, load_or_create_plant_key
+from linetrace.ledger.plant_data import GoldenFirmware
 from linetrace.schemas import signing
 
 from .client_logs import STATION_LOGGER, quiet_client_logs
 from .ledger_cmds import open_ledger, publish_outbox
 from .routes_cmds import routes_in_force
 from .extras import need_extra
-from .settings import Settings
+from .settings import ConfigurationError, Settings
 
 
 def _need_worker_extra() -> None:
@@ -125,6 +126,24 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if bad else 0
 
 
+def detector_files_in_force(settings: Settings) -> tuple[GoldenFirmware, Path | None]:
+    """The golden firmware list (LINETRACE_GOLDEN_FIRMWARE, else packaged) and the plant's SPC
+    file (LINETRACE_SPC), each checked before the worker starts: a bad one is exit 2."""
+    from linetrace.ledger.plant_data import PlantDataMalformed, golden_firmware
+    from linetrace.streams.detect.spc import SpcConfigError, load_config
+
+    try:
+        golden = golden_firmware(settings.golden_firmware)
+    except PlantDataMalformed as e:
+        raise ConfigurationError(f"LINETRACE_GOLDEN_FIRMWARE: {e.message}") from None
+    if settings.spc is not None:
+        try:
+            load_config(settings.spc)
+        except SpcConfigError as e:
+            raise ConfigurationError(f"LINETRACE_SPC: {e.message}") from None
+    return golden, settings.spc
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     _need_worker_extra()
     from linetrace.streams.worker import WorkerConfig, run_worker
@@ -133,6 +152,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     routes = routes_in_force(settings)  # a bad LINETRACE_ROUTES starts nothing (exit 2)
     limits = burnin_limits_in_force(settings)  # nor does a bad LINETRACE_BURNIN_LIMITS
+    golden, spc_file = detector_files_in_force(settings)  # nor a bad golden list or SPC file
     bootstrap = settings.bootstrap()
     open_ledger(settings).close()  # creates the SQLite file's folder and schema
     run_worker(WorkerConfig(bootstrap=bootstrap, db_url=settings.db, data_dir=settings.data_dir,
@@ -143,7 +163,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                             checkpoint_seconds=settings.checkpoint_seconds, routes=routes,
                             clock_bound_s=settings.clock_bound_seconds,
                             line_speed=settings.line_speed,
-                            burnin_limits=limits,
+                            burnin_limits=limits, golden_firmware=golden, spc_file=spc_file,
                             fault=getattr(args, "fault_inject", None)))
     return 0
 

@@ -75,6 +75,16 @@ SETTINGS: tuple[Setting, ...] = (
             "ledger/data/burnin_limits.json) that the worker's burn-in verdicts decide by; "
             "each verdict records its SHA-256 and version. A malformed file refuses to start "
             "(exit 2). See docs/burnin.md."),
+    Setting("golden_firmware", "LINETRACE_GOLDEN_FIRMWARE",
+            "(none: the packaged golden images, ledger/data/golden_firmware.json)",
+            "A JSON file of the plant's golden firmware hashes ({\"golden\": [{\"image\", "
+            "\"version\", \"sha256\"}]}) that the supply-chain detector checks every "
+            "`firmware.flashed` against. A malformed file refuses to start (exit 2). See "
+            "docs/detection.md."),
+    Setting("spc", "LINETRACE_SPC", "(none: the packaged ledger/data/spc.json)",
+            "A JSON file of the plant's SPC charts (which station types and measurements are "
+            "charted, baseline size, which charts hold the step). A malformed file refuses to "
+            "start (exit 2). See docs/detection.md."),
     Setting("telemetry_retention_days", "LINETRACE_TELEMETRY_RETENTION_DAYS", "90",
             "Days (by event time) raw burn-in telemetry is kept before `linetrace telemetry "
             "prune` drops its bytes (each event's SHA-256 is kept forever). Nothing prunes "
@@ -105,6 +115,8 @@ class Settings:
     user_key: Path | None = None
     line_speed: float = 1.0
     burnin_limits: Path | None = None
+    golden_firmware: Path | None = None
+    spc: Path | None = None
 
     @property
     def keys_dir(self) -> Path:
@@ -210,7 +222,10 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
                               if "user_key" in raw else None),
                     line_speed=line_speed,
                     burnin_limits=(Path(raw["burnin_limits"]).expanduser().resolve()
-                                   if "burnin_limits" in raw else None))
+                                   if "burnin_limits" in raw else None),
+                    golden_firmware=(Path(raw["golden_firmware"]).expanduser().resolve()
+                                     if "golden_firmware" in raw else None),
+                    spc=Path(raw["spc"]).expanduser().resolve() if "spc" in raw else None)
 
 
 assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)} - {"sources"}

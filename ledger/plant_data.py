@@ -14,7 +14,6 @@ vendor list (`avl.py`), so quality can change them without a release:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -133,14 +132,14 @@ class LotPolicy:
 _cache: dict[str, Any] = {}
 
 
-def golden_firmware() -> GoldenFirmware:
-    """The plant's golden firmware: `LINETRACE_GOLDEN_FIRMWARE`'s file if set, else the one
-    shipped with linetrace (the simulated plant's images); read once per file."""
-    own = os.environ.get(GOLDEN_FIRMWARE_ENV)
+def golden_firmware(own: Path | None = None) -> GoldenFirmware:
+    """The plant's golden firmware: its own file `own` (LINETRACE_GOLDEN_FIRMWARE, read by the
+    CLI's settings and passed down) if given, else the one shipped with linetrace (the
+    simulated plant's images); read once per file."""
     key = f"golden:{own or ''}"
     if key not in _cache:
-        if own:
-            _cache[key] = GoldenFirmware.load(Path(own))
+        if own is not None:
+            _cache[key] = GoldenFirmware.load(own)
         else:
             data, origin = _packaged("golden_firmware.json")
             _cache[key] = GoldenFirmware.from_json(data, origin=origin)

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import LargeBinary, String, Table, select
@@ -45,6 +46,7 @@ from . import pending
 from .avl import ApprovedVendorList, default_avl
 from .burnin_limits import BurninLimits, default_limits
 from .errors import LedgerError
+from .plant_data import GoldenFirmware, golden_firmware
 from .proof.hbom import as_built, current_items
 from .proof.hbom_json import hbom_bytes
 from .log import chain_heads, chain_leaves
@@ -82,6 +84,10 @@ class SystemContext:
     routes: RouteBook = field(default_factory=packaged_routes)
     #: per-SKU burn-in limits the verdict stage decides by (LINETRACE_BURNIN_LIMITS)
     burnin_limits: BurninLimits = field(default_factory=default_limits)
+    #: the golden firmware hashes the supply-chain detector checks (LINETRACE_GOLDEN_FIRMWARE)
+    golden_firmware: GoldenFirmware = field(default_factory=golden_firmware)
+    #: the plant's SPC chart configuration file (LINETRACE_SPC); None: the packaged default
+    spc_file: Path | None = None
 
 
 def signed_system_event(event_type: str, subject: str, body: b.Body, *, time: str | datetime,

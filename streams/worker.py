@@ -20,6 +20,7 @@ from linetrace.ledger.proof.checkpoints import plant_signer
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.keys import load_or_create_plant_key
 from linetrace.ledger.burnin_limits import BurninLimits, default_limits
+from linetrace.ledger.plant_data import GoldenFirmware, golden_firmware
 from linetrace.ledger.system_events import SystemContext
 from linetrace.ledger.records import BatchOutcome, SourceRecord
 from linetrace.schemas.routes import RouteBook, packaged_routes
@@ -83,6 +84,10 @@ class WorkerConfig:
     routes: RouteBook = field(default_factory=packaged_routes)
     #: Per-SKU burn-in limits the verdicts decide by (LINETRACE_BURNIN_LIMITS, else packaged).
     burnin_limits: BurninLimits = field(default_factory=default_limits)
+    #: Golden firmware hashes (LINETRACE_GOLDEN_FIRMWARE, else packaged) and the plant's SPC
+    #: chart file (LINETRACE_SPC, None: packaged), for the detectors.
+    golden_firmware: GoldenFirmware = field(default_factory=golden_firmware)
+    spc_file: Path | None = None
     fault: str | None = None  # a fault injection point (tests only): streams/faults.py
     #: Read line.telemetry with the batch consumer (`batch_consumer.py`, group
     #: `<group>.telemetry`) instead of a Faust agent. False: every topic through Faust.
@@ -100,7 +105,8 @@ def _headers(raw: Any) -> list[tuple[str, bytes]]:
 def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
     ledger = Ledger(cfg.db_url)
     plant, _ = load_or_create_plant_key(cfg.data_dir / "keys")
-    system = SystemContext(plant_key=plant, routes=cfg.routes, burnin_limits=cfg.burnin_limits)
+    system = SystemContext(plant_key=plant, routes=cfg.routes, burnin_limits=cfg.burnin_limits,
+                           golden_firmware=cfg.golden_firmware, spc_file=cfg.spc_file)
     faults = Faults(cfg.fault)
     processor = BatchProcessor(ledger, cfg.bootstrap, system,
                                checkpoints=CheckpointPolicy(plant_signer(plant, cfg.origin),

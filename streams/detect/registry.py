@@ -24,6 +24,6 @@ def detector_stages(ctx: SystemContext | None, line_speed: float) -> list[Stage]
     stages.append(SupplyStage.of(ctx, line_speed))  # supply chain: AVL, lots, clones, firmware
     stages += [LotClusterStage.of(ctx)] if ctx is not None else []  # lots: verdicts -> hold
     stages.append(AnomalyStage(speed=line_speed))  # burn-in anomalies (alerts, not verdicts)
-    stages.append(SpcStage(ctx))  # SPC charts per (station type, measurement)
+    stages.append(SpcStage.of(ctx))  # SPC charts per (station type, measurement)
     stages.append(AlertTickStage(line_speed))  # last: shelve expiry and flood state
     return stages

@@ -17,7 +17,6 @@ at that step: a plant-signed `hold.placed` per unit (scope unit, category qualit
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,10 +65,16 @@ class SpcStage:
     """SPC per (station type, measurement); `ctx` None: alert only (no plant key to hold)."""
 
     ctx: SystemContext | None
-    config: SpcConfig = field(default_factory=lambda: load_config(
-        os.environ.get("LINETRACE_SPC") or None))
+    config: SpcConfig = field(default_factory=load_config)  # the packaged default
     name: str = "spc"
     rates: bool = True  # first-pass yield and the p-chart
+
+    @classmethod
+    def of(cls, ctx: SystemContext | None) -> SpcStage:
+        """The stage with the plant's SPC file (`ctx.spc_file`, LINETRACE_SPC) if it has one."""
+        if ctx is None or ctx.spc_file is None:
+            return cls(ctx)
+        return cls(ctx, config=load_config(ctx.spc_file))
 
     def load(self, session: Session, batch: Sequence[Candidate]) -> SpcState | None:
         results = [c.event for c in batch if c.event.type in _RESULT_TYPES]

@@ -120,7 +120,9 @@ class SupplyStage:
 
     @classmethod
     def of(cls, ctx: SystemContext | None, line_speed: float) -> SupplyStage:
-        return cls(routes=ctx.routes if ctx is not None else packaged_routes(), speed=line_speed)
+        if ctx is None:
+            return cls(speed=line_speed)
+        return cls(routes=ctx.routes, speed=line_speed, golden=ctx.golden_firmware)
 
     # --- per batch ---------------------------------------------------------------------
 

@@ -68,15 +68,12 @@ def test_malformed_approved_parts_and_lot_policy_are_refused() -> None:
                             '"min_failures": 3, "alpha": 0.001}}')
 
 
-def test_a_plant_points_at_its_own_golden_firmware(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_plant_points_at_its_own_golden_firmware(tmp_path: Path) -> None:
     own = tmp_path / "golden.json"
     own.write_text('{"golden": [{"image": "bmc-x", "version": "1.0", "sha256": "AB"}]}')
-    monkeypatch.setenv("LINETRACE_GOLDEN_FIRMWARE", str(own))
-    assert dict(golden_firmware().golden) == {("bmc-x", "1.0"): "ab"}
-    monkeypatch.setenv("LINETRACE_GOLDEN_FIRMWARE", str(tmp_path / "missing.json"))
+    assert dict(golden_firmware(own).golden) == {("bmc-x", "1.0"): "ab"}
     with pytest.raises(PlantDataMalformed, match="LINETRACE_GOLDEN_FIRMWARE"):
-        golden_firmware()
+        golden_firmware(tmp_path / "missing.json")
 
 
 # --- AVL --------------------------------------------------------------------------------------
