@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -167,6 +168,7 @@ async def inject(bootstrap: str, data: Path, n: int, every: float, timeout: floa
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     kinds: dict[str, str] = {}
+    walls.clear()
     done = asyncio.Event()
 
     async def read() -> None:
@@ -180,6 +182,7 @@ async def inject(bootstrap: str, data: Path, n: int, every: float, timeout: floa
                     key = subject.split("/", 1)[0] if subject.startswith("SRV-INJ") else subject
                     if key in sent and key not in seen:
                         seen[key] = now
+                        walls[key] = (walls[key][0], time.time())
 
     reader = asyncio.create_task(read())
     start = time.perf_counter()
@@ -190,12 +193,14 @@ async def inject(bootstrap: str, data: Path, n: int, every: float, timeout: floa
             if i % 2 == 0:
                 g = ghosts[i // 2]
                 key, kinds[g.station_id] = g.station_id, "forged"
+                walls[key] = (time.time(), 0.0)
                 sent[key] = time.perf_counter()
                 await g.emit("station.state", g.station_id, b.StationState(state=1000),
                              time=when)
             else:
                 key = f"SRV-INJ-{i:04d}"
                 kinds[key] = "firmware"
+                walls[key] = (time.time(), 0.0)
                 sent[key] = time.perf_counter()
                 await fw.emit("firmware.flashed", key, b.FirmwareFlashed(
                     component="BMC", image=golden[0], version=golden[1],
@@ -210,6 +215,32 @@ async def inject(bootstrap: str, data: Path, n: int, every: float, timeout: floa
         await asyncio.gather(*(g.stop() for g in ghosts), fw.stop(), return_exceptions=True)
         await consumer.stop()
     return sent, seen, kinds
+
+
+#: subject key -> (wall time before emit, wall time the message was read)
+walls: dict[str, tuple[float, float]] = {}
+
+
+def stages(db: Path) -> dict[str, tuple[float, float, float]]:
+    """Where each injected alert's time went, from the outbox's wall-clock columns: (emit to
+    the outbox row committed with the stored event, row to published, published to read), ms."""
+    out: dict[str, tuple[float, float, float]] = {}
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT value, created, sent FROM outbox WHERE topic = ? "
+                            "ORDER BY seq", (ALERTS,)).fetchall()
+    for value, created, sent_at in rows:
+        subject = str(json.loads(value).get("subject", ""))
+        key = subject.split("/", 1)[0] if subject.startswith("SRV-INJ") else subject
+        if key in walls and key not in out and sent_at is not None and walls[key][1]:
+            c, s_ = (_epoch(created), _epoch(sent_at))
+            emit, read = walls[key]
+            out[key] = ((c - emit) * 1000, (s_ - c) * 1000, (read - s_) * 1000)
+    return out
+
+
+def _epoch(v: object) -> float:
+    t = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -300,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             stop[0] = True
             sampler.join(5)
             g = json.loads((tmp / "gen.json").read_text())
+            split = stages(data / "ledger.db")
         finally:
             if gen is not None and gen.poll() is None:
                 gen.kill()
@@ -313,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((kind, len(xs), total - len(xs), _pct(xs, 0.5), _pct(xs, 0.95),
                      _pct(xs, 0.99), max(xs) if xs else float("nan")))
     rate_in = g["records"] / g["seconds"]
+    if split:
+        parts = list(zip(*split.values()))
+        print("where the time went (median ms, outbox wall-clock columns): emit -> alert row "
+              f"committed {statistics.median(parts[0]):.0f}, row -> published "
+              f"{statistics.median(parts[1]):.0f}, published -> read "
+              f"{statistics.median(parts[2]):.0f} ({len(split)} alerts)")
     print("\n| injected | timed | never seen | p50 ms | p95 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|---|---|")
     for kind, k, miss, p50, p95, p99, mx in rows:
