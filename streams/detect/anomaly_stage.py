@@ -21,11 +21,15 @@ nothing trusted) and, once every event is folded, caches the states with the off
 the batch: they are exactly right if the batch commits, and if it rolls back the retried batch
 starts below those offsets, which drops them. Ended runs leave the cache.
 
-The tick (every ~2 s, reads only) raises `burnin.telemetry_gap` for an open run whose last
-event is more than 5 s behind its partition's line clock (`route_stage.partition_clocks`:
-the highest event time stored there, advanced on wall time times the line speed while the
-partition is silent), after confirming the run's last stored event in SQL (another worker may
-own the partition now). The next event of the run clears it, as does the run's end. The first
+The tick (every ~2 s, reads only) raises `burnin.telemetry_gap` for an open run once its
+partition's line clock (`route_stage.partition_clocks`: the highest event time stored there,
+advanced on wall time times the line speed while the partition is silent) is more than 5 s
+past where it stood when the run's last event was stored, after confirming that event in SQL
+(another worker may own the partition now). Not merely 5 s past the run's own event time:
+units on one partition need not be in step (a conducted simulated line runs several units'
+timelines, hours apart, through one station at once), and a unit whose telemetry is still
+arriving behind the partition's leader is not silent; on a line whose events come in time
+order the two are the same. The next event of the run clears it, as does the run's end. The first
 tick after a start finds the runs open in SQL (telemetry within `SEED_LOOKBACK` of the line
 clock), so a restart misses no silent unit.
 """
