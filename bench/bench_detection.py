@@ -519,12 +519,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 seed, small runs, no clean run at scale")
     ap.add_argument("--only", default="", help="comma-separated scenario names (faults, near "
                     "misses, forged, clean)")
+    ap.add_argument("--ict-length", type=int, default=0,
+                    help="boards an ict-drift lasts (`@length=N`; default: drawn, 8-12)")
     ap.add_argument("--json", type=Path, help="write every outcome's alerts and truth here")
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.clean_units = 1, 0
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     todo = scenarios(seeds, args.quick)
+    if args.ict_length:
+        todo = [replace(s, spec=f"{s.spec}@length={args.ict_length}", units=s.units + 6)
+                if s.name == "ict-drift" else s for s in todo]
     if args.only:
         keep = set(args.only.split(","))
         todo = [s for s in todo if s.name in keep]
