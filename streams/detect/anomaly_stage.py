@@ -29,7 +29,11 @@ past where it stood when the run's last event was stored, after confirming that 
 units on one partition need not be in step (a conducted simulated line runs several units'
 timelines, hours apart, through one station at once), and a unit whose telemetry is still
 arriving behind the partition's leader is not silent; on a line whose events come in time
-order the two are the same. The next event of the run clears it, as does the run's end. The first
+order the two are the same. And the run's last event must have been stored `grace` (10 s) of
+wall time ago: a unit's next events still on their way through the pipeline (stored a moment
+after events of its partition with later times: another unit's run starting hours ahead on
+that timeline, a worker catching up) are not silence either. On a real line (speed 1) the live
+raise comes then at most ~5 s after the clock passed; its time stays the last event + 5 s. The next event of the run clears it, as does the run's end. The first
 tick after a start finds the runs open in SQL (telemetry within `SEED_LOOKBACK` of the line
 clock), so a restart misses no silent unit.
 """
@@ -271,6 +275,8 @@ class AnomalyStage:
                 continue
             o.last_time, o.last_event = found[0], found[1]
             clock = clocks[o.partition]
+            if now - found[5] < self.grace:
+                continue  # stored a moment ago: its next events may still be on their way
             if clock is not None and clock.timestamp() - o.last_time > gap:
                 if o.clock_event != o.last_event:
                     o.clock_at_last, o.clock_event = None, o.last_event
@@ -315,34 +321,37 @@ class AnomalyStage:
                 EventRow.topic == TELEMETRY,
                 EventRow.partition.in_([p for _, p in parts]),
                 EventRow.time >= since).distinct())))
-        for serial, (t, eid, station, ended, _) in _latest(session, serials).items():
+        for serial, (t, eid, station, ended, _, _) in _latest(session, serials).items():
             if not ended and serial not in self._open:
                 self._open[serial] = OpenRun(serial, telemetry_partition(serial), t, eid, station)
 
 
 def _latest(session: Session, serials: Sequence[str]
-            ) -> dict[str, tuple[float, str, str, bool, int]]:
+            ) -> dict[str, tuple[float, str, str, bool, int, datetime]]:
     """Each unit's last stored telemetry-topic event: (time, id, source, is its run's end,
-    its `events.seq`)."""
-    out: dict[str, tuple[float, str, str, bool, int]] = {}
+    its `events.seq`, when it was stored)."""
+    out: dict[str, tuple[float, str, str, bool, int, datetime]] = {}
     for start in range(0, len(serials), 200):
         chunk = serials[start:start + 200]
         one = [select(literal(i).label("k"), EventRow.time, EventRow.event_id,
-                      EventRow.source, EventRow.type, _VALUE.label("value"), EventRow.seq)
+                      EventRow.source, EventRow.type, _VALUE.label("value"), EventRow.seq,
+                      EventRow.recorded)
                .where(EventRow.subject == s, EventRow.topic == TELEMETRY)
                .order_by(EventRow.time.desc(), EventRow.seq.desc()).limit(1).subquery()
                for i, s in enumerate(chunk)]
         q = union_all(*[select(sub.c.k, sub.c.time, sub.c.event_id, sub.c.source, sub.c.type,
-                               sub.c.value, sub.c.seq) for sub in one])
+                               sub.c.value, sub.c.seq, sub.c.recorded) for sub in one])
         rows: Any = session.execute(q)
-        for k, t, eid, source, typ, value, seq in rows:
+        for k, t, eid, source, typ, value, seq, recorded in rows:
             ended = False
             if typ == "burnin.run":
                 ev = _decoded(bytes(value))
                 ended = ev is not None and isinstance(ev.body, b.BurninRun) \
                     and ev.body.phase == "end"
             when = t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-            out[chunk[int(k)]] = (when.timestamp(), str(eid), str(source), ended, int(seq))
+            stored = recorded if recorded.tzinfo is not None else recorded.replace(tzinfo=UTC)
+            out[chunk[int(k)]] = (when.timestamp(), str(eid), str(source), ended, int(seq),
+                                  stored)
     return out
 
 

@@ -250,7 +250,8 @@ def test_no_gap_for_a_unit_whose_timeline_lags_its_partitions_clock(ledger: Ledg
     p = processor(ledger, enrolled)
     for k in range(0, len(events), 20):
         write(p, events[k:k + 20])
-        tick_routes(ledger, p.pipeline, p.ctx, datetime.now(UTC))
+        tick_routes(ledger, p.pipeline, p.ctx, datetime.now(UTC))  # its next events coming
+        tick_routes(ledger, p.pipeline, p.ctx, datetime.now(UTC) + timedelta(seconds=11))
     assert [k for k, a in alerts(ledger).items() if a.priority != "low"] == []
 
 
@@ -259,8 +260,9 @@ def test_gap_when_a_unit_stops_while_its_partition_goes_on(ledger: Ledger, enrol
                                                            behind: timedelta) -> None:
     """A unit unplugged mid-run while another on its partition goes on: the gap is raised once
     the line clock moved more than 5 s past where it stood at the unit's last event (so within
-    ~5 s of line time, whether the unit's timeline was in step or hours behind), with that
-    event as cause, and returns to normal when the unit speaks again."""
+    ~5 s of line time, whether the unit's timeline was in step or hours behind) and that event
+    was stored 10 s of wall time ago, with that event as cause, and returns to normal when the
+    unit speaks again."""
     quiet = f"SRV-ANOM-UNPLUG{int(behind.total_seconds())}"
     other = _same_partition(quiet)
     other_key = signing.generate_key()
@@ -278,10 +280,13 @@ def test_gap_when_a_unit_stops_while_its_partition_goes_on(ledger: Ledger, enrol
         write(p, events[k:min(k + 20, cut)])
     key = f"{quiet} {GAP}"
     write(p, events[cut:cut + 4])  # only the other unit: its partition's clock 4 s on
-    tick_routes(ledger, p.pipeline, p.ctx, datetime.now(UTC))
+    later = datetime.now(UTC) + timedelta(seconds=11)
+    tick_routes(ledger, p.pipeline, p.ctx, later)
     assert key not in alerts(ledger)
     write(p, events[cut + 4:cut + 7])  # 7 s on
-    tick_routes(ledger, p.pipeline, p.ctx, datetime.now(UTC))
+    tick_routes(ledger, p.pipeline, p.ctx, datetime.now(UTC))  # stored a moment ago: not yet
+    assert key not in alerts(ledger)
+    tick_routes(ledger, p.pipeline, p.ctx, later)
     gap = alerts(ledger)[key]
     last = events[cut - 1].event
     assert gap.active and gap.priority == "medium" and gap.cause == last.id
