@@ -67,10 +67,13 @@ def keys() -> dict[str, Ed25519PrivateKey]:
 
 
 def _sample(g: int, unit: int, t: int) -> b.GpuSample:
+    """GPU `g` of `unit` at its `t`-th second of burn-in: a healthy GPU at steady load (the
+    detectors judge these samples like a real rack's: no alert)."""
     return b.GpuSample(gpu_index=g, gpu_serial=f"GPU-{unit:06d}-{g}",
-                       gpu_uuid=f"GPU-{uuid.UUID(int=unit * 8 + g)}", temp_c=60.0 + (t % 17),
-                       mem_temp_c=70.0 + (t % 11), temp_margin_c=20.0, power_w=650.0 + g,
-                       sm_clock_mhz=1980.0, mem_clock_mhz=2619.0, util_pct=99.0)
+                       gpu_uuid=f"GPU-{uuid.UUID(int=unit * 8 + g)}",
+                       temp_c=60.0 + 0.5 * g + 0.1 * (t % 17), mem_temp_c=70.0 + 0.1 * (t % 11),
+                       temp_margin_c=20.0, power_w=650.0 + g, sm_clock_mhz=1980.0,
+                       mem_clock_mhz=2619.0, util_pct=99.0)
 
 
 #: The lifecycle events of one server's first two steps of route A, as a line sends them:
@@ -86,6 +89,10 @@ SCRIPT: tuple[tuple[str, str, int], ...] = (
 
 def mix(n: int, legacy: bool = False) -> list[Record]:
     """n signed records in time order: 80% 8-GPU telemetry, 20% lifecycle, receipts, states.
+
+    48 units at once, each sending its telemetry once a second (an event every 20 ms in all):
+    until the detection issue a unit's samples were 48 s apart, which the burn-in detectors
+    rightly read as a telemetry gap on every sample; a rack does not do that.
 
     The lifecycle events follow route A (kitting, then GPU install: arrive, start, install,
     complete, depart), each server then replaced by a new one, so the worker's route stage
@@ -133,13 +140,14 @@ def mix(n: int, legacy: bool = False) -> list[Record]:
 
     i = 0
     while len(out) < n:
-        t = T0 + timedelta(seconds=i)
+        # one telemetry event per unit per second (CONTRACTS.md), the 48 units 20 ms apart
+        t = T0 + timedelta(seconds=i // 48, milliseconds=(i % 48) * 20)
         unit = i % 48
         serial = f"SRV-P-{unit:06d}"
         r = i % 10
         if r < 8:
             emit(f"burnin-0{1 + unit % 2}", "burnin.telemetry", serial, b.BurninTelemetry(
-                run_id=runs[unit], samples=[_sample(g, unit, i) for g in range(8)]), t)
+                run_id=runs[unit], samples=[_sample(g, unit, i // 48) for g in range(8)]), t)
         elif r == 8 and legacy:
             tx = str(uuid.uuid4())
             emit("gpu-install-01", "work.started", serial, b.WorkStarted(

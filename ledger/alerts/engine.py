@@ -78,15 +78,23 @@ class _Writer:
         self.alerts = alerts  # the batch's alerts and their children, when read up front
         self.history: list[dict[str, Any]] = []
         self.messages: list[outbox.Message] = []
+        #: this call's transitions by alert, and (alert, cause, transition) made: a batch of
+        #: thousands of findings looks its own history up in O(1), not by scanning it
+        self.by_alert: dict[str, list[dict[str, Any]]] = {}
+        self.made: set[tuple[str, str, str]] = set()
 
     def transition(self, a: Alert, transition: str, time: datetime, cause: str,
                    by: str | None = None, note: str | None = None) -> None:
         a.state = state_of(a)
-        self.history.append({
+        clipped = _clip(cause, 128)
+        row: dict[str, Any] = {
             "alert_id": a.alert_id, "occurrence": a.occurrences, "transition": transition,
             "state": a.state, "condition": a.condition, "priority": a.priority, "time": time,
-            "by": _clip_or_none(by, 128), "cause": _clip(cause, 128),
-            "note": _clip_or_none(note, 4096)})
+            "by": _clip_or_none(by, 128), "cause": clipped,
+            "note": _clip_or_none(note, 4096)}
+        self.history.append(row)
+        self.by_alert.setdefault(a.alert_id, []).append(row)
+        self.made.add((a.alert_id, clipped, transition))
         self.messages.append(alert_message(
             AlertView.of(a), transition=transition, occurrence=a.occurrences, time=time,
             cause=cause, by=by, note=note))
@@ -102,8 +110,8 @@ class _Writer:
 def _seen(session: Session, w: _Writer, aid: str, cause: str,
           transitions: Sequence[str]) -> bool:
     """Did this cause already make one of these transitions of the alert (a replay)?"""
-    if any(h["alert_id"] == aid and h["cause"] == cause and h["transition"] in transitions
-           for h in w.history):
+    clipped = _clip(cause, 128)
+    if any((aid, clipped, t) in w.made for t in transitions):
         return True
     if w.prior is not None:
         return any(c == cause and t in transitions for t, c, _ in w.prior.get(aid, ()))
@@ -122,9 +130,8 @@ def _chattering(session: Session, w: _Writer, aid: str, time: datetime) -> bool:
         earlier = session.scalar(select(func.count()).select_from(AlertHistory).where(
             AlertHistory.alert_id == aid, AlertHistory.transition.in_(ACTIVATIONS),
             AlertHistory.time > start, AlertHistory.time <= time)) or 0
-    earlier += sum(1 for h in w.history if h["alert_id"] == aid
-                   and h["transition"] in ACTIVATIONS
-                   and start < h["time"] <= time)
+    earlier += sum(1 for h in w.by_alert.get(aid, ())
+                   if h["transition"] in ACTIVATIONS and start < h["time"] <= time)
     return earlier + 1 >= CHATTER_COUNT
 
 
