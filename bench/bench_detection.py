@@ -157,9 +157,9 @@ def scenarios(seeds: Iterable[int], quick: bool) -> list[Scenario]:
             elif f == "bad-lot":
                 units = 16 if quick else 24
                 target = r.randint(2, units // 3)  # 16 GPUs a lot: 2 servers each
-            elif f == "ict-drift":  # after the chart's baseline (25 boards, spc.json)
-                target = r.randint(28, 32)
-                units = target + 14
+            elif f == "ict-drift":  # after the chart's baseline (25 boards, spc.json), and
+                target = r.randint(27, 30)  # ending well inside the run (retests and
+                units = target + 20  # reworked boards number boards beyond the servers)
             elif f == "avl-violation":
                 units, target = 12, r.randint(1, 2)  # 30 PSUs a lot: 7 servers
             elif f == "station-down":

@@ -36,6 +36,21 @@ A rule is sustained when it signals on `sustain` (5) points in a row:
   ICT charts (9 points, 5.5e-6, gave one in eight clean 1,000-unit runs); a drift rises at
   every unit.
 
+- `slope`: a significant linear trend over the last `SLOPE_POINTS` + 1 (9) conforming
+  points less the one farthest from their least-squares line (a board tested out of step,
+  e.g. a retest in the middle of the drift, or the last point before it started): the 8
+  points' least-squares slope's Student t (residual scatter from the same points) beyond
+  `SLOPE_T` (25), and the fitted change over the window at least `SLOPE_MOVE` (0.5) sigma.
+  A fixture or supply that drifts moves the value a little at every unit, steadily: the
+  points line up and the slope stands far above their scatter, well before they leave the
+  3-sigma limits (a drift of 8 boards moving 0.8 sigma in all, with 0.03 sigma of scatter,
+  has t near 25-30). Random points scatter about any line they fit: on one 8-point window
+  t > 25 has probability 3e-7 (t, 6 df); leaving the farthest of 9 out raises it to about
+  3e-6 per point in control (simulated, docs/detection.md). A tiny trend inside the noise
+  (a near miss) has a t of a few units. Nonconforming points (outside the measurement's
+  own min/max: a defective unit, 5-10 sigma out) are not in the window: they are the repair
+  route's business, and one would break the line.
+
 `we2`-`we4` and `alternation` detect shifts inside the limits: they are signals only, never an
 alarm, because a small shift inside the noise (a near-miss) must not alarm and on dozens of
 charts they fire by chance every few dozen units.
@@ -57,10 +72,15 @@ from ..errors import StreamsError
 
 D2 = 1.128  # E[moving range of two] / sigma, for normal data
 RULES = ("we1", "we2", "we3", "we4", "trend", "alternation")
-ALARM_RULES = ("we1", "trend")  # sustained forms (module docstring)
+ALARM_RULES = ("we1", "trend", "slope")  # sustained forms (module docstring)
 #: Points of context a rule may look back over (alternation needs 14).
 RULE_SPAN = 14
 DEFAULT_SPC = "data/spc.json"
+#: The `slope` rule (module docstring): window (one more point is read, the farthest from
+#: the line left out), Student t limit, and the least fitted change over it, in sigma.
+SLOPE_POINTS = 8
+SLOPE_T = 25.0
+SLOPE_MOVE = 0.5
 
 
 class SpcConfigError(StreamsError):
@@ -219,6 +239,47 @@ def alarm_rules(z: Sequence[float], sustain: int) -> list[str]:
     return out
 
 
+def slope_t(z: Sequence[float]) -> tuple[float, float]:
+    """The least-squares slope's t statistic over `z` and the fitted change across it (in
+    sigma); t is infinite for points exactly on a sloped line, 0 for a flat one."""
+    n = len(z)
+    xbar, zbar = (n - 1) / 2, sum(z) / n
+    sxx = sum((i - xbar) ** 2 for i in range(n))
+    b = sum((i - xbar) * (v - zbar) for i, v in enumerate(z)) / sxx
+    sse = sum((v - zbar - b * (i - xbar)) ** 2 for i, v in enumerate(z))
+    change = b * (n - 1)
+    if b == 0:
+        return 0.0, 0.0
+    se = (sse / (n - 2) / sxx) ** 0.5
+    return (abs(b) / se if se > 0 else float("inf")), change
+
+
+def slope_window(z: Sequence[float]) -> int | None:
+    """Which of the last `SLOPE_POINTS` + 1 points the `slope` rule leaves out: the one
+    farthest from their least-squares line (None: too few points)."""
+    w = list(z[-(SLOPE_POINTS + 1):])
+    n = len(w)
+    if n <= SLOPE_POINTS:
+        return None
+    xbar, zbar = (n - 1) / 2, sum(w) / n
+    sxx = sum((i - xbar) ** 2 for i in range(n))
+    b = sum((i - xbar) * (v - zbar) for i, v in enumerate(w)) / sxx
+    res = [abs(v - zbar - b * (i - xbar)) for i, v in enumerate(w)]
+    return res.index(max(res))
+
+
+def slope_alarm(z: Sequence[float]) -> bool:
+    """The `slope` rule on the last `SLOPE_POINTS` + 1 conforming points, the one farthest
+    from their line left out (module docstring)."""
+    out = slope_window(z)
+    if out is None:
+        return False
+    w = list(z[-(SLOPE_POINTS + 1):])
+    del w[out]
+    t, change = slope_t(w)
+    return t > SLOPE_T and abs(change) >= SLOPE_MOVE
+
+
 @dataclass(frozen=True)
 class Judged:
     """One point as the chart judged it."""
@@ -238,6 +299,7 @@ class ChartRun:
     sustain: int = 5
     rtn_points: int = 10
     z: list[float] = field(default_factory=list)
+    cz: list[float] = field(default_factory=list)  # the conforming points' z (`slope`)
     judged: list[Judged] = field(default_factory=list)
     calm: int = 0  # consecutive points without an alarm rule or a point beyond 3 sigma
     state: bool = False  # out of control
@@ -248,6 +310,11 @@ class ChartRun:
         window = self.z[-(RULE_SPAN + self.sustain + 1):]
         sig = tuple(signals(window))
         alarm = tuple(alarm_rules(window, self.sustain))
+        if p.conforming:
+            self.cz.append(z)
+            del self.cz[:-(SLOPE_POINTS + 1)]
+            if slope_alarm(self.cz):
+                alarm += ("slope",)
         if alarm:
             self.state, self.calm = True, 0
         elif abs(z) > 3:
@@ -289,7 +356,12 @@ def transitions(run: ChartRun, first_new: int) -> list[Transition]:
             if not j.out_of_control:
                 span = run.rtn_points
             involved = tuple(run.judged[max(0, i - span + 1):i + 1])
-            if j.out_of_control:  # the points beyond the limit, for a sustained we1
+            if j.out_of_control and "slope" in j.alarm and "trend" not in j.alarm:
+                conf = [x for x in run.judged[:i + 1] if x.point.conforming]
+                conf = conf[-(SLOPE_POINTS + 1):]
+                out_at = slope_window([x.z for x in conf])
+                involved = tuple(x for k, x in enumerate(conf) if k != out_at)
+            elif j.out_of_control:  # the points beyond the limit, for a sustained we1
                 involved = tuple(x for x in involved if "trend" in j.alarm or abs(x.z) > 3)
             out.append(Transition(j.out_of_control, j, involved))
             before = j.out_of_control
@@ -312,7 +384,8 @@ def describe(subject: str, t: Transition, limits: Limits, unit_of_measure: str
         return (f"{subject} is back in control: {len(t.involved)} points in a row within "
                 "its limits without a trend", details)
     why = " and ".join({"we1": "points beyond the 3-sigma limit",
-                        "trend": "a sustained trend"}[r] for r in j.alarm)
+                        "trend": "a sustained trend",
+                        "slope": "a significant linear drift"}[r] for r in j.alarm)
     return (f"{subject} out of statistical control at {j.point.station}: {why} "
             f"(last {j.point.value} {unit_of_measure} on {j.point.unit}; limits "
             f"{limits.lcl:.6g}..{limits.ucl:.6g})", details)

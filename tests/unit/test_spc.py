@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import replace
 
 import pytest
 
@@ -14,7 +15,7 @@ from linetrace.streams.detect.spc_rates import (
 )
 from linetrace.streams.detect.spc import (
     Limits, Point, SpcConfig, SpcConfigError, baseline_limits, load_config, run_chart,
-    signals, transitions,
+    signals, slope_t, transitions,
 )
 
 UNIT = Limits(centre=0.0, sigma=1.0, baseline=25, mr_bar=1.128)
@@ -100,12 +101,45 @@ def test_four_in_a_row_or_alternating_sides_do_not_alarm() -> None:
     assert not transitions(run_chart(UNIT, pts([3.5, 3.8, 4.4, 3.1, 0.1, 3.2, -3.5, 3.3])), 0)
 
 
+def _rising(start: float, steps: list[float]) -> list[float]:
+    out = [start]
+    for d in steps:
+        out.append(out[-1] + d)
+    return out
+
+
 def test_a_ten_point_trend_alarms_and_a_nine_point_one_does_not() -> None:
-    nine = [-1.4 + 0.3 * i for i in range(9)]
+    # steadily rising but scattered (no significant line: the `slope` rule stays quiet)
+    nine = _rising(-2.0, [0.05, 0.9, 0.1, 0.7, 0.02, 0.8, 0.1, 0.6])
     assert not transitions(run_chart(UNIT, pts([0.5, *nine, -0.5])), 0)
-    tr = transitions(run_chart(UNIT, pts([0.5, *nine, 1.5])), 0)
+    tr = transitions(run_chart(UNIT, pts([0.5, *nine, nine[-1] + 0.05])), 0)
     assert tr and tr[0].active and tr[0].at.alarm == ("trend",)
     assert len(tr[0].involved) == 10
+
+
+def test_an_eight_point_linear_drift_inside_the_limits_alarms() -> None:
+    rng = random.Random(5)
+    drift = [0.12 * k + rng.gauss(0, 0.02) for k in range(8)]  # 0.84 sigma in all
+    before = [rng.gauss(0, 1) for _ in range(30)]
+    tr = transitions(run_chart(UNIT, pts([*before, *drift])), 0)
+    assert tr and tr[0].active and tr[0].at.alarm == ("slope",)
+    assert tr[0].at.point.unit == "U37"  # the drift's 8th board
+    assert [j.point.unit for j in tr[0].involved] == [f"U{i}" for i in range(30, 38)]
+    # a nonconforming board (a natural failure far out) inside the drift is left out
+    failed = pts([*before, *drift[:4], 7.5, *drift[4:]])
+    failed[34] = replace(failed[34], conforming=False)
+    tr = transitions(run_chart(UNIT, failed), 0)
+    assert tr and tr[0].at.alarm == ("slope",) and tr[0].at.point.unit == "U38"
+    assert "U34" not in [j.point.unit for j in tr[0].involved]
+
+
+def test_seven_drifting_points_a_flat_line_or_random_rising_points_do_not_alarm() -> None:
+    assert not transitions(run_chart(UNIT, pts([0.12 * k for k in range(7)])), 0)
+    assert not transitions(run_chart(UNIT, pts([0.3] * 20)), 0)
+    assert not transitions(run_chart(UNIT, pts([0.01 * k for k in range(9)])), 0)  # < 0.5 sigma
+    rng = random.Random(3)  # in control: t > 20 about once in a million points
+    z = [rng.gauss(0, 1) for _ in range(20_000)]
+    assert max(slope_t(z[i - 8:i])[0] for i in range(8, len(z))) < 20
 
 
 def test_a_shift_inside_the_limits_signals_but_never_alarms() -> None:
@@ -193,6 +227,8 @@ def test_a_clean_run_with_its_natural_failures_puts_no_chart_out_of_control(seed
     ("ict-drift:26", 36, "TP1"),  # the default: 8 % of the tolerance per test
     ("ict-drift:26@slope=0.04@noise=0.02", 44, "TP1"),  # the slowest, noisiest the bench varies
     ("ict-drift:26@check=2@slope=-0.08", 36, "TP3"),  # downwards, on another check
+    ("ict-drift:26@slope=0.03@noise=0.006@length=8", 44, "TP1"),  # 8 boards, 0.84 sigma
+    ("ict-drift:26@check=2@slope=-0.049@length=8", 44, "TP3"),
 ])
 def test_ict_drift_puts_the_drifting_chart_out_of_control_and_no_other(
         spec: str, units: int, chart: str) -> None:
