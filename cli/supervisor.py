@@ -282,6 +282,29 @@ def print_held(held: list[dict[str, Any]]) -> None:
             print(f"    {h['hold_id']} [{h['code']}] {h['reason']}")
 
 
+def alerts_now(ledger: Ledger) -> list[dict[str, Any]]:
+    """The alerts not in normal, most urgent first (`linetrace alerts --json`)."""
+    from linetrace.ledger.alerts.views import list_alerts
+
+    with ledger.reader() as session:
+        return [a.to_json() for a in list_alerts(session)]
+
+
+def print_alerts(alerts: list[dict[str, Any]], data: Path) -> None:
+    if not alerts:
+        print("alerts: none")
+        return
+    mix = {p: sum(a["priority"] == p for a in alerts) for p in ("high", "medium", "low")}
+    print(f"alerts: {len(alerts)} not normal ({mix['high']} high, {mix['medium']} medium, "
+          f"{mix['low']} low); `linetrace alerts --data-dir {data}` lists them, `linetrace "
+          "ack ID` acknowledges")
+    for a in alerts[:10]:
+        print(f"  {a['id']} {a['priority']:<6} {a['state']:<18} {a['condition']} {a['subject']}: "
+              f"{a['message']}")
+    if len(alerts) > 10:
+        print(f"  ... and {len(alerts) - 10} more")
+
+
 #: `up --until-idle` gives up when what it waits for has not changed for this long.
 IDLE_PATIENCE_S = 300
 #: ... and says which unit keeps it waiting once it has for this long.
@@ -346,6 +369,7 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
         print(f"  ledger   {settings.db if not settings.db.startswith('sqlite') else settings.db[10:]}")
         print(f"  logs     {logs}/{{broker,worker,simulate}}.log")
         print(f"  look     linetrace units --data-dir {data}   |   linetrace trace SERIAL --data-dir {data}")
+        print(f"  alerts   linetrace alerts --data-dir {data}   |   linetrace alerts kpi --data-dir {data}")
         print("  stop     Ctrl-C" if not until_idle else "  running until the line is idle...",
               flush=True)
         ledger = Ledger(settings.db)
@@ -417,11 +441,13 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
         progress.worker_caught_up()
         s = summary(ledger)
         held = held_now(ledger)
+        alerts = alerts_now(ledger)
         ledger.close()
         states = ", ".join(f"{n} {k}" for k, n in sorted(s["states"].items()))  # type: ignore[attr-defined]
         print(f"idle: {s['servers']} servers ({states}); {s['events_accepted']} events accepted, "
               f"{s['dead_lettered']} dead-lettered, {s['quarantined']} quarantined")
         print_held(held)
+        print_alerts(alerts, data)
         return 0
     except Interrupted:
         print("\nstopping broker, worker and simulator...", file=sys.stderr)

@@ -364,3 +364,6 @@ def test_a_clean_conducted_line_raises_nothing_medium_or_high(tmp_path: Path) ->
     loud = [(a["condition"], a["subject"], a["message"]) for a in _alerts_json(data)
             if a["priority"] != "low"]
     assert loud == []
+    # `up` says where the alerts stand when the line is idle (none medium or high here)
+    said = [line for line in done.stdout.splitlines() if line.startswith("alerts: ")]
+    assert said and (said[0] == "alerts: none" or "(0 high, 0 medium," in said[0]), said
