@@ -19,7 +19,8 @@ from linetrace.ledger.db import Ledger
 from linetrace.ledger.models import Hold
 from linetrace.ledger.spc import SpcChart
 from linetrace.schemas import bodies as b
-from linetrace.streams.detect.spc import baseline_limits
+from linetrace.streams.detect.spc import baseline_limits, load_config
+from linetrace.streams.detect.spc_stage import SpcStage
 
 from .route_line import Batches, commands
 
@@ -122,11 +123,13 @@ def test_limits_freeze_at_the_baseline_and_a_drift_alarms_its_chart_only(
 
 
 def test_a_holding_chart_holds_the_units_of_its_violation(
-        ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        ledger: Ledger, tmp_path: Path) -> None:
     config = tmp_path / "spc.json"
     config.write_text(json.dumps({"station_types": ["ict"], "hold": ["ict/TP1"]}))
-    monkeypatch.setenv("LINETRACE_SPC", str(config))
     ict = Ict(ledger, tmp_path / "keys")
+    # the plant's file (LINETRACE_SPC, handed to the worker as SystemContext.spc_file)
+    stage = next(s for s in ict.batches.processor.pipeline.stages if isinstance(s, SpcStage))
+    stage.config = load_config(config)
     ict.boards(40)
     drift = [NOMINAL + 4 * SIGMA + 0.05 * k for k in range(6)]  # beyond 3 sigma, to stay
     serials = ict.boards(6, per_batch=6, values=drift)
