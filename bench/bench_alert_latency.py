@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from linetrace.schemas import bodies as b
 from linetrace.schemas.topics import ALERTS, ALL_TOPICS, INPUT_TOPICS
+from linetrace.streams.batch_consumer import FETCH_MAX_WAIT_MS
 from linetrace.stations.client import StationClient
 from linetrace.stations.simulator import golden_firmware
 from linetrace.streams.broker import EmbeddedBroker, ensure_topics
@@ -153,8 +154,11 @@ async def inject(bootstrap: str, data: Path, n: int, every: float, timeout: floa
                  line_time: float) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
     """Inject n anomalies `every` seconds (alternating forged / firmware); returns
     (subject -> emit perf time, subject -> message perf time, subject -> kind)."""
+    # the reader of line.alerts (a console, an ERP) asks for short fetch waits as the worker
+    # does (FETCH_MAX_WAIT_MS): with aiokafka's 500 ms the embedded broker holds a fetch that
+    # long even when an alert arrives meanwhile, and the bench would time its own reader
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                group_id=None)
+                                group_id=None, fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
     await consumer.start()
     parts = [TopicPartition(ALERTS, p) for p in range(ALL_TOPICS[ALERTS])]
     consumer.assign(parts)
