@@ -54,7 +54,7 @@ from linetrace.stations.client import StationClient
 from linetrace.stations.simulator import golden_firmware
 from linetrace.streams.broker import EmbeddedBroker, ensure_topics
 
-from .bench_pipeline import SCRIPT, keys, prepare_ledger
+from .bench_pipeline import SCRIPT, keys, prepare_ledger, script_body
 from .stream_load import Plant, Record, WorkerProc, fill, loadavg
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
@@ -92,22 +92,11 @@ class Load:
         server, (station, etype, step) = p // len(SCRIPT), SCRIPT[p % len(SCRIPT)]
         serial = f"SRV-A-{server:06d}"
         tx = self.tx.setdefault((server, step), str(uuid.uuid4()))
-        body: b.Body
-        if etype == "unit.arrived":
-            body = b.UnitArrived(step=step)
-        elif etype == "unit.departed":
-            body = b.UnitDeparted(step=step)
-        elif etype == "work.started":
-            body = b.WorkStarted(transaction_id=tx, step=step, operation=(
-                "kitting" if step == 50 else "baseboard-gpu-install"), work_order="WO-L",
-                product="A", kind="server")
-        elif etype == "work.completed":
-            body = b.WorkCompleted(transaction_id=tx, step=step, result="Completed")
-        else:
-            body = b.MaterialsInstalled(transaction_id=tx, items=[b.InstalledItem(
-                lot="LOT-L-GPU", mpn="699-21010-0210-000", category="gpu",
-                serial=f"GPU-A-{server:06d}-{g}", slot=g) for g in range(8)])
-        return self.plant._emit(station, etype, serial, body, t)
+        items = [b.InstalledItem(lot="LOT-L-GPU", mpn="699-21010-0210-000", category="gpu",
+                                 serial=f"GPU-A-{server:06d}-{g}", slot=g) for g in range(8)] \
+            if etype == "materials.installed" else []
+        return self.plant._emit(station, etype, serial,
+                                script_body(etype, step, tx, "WO-L", items), t)
 
     def second(self, s: int) -> list[Record]:
         t = T0 + timedelta(seconds=s)

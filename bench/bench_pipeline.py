@@ -87,6 +87,23 @@ SCRIPT: tuple[tuple[str, str, int], ...] = (
 )
 
 
+def script_body(etype: str, step: int, tx: str, work_order: str,
+                 items: list[b.InstalledItem]) -> b.Body:
+    """The body of one `SCRIPT` event of a product-A server in work order `work_order`
+    (`items`: what its GPU install installs)."""
+    if etype == "unit.arrived":
+        return b.UnitArrived(step=step)
+    if etype == "unit.departed":
+        return b.UnitDeparted(step=step)
+    if etype == "work.started":
+        return b.WorkStarted(transaction_id=tx, step=step, operation=(
+            "kitting" if step == 50 else "baseboard-gpu-install"), work_order=work_order,
+            product="A", kind="server")
+    if etype == "work.completed":
+        return b.WorkCompleted(transaction_id=tx, step=step, result="Completed")
+    return b.MaterialsInstalled(transaction_id=tx, items=items)
+
+
 def mix(n: int, legacy: bool = False) -> list[Record]:
     """n signed records in time order: 80% 8-GPU telemetry, 20% lifecycle, receipts, states.
 
@@ -121,22 +138,10 @@ def mix(n: int, legacy: bool = False) -> list[Record]:
         rnd, (station, etype, step) = p // len(SCRIPT), SCRIPT[p % len(SCRIPT)]
         serial = f"SRV-P-{unit:06d}-{rnd:04d}"
         tx = txn.setdefault((unit, rnd, step), str(uuid.uuid4()))
-        body: b.Body
-        if etype == "unit.arrived":
-            body = b.UnitArrived(step=step)
-        elif etype == "unit.departed":
-            body = b.UnitDeparted(step=step)
-        elif etype == "work.started":
-            body = b.WorkStarted(transaction_id=tx, step=step, operation=(
-                "kitting" if step == 50 else "baseboard-gpu-install"), work_order="WO-P",
-                product="A", kind="server")
-        elif etype == "work.completed":
-            body = b.WorkCompleted(transaction_id=tx, step=step, result="Completed")
-        else:
-            body = b.MaterialsInstalled(transaction_id=tx, items=[b.InstalledItem(
-                lot="LOT-GPU-P", mpn="699-2G520-0200-000", category="gpu",
-                serial=f"GPU-{i:07d}", slot=0)])
-        emit(station, etype, serial, body, t)
+        items = [b.InstalledItem(lot="LOT-GPU-P", mpn="699-2G520-0200-000", category="gpu",
+                                 serial=f"GPU-{i:07d}", slot=0)] \
+            if etype == "materials.installed" else []
+        emit(station, etype, serial, script_body(etype, step, tx, "WO-P", items), t)
 
     i = 0
     while len(out) < n:
