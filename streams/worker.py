@@ -235,9 +235,16 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
                         tp = TP(e.message.topic, e.message.partition)
                         ends[tp] = max(ends.get(tp, 0), e.message.offset + 1)
                     # These offsets, whatever Faust's ack bookkeeping says (the seek to the
-                    # ledger's positions may have reset it under this batch).
-                    await app.consumer._commit(ends)  # type: ignore[attr-defined]
-                    faults.at("kill-before-write")
+                    # ledger's positions may have reset it under this batch). Faust commits
+                    # only partitions in its assignment and gives up during a rebalance: die
+                    # only once the broker holds them, or the point tests nothing.
+                    for _ in range(200):
+                        if (set(ends) <= app.consumer.assignment()
+                                and await app.consumer._commit(ends)):  # type: ignore[attr-defined]
+                            faults.at("kill-before-write")
+                        await asyncio.sleep(0.05)
+                    log.error("kill-before-write: the offsets %s could not be committed in 10 s; "
+                              "not killed", ends)
 
                 def after(outcome: BatchOutcome, records: list[SourceRecord] = records) -> None:
                     if outcome.stored:  # the ledger ahead of Kafka
