@@ -13,7 +13,8 @@ PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quie
 	--all-extras --all-build-deps --generate-hashes --strip-extras --unsafe-package linetrace \
 	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
 	--output-file $(LOCK) pyproject.toml
-PKG_FILES := $(shell find schemas stations ledger streams console cli -name '*.py' -o -name '*.json' 2>/dev/null | sort)
+PKG_FILES := $(shell find schemas stations ledger streams console cli -name '*.py' -o -name '*.json' \
+	-o -path 'console/static/*' -type f 2>/dev/null | sort)
 UNITS ?= 10
 
 .PHONY: venv demo test test-unit test-integration test-postgres typecheck bench gpu-test schemas clean \

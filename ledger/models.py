@@ -409,7 +409,8 @@ def load_all_tables() -> None:
 TABLE_MODULES = ("linetrace.ledger.log", "linetrace.ledger.system_events",
                  "linetrace.ledger.outbox", "linetrace.ledger.stage_failures",
                  "linetrace.ledger.flags", "linetrace.ledger.alerts.models",
-                 "linetrace.ledger.verdicts", "linetrace.ledger.spc")
+                 "linetrace.ledger.verdicts", "linetrace.ledger.spc",
+                 "linetrace.ledger.console_auth", "linetrace.ledger.console_key")
 
 
 def create_schema(engine: Engine) -> None:

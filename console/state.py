@@ -1,0 +1,50 @@
+"""The console's handles, on `app.state.console`, and the dependency that gets them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import Request
+from sqlalchemy.orm import Session
+
+from linetrace.ledger.db import Ledger
+
+from .config import ConsoleConfig
+
+
+class ConsoleState:
+    """`ledger`: the writable handle (sign-in tables, actions through ledger functions);
+    `reader()`: a read-only session for every query (on SQLite it never takes the write
+    lock, so the console never slows the worker's batches)."""
+
+    def __init__(self, config: ConsoleConfig) -> None:
+        self.config = config
+        self.ledger = Ledger(config.db_url, create=False)
+        self._read: Ledger | None = None
+
+    @property
+    def plant_key(self) -> Ed25519PrivateKey:
+        return self.config.plant_key
+
+    @property
+    def console_key(self) -> Ed25519PrivateKey:
+        return self.config.console_key
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        if self._read is None:
+            self._read = Ledger(self.config.db_url, read_only=True)
+        with self._read.reader() as session:
+            yield session
+
+    def close(self) -> None:
+        self.ledger.close()
+        if self._read is not None:
+            self._read.close()
+
+
+def get_state(request: Request) -> ConsoleState:
+    state: ConsoleState = request.app.state.console
+    return state
