@@ -6,7 +6,7 @@ of the secret, revocable), `console_signin_failures` (the sign-in throttle) and 
 (every state-changing request). Operational secrets: never in the Merkle log.
 
 Revision ID: e5c0a0751302
-Revises: d4c0e1a21301
+Revises: c3f0e1a21203
 Create Date: 2026-12-07 05:40:00.000000
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 
 
 revision: str = 'e5c0a0751302'
-down_revision: str | None = 'd4c0e1a21301'
+down_revision: str | None = 'c3f0e1a21203'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
