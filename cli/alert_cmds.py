@@ -56,7 +56,7 @@ def _flood_banner(flood: Any) -> str:
 def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
     from linetrace.ledger.alerts.kpi import in_flood
     from linetrace.ledger.alerts.views import list_alerts
-    from linetrace.streams.detect.alert_tick import line_clock
+    from linetrace.ledger.line_clock import line_clock
 
     from .query_cmds import read_ledger
 
@@ -88,7 +88,7 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_kpi(args: argparse.Namespace, settings: Settings) -> int:
     from linetrace.ledger.alerts.kpi import kpis
-    from linetrace.streams.detect.alert_tick import line_clock
+    from linetrace.ledger.line_clock import line_clock
 
     from .query_cmds import read_ledger
 
@@ -130,7 +130,7 @@ def cmd_kpi(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    from linetrace.ledger.alerts.views import alert_history, get_alert
+    from linetrace.ledger.alerts.views import alert_document, get_alert
 
     from .query_cmds import read_ledger
 
@@ -138,11 +138,9 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with ledger.reader() as s:
             view = get_alert(s, args.alert_id)
-            history = alert_history(s, args.alert_id)
+            doc = alert_document(s, args.alert_id)
     finally:
         ledger.close()
-    doc = {**view.to_json(), "details": view.details,
-           "history": [h.to_json() for h in history]}
     if args.json:
         print_json(doc)
         return 0

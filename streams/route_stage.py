@@ -60,7 +60,7 @@ from linetrace.ledger.interlock import (
 )
 from linetrace.ledger.log import event_seqs
 from linetrace.ledger.models import (
-    EventRow, HoldUnit, IngestPosition, RouteViolation, RouteWait, StuckUnit, Unit,
+    EventRow, HoldUnit, RouteViolation, RouteWait, StuckUnit, Unit,
 )
 from linetrace.ledger.records import BatchOutcome, Candidate
 from linetrace.ledger.sql import in_values
@@ -76,9 +76,10 @@ from linetrace.schemas.routes.progress import (
 )
 from linetrace.schemas.topics import EVENTS, INPUT_TOPICS, partition_of
 
-from .line_clock import DEFAULT_SPEED, SILENCE_GRACE, advanced
+from linetrace.ledger.line_clock import partition_clocks as partition_clocks
+
+from .line_clock import DEFAULT_SPEED, SILENCE_GRACE
 from .stages import NO_DECISIONS, Decisions, Pipeline, write_decisions
-from .time_flags import flagged_partitions, partition_clock, plain_clocks
 
 Partition = tuple[str, int]
 Row = tuple[Table, dict[str, Any]]
@@ -117,29 +118,6 @@ def _judged(c: Candidate) -> bool:
 
 
 # --- the line clock of partitions -----------------------------------------------------------
-
-
-def partition_clocks(session: Session, partitions: Iterable[Partition], now: datetime,
-                     speed: float, grace: timedelta = SILENCE_GRACE
-                     ) -> dict[Partition, datetime | None]:
-    """Each partition's line clock now: its highest event time stored (events flagged far from
-    the clock do not count), advanced on wall time while it is silent (`line_clock.advanced`:
-    silent = no batch of it written for `grace`). None: no event there yet."""
-    parts = sorted(set(partitions))
-    if not parts:
-        return {}
-    flagged = flagged_partitions(session, parts)
-    times: dict[Partition, datetime | None] = {
-        tp: c.time for tp, c in plain_clocks(session, {tp: _ALL_SEQS for tp in parts
-                                                       if tp not in flagged}).items()}
-    times.update({tp: partition_clock(session, tp[0], tp[1], _ALL_SEQS).time for tp in flagged})
-    written: dict[Partition, datetime] = {}
-    if speed > 0:
-        for topic, part, updated in session.execute(
-                select(IngestPosition.topic, IngestPosition.partition, IngestPosition.updated)
-                .where(IngestPosition.topic.in_(sorted({t for t, _ in parts})))):
-            written[(topic, int(part))] = _utc(updated)
-    return {tp: advanced(times.get(tp), written.get(tp), now, speed, grace) for tp in parts}
 
 
 # --- what decide needs --------------------------------------------------------------------

@@ -17,19 +17,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, func, literal, select, union_all
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from linetrace.ledger.flags import EventFlag
-from linetrace.ledger.models import EventRow
 from linetrace.ledger.records import Candidate
 from linetrace.ledger.log import event_seqs
 from linetrace.schemas.envelope import parse_time
 
-from .line_clock import DEFAULT_BOUND, EXCLUDED, FAR, RESET, RESET_AFTER, PartitionClock, describe, observe
+from linetrace.ledger.line_clock import (
+    Partition as Partition,
+    flagged_partitions as flagged_partitions,
+    partition_clock as partition_clock,
+    plain_clocks as plain_clocks,
+)
+
+from .line_clock import DEFAULT_BOUND, FAR, RESET, RESET_AFTER, PartitionClock, describe, observe
 from .stages import Decisions
 
-Partition = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -44,62 +49,6 @@ class ClockState:
 
 def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
-def partition_clock(session: Session, topic: str, partition: int, before_seq: int,
-                    reset_after: int = RESET_AFTER, flagged: bool = True) -> PartitionClock:
-    """The clock of (topic, partition) as the events stored before `before_seq` left it.
-
-    `flagged=False` says the partition has no flags at all (the common case): one query then.
-    """
-    where = (EventFlag.topic == topic, EventFlag.partition == partition,
-             EventFlag.event_seq < before_seq)
-    reset = 0
-    if flagged:
-        reset = session.scalar(select(func.max(EventFlag.event_seq)).where(
-            *where, EventFlag.kind == RESET)) or 0
-    counted = [EventRow.topic == topic, EventRow.partition == partition,
-               EventRow.seq >= reset, EventRow.seq < before_seq]
-    if flagged:
-        counted.append(~select(EventFlag.id).where(
-            EventFlag.event_seq == EventRow.seq, EventFlag.kind.in_(sorted(EXCLUDED))).exists())
-    top_row = session.execute(select(EventRow.time, EventRow.seq).where(*counted)
-                              .order_by(EventRow.time.desc(), EventRow.seq.desc()).limit(1)).first()
-    if top_row is None:
-        return PartitionClock()
-    top, top_seq = top_row
-    if not flagged:
-        return PartitionClock(_utc(top))
-    far = session.scalars(select(EventFlag.event_time).where(
-        *where, EventFlag.kind == FAR, EventFlag.event_seq > (top_seq or 0))
-        .order_by(EventFlag.event_seq.desc()).limit(max(reset_after - 1, 1))).all()
-    return PartitionClock(_utc(top), tuple(_utc(t) for t in reversed(far)))
-
-
-def plain_clocks(session: Session, before: dict[Partition, int]) -> dict[Partition, PartitionClock]:
-    """The clocks of partitions that have no flags at all (the common case), each as
-    `partition_clock(..., flagged=False)` gives it, in one statement for all of them."""
-    if not before:
-        return {}
-    parts = list(before.items())
-    one = [select(literal(i).label("k"), EventRow.time, EventRow.seq)
-           .where(EventRow.topic == tp[0], EventRow.partition == tp[1], EventRow.seq < s)
-           .order_by(EventRow.time.desc(), EventRow.seq.desc()).limit(1).subquery()
-           for i, (tp, s) in enumerate(parts)]
-    q = union_all(*[select(sub.c.k, sub.c.time) for sub in one])
-    found = {int(r[0]): r[1] for r in session.execute(q)}
-    return {tp: PartitionClock(_utc(found[i])) if i in found else PartitionClock()
-            for i, (tp, _) in enumerate(parts)}
-
-
-def flagged_partitions(session: Session, partitions: Sequence[Partition]) -> set[Partition]:
-    """Which of these partitions have any flag (one query for all of them)."""
-    if not partitions:
-        return set()
-    rows = session.execute(select(EventFlag.topic, EventFlag.partition).where(
-        EventFlag.topic.in_(sorted({t for t, _ in partitions})),
-        EventFlag.partition.in_(sorted({p for _, p in partitions}))).distinct())
-    return {(str(r[0]), int(r[1])) for r in rows if r[1] is not None} & set(partitions)
 
 
 class LineClockStage:

@@ -151,3 +151,11 @@ def alert_history(session: Session, alert_id: str) -> list[HistoryEntry]:
         .order_by(AlertHistory.id)).all()
     return [HistoryEntry(occurrence=h.occurrence, transition=h.transition, state=h.state,
                          time=utc(h.time), by=h.by, cause=h.cause, note=h.note) for h in rows]
+
+
+def alert_document(session: Session, alert_id: str) -> dict[str, Any]:
+    """One alert with its details and every transition (who, when, why): the document of
+    `linetrace alerts show ID --json` and the console's `GET /api/v1/alerts/{id}`."""
+    view = get_alert(session, alert_id)
+    return {**view.to_json(), "details": view.details,
+            "history": [h.to_json() for h in alert_history(session, alert_id)]}

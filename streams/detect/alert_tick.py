@@ -26,11 +26,10 @@ from linetrace.ledger.alerts.engine import shelf_expiries
 from linetrace.ledger.alerts.models import Alert
 from linetrace.ledger.alerts.views import utc, utc_or_none
 from linetrace.ledger.genealogy import iso
+from linetrace.ledger.line_clock import line_clock as line_clock
 from linetrace.ledger.records import Candidate
-from linetrace.schemas.topics import ALL_TOPICS, EVENTS
 
 from ..line_clock import SILENCE_GRACE
-from ..route_stage import partition_clocks
 from ..stages import NO_DECISIONS, Decisions
 
 FLOOD_SUBJECT = "line"  # one operator position: the whole line
@@ -68,17 +67,6 @@ def _flood_end(f: kpi.Flood) -> Condition:
     return Condition(condition=kpi.FLOOD_CONDITION, subject=FLOOD_SUBJECT, active=False,
                      time=f.end, cause=f"flood-end:{iso(f.end)}",
                      details={"start": iso(f.start), "end": iso(f.end), "peak": f.peak})
-
-
-def line_clock(session: Session, now: datetime, speed: float = 0.0,
-               grace: timedelta = SILENCE_GRACE) -> datetime:
-    """The time alerts are judged at: the latest line clock of the unit partitions (`now`
-    before any event), never before the latest alert transition. A simulated or replayed
-    line, whose events are in the past or the future, is judged on its own clock."""
-    clocks = partition_clocks(session, [(EVENTS, p) for p in range(ALL_TOPICS[EVENTS])],
-                              now, speed, grace)
-    known = [c for c in clocks.values() if c is not None]
-    return kpi.reference_time(session, max(known) if known else now)
 
 
 class AlertTickStage:
