@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
-from .flags_cmds import rfc3339
+from linetrace.ledger.spc_views import FIELDS
+
 from .output import print_json, print_table
 from .settings import Settings
-
-FIELDS = ("station_type", "measurement", "test", "unit", "centre", "lcl", "ucl", "sigma",
-          "baseline", "points", "state", "holds", "last_violation")
 
 
 def _num(x: float | None) -> str:
@@ -24,8 +21,8 @@ def _num(x: float | None) -> str:
 
 
 def cmd_spc(args: argparse.Namespace, settings: Settings) -> int:
-    from linetrace.streams.detect.spc import load_config
-    from linetrace.streams.detect.spc_stage import chart_summaries
+    from linetrace.ledger.spc_rules import load_config
+    from linetrace.ledger.spc_views import spc_document
 
     from .query_cmds import read_ledger
 
@@ -33,19 +30,9 @@ def cmd_spc(args: argparse.Namespace, settings: Settings) -> int:
     ledger = read_ledger(settings)
     try:
         with ledger.reader() as s:
-            charts = chart_summaries(s, config)
+            rows = spc_document(s, config)
     finally:
         ledger.close()
-    rows: list[dict[str, Any]] = []
-    for c in charts:
-        last = None
-        if c.last_violation is not None:
-            last = dict(c.last_violation, time=rfc3339(c.last_violation["time"]))
-        rows.append({"station_type": c.station_type, "measurement": c.measurement,
-                     "test": c.test, "unit": c.unit, "centre": c.centre, "lcl": c.lcl,
-                     "ucl": c.ucl, "sigma": c.sigma, "baseline": c.baseline,
-                     "points": c.points, "state": c.state, "holds": c.holds,
-                     "last_violation": last})
     if args.json:
         print_json(rows)
         return 0

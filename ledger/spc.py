@@ -5,7 +5,7 @@ A chart is one (station type, measurement name). Its points are the `measurement
 then the measurement's id (the order a replay of the same events gives again). The first
 `baseline` conforming points (inside the measurement's own min/max) set its limits once, in
 `spc_charts`; they are never recomputed, so the data they judge cannot move them. The rules
-and the alarm are pure logic in `linetrace.streams.detect.spc`.
+and the alarm are pure logic in `spc_rules`; the views of the charts are in `spc_views`.
 """
 
 from __future__ import annotations

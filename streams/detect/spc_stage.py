@@ -29,12 +29,15 @@ from linetrace.ledger.alerts.conditions import Condition
 from linetrace.ledger.holds import hold_id_for
 from linetrace.ledger.models import Operation
 from linetrace.ledger.records import Candidate
+from linetrace.ledger.spc_views import ChartSummary as ChartSummary  # re-exported
+from linetrace.ledger.spc_views import chart_point, end_of
+from linetrace.ledger.spc_views import chart_summaries as chart_summaries  # re-exported
 from linetrace.ledger.system_events import SystemContext, system_candidate
 from linetrace.schemas import bodies as b
 from linetrace.schemas.envelope import SYSTEM_SOURCE, Event
 
 from ..stages import NO_DECISIONS, Decisions
-from .spc import Limits, Point, SpcConfig, Transition, baseline_limits, describe, load_config
+from .spc import Limits, SpcConfig, Transition, baseline_limits, describe, load_config
 from .spc import run_chart, transitions
 from .spc_rates import Result, fpy_findings, p_chart_findings
 
@@ -53,11 +56,6 @@ class SpcState:
     #: first-pass yield and p-chart: the batch's result events, their types' results
     results: dict[str, list[store.StoredResult]] = field(default_factory=dict)
     new_results: set[str] = field(default_factory=set)
-
-
-def _point(p: store.StoredPoint) -> Point:
-    return Point(order=p.order, value=p.value, unit=p.serial, station=p.station,
-                 event_id=p.event_id, conforming=p.conforming)
 
 
 @dataclass
@@ -117,7 +115,7 @@ class SpcStage:
             first = next((i for i, p in enumerate(after) if p.order in new_orders), None)
             if first is None:
                 continue
-            run = run_chart(limits, [_point(p) for p in after], self.config.sustain,
+            run = run_chart(limits, [chart_point(p) for p in after], self.config.sustain,
                             self.config.rtn_points)
             subject = f"{key[0]}/{key[1]}"
             uom = state.new[key][0].unit
@@ -160,7 +158,7 @@ class SpcStage:
         if chart is not None:
             limits = Limits(centre=chart.centre, sigma=chart.sigma, baseline=chart.baseline,
                             mr_bar=chart.mr_bar)
-            return limits, _end_of(chart, state.recent.get(key, []))
+            return limits, end_of(chart, state.recent.get(key, []))
         base = state.baselines.get(key, [])
         if len(base) < self.config.baseline:
             return None, ("", "", 0)
@@ -206,16 +204,6 @@ class SpcStage:
         return out
 
 
-def _end_of(chart: store.SpcChart, recent: Sequence[store.StoredPoint]
-            ) -> tuple[str, str, int]:
-    """The order of the baseline's last point: its measurement among the recent points, or
-    (when the window starts later) just its event."""
-    for p in recent:
-        if p.event_id == chart.baseline_event:
-            return p.order
-    return (store.order_time(chart.established), chart.baseline_event, 2 ** 62)
-
-
 def _steps(session: Session, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
     """The step each (unit, station) was measured at (its operation there)."""
     serials = sorted({s for s, _ in pairs})
@@ -225,57 +213,4 @@ def _steps(session: Session, pairs: set[tuple[str, str]]) -> dict[tuple[str, str
             .where(Operation.serial.in_(serials)).order_by(Operation.id)):
         if (serial, station) in pairs:
             out[(serial, station)] = step
-    return out
-
-
-@dataclass(frozen=True)
-class ChartSummary:
-    """One chart as `linetrace spc` shows it."""
-
-    station_type: str
-    measurement: str
-    test: str | None
-    unit: str | None
-    centre: float | None
-    lcl: float | None
-    ucl: float | None
-    sigma: float | None
-    baseline: int | None
-    points: int
-    state: str  # collecting, constant, in_control, out_of_control
-    last_violation: dict[str, Any] | None  # the last point that signalled any rule
-    holds: bool
-
-
-def chart_summaries(session: Session, config: SpcConfig) -> list[ChartSummary]:
-    """Every chart of the charted station types, judged over all its points (a read)."""
-    out: list[ChartSummary] = []
-    frozen = store.charts(session)
-    for key in store.chart_keys(session, config.station_types):
-        pts = store.all_points(session, key)
-        subject = f"{key[0]}/{key[1]}"
-        chart = frozen.get(key)
-        if chart is None:
-            n = sum(1 for p in pts if p.conforming)
-            out.append(ChartSummary(key[0], key[1], pts[0].test if pts else None,
-                                    pts[0].unit if pts else None, None, None, None, None,
-                                    None, len(pts), f"collecting ({n}/{config.baseline})", None,
-                                    config.holds(subject)))
-            continue
-        limits = Limits(chart.centre, chart.sigma, chart.baseline, chart.mr_bar)
-        state, last = "constant", None
-        if not limits.constant:
-            end = _end_of(chart, pts)
-            run = run_chart(limits, [_point(p) for p in pts if p.order > end],
-                            config.sustain, config.rtn_points)
-            state = "out_of_control" if run.state else "in_control"
-            j = next((j for j in reversed(run.judged) if j.signals), None)
-            if j is not None:
-                last = {"rules": list(j.signals), "alarm": list(j.alarm),
-                        "time": store.parse_order_time(j.point.order), "unit": j.point.unit,
-                        "station": j.point.station, "value": j.point.value,
-                        "z": round(j.z, 3)}
-        out.append(ChartSummary(key[0], key[1], chart.test, chart.unit, limits.centre,
-                                limits.lcl, limits.ucl, limits.sigma, limits.baseline,
-                                len(pts), state, last, config.holds(subject)))
     return out
