@@ -12,7 +12,6 @@ a shelve duration that is not one or outside its limits).
 from __future__ import annotations
 
 import argparse
-import re
 from datetime import UTC, datetime, timedelta
 
 from linetrace.ledger.alerts.actions import (
@@ -21,6 +20,7 @@ from linetrace.ledger.alerts.actions import (
     STATEMENT_ACTION,
     AlertOutcome,
     act,
+    parse_duration as ledger_parse_duration,
     shelve_until,
     statement_details,
 )
@@ -33,8 +33,6 @@ from .output import print_json, say
 from .settings import ConfigurationError, Settings
 from .user_key import sign_as
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^(?:[0-9]+[smhd])+\Z")
 _JSON_HELP = ("print the alert as `linetrace alerts --json` does, with recorded (the event "
               "types this call recorded), new (false when the same request was recorded "
               "before) and message")
@@ -42,12 +40,10 @@ _JSON_HELP = ("print the alert as `linetrace alerts --json` does, with recorded 
 
 def parse_duration(text: str) -> timedelta:
     """`30m`, `2h`, `1d`, `1h30m` (s, m, h, d) as a timedelta; a ConfigurationError otherwise."""
-    t = text.strip().lower()
-    if not _DURATION.match(t):
-        raise ConfigurationError(f"--for {text!r} is not a duration: write e.g. 30m, 2h, 1h30m "
-                                 "or 1d (s, m, h, d)")
-    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in re.findall(r"([0-9]+)([smhd])",
-                                                                           t)))
+    try:
+        return ledger_parse_duration(text)
+    except AlertError as e:
+        raise ConfigurationError(f"--for {e.message}") from None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],

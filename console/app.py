@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from . import errors, pages
 from .auth import AuditMiddleware
@@ -22,8 +23,9 @@ from .state import ConsoleState
 
 API_VERSION = "v1"
 
-#: The API's routers: `linetrace.console.api.<name>.router`.
-ROUTERS = ("session", "alerts", "stream", "holds", "validate", "units", "line", "spc",
+#: The API's routers: `linetrace.console.api.<name>.router` (`stream` before `alerts`, whose
+#: `/api/v1/alerts/{id}` would otherwise take `/api/v1/alerts/stream`).
+ROUTERS = ("session", "stream", "alerts", "holds", "validate", "units", "line", "spc",
            "checkpoints", "audit", "tokens")
 
 
@@ -32,6 +34,7 @@ def create_app(config: ConsoleConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(state.enrol_console_key)
         try:
             yield
         finally:

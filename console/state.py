@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -9,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Request
 from sqlalchemy.orm import Session
 
+from linetrace.ledger.console_key import enroll_console_key
 from linetrace.ledger.db import Ledger
 
 from .config import ConsoleConfig
@@ -23,6 +25,17 @@ class ConsoleState:
         self.config = config
         self.ledger = Ledger(config.db_url, create=False)
         self._read: Ledger | None = None
+        self._enrolled = False
+        self._enrol_lock = threading.Lock()
+
+    def enrol_console_key(self) -> None:
+        """Enrol the console's key in the log (a plant-signed `console.enrolled`, once per key
+        id) so its attestations verify: at start-up, and before the first attested action (a
+        blocking call: run it in a thread from async code)."""
+        with self._enrol_lock:
+            if not self._enrolled:
+                enroll_console_key(self.ledger, self.plant_key, self.console_key)
+                self._enrolled = True
 
     @property
     def plant_key(self) -> Ed25519PrivateKey:

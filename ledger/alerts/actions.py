@@ -25,6 +25,7 @@ shelved alert cannot be forgotten into staleness) from the signed statement's ti
 from __future__ import annotations
 
 from collections.abc import Collection
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -124,6 +125,21 @@ def statement_details(action: Action, *, comment: str | None = None,
                                         "(--reason); the reason", required=True) or ""}
     r = _text(reason, "the reason", required=False)
     return {"reason": r} if r else {}
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^(?:[0-9]+[smhd])+\Z")
+
+
+def parse_duration(text: str) -> timedelta:
+    """A shelve's length as people write it: `30m`, `2h`, `1d`, `1h30m` (s, m, h, d); an
+    `alert.invalid` error otherwise (`linetrace shelve --for`, the console's `for`)."""
+    t = text.strip().lower()
+    if not _DURATION.match(t):
+        raise AlertError(f"{text!r} is not a duration: write e.g. 30m, 2h, 1h30m or 1d "
+                         "(s, m, h, d)", code="alert.invalid")
+    return timedelta(seconds=sum(int(n) * _UNITS[u]
+                                 for n, u in re.findall(r"([0-9]+)([smhd])", t)))
 
 
 def shelve_until(duration: timedelta, now: datetime | None = None) -> str:
