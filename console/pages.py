@@ -36,8 +36,9 @@ router = APIRouter(include_in_schema=False)
 
 
 def _file(folder: Path, path: str) -> FileResponse:
-    target = (folder / path).resolve()
-    if folder.resolve() not in target.parents or not target.is_file():
+    # no resolve(): the editable install links each file elsewhere; ".." is refused instead
+    target = folder / path
+    if ".." in Path(path).parts or path.startswith("/") or not target.is_file():
         raise ApiError(404, "not_found", f"no asset {path}")
     return FileResponse(target, media_type=_TYPES.get(target.suffix, "application/octet-stream"),
                         headers={"Cache-Control": "no-cache"})
