@@ -24,7 +24,7 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 COMMAND_MODULES: tuple[str, ...] = ("routes_cmds", "burnin_cmds", "proof_cmds", "flags_cmds",
                                     "retention_cmds", "users_cmds", "hold_cmds",
                                     "validate_cmds", "alert_action_cmds", "alert_cmds",
-                                    "spc_cmds")
+                                    "spc_cmds", "line_status_cmds")
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:

@@ -26,7 +26,8 @@ class ConsoleConfig:
       hold) or `user-keys` (they must sign with their own keys: `linetrace hold release`);
     - `origin`: the log's origin line (checkpoints);
     - `secure_cookies`: set the cookies' Secure flag (behind HTTPS);
-    - `sse_poll`: seconds between the alert stream's looks at the ledger."""
+    - `sse_poll`: seconds between the alert stream's looks at the ledger;
+    - `spc_file`: the plant's SPC chart file (LINETRACE_SPC); None: the packaged one."""
 
     db_url: str
     data_dir: Path
@@ -39,3 +40,4 @@ class ConsoleConfig:
     secure_cookies: bool = False
     sse_poll: float = 0.2
     session_idle: timedelta = timedelta(hours=8)
+    spc_file: Path | None = None
