@@ -7,7 +7,7 @@ The leaves are the record; everything else is checked against them:
   plant key still disagrees with checkpoints customers already hold;
 - each leaf must match its `events` row (bytes, key id, signature, source position) and every
   leaf-bearing event row must have a leaf;
-- the genealogy tables, the people (`users`, `user_keys`) and the holds (`holds`,
+- the genealogy tables, the people (`users`, `user_keys`, `console_keys`) and the holds (`holds`,
   `hold_approvals`, `hold_units`) are rebuilt from the leaf values into a scratch in-memory
   SQLite with the writer's own projections and compared row by row on natural keys (surrogate
   ids differ between databases), so an edited, inserted or deleted row is reported by table
@@ -67,6 +67,7 @@ from .proof.note import VerifierKey, open_checkpoint
 from .pending import PendingSystemEvent, PendingWait
 from .projections import project, settle
 from .verdicts import BurninVerdictRow
+from .console_key import ConsoleKey
 from .sql import in_values
 from .system_events import SealedHbom
 from .proof.leaf import Leaf, LeafMalformed, Src, chain_of, parse_leaf
@@ -255,6 +256,7 @@ def _tables(s: Session, plant_keyid: str) -> dict[str, dict[tuple[Any, ...], dic
                                              and r.station_id == SYSTEM_SOURCE)),
         "users": _rows(s, User, lambda r: (r.user_id,), ()),
         "user_keys": _rows(s, UserKey, lambda r: (r.keyid,), ()),
+        "console_keys": _rows(s, ConsoleKey, lambda r: (r.keyid,), ()),
         "holds": _hold_rows(s),
         "hold_approvals": _rows(s, HoldApproval, lambda r: (r.hold_id, r.user_id), ()),
         "burnin_verdicts": _rows(s, BurninVerdictRow, lambda r: (r.event_id,), ()),

@@ -46,7 +46,7 @@ from .log import (
 )
 from .models import EventRow
 from .proof.note import Signer
-from .proof.statements import carried_statements
+from .proof.statements import CONSOLE_TYPES, carried_statements
 from .evidence_telemetry import telemetry_files
 from .system_events import SealedHbom
 from .proof.bundle import (
@@ -175,6 +175,12 @@ def _people(session: Session, rows: Iterable[LogLeaf], size: int) -> dict[int, L
                        EventRow.subject.in_(batch), LogLeaf.idx < size)):
             out[row.idx] = row
             todo |= {st.user for st in carried_statements(_decode(row).body)}
+    if todo:  # the console keys' leaves, for statements the console attested
+        for row in session.scalars(
+                select(LogLeaf).join(EventRow, EventRow.seq == LogLeaf.event_seq)
+                .where(EventRow.source == SYSTEM_SOURCE, EventRow.type.in_(CONSOLE_TYPES),
+                       LogLeaf.idx < size)):
+            out[row.idx] = row
     return out
 
 

@@ -15,6 +15,10 @@ Who may do what (docs/holds.md):
   a quality hold, two different quality users: the first signature is recorded
   (`hold.approved`) and the hold stays in force until a second quality user signs;
 - dispose: a quality user decides on a unit held for a disposition (`dispositions.py`).
+
+A statement is the person's own, or the web console's attestation for its signed-in user
+(`console_key.attest`); `release_hold(console_attested_quality=False)` (plant setting
+`LINETRACE_QUALITY_RELEASE=user-keys`) takes only the users' own keys for quality releases.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from linetrace.schemas.envelope import SYSTEM_SOURCE, Event, decode_stored_event
 from linetrace.schemas.statements import Statement, read_statement
 
 from . import erp, outbox
+from .console_key import is_console_attested
 from .db import Ledger
 from .errors import LedgerError
 from .holds import (
@@ -67,8 +72,9 @@ class HoldError(LedgerError):
     """A hold action linetrace refuses. Codes: `hold.unknown` (no such hold),
     `hold.target_unknown` (nothing to hold by that name), `hold.ended` (released or disposed
     already), `hold.same_user` (a quality release signed twice by one user),
-    `hold.no_disposition` (the unit waits for no disposition), `hold.invalid` (a scope,
-    decision or reason that cannot be)."""
+    `hold.no_disposition` (the unit waits for no disposition), `hold.needs_user_keys` (a
+    console attestation releasing a quality hold where the plant requires the users' own keys),
+    `hold.invalid` (a scope, decision or reason that cannot be)."""
 
     code = "hold.invalid"
 
@@ -308,11 +314,18 @@ def _active_hold(session: Session, hold_id: str) -> Hold:
 
 
 def release_hold(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedStatement,
-                 hold_id: str, reason: str | None = None, *, now: datetime | None = None
-                 ) -> HoldOutcome:
+                 hold_id: str, reason: str | None = None, *, now: datetime | None = None,
+                 console_attested_quality: bool = True) -> HoldOutcome:
     """Release a hold: one signature for an operational hold; for a quality hold two
     different quality users' (the first is recorded as `hold.approved` and the outcome says
-    the hold is still in force). Then the release commands and the ERP release notices."""
+    the hold is still in force). Then the release commands and the ERP release notices.
+
+    `signed` may be a person's own statement or the console's attestation for a signed-in
+    user (`console_key.attest`); the two users of a quality release may have signed either
+    way. With `console_attested_quality=False` (the plant setting
+    `LINETRACE_QUALITY_RELEASE=user-keys`) a quality hold's release or approval needs the
+    users' own keys: a console attestation is refused (`hold.needs_user_keys`) and an earlier
+    console-attested approval does not count."""
     request = read_statement(signed).request
     with ledger.transaction() as session:
         if recorded_again(session, signed, hold_id, ("hold.released", "hold.approved")) is not None:
@@ -325,6 +338,14 @@ def release_hold(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedState
             raise HoldError(f"hold {hold_id} waits for a disposition of its unit: decide it "
                             "with `linetrace disposition SERIAL --decision scrap|use-as-is|"
                             "repair --reason R`", code="hold.no_disposition")
+        own_keys_only = hold.category == "quality" and not console_attested_quality
+        if own_keys_only and is_console_attested(session, signed):
+            raise HoldError(
+                f"hold {hold_id} is a quality hold, and this plant releases quality holds only "
+                "with the quality users' own key signatures (LINETRACE_QUALITY_RELEASE="
+                f"user-keys), not the console's: run `linetrace hold release {hold_id} "
+                "--reason R` with your own key (LINETRACE_USER_KEY)",
+                code="hold.needs_user_keys")
         st = verify_user_statement(session, signed, action="hold.release", target=hold_id,
                                    roles=RELEASE_ROLES[hold.category])
         check_details(st, {"reason": reason} if reason else {})
@@ -335,8 +356,17 @@ def release_hold(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedState
                 HoldApproval.hold_id == hold_id, HoldApproval.user_id != st.user)
                 .order_by(HoldApproval.approved, HoldApproval.user_id))
                 if (a := _approval(session, hold_id, u)) is not None
-                and _still_valid(session, a, hold_id)]
-            if not earlier and _approval(session, hold_id, st.user) is not None:
+                and _still_valid(session, a, hold_id)
+                and not (own_keys_only and is_console_attested(session, a))]
+            mine = _approval(session, hold_id, st.user)
+            if (not earlier and own_keys_only and mine is not None
+                    and is_console_attested(session, mine)):
+                raise HoldError(f"{st.user}'s approval of {hold_id} was attested by the console, "
+                                "which this plant no longer takes for quality releases "
+                                "(LINETRACE_QUALITY_RELEASE=user-keys): two other quality users "
+                                "must sign with their own keys (`linetrace hold release "
+                                f"{hold_id} --reason R`)", code="hold.needs_user_keys")
+            if not earlier and mine is not None:
                 raise HoldError(f"{st.user} approved the release of {hold_id} already; a second, "
                                 "different quality user must sign", code="hold.same_user")
             if not earlier:

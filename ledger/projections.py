@@ -40,6 +40,7 @@ from .models import Firmware, Install, Lot, LotSerial, Measurement, Operation, S
 from .models import StationKey, TestRun, Unit
 from .holds import HOLD_PROJECTIONS, project_hold_event
 from .users import USER_PROJECTIONS, project_user_event
+from .console_key import CONSOLE_PROJECTIONS, project_console_event
 from .verdicts import project_verdict
 from .sql import in_values
 from .unit_state import FINAL_STATES, REPAIR_STATION_TYPE, aware, mark, needs_settling
@@ -377,13 +378,15 @@ PROJECTIONS: dict[str, Callable[[Session, Event, datetime], None]] = {
     "user.changed": project_user_event,
     "user.revoked": project_user_event,
     "user.removed": project_user_event,
+    "console.enrolled": project_console_event,
+    "console.revoked": project_console_event,
     "burnin.verdict": project_verdict,
 }
 
 
 _UNIT_EVENTS = frozenset(PROJECTIONS) - {"material.received", "station.enrolled",
                                           "station.revoked", *HOLD_PROJECTIONS,
-                                          *USER_PROJECTIONS}
+                                          *USER_PROJECTIONS, *CONSOLE_PROJECTIONS}
 
 
 def project(session: Session, event: Event) -> None:

@@ -13,6 +13,16 @@ enrolled, not removed user, the key is enrolled for that user and not revoked, t
 verifies over the exact bytes carried, it is the action on the target being recorded, and the
 user's role allows it.
 
+A statement may instead be a *console attestation* (`console_key.attest`): it names the user
+signed in to the web console and is signed by the console's own key, enrolled by a plant-signed
+`console.enrolled` event and not revoked. It is accepted for that user on the same terms (an
+enrolled, active user whose role allows the action), for hold and alert actions only
+(`console_key.CONSOLE_ACTIONS`): user administration always needs an admin's own key. It proves
+less than the person's own signature: the console vouches that the signed-in user acted, and
+whoever holds the console's key could say so for anyone (docs/security.md "Console
+attestations"; `hold_actions.release_hold(console_attested_quality=False)` refuses it for
+quality releases).
+
 The first admin: while no admin with a valid key exists, `users add` is accepted for the role
 admin only, carrying the new user's own self-signed statement (it proves they hold the key
 being enrolled); from then on every change needs an admin's statement, and a change that would
@@ -39,6 +49,7 @@ from linetrace.schemas.envelope import format_time
 from linetrace.schemas.statements import Statement, StatementError, read_statement
 from linetrace.schemas.statements import verify_statement
 
+from .console_key import CONSOLE_ACTIONS, ConsoleKey
 from .db import Ledger
 from .errors import LedgerError
 from .models import EventRow, User, UserKey
@@ -149,6 +160,11 @@ def verify_user_statement(session: Session, signed: b.SignedStatement, *, action
         raise UserError(f"user {signed.user} was removed; their statements are refused",
                         code="user.forbidden")
     key = session.get(UserKey, signed.keyid)
+    if key is None:
+        console = session.get(ConsoleKey, signed.keyid)
+        if console is not None:
+            return _console_attested(session, signed, console, user, action=action,
+                                     target=target, roles=roles)
     if key is None or key.user_id != signed.user:
         raise UserError(f"key {signed.keyid} is not an enrolled key of {signed.user}; "
                         f"`linetrace users list` shows their keys", code="statement.invalid")
@@ -160,6 +176,33 @@ def verify_user_statement(session: Session, signed: b.SignedStatement, *, action
     if user.role not in roles:
         raise UserError(f"{_DOING.get(action, action)} needs the {_either(roles)} role; "
                         f"{user.role} {signed.user} has {user.role}", code="user.forbidden")
+    return st
+
+
+def _console_attested(session: Session, signed: b.SignedStatement, console: ConsoleKey,
+                      user: User, *, action: str, target: str, roles: Collection[str]
+                      ) -> Statement:
+    """A statement the console's key signed for the signed-in `user` (`console_key`): the
+    console key is enrolled and not revoked, the action is one a console may attest, the
+    signature verifies, and the user's role allows it."""
+    if console.revoked_at is not None:
+        raise UserError(f"console key {signed.keyid} ({console.name}) was revoked at "
+                        f"{format_time(_aware(console.revoked_at))}; statements it signs are "
+                        "refused: restart the console so it enrols a new key, or sign with your "
+                        "own key", code="statement.invalid")
+    if action not in CONSOLE_ACTIONS:
+        raise UserError(f"{_DOING.get(action, action)} needs {signed.user}'s own key, not the "
+                        f"console's attestation: run the `linetrace users` command with "
+                        "LINETRACE_USER_KEY", code="user.forbidden")
+    try:
+        st = verify_statement(signed, signing.load_public_key(console.public_key),
+                              action=action, target=target)
+    except StatementError as e:
+        raise UserError(f"refused: the console's attestation for {signed.user} does not stand: "
+                        f"{e.message}", code="statement.invalid") from None
+    if user.role not in roles:
+        raise UserError(f"{_DOING.get(action, action)} needs the {_either(roles)} role; "
+                        f"{signed.user} has {user.role}", code="user.forbidden")
     return st
 
 

@@ -608,6 +608,27 @@ class UserRemoved(Body, kw_only=True):
     statement: SignedStatement
 
 
+class ConsoleEnrolled(Body, kw_only=True):
+    """System event on line.holds (subject = the console's name): the web console's Ed25519
+    public key, enrolled by the plant. A statement signed by this key is the console's
+    *attestation* that the user it names, signed in to the console, took the action: accepted
+    for hold and alert actions of that user (enrolled, active, a role that allows it), never
+    for user administration. Weaker than the person's own key (docs/security.md)."""
+
+    name: StationId
+    public_key: Annotated[str, Meta(pattern=r"^[A-Za-z0-9+/]{43}=\Z")]
+    keyid: KeyId
+
+
+class ConsoleRevoked(Body, kw_only=True):
+    """System event on line.holds (subject = the console's name): a console key revoked by
+    the plant; statements it signs from this point of the log on are refused."""
+
+    name: StationId
+    keyid: KeyId
+    reason: Text | None = None
+
+
 #: Event type -> body model. The single registry used by decoding, schemas and docs.
 BODY_OF_TYPE: dict[str, type[Body]] = {
     "unit.arrived": UnitArrived,
@@ -647,6 +668,8 @@ BODY_OF_TYPE: dict[str, type[Body]] = {
     "user.changed": UserRoleChanged,
     "user.revoked": UserKeyRevoked,
     "user.removed": UserRemoved,
+    "console.enrolled": ConsoleEnrolled,
+    "console.revoked": ConsoleRevoked,
 }
 
 #: Types only linetrace itself may author (source `linetrace`, no `stationseq`).
@@ -655,7 +678,7 @@ SYSTEM_TYPES = frozenset({"station.enrolled", "station.revoked", "material.check
                           "command.hold", "command.release", "command.route", "command.lock",
                           "hold.placed", "hold.approved", "hold.released", "hold.disposition",
                           "user.enrolled", "user.changed", "user.revoked",
-                          "user.removed",
+                          "user.removed", "console.enrolled", "console.revoked",
                           "alert.acknowledged", "alert.shelved", "alert.unshelved",
                           "alert.commented", "alert.outofservice", "alert.inservice"})
 

@@ -26,6 +26,8 @@ from .bodies import (
     CommandLock,
     CommandRelease,
     CommandRoute,
+    ConsoleEnrolled,
+    ConsoleRevoked,
     Defect,
     Document,
     FaultCleared,
@@ -109,6 +111,9 @@ EXAMPLE_USER_KEYS = {
         hashlib.sha256(f"linetrace example user {name}".encode()).digest())
     for name in ("q.meyer", "q.okafor", "admin.lee")
 }
+#: The web console's key of the `console.enrolled` example (derived: never a real secret).
+EXAMPLE_CONSOLE_KEY = Ed25519PrivateKey.from_private_bytes(
+    hashlib.sha256(b"linetrace example console").digest())
 HOLD_ID = "HOLD-000042"
 ALERT_ID = "AL-3f9a1c2b7d04"
 EXAMPLE_REQUEST = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
@@ -329,6 +334,14 @@ _EXAMPLES: dict[str, tuple[str, str, Body]] = {
     "user.removed": (SYSTEM_SOURCE, "q.okafor", UserRemoved(
         user="q.okafor", statement=_signed(  # type: ignore[arg-type]
             "admin.lee", "user.remove", "q.okafor", {}),
+    )),
+    "console.enrolled": (SYSTEM_SOURCE, "console", ConsoleEnrolled(
+        name="console", public_key=public_key_b64(EXAMPLE_CONSOLE_KEY.public_key()),
+        keyid=keyid_of(EXAMPLE_CONSOLE_KEY.public_key()),
+    )),
+    "console.revoked": (SYSTEM_SOURCE, "console", ConsoleRevoked(
+        name="console", keyid=keyid_of(EXAMPLE_CONSOLE_KEY.public_key()),
+        reason="console server replaced",
     )),
     "alert.acknowledged": (SYSTEM_SOURCE, ALERT_ID, AlertAcknowledged(
         alert_id=ALERT_ID, user="q.meyer", comment="GPU 5 fan checked, watching it",

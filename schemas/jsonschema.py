@@ -113,6 +113,11 @@ DESCRIPTIONS: dict[str, str] = {
     "revoked, signed by an admin.",
     "user.removed": "System event (authored only by linetrace) on line.holds: a user removed, "
     "signed by an admin.",
+    "console.enrolled": "System event (authored only by linetrace) on line.holds: the web "
+    "console's Ed25519 public key, enrolled by the plant; statements it signs attest that the "
+    "signed-in user they name took a hold or alert action.",
+    "console.revoked": "System event (authored only by linetrace) on line.holds: a console key "
+    "revoked by the plant; its statements are refused from this point of the log on.",
     "alert.acknowledged": "System event (authored only by linetrace) on line.alerts: a user "
     "acknowledged an alert (ISA-18.2), with their signed statement and an optional comment.",
     "alert.shelved": "System event (authored only by linetrace) on line.alerts: a user shelved "

@@ -21,6 +21,16 @@ hold; and a quality hold is released only with the statements of two different q
 (the first one's approval carried along). So someone holding the plant key cannot turn one
 person's approval into a release, nor record another decision than the one signed.
 
+A statement may also be a *console attestation*: it names the user signed in to the web
+console and is signed by the console's own key, which a plant-signed `console.enrolled` event
+enrolled earlier in the log (and no `console.revoked` revoked before it). It stands on the same
+terms for that user (enrolled, active, a role that allows the action at that point of the
+log), for hold and alert actions only (`CONSOLE_ACTIONS`), never for user administration. It
+proves less than a person's own signature: the console vouches that the signed-in user acted;
+whoever held the console's key could have said so for anyone, and since the plant key enrols
+console keys, so could whoever held the plant key. `StatementAudit.attested` counts
+them and `consoles` names the console keys, so an auditor sees how much rests on the console.
+
 Pure: events in, problems out; no database, so `verify-ledger` (over the whole log) and
 `linetrace verify` (over an evidence bundle's hold and user leaves, `check_statements`) both
 use it.
@@ -51,6 +61,18 @@ ACTION_OF_TYPE: dict[str, str] = {
     "alert.outofservice": "alert.out_of_service", "alert.inservice": "alert.return_to_service",
 }
 
+
+#: The plant-signed events that enrol and revoke console keys: replayed in log order so a
+#: console attestation is checked against the keys enrolled before it.
+CONSOLE_TYPES: frozenset[str] = frozenset({"console.enrolled", "console.revoked"})
+#: Every event type `check_statements` reads (a bundle carries these leaves for it).
+STATEMENT_TYPES: frozenset[str] = frozenset(ACTION_OF_TYPE) | CONSOLE_TYPES
+#: The actions a console may attest for its signed-in user, as `ledger/console_key.py`
+#: (CONSOLE_ACTIONS) enforces when recording: holds, dispositions and alerts, never user changes.
+CONSOLE_ACTIONS: frozenset[str] = frozenset({
+    "hold.place", "hold.release", "hold.disposition",
+    "alert.acknowledge", "alert.shelve", "alert.unshelve", "alert.comment",
+    "alert.out_of_service", "alert.return_to_service"})
 
 #: Roles that may sign each hold action, as `ledger/hold_actions.py` (PLACE_ROLES,
 #: RELEASE_ROLES) and `ledger/dispositions.py` (DISPOSITION_ROLES) enforce when recording.
@@ -187,6 +209,9 @@ class _Log:
         self.people: dict[str, _Person] = {}
         self.holds: dict[str, b.HoldPlaced] = {}
         self.first_admins: list[tuple[str, str]] = []  # (user, keyid), self-signed
+        self.consoles: dict[str, tuple[str, str]] = {}  # keyid -> (console name, public key)
+        self.console_revoked: set[str] = set()
+        self.attested = 0  # console attestations that stood
 
     def any_admin(self) -> bool:
         return any(p.active and p.role == "admin" and set(p.keys) - p.revoked
@@ -222,12 +247,22 @@ class _Log:
             return f"signed by {signed.user}, whom the log never enrolled before it"
         elif not person.active:
             return f"signed by {signed.user}, removed earlier in the log"
-        elif signed.keyid not in person.keys:
-            return f"signed with key {signed.keyid}, not enrolled for {signed.user} before it"
-        elif signed.keyid in person.revoked:
-            return f"signed with key {signed.keyid} of {signed.user}, revoked earlier in the log"
-        else:
+        elif signed.keyid in person.keys:
+            if signed.keyid in person.revoked:
+                return (f"signed with key {signed.keyid} of {signed.user}, revoked earlier in "
+                        "the log")
             public = person.keys[signed.keyid]
+        elif signed.keyid in self.consoles:
+            name, public = self.consoles[signed.keyid]
+            if signed.keyid in self.console_revoked:
+                return (f"attested for {signed.user} by console {name}'s key {signed.keyid}, "
+                        "revoked earlier in the log")
+            if action not in CONSOLE_ACTIONS:
+                return (f"{action} attested for {signed.user} by console {name}'s key "
+                        f"{signed.keyid}: user changes need the admin's own key")
+        else:
+            return (f"signed with key {signed.keyid}, enrolled neither for {signed.user} nor "
+                    "for a console before it")
         try:
             st: Statement = verify_statement(signed, signing.load_public_key(public),
                                              action=action, target=_target(event))
@@ -303,7 +338,11 @@ class _Log:
 
     def apply(self, event: Event) -> None:
         body = event.body
-        if isinstance(body, b.HoldPlaced):
+        if isinstance(body, b.ConsoleEnrolled):
+            self.consoles.setdefault(body.keyid, (body.name, body.public_key))
+        elif isinstance(body, b.ConsoleRevoked):
+            self.console_revoked.add(body.keyid)
+        elif isinstance(body, b.HoldPlaced):
             self.holds.setdefault(body.hold_id, body)
         elif isinstance(body, b.UserEnrolled):
             person = self.people.setdefault(body.user, _Person(body.role))
@@ -342,6 +381,10 @@ class StatementAudit:
     statements: int
     signers: frozenset[str]
     first_admins: tuple[tuple[str, str], ...]
+    #: how many of the statements that stood were console attestations (not own keys)
+    attested: int = 0
+    #: the console keys the log enrolled: (console name, key id)
+    consoles: tuple[tuple[str, str], ...] = ()
 
 
 def check_statements(events: Iterable[Event]) -> StatementAudit:
@@ -351,6 +394,9 @@ def check_statements(events: Iterable[Event]) -> StatementAudit:
     count = statements = 0
     signers: set[str] = set()
     for event in events:
+        if event.type in CONSOLE_TYPES:
+            log.apply(event)
+            continue
         if event.type not in ACTION_OF_TYPE:
             continue
         count += 1
@@ -366,11 +412,14 @@ def check_statements(events: Iterable[Event]) -> StatementAudit:
             if why is not None:
                 stood = False
                 problems.append(StatementProblem(event.id, event.type, event.subject, why))
+            elif signed.keyid in log.consoles:
+                log.attested += 1
         problems.extend(StatementProblem(event.id, event.type, event.subject, why)
                         for why in log.rules(event, stood))
         log.apply(event)
     return StatementAudit(problems, count, statements, frozenset(signers),
-                          tuple(log.first_admins))
+                          tuple(log.first_admins), log.attested,
+                          tuple((name, keyid) for keyid, (name, _) in log.consoles.items()))
 
 
 def audit_statements(events: Iterable[Event]) -> list[StatementProblem]:

@@ -53,7 +53,7 @@ from .hbom import AsBuilt, HbomMalformed, as_built, expected_content, read_hbom
 from .leaf import Leaf, LeafMalformed, chain_of, parse_leaf
 from .merkle import leaf_hash, verify_inclusion
 from .note import Checkpoint, VerifierKey, open_checkpoint
-from .statements import ACTION_OF_TYPE, check_statements
+from .statements import ACTION_OF_TYPE, STATEMENT_TYPES, check_statements
 from .telemetry import check_run_telemetry, read_telemetry_lines
 
 __all__ = ["BUNDLE_FORMAT", "CHECKPOINT", "CHECKS", "HBOM", "HISTORY", "MANIFEST", "README",
@@ -166,7 +166,7 @@ def _check_statements(entries: list[Entry], version: int) -> str:
     (`statements.check_statements`, as `verify-ledger` does over the whole log): their plant
     signatures were checked already, so the `user.enrolled` leaves say which key is whose."""
     people = [e for e in entries
-              if e.event.source == SYSTEM_SOURCE and e.event.type in ACTION_OF_TYPE]
+              if e.event.source == SYSTEM_SOURCE and e.event.type in STATEMENT_TYPES]
     if version < PEOPLE_FORMAT:
         if people:
             raise fail("statements", f"a {FORMAT_NAME}/{version} bundle carries no hold or user "
@@ -180,6 +180,7 @@ def _check_statements(entries: list[Entry], version: int) -> str:
                    f"but leaf {alerts[0].index} is {alerts[0].event.type}: the bundle was "
                    "altered (or made by a development build); get it again from the plant")
     audit = check_statements(e.event for e in people)
+    people = [e for e in people if e.event.type in ACTION_OF_TYPE]
     if audit.problems:
         p = audit.problems[0]
         index = next(e.index for e in people if e.event.id == p.event_id
@@ -188,10 +189,14 @@ def _check_statements(entries: list[Entry], version: int) -> str:
     if not audit.statements:
         return f"{len(people)} hold, alert and user events, none signed by a person"
     roots = ", ".join(f"{user} (key id {keyid})" for user, keyid in audit.first_admins)
+    consoles = ", ".join(f"{name} (key id {keyid})" for name, keyid in audit.consoles)
+    attested = (f"; {audit.attested} of them are attestations by the console key of {consoles}, "
+                "which vouches that the signed-in user acted (weaker than the person's own key)"
+                if audit.attested else "")
     return (f"{audit.statements} statements by {len(audit.signers)} people in {audit.events} "
             "hold, alert and user events verify with their enrolled keys, say what the events "
             "record and come from roles that may sign them; the people were enrolled from the "
-            f"self-signed first admin {roots}: confirm that key id with the plant")
+            f"self-signed first admin {roots}: confirm that key id with the plant{attested}")
 
 
 def _walk_chain(by_hash: Mapping[bytes, Entry], head: Entry, what: str) -> list[Entry]:
