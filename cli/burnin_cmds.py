@@ -168,23 +168,8 @@ def summary_dict(s: BurninSummary) -> dict[str, Any]:
     }
 
 
-def verdict_json(event_id: str, subject: str, time: str, body: Any) -> dict[str, Any]:
-    """One verdict as `burnin show --json` prints it: the event's id, unit and time, then
-    every field of the `burnin.verdict` body (docs/burnin.md)."""
-    return {"id": event_id, "unit": subject, "time": time, **_full(body)}
-
-
-def _full(value: Any) -> Any:
-    """A body as plain JSON with every field, defaults included (events omit defaults on the
-    wire; a `--json` contract names every field every time)."""
-    if isinstance(value, msgspec.Struct):
-        return {f: _full(getattr(value, f)) for f in value.__struct_fields__}
-    if isinstance(value, list):
-        return [_full(v) for v in value]
-    return value
-
-
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    from linetrace.ledger.verdict_docs import verdict_document
     from linetrace.ledger.verdicts import verdicts_of
 
     ledger = open_ledger(settings)
@@ -198,8 +183,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
               "or its run's end or results are not in the ledger yet (is `linetrace worker` "
               "running? `linetrace units` lists units)", file=sys.stderr)
         return 1
-    docs = [verdict_json(v.event.id, v.event.subject, v.event.envelope.time, v.body)
-            for v in found]
+    docs = [verdict_document(v) for v in found]
     if args.json:
         print_json(docs)
         return 0
