@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from linetrace.schemas.topics import ALL_TOPICS, TOPIC_OF_TYPE
 
 from .broker_link import BrokerLink
 from .errors import StationError
+from .interlock import DEFAULT_TIMEOUT_S, InterlockSettings, InterlockVerdict, ask
 from .outbox import Outbox
 from .sender import Sender, SenderStats
 from .spool import SPOOL_FILE, Draft, Headers, Spool, SpoolLimits
@@ -75,6 +78,11 @@ class StationClient:
         request_timeout_ms: int = 10_000,
         window_events: int = 1000,
         window_bytes: int = 900 * 1024,
+        console_url: str | None = None,
+        console_token: str | None = None,
+        validate_timeout_s: float = DEFAULT_TIMEOUT_S,
+        fail_closed: bool = True,
+        console_ssl_context: ssl.SSLContext | None = None,
         **security: Any,
     ) -> None:
         """`state_dir` holds the spool (`spool.db`); one directory per station.
@@ -84,6 +92,13 @@ class StationClient:
         `delivery_timeout_s`: the default timeout of `flush`. `stop_timeout_s`: how long
         `stop` tries to deliver what is spooled; the rest is sent after the next `start`.
         `security`: passed to aiokafka's client (`security_protocol`, `ssl_context`, `sasl_*`).
+
+        The interlock (`validate`, `stations/interlock.py`): `console_url` (the console's base
+        URL), `console_token` (an API token of a `viewer` user made for this station),
+        `validate_timeout_s` (default 2 s: the longest one question may take) and
+        `fail_closed` (default True: a console that does not answer in time means not
+        allowed, reason `interlock.unavailable`; False: allowed, with that reason recorded);
+        `console_ssl_context` for an https console with a private CA.
         """
         if not _SOURCE_RE.match(station_id):
             raise StationError(
@@ -106,6 +121,8 @@ class StationClient:
             window_events=window_events, window_bytes=window_bytes,
             retry_backoff_s=retry_backoff_s, max_retry_backoff_s=max_retry_backoff_s,
             topic_poll_s=topic_poll_s)
+        self._interlock = None if console_url is None else InterlockSettings(
+            console_url, console_token, validate_timeout_s, fail_closed, console_ssl_context)
         self._outbox: Outbox | None = None
         self._sender: Sender | None = None
         self._task: asyncio.Task[None] | None = None
@@ -190,6 +207,23 @@ class StationClient:
 
     def last_seq(self, topic: str) -> int:
         return self._spool.last_seq(topic)
+
+    # --- the interlock -----------------------------------------------------------------
+
+    async def validate(self, serial: str, step: int, lots: Iterable[str] = (),
+                       parts: Iterable[str] = ()) -> InterlockVerdict:
+        """May unit `serial` start step `step` at this station (installing parts of `lots`,
+        the serialized `parts`)? Asks the console's interlock (`POST /api/v1/validate`) and
+        returns its verdict (`allowed`, `reasons`), within `validate_timeout_s`; a console that
+        does not answer in time gives the `fail_closed` verdict with the reason
+        `interlock.unavailable` (`stations/interlock.py`). Needs no `start()`. Raises
+        `interlock.not_configured` without `console_url`, `interlock.refused` when the console
+        refuses the question (a wrong token, an unknown station)."""
+        if self._interlock is None:
+            raise StationError(f"station {self.station_id} has no console to ask: give "
+                               "StationClient(console_url=..., console_token=...)",
+                               code="interlock.not_configured")
+        return await ask(self._interlock, self.station_id, serial, step, lots, parts)
 
     # --- emitting ----------------------------------------------------------------------
 

@@ -35,6 +35,8 @@ STATION_ERROR_CODES: dict[str, str] = {
     "station.spool_failed": "the station's spool file could not be written (disk full, I/O error); nothing was stored",
     "station.send_failed": "the broker refused an event with a non-retriable error",
     "station.no_key": "a station of the line has no private key",
+    "interlock.not_configured": "`validate` needs the console's URL (and an API token): `StationClient(console_url=..., console_token=...)`; or a setting is out of range",
+    "interlock.refused": "the console refused the interlock question (a wrong or revoked API token, a station it does not know, a malformed question); not an outage, so `fail_closed` does not apply",
     "simulator.unknown_product": "the line simulator has no route for this product",
     "simulator.invalid_config": "a line simulator setting is out of range",
     "simulator.unknown_fault": "a `--faults` name is not one of DOMAIN.md §9's faults",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from linetrace.schemas.bodies import Body
 
 from .client import StationClient
+from .interlock import InterlockVerdict
 from .sender import SenderStats
 
 T = TypeVar("T")
@@ -81,6 +82,11 @@ class SyncStationClient:
         """See `StationClient.emit`."""
         return self._run(self._client.emit(event_type, subject, body, time=time,
                                            event_id=event_id, traceparent=traceparent))
+
+    def validate(self, serial: str, step: int, lots: Iterable[str] = (),
+                 parts: Iterable[str] = ()) -> InterlockVerdict:
+        """See `StationClient.validate` (blocks at most about `validate_timeout_s`)."""
+        return self._run(self._client.validate(serial, step, lots, parts))
 
     def flush(self, timeout_s: float | None = None) -> None:
         """See `StationClient.flush`."""
