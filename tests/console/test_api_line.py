@@ -177,12 +177,10 @@ def test_a_station_hold_locks_the_station_in_the_line_view(
                        user="sam")
     out = place_hold(console.ledger, console.plant, sign_statement(st, console.keys["sam"]),
                      scope="station", target="ict-01", reason="fixture check")
-    hold_id = out.view["id"] if hasattr(out, "view") else None
+    hold_id = out.hold["id"]
     doc = console.as_("sam").get("/api/v1/line").json()
     ict = next(s for s in doc["stations"] if s["id"] == "ict-01")
-    assert ict["locked"] is True and ict["hold"] is not None
-    if hold_id is not None:
-        assert ict["hold"] == hold_id
+    assert ict["locked"] is True and ict["hold"] == hold_id
     assert doc["holds"]["count"] >= 1 and doc["holds"]["by_scope"].get("station") == 1
     assert any(h["scope"] == "station" and h["target"] == "ict-01" for h in doc["holds"]["list"])
     assert doc == cli_json(line, "line")
