@@ -174,6 +174,20 @@ def test_stream_needs_credentials_and_pings(console: Console,
             assert r.status_code == 401 and r.json()["code"] == "auth.required"
         token = console.token("vic")
         client = httpx.Client(base_url=base, timeout=10)
+        looks = [0]
+        changes = stream._changes
+
+        def counted(*args: Any) -> Any:
+            looks[0] += 1
+            return changes(*args)
+
+        monkeypatch.setattr(stream, "_changes", counted)
         with listen(client, {"Authorization": f"Bearer {token}"}) as got:
             e = got.get(timeout=5)
             assert e.event == "ping" and e.data == ": ping"
+            assert looks[0] > 0
+        # the client went away: the stream stops looking at the ledger
+        time.sleep(1.0)
+        before = looks[0]
+        time.sleep(1.0)
+        assert looks[0] == before, "the stream kept polling after its client disconnected"
