@@ -24,7 +24,7 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 COMMAND_MODULES: tuple[str, ...] = ("routes_cmds", "burnin_cmds", "proof_cmds", "flags_cmds",
                                     "retention_cmds", "users_cmds", "hold_cmds",
                                     "validate_cmds", "alert_action_cmds", "alert_cmds",
-                                    "spc_cmds", "line_status_cmds")
+                                    "spc_cmds", "console_cmds", "line_status_cmds")
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
@@ -49,7 +49,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     routes_in_force(settings)  # before anything starts; worker and simulator check them again
     extra = ["--product", args.product, "--faults", args.faults]
     return run_up(settings, args.units, args.seed, args.until_idle, args.speed, extra,
-                  conducted=not args.unconducted)
+                  conducted=not args.unconducted,
+                  console=None if args.no_console else (
+                      args.console_port if args.console_port is not None
+                      else settings.console_port))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.add_argument("-v", "--verbose", action="store_true", help="also describe every setting")
 
-    up = add("up", cmd_up, "start broker, worker and line simulator; print where to look")
+    up = add("up", cmd_up, "start broker, worker, line simulator and web console; print where "
+             "to look")
     up.add_argument("--units", type=int, default=10)
     up.add_argument("--seed", type=int)
     up.add_argument("--speed", type=float, default=0.0,
@@ -85,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what the simulated line builds (see `linetrace simulate`)")
     up.add_argument("--faults", default="none",
                     help="faults to inject, e.g. hot-gpu,skip-step (see docs/simulator.md)")
+    up.add_argument("--console-port", type=int, metavar="PORT",
+                    help="the web console's port (default $LINETRACE_CONSOLE_PORT, else 8080; "
+                         "if it is in use, a free one is taken and printed)")
+    up.add_argument("--no-console", action="store_true",
+                    help="do not start the web console (docs/console.md)")
 
     b = add("broker", ln.cmd_broker, "run the embedded Kafka-compatible broker and create topics")
     b.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")

@@ -15,6 +15,10 @@ from pathlib import Path
 from linetrace.schemas.errors import LinetraceError
 
 
+#: LINETRACE_QUALITY_RELEASE's values (console/config.py `QualityRelease`).
+QUALITY_RELEASES: tuple[str, ...] = ("console", "user-keys")
+
+
 class ConfigurationError(LinetraceError):
     """A LINETRACE_* setting (or a file it names) is wrong: the command exits 2."""
 
@@ -93,6 +97,20 @@ SETTINGS: tuple[Setting, ...] = (
             "Path to the acting user's Ed25519 private key (PEM), for holds, releases, "
             "dispositions and user administration (`linetrace users keygen` makes one). "
             "Every such command signs a statement with it; see docs/security.md."),
+    Setting("console_host", "LINETRACE_CONSOLE_HOST", "127.0.0.1",
+            "Address the web console listens on (`linetrace console`, `linetrace up`). "
+            "127.0.0.1 keeps it on this machine; 0.0.0.0 serves the plant network (put it "
+            "behind HTTPS there). `--host` overrides it. See docs/console.md."),
+    Setting("console_port", "LINETRACE_CONSOLE_PORT", "8080",
+            "TCP port of the web console. `linetrace console` refuses a port in use (exit 2); "
+            "`linetrace up` takes the next free one and says so. `--port` / `--console-port` "
+            "override it. See docs/console.md."),
+    Setting("quality_release", "LINETRACE_QUALITY_RELEASE", "console",
+            "How a quality hold is released from the console: `console` (two quality users' "
+            "approvals in the console, each attested by the console's key, release it) or "
+            "`user-keys` (each approval needs the quality user's own key: the console refuses "
+            "and says to run `linetrace hold release`). See docs/console.md and "
+            "docs/security.md."),
 )
 
 
@@ -117,6 +135,9 @@ class Settings:
     burnin_limits: Path | None = None
     golden_firmware: Path | None = None
     spc: Path | None = None
+    console_host: str = "127.0.0.1"
+    console_port: int = 8080
+    quality_release: str = "console"
 
     @property
     def keys_dir(self) -> Path:
@@ -205,6 +226,23 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
                                  "on wall time) or a positive speed factor (default 1)")
     if batch_size < 1 or batch_window <= 0:
         raise ConfigurationError("LINETRACE_BATCH_SIZE must be >= 1 and LINETRACE_BATCH_WINDOW > 0")
+    console_host = raw.get("console_host", "127.0.0.1").strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.\-:\[\]]{1,253}", console_host):
+        raise ConfigurationError(f"LINETRACE_CONSOLE_HOST={console_host!r} is not a host name "
+                                 "or address (e.g. 127.0.0.1, 0.0.0.0, console.plant.local)")
+    try:
+        console_port = int(raw.get("console_port", "8080"))
+    except ValueError:
+        console_port = -1
+    if not 0 <= console_port <= 65535:
+        raise ConfigurationError(f"LINETRACE_CONSOLE_PORT={raw.get('console_port')!r}: use a "
+                                 "TCP port 1-65535 (default 8080; 0 = any free port)")
+    quality_release = raw.get("quality_release", "console").strip().lower()
+    if quality_release not in QUALITY_RELEASES:
+        raise ConfigurationError(
+            f"LINETRACE_QUALITY_RELEASE={raw.get('quality_release')!r}: use `console` (two "
+            "quality users' console approvals release a quality hold) or `user-keys` (they "
+            "must sign with their own keys, `linetrace hold release`)")
     broker = raw.get("broker")
     if broker is not None:
         parse_broker_url(broker)
@@ -225,7 +263,9 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
                                    if "burnin_limits" in raw else None),
                     golden_firmware=(Path(raw["golden_firmware"]).expanduser().resolve()
                                      if "golden_firmware" in raw else None),
-                    spc=Path(raw["spc"]).expanduser().resolve() if "spc" in raw else None)
+                    spc=Path(raw["spc"]).expanduser().resolve() if "spc" in raw else None,
+                    console_host=console_host, console_port=console_port,
+                    quality_release=quality_release)
 
 
 assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)} - {"sources"}

@@ -1,4 +1,10 @@
-"""`linetrace up`: broker, worker and simulator as supervised child processes.
+"""`linetrace up`: broker, worker, simulator and web console as supervised child processes.
+
+The console (`linetrace console`, docs/console.md) listens on LINETRACE_CONSOLE_PORT
+(`--console-port`; 8080) or, when that port is in use, on a free one, and `up` prints its URL;
+`--no-console` leaves it out. On a ledger without users `up` first enrols an `admin` with a
+key of their own (`<data dir>/keys/admin.key`) and prints a one-time console password for
+them, once (`console_cmds.ensure_first_admin`), so a newcomer signs in with nothing else to do.
 
 Children get their own process group and die with us (PR_SET_PDEATHSIG), so Ctrl-C or a
 crash of `up` leaves no orphans. The simulator is conducted (it obeys linetrace's routes,
@@ -25,6 +31,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,7 +47,7 @@ from linetrace.ledger.db import Ledger
 from linetrace.ledger.models import EventRow, IngestPosition, Rejected, Unit
 
 from .line_cmds import sim_status_file
-from .settings import Settings
+from .settings import ConfigurationError, Settings
 
 
 def _die_with_parent() -> None:
@@ -53,12 +60,13 @@ def _die_with_parent() -> None:
 
 
 class Child:
-    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str],
+                 pass_fds: tuple[int, ...] = ()) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self.proc = subprocess.Popen(argv, stdout=self.log_path.open("ab"),
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, preexec_fn=_die_with_parent)
+                                     env=env, preexec_fn=_die_with_parent, pass_fds=pass_fds)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -321,9 +329,69 @@ def idle_reasons(ledger: Ledger, bootstrap: str, stations: Path,
     return waiting_for(ledger, bootstrap, stations)
 
 
+@dataclass(frozen=True)
+class ConsolePlan:
+    """The console `up` starts: where, why not, and the first admin it created."""
+
+    url: str | None
+    note: str = ""
+    first_admin: Any = None  # console_cmds.FirstAdmin
+    sock: socket.socket | None = None  # bound and listening: handed to the console child
+
+
+def plan_console(settings: Settings, port: int | None) -> ConsolePlan:
+    """Before anything starts: the first admin on an empty ledger (console_cmds.
+    ensure_first_admin) and the console's port (`port`, else a free one: a busy 8080 does not
+    stop the line)."""
+    from .console_cmds import bind, console_config, ensure_first_admin, url_of
+    from .extras import EXTRA_MODULES, missing_modules
+    from .ledger_cmds import open_ledger
+
+    if port is None:
+        return ConsolePlan(None, "not started (--no-console)")
+    missing = missing_modules(EXTRA_MODULES["console"])
+    if missing:
+        return ConsolePlan(None, f"not started: needs the [console] extra ({', '.join(missing)} "
+                                 "not installed): pip install 'linetrace[console]'")
+    ledger = open_ledger(settings)  # creates the schema on a fresh data dir
+    try:
+        admin = ensure_first_admin(settings, ledger)
+    finally:
+        ledger.close()
+    # The console's key enrolled here, before the worker writes: the log's first leaves are
+    # the same on every fresh run of a seed (the console child finds it enrolled).
+    console_config(settings)
+    host = settings.console_host
+    note = ""
+    try:
+        sock = bind(host, port)
+    except ConfigurationError:
+        if port == 0:
+            raise
+        note = f" (port {port} is in use: took a free one)"
+        sock = bind(host, 0)
+    return ConsolePlan(url_of(host, int(sock.getsockname()[1])), note, admin, sock)
+
+
+def _wait_console(child: Child, url: str, timeout: float = 30.0) -> None:
+    """Until the console answers on its port (or has died: the supervision loop says why)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    deadline = time.monotonic() + timeout
+    while child.alive() and time.monotonic() < deadline:
+        try:
+            with socket.create_connection((where.hostname or "127.0.0.1", where.port or 80),
+                                          timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+
+
 def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
            speed: float, simulate_args: list[str] | None = None, *,
-           conducted: bool = True) -> int:
+           conducted: bool = True, console: int | None = None) -> int:
     data = settings.data_dir
     logs = data / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -337,7 +405,9 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
         raise Interrupted
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    plan: ConsolePlan | None = None
     try:
+        plan = plan_console(settings, console)
         if settings.broker is None:
             children.append(Child("broker", base + ["broker"], logs, env))
             deadline = time.monotonic() + 60
@@ -348,6 +418,13 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
                     return 1
                 time.sleep(0.1)
         bootstrap = settings.bootstrap()
+        web: Child | None = None
+        if plan.sock is not None:
+            fd = plan.sock.fileno()
+            web = Child("console", base + ["console", "--fd", str(fd)], logs, env,
+                        pass_fds=(fd,))
+            children.append(web)
+            plan.sock.close()  # the console holds it now
         # The worker's line clock advances on wall time as fast as the simulated line runs
         # (0, as fast as possible: only the events move it).
         worker = Child("worker", base + ["worker"], logs,
@@ -367,9 +444,19 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
         print(f"  line     {'conducted by linetrace' if conducted else 'unconducted (the simulator routes failed units itself)'}")
         print(f"  broker   kafka://{bootstrap}")
         print(f"  ledger   {settings.db if not settings.db.startswith('sqlite') else settings.db[10:]}")
-        print(f"  logs     {logs}/{{broker,worker,simulate}}.log")
+        names = "broker,worker,simulate" + (",console" if web is not None else "")
+        print(f"  logs     {logs}/{{{names}}}.log")
         print(f"  look     linetrace units --data-dir {data}   |   linetrace trace SERIAL --data-dir {data}")
         print(f"  alerts   linetrace alerts --data-dir {data}   |   linetrace alerts kpi --data-dir {data}")
+        if web is not None and plan.url is not None:
+            _wait_console(web, plan.url)
+        print(f"  console  {plan.url or ''}{plan.note}".rstrip())
+        if plan.first_admin is not None:
+            fa = plan.first_admin
+            print(f"  sign in  as {fa.user} with the one-time password {fa.password} (you will "
+                  "choose your own); shown this once")
+            print(f"  key      {fa.user}'s signing key: {fa.key_file} (LINETRACE_USER_KEY for "
+                  "`linetrace users`, `hold`, `ack`...; keep it, mode 0600)")
         print("  stop     Ctrl-C" if not until_idle else "  running until the line is idle...",
               flush=True)
         ledger = Ledger(settings.db)
@@ -431,7 +518,10 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
             told &= set(news)
             time.sleep(0.5)
         if not until_idle:
-            print("simulation finished; broker and worker keep running (Ctrl-C stops)", flush=True)
+            print("simulation finished; broker, worker and console keep running (Ctrl-C stops)"
+                  if web is not None else
+                  "simulation finished; broker and worker keep running (Ctrl-C stops)",
+                  flush=True)
             while all(c.alive() for c in children if c is not sim):
                 if progress.tick() and not progress.caught_up and drained(ledger, bootstrap,
                                                                           stations):
@@ -450,9 +540,11 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
         print_alerts(alerts, data)
         return 0
     except Interrupted:
-        print("\nstopping broker, worker and simulator...", file=sys.stderr)
+        print("\nstopping broker, worker, simulator and console...", file=sys.stderr)
         return 0
     finally:
+        if plan is not None and plan.sock is not None:
+            plan.sock.close()
         for c in reversed(children):
             c.stop()
         for s_, h in old.items():

@@ -231,3 +231,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p = add("remove", cmd_remove, "remove a user (every key of theirs revoked)")
     p.add_argument("name", type=user_name, metavar="NAME")
     p.add_argument("--json", action="store_true")
+
+    from .console_cmds import cmd_password
+
+    p = add("password", cmd_password, "set a one-time console password for an enrolled user "
+            "and print it once (an admin's LINETRACE_USER_KEY; the console asks for a new one "
+            "at the first sign-in)")
+    p.add_argument("name", type=user_name, metavar="NAME")
+    p.add_argument("--json", action="store_true",
+                   help="print {user, password, must_change, set_by}")
