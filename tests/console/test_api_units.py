@@ -318,3 +318,27 @@ def test_evidence_zip_verifies_offline_and_tampering_is_caught(
         assert not any("/telemetry/" in n for n in z.namelist())
     err(api.get(f"/api/v1/units/{PCBA}/evidence"), 409, "evidence.not_sealed")
     err(api.get("/api/v1/units/NOPE-1/evidence"), 404, "unit.unknown")
+
+
+# --- holds in force (last: the hold stays) -------------------------------------------------
+
+
+def test_unit_page_lists_a_lot_hold_that_reaches_it_through_its_pcba(
+        line: Path, console: Console, api: Any) -> None:
+    board = next(p for p in cli_json(line, "trace", PCBA)["parts"]
+                 if p["category"] == "bare-board")
+    placed = console.as_("quinn").post("/api/v1/holds", json={
+        "scope": "lot", "target": board["lot"], "reason": "supplier notice: delamination"})
+    assert placed.status_code == 200, placed.text
+    hold_id = placed.json()["id"]
+    for serial in (PCBA, HOT):  # the server holds the board through its PCBA
+        page = ok(api.get(f"/api/v1/units/{serial}"))
+        [held] = page["holds"]
+        assert held["id"] == hold_id and held["scope"] == "lot"
+        assert held["target"] == board["lot"] and held["category"] == "quality"
+        assert held["reason"] == "supplier notice: delamination" and held["placed"]
+    # Every unit the lot reached (recall) shows it; its own trace names no hold (it names
+    # only the holds on the unit or its work order).
+    reached = {h["serial"] for h in cli_json(line, "recall", "--lot", board["lot"])}
+    assert {PCBA, HOT} <= reached
+    assert cli_json(line, "trace", HOT)["holds"] == []
