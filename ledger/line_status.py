@@ -70,6 +70,7 @@ WINDOWS: dict[str, timedelta] = {"1h": timedelta(hours=1), "8h": timedelta(hours
 #: Unit states still on the line (genealogy.UNIT_STATES less the final ones).
 _OPEN = ("in_progress", "in_repair")
 _CHUNK = 400
+_STATION_TYPES = ("station.state", "fault.occurred", "fault.cleared")
 
 
 def _data(value: bytes) -> dict[str, Any]:
@@ -78,34 +79,37 @@ def _data(value: bytes) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _station_events(session: Session) -> dict[str, list[tuple[datetime, str, dict[str, Any]]]]:
-    """Each station's station.state and fault events, in event order."""
+def _station_events(session: Session, stations: Iterable[str]
+                    ) -> dict[str, list[tuple[datetime, str, dict[str, Any]]]]:
+    """Each station's station.state and fault events, in event order (one query a station,
+    through the subject index: a station's own events are few)."""
     out: dict[str, list[tuple[datetime, str, dict[str, Any]]]] = {}
-    q = (select(EventRow.subject, EventRow.time, EventRow.type, EventRow.value)
-         .where(EventRow.type.in_(("station.state", "fault.occurred", "fault.cleared")))
-         .order_by(EventRow.time, EventRow.seq))
-    for subject, t, typ, value in session.execute(q):
-        out.setdefault(str(subject), []).append((t, str(typ), _data(value)))
+    for sid in stations:
+        q = (select(EventRow.time, EventRow.type, EventRow.value)
+             .where(EventRow.subject == sid, EventRow.type.in_(_STATION_TYPES))
+             .order_by(EventRow.time, EventRow.seq))
+        out[sid] = [(t, str(typ), _data(value)) for t, typ, value in session.execute(q)]
     return out
 
 
 def _at_station(session: Session) -> dict[str, tuple[str, int]]:
     """station -> (unit, step) of the latest operation started there and not completed."""
     q = (select(Operation.station, Operation.serial, Operation.step)
-         .join(Unit, Unit.serial == Operation.serial)
-         .where(Operation.completed.is_(None), Operation.started.is_not(None),
-                Unit.state.in_(_OPEN))
+         .select_from(Unit).join(Operation, Operation.serial == Unit.serial)
+         .where(Unit.state.in_(_OPEN), Operation.completed.is_(None),
+                Operation.started.is_not(None))
          .order_by(Operation.started, Operation.id))
     return {str(st): (str(serial), int(step)) for st, serial, step in session.execute(q)}
 
 
 def _stations(session: Session) -> list[dict[str, Any]]:
-    events = _station_events(session)
+    stations = list(session.scalars(select(Station).where(Station.station_id != SYSTEM_SOURCE)
+                                    .order_by(Station.station_id)))
+    events = _station_events(session, [st.station_id for st in stations])
     current = _at_station(session)
     in_force = load_holds_in_force(session)
     out: list[dict[str, Any]] = []
-    for st in session.scalars(select(Station).where(Station.station_id != SYSTEM_SOURCE)
-                              .order_by(Station.station_id)):
+    for st in stations:
         code: int | None = None
         reason: str | None = None
         since: datetime | None = None
@@ -177,7 +181,7 @@ def _count(session: Session, types: Iterable[str], since: datetime, until: datet
     what = func.count(func.distinct(EventRow.subject)) if distinct else func.count()
     n = session.scalar(select(what).where(
         EventRow.topic == EVENTS, EventRow.partition.in_(range(ALL_TOPICS[EVENTS])),
-        EventRow.time > since.replace(tzinfo=None), EventRow.time <= until.replace(tzinfo=None),
+        EventRow.time > since, EventRow.time <= until,
         EventRow.type.in_(sorted(types))))
     return int(n or 0)
 

@@ -4,13 +4,29 @@ route step named by the route, and a station hold's lock."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
 from linetrace.ledger.genealogy import work_in_progress
 from linetrace.ledger.hold_actions import place_hold
 from linetrace.schemas import bodies as b
 from linetrace.schemas.statements import new_statement, sign_statement
 
 from ..integration.route_line import Batches
-from .conftest import Console
+from .conftest import Console, make_console
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def console(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Console]:
+    """The console on each engine (the line status's time windows and joins on both)."""
+    url = (f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite"
+           else str(request.getfixturevalue("pg_url")))
+    c = make_console(url, tmp_path)
+    yield c
+    c.close()
+    c.ledger.close()
 
 
 def test_station_states_faults_current_unit_and_wip(console: Console) -> None:
