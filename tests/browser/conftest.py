@@ -32,7 +32,7 @@ from linetrace.ledger.alerts.conditions import alert_id
 from linetrace.ledger.alerts.views import AlertView, get_alert
 from linetrace.ledger.db import Ledger
 
-from ..conftest import IN_CI, Proc, _broker_available, linetrace_cmd, need, wait_for
+from ..conftest import IN_CI, Proc, _broker_available, linetrace_cmd, need, run_cli, wait_for
 from ..console.conftest import PEOPLE, Console, make_console, password_of
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -159,7 +159,20 @@ class LiveLine(LiveConsole):
             finally:
                 await p.stop()
 
-        asyncio.run(go())
+        # in a thread of its own: Playwright's sync API runs an event loop in this one
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                asyncio.run(go())
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                failed.append(e)
+
+        t = threading.Thread(target=run, name="produce")
+        t.start()
+        t.join(60)
+        if failed:
+            raise failed[0]
 
     def inject_forged(self, station: str, serial: str = "PCBA-T-000001") -> str:
         """A `work.started` claiming to come from `station` (not enrolled), signed by a stranger's
@@ -178,11 +191,55 @@ class LiveLine(LiveConsole):
                        signing.sign_value(value, signing.generate_key()))])
         return alert_id("security.quarantine", station)
 
+    def simulate(self, *args: str, timeout: float = 120) -> dict[str, Any]:
+        """Run `linetrace simulate ARGS` against the line to its end and wait until the worker
+        has stored every event it sent; returns the simulator's summary."""
+        import json
+
+        before = self.stored()
+        r = run_cli("simulate", *args, data_dir=self.data_dir, timeout=timeout)
+        assert r.returncode == 0, r.stdout + r.stderr
+        summary: dict[str, Any] = json.loads(r.stdout.split("simulation done:", 1)[1])
+        want = before + int(summary["events_total"])
+        try:
+            wait_for(lambda: self.stored() >= want, timeout=timeout, interval=0.2,
+                     what=f"{want} station events stored")
+        except AssertionError:
+            raise AssertionError(f"{self.stored()} stored\n{self.tail()}") from None
+        return summary
+
+    def stored(self) -> int:
+        """Station events stored in the ledger (not linetrace's own system events)."""
+        from sqlalchemy import func, select
+
+        from linetrace.ledger.models import EventRow
+        from linetrace.schemas.envelope import SYSTEM_SOURCE
+
+        with self.ledger.reader() as s:
+            return int(s.scalar(select(func.count()).select_from(EventRow)
+                                .where(EventRow.source != SYSTEM_SOURCE)) or 0)
+
+    def station_state(self, station: str, code: int, reason: str, time_: str,
+                      seq: int) -> None:
+        """A signed `station.state` (SEMI E10 `code`) from a simulated station (its key in
+        DATA/stations/ID/key.pem, as `linetrace simulate` made it)."""
+        from linetrace.schemas import bodies as b
+        from linetrace.schemas import signing
+        from linetrace.schemas.envelope import encode_event
+
+        key = signing.load_private_key_pem(
+            (self.data_dir / "stations" / station / "key.pem").read_bytes())
+        value = encode_event(event_type="station.state", source=station, subject=station,
+                             time=time_, stationseq=seq, event_id=str(uuid.uuid4()),
+                             body=b.StationState(state=code, reason=reason))
+        self.produce([("line.stations", station.encode(), value,
+                       signing.sign_value(value, key))])
+
     def tail(self) -> str:
         return "\n".join(p.tail() for p in self.procs)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLine]:
     """Broker, worker and console on one data dir (the console made first: it creates the
     ledger, the plant key and PEOPLE; the worker then opens the same)."""
