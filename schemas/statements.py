@@ -13,8 +13,12 @@ the system event's cause) and the wall-clock time. It is signed exactly as encod
 (sorted keys, no whitespace); verification never re-encodes: it checks the signature over the
 bytes carried, then decodes them.
 
-Pure: no database, no files. Who may sign what (roles, revoked keys) is the ledger's business
-(`linetrace.ledger.users`).
+The web console signs the same `Statement` for its signed-in user with its own key (a console
+attestation, `linetrace.ledger.console_key.attest`): the bytes are the same, only the key
+differs, and the ledger knows the key as a console's (`console.enrolled`), not the person's.
+
+Pure: no database, no files. Who may sign what (roles, revoked keys, console keys) is the
+ledger's business (`linetrace.ledger.users`).
 """
 
 from __future__ import annotations
