@@ -15,14 +15,19 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from linetrace.ledger.errors import LedgerError
+from linetrace.schemas.errors import LinetraceError
 
 
-class ApiError(Exception):
+class ApiError(LinetraceError):
+    """An answer other than success: HTTP `status`, the error document's `code`, `message`
+    and `field`, and any headers (Retry-After, WWW-Authenticate)."""
+
+    code = "api.error"
+
     def __init__(self, status: int, code: str, message: str, field: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-        self.headers = headers
+        super().__init__(message, code=code)
+        self.status, self.field, self.headers = status, field, headers
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"code": self.code, "message": self.message}
