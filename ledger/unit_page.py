@@ -181,9 +181,10 @@ def _holds_in_force(session: Session, t: Trace) -> list[dict[str, Any]]:
 
 
 def _alerts(session: Session, serial: str) -> list[dict[str, Any]]:
-    rows = session.scalars(select(Alert).where(or_(
-        Alert.unit == serial, Alert.subject == serial, Alert.subject.startswith(serial + "/")))
-        .order_by(Alert.raised.desc(), Alert.alert_id))
+    about = or_(Alert.unit == serial, Alert.subject == serial,
+                Alert.subject.startswith(serial + "/", autoescape=True))
+    rows = session.scalars(select(Alert).where(about)
+                           .order_by(Alert.raised.desc(), Alert.alert_id))
     return [{"id": a.alert_id, "condition": a.condition, "priority": a.priority,
              "state": a.state, "active": a.active, "acked": a.acked, "subject": a.subject,
              "raised": iso(a.raised), "message": a.message} for a in rows]

@@ -201,11 +201,10 @@ def _time(value: str | None, field: str) -> datetime | None:
 async def get_recall(lot: Annotated[str | None, Query(max_length=128)] = None,
                      part: Annotated[str | None, Query(max_length=128)] = None,
                      mpn: Annotated[str | None, Query(max_length=128)] = None,
-                     since: Annotated[str | None, Query(alias="from", description=
-                                                        "installed at or after (RFC 3339)")]
-                     = None,
-                     until: Annotated[str | None, Query(alias="to", description=
-                                                        "installed at or before (RFC 3339)")] = None,
+                     since: Annotated[str | None, Query(
+                         alias="from", description="installed at or after (RFC 3339)")] = None,
+                     until: Annotated[str | None, Query(
+                         alias="to", description="installed at or before (RFC 3339)")] = None,
                      _: Principal = Depends(require(*VIEW)),
                      console: ConsoleState = Depends(get_state)) -> list[dict[str, Any]]:
     """Every unit that contains or contained the lot, part serial or MPN (exactly one of
