@@ -11,7 +11,9 @@ The document (`telemetry_series`)::
         "verdict_id": ID | null,
         "thresholds": {"slowdown_c", "shutdown_c", "max_operating_c"} | null,
         "events": N,                              # burnin.telemetry events read
-        "pruned": N,                              # of them, raw bytes pruned (no samples)
+        "pruned": N,                              # telemetry rows pruned under retention
+                                                  # (no bytes, so no samples; counted
+                                                  # against the runs left without samples)
         "downsampled": bool,                      # true when a GPU had > MAX_POINTS samples
         "gpus": [
           {"index": 0, "serial": "GPU-..." | null,
