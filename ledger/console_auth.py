@@ -298,26 +298,38 @@ def sign_out(ledger: Ledger, token: str) -> None:
 
 def change_password(ledger: Ledger, user: str, current: str, new: str, *,
                     keep_session: str | None = None, now: datetime | None = None) -> None:
-    """The user's own change: the current password must verify. Ends the user's other
-    sessions (keeps `keep_session`, the one that asked)."""
+    """The user's own change: the current password must verify (a wrong one counts against
+    the user in the sign-in throttle, so a stolen session or token cannot guess it without
+    limit). Ends the user's other sessions (keeps `keep_session`, the one that asked)."""
     check_new_password(new, user)
     if hmac.compare_digest(current, new):
         raise AuthError("the new password must differ from the current one",
                         code="auth.weak_password")
+    t = _now(now)
+    keys = [f"user:{user.lower()[:64]}"]  # wrong guesses here count as failed sign-ins
     with ledger.transaction() as s:
+        wait = _locked(s, keys, t)
+        if wait:
+            raise Throttled(f"too many wrong passwords: try again in {wait} s", wait)
         row = s.get(ConsolePassword, user)
         try:
             ok = row is not None and _hasher.verify(row.hash, current)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             ok = False
         if not ok or row is None:
-            raise AuthError("the current password is wrong", code="auth.failed")
-        row.hash, row.must_change, row.set_at, row.set_by = (
-            _hasher.hash(new), False, _now(now), user)
-        q = delete(ConsoleSession).where(ConsoleSession.user_id == user)
-        if keep_session is not None:
-            q = q.where(ConsoleSession.token_hash != _sha(keep_session))
-        s.execute(q)
+            _fail(s, keys, t)  # committed: the refusal is raised after the transaction
+            refused = _locked(s, keys, t)
+        else:
+            refused = -1
+            row.hash, row.must_change, row.set_at, row.set_by = _hasher.hash(new), False, t, user
+            q = delete(ConsoleSession).where(ConsoleSession.user_id == user)
+            if keep_session is not None:
+                q = q.where(ConsoleSession.token_hash != _sha(keep_session))
+            s.execute(q)
+    if refused > 0:
+        raise Throttled(f"too many wrong passwords: try again in {refused} s", refused)
+    if refused == 0:
+        raise AuthError("the current password is wrong", code="auth.failed")
 
 
 def create_token(ledger: Ledger, user: str, name: str, *, by: str,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from linetrace.ledger.console_auth import (
-    AuthError, Principal, Throttled, change_password, sign_in, sign_out,
+    SESSION_MAX, AuthError, Principal, Throttled, change_password, sign_in, sign_out,
 )
 
 from ..auth import SESSION_COOKIE, client_of, principal
@@ -59,7 +59,7 @@ async def create_session(body: SignIn, request: Request, response: Response,
     request.state.principal = who
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
                         secure=state.config.secure_cookies, path="/",
-                        max_age=int(state.config.session_idle.total_seconds()))
+                        max_age=int(SESSION_MAX.total_seconds()))  # the server ends it
     return who.to_json()
 
 
@@ -88,6 +88,9 @@ async def post_password(body: PasswordChange, request: Request,
     try:
         await run_in_threadpool(change_password, state.ledger, who.user, body.current, body.new,
                                 keep_session=request.cookies.get(SESSION_COOKIE))
+    except Throttled as e:
+        raise ApiError(429, e.code, e.message, "body.current",
+                       headers={"Retry-After": str(e.retry_after)}) from None
     except AuthError as e:
         field = "body.new" if e.code == "auth.weak_password" else "body.current"
         raise ApiError(422 if e.code == "auth.weak_password" else 403, e.code, e.message,
