@@ -31,17 +31,20 @@ export function ticks(lo, hi, count = 5) {
   return out;
 }
 
-function fmtNum(v) {
+export function fmtNum(v) {
   const a = Math.abs(v);
+  if (a === 0) return "0";
   if (a >= 1000) return v.toFixed(0);
   if (a >= 10) return v.toFixed(a % 1 === 0 ? 0 : 1);
-  return String(Math.round(v * 1000) / 1000);
+  if (a >= 0.01) return String(Math.round(v * 1000) / 1000);
+  return v.toPrecision(3);  // small quantities (farads, seconds): 1.02e-7
 }
 
 /**
  * A line chart.
  *  - title, yLabel, xLabel: text
- *  - series: [{label, points: [[x, y], ...], cls, data: {key: value}, labelled}]
+ *  - series: [{label, points: [[x, y], ...], cls, data: {key: value}, labelled, tag}]
+ *    (`labelled`: `tag`, else `label`, written at the line's end)
  *  - hlines: [{y, label, cls}]    - marks: [{x, y, label, cls}]
  *  - dots: draw a circle per point (SPC charts)
  *  - xFormat(x): tick text for x
@@ -50,7 +53,7 @@ function fmtNum(v) {
 export function lineChart(opts) {
   const width = opts.width || 760;
   const height = opts.height || 280;
-  const pad = { l: 64, r: 150, t: 34, b: 40 };
+  const pad = { l: 64, r: opts.padRight ?? 130, t: 34, b: 40 };
   const series = opts.series || [];
   const hlines = (opts.hlines || []).filter((h) => Number.isFinite(h.y));
   const marks = opts.marks || [];
@@ -129,7 +132,7 @@ export function lineChart(opts) {
       const [lx, ly] = pts[pts.length - 1];
       root.append(svgEl("text", { class: `lt-series-label ${s.cls || ""}`.trim(),
                                   x: Math.min(sx(lx) + 6, width - pad.r + 6), y: sy(ly) + 4 },
-                        s.label));
+                        s.tag || s.label));
     }
   }
   for (const m of marks) {

@@ -57,6 +57,16 @@ function releaseCell(h) {
   return form;
 }
 
+function unitList(list) {
+  return list.length > 6 ? `${list.length}` : list.map((u, i) => [i ? ", " : "", unitLink(u)]);
+}
+
+function unitsCell(stopped, shipped) {
+  if (!stopped.length && !shipped.length) return "-";
+  return el("span", {}, stopped.length ? el("span", {}, "stops ", unitList(stopped)) : "stops none",
+    shipped.length ? [el("br"), el("span", { class: "muted" }, "shipped: "), unitList(shipped)] : null);
+}
+
 function holdRow(h) {
   const wait = waiting(h);
   const msg = messages.get(h.id);
@@ -66,10 +76,9 @@ function holdRow(h) {
     el("span", {}, h.scope, " ", h.scope === "unit" ? unitLink(h.target)
       : el("span", { class: "mono" }, h.target)),
     badge(h.category), badge(h.state, null, { class: "lt-hold-state" }),
-    el("span", {}, h.reason, h.code && h.code !== "manual" ? el("span", { class: "muted" }, ` (${h.code})`) : null),
+    el("span", {}, h.reason, h.code && !/manual$/.test(h.code) ? el("span", { class: "muted" }, ` (${h.code})`) : null),
     el("span", {}, h.placed_by, el("br"), el("span", { class: "muted" }, when(h.placed))),
-    units.length > 6 ? `${units.length} units` : units.length ? el("span", {}, units.map((u, i) => [i ? ", " : "", unitLink(u)]))
-      : "-",
+    unitsCell(units, h.shipped || []),
     el("div", { class: "lt-hold-status", "data-hold": h.id },
       wait ? notice("warn", wait, { class: "lt-waiting" }) : null, msg || null, releaseCell(h)),
   ];

@@ -107,10 +107,10 @@ async function search(ev) {
   try {
     const rows = await api("GET", `/api/v1/recall?${q}`);
     const servers = new Set(rows.map((r) => r.serial));
-    const shipped = rows.filter((r) => r.state === "shipped").length;
+    const shipped = new Set(rows.filter((r) => r.state === "shipped").map((r) => r.serial)).size;
     fill(result,
       el("p", { id: "recall-count", class: "lt-big-text" },
-        `${servers.size} unit(s) for ${by.value} ${value}`, shipped ? ` · ${shipped} shipped` : null),
+        `${servers.size} unit(s) for ${by.value} ${value}`, shipped ? ` · ${shipped} of them shipped` : null),
       rows.length ? table(["Unit", "Product", "State", "Status", "Part", "Lot", "Via", "Order", "Carton"],
         rows.map((r) => [unitLink(r.serial), r.product, badge(r.state), badge(r.status),
           el("span", { class: "mono" }, r.part), el("span", { class: "mono" }, r.lot), r.via,

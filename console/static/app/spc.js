@@ -5,8 +5,8 @@
 
 import { api } from "/static/api.js";
 import { el } from "/static/ui.js";
-import { lineChart } from "/assets/chart.js";
-import { badge, fill, guarded, notice, num, startPage, table, unitLink, when } from "/assets/views.js";
+import { fmtNum, lineChart } from "/assets/chart.js";
+import { badge, fill, guarded, notice, startPage, table, unitLink, when } from "/assets/views.js";
 
 const { main, me } = startPage("spc", "SPC charts");
 const listBox = el("div", { id: "spc-list" });
@@ -32,7 +32,8 @@ function renderList(charts) {
         "data-chart": chartKey(c) }, chartKey(c));
       a.addEventListener("click", (ev) => { ev.preventDefault(); open(c.station_type, c.measurement); });
       const lv = c.last_violation;
-      return [a, c.unit, num(c.centre, 4), num(c.lcl, 4), num(c.ucl, 4), c.points,
+      const f = (x) => (x === null || x === undefined ? "-" : fmtNum(x));
+      return [a, c.unit, f(c.centre), f(c.lcl), f(c.ucl), c.points,
         badge(c.state, colourOf(c.state)),
         lv ? el("span", {}, (lv.rules || []).join(", "), " ", lv.unit ? unitLink(lv.unit) : null,
           " ", when(lv.time)) : "-"];
@@ -67,6 +68,7 @@ async function open(stationType, measurement) {
     const svg = lineChart({
       title: `${stationType} / ${measurement}${doc.unit ? ` (${doc.unit})` : ""}`,
       metric: "spc", yLabel: doc.unit || "", xLabel: "point (in order)", width: 1100, height: 360,
+      xFormat: (x) => (Number.isInteger(x) ? String(x) : ""), padRight: 110,
       dots: true, cls: "lt-spc-chart",
       series: [{ label: measurement, points: pts.map((p) => [p.i, p.value]), cls: "spc" }],
       hlines: [{ y: doc.centre, label: "CL", cls: "centre" }, { y: doc.ucl, label: "UCL", cls: "limit" },
@@ -77,11 +79,13 @@ async function open(stationType, measurement) {
     fill(chartBox, el("section", { class: "panel" },
       el("div", { class: "page-head" }, el("h2", {}, `${stationType} / ${measurement}`),
         badge(doc.state, colourOf(doc.state), { id: "spc-state" })),
-      el("p", { class: "muted" }, `centre ${num(doc.centre, 4)} · limits ${num(doc.lcl, 4)} .. ${num(doc.ucl, 4)}`
+      el("p", { class: "muted", id: "spc-summary" }, (doc.centre === null || doc.centre === undefined
+        ? "no limits yet: the chart is collecting its baseline"
+        : `centre ${fmtNum(doc.centre)} · limits ${fmtNum(doc.lcl)} .. ${fmtNum(doc.ucl)}`)
         + ` · ${pts.length} points · ${bad.length} rule violation(s)`),
       svg,
       bad.length ? table(["#", "Unit", "Station", "Time", "Value", "Rules"],
-        bad.map((p) => [p.i, p.unit ? unitLink(p.unit) : "-", p.station, when(p.time), num(p.value, 4),
+        bad.map((p) => [p.i, p.unit ? unitLink(p.unit) : "-", p.station, when(p.time), fmtNum(p.value),
           (p.rules || []).join(", ")]), { id: "spc-violations" }) : null));
   } catch (e) {
     fill(chartBox, notice("error", e.message || String(e), { "data-error": e.code || "error" }));

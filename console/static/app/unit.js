@@ -279,10 +279,12 @@ function runCharts(run) {
   const svgs = METRICS.map((m) => lineChart({
     title: `${m.title} (${m.unit}), ${gpus.length} GPUs`, metric: m.key, yLabel: m.unit,
     xLabel: "seconds into the run", xFormat: (x) => String(Math.round(x)), width: 520, height: 320,
+    padRight: 120,
     cls: "lt-burnin-chart",
     series: gpus.map((g) => ({
       label: `GPU ${g.index}${g.outlier ? " off its peers" : ""}`,
       points: g.series[m.key], cls: g.outlier ? "outlier" : null, labelled: g.outlier,
+      tag: `GPU ${g.index}`,
       data: { gpu: g.index, serial: g.serial },
     })),
   }));
