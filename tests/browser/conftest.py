@@ -73,7 +73,8 @@ class _Server:
 
         self.port = _free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
+                                                    log_level="warning", lifespan="on",
+                                                    timeout_graceful_shutdown=1))
         self.thread = threading.Thread(target=self.server.run, name="console", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30

@@ -2,7 +2,7 @@
 worker`, the console): an alert raised by an injected event appears within a second of its
 commit without a reload; a viewer's acknowledge is refused and the page says why; a
 supervisor acknowledges, shelves and comments; the history and the audit show who and when;
-no page breaks the CSP. With LINETRACE_SCREENSHOTS=DIR the board is saved as DIR/board.png."""
+no page breaks the CSP (the board's screenshot is taken in test_board_line.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import LiveLine, shot
+from .conftest import LiveLine
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +88,6 @@ def test_a_supervisor_shelves_and_comments_and_the_board_shows_it(
         live_line.wait_alert(aid)
         expect(card(page, aid)).to_be_visible(timeout=2_000)
     expect(page.locator("#kpi")).to_contain_text("Alarms")
-    shot(page, "board.png")
 
     shelved = ids[0]
     card(page, shelved).locator('button[data-action="shelve"]').click()

@@ -1,7 +1,8 @@
 """The line view in a real browser over a simulated line: each station in its andon colour
 (a station reported down is red, one in maintenance blue, an idle one amber), WIP per step,
 throughput, first-pass yield and the holds in force, refreshed without a reload. With
-LINETRACE_SCREENSHOTS=DIR the view is saved as DIR/line.png."""
+LINETRACE_SCREENSHOTS=DIR the view and the board over it are saved as DIR/line.png and
+DIR/board.png."""
 
 from __future__ import annotations
 
@@ -58,3 +59,10 @@ def test_the_line_view_shows_stations_wip_throughput_yield_and_holds(
     expect(page.locator("#summary .stat", has_text="Packed 8 h")).to_contain_text(str(packed))
     shot(page, "line.png")
     log.assert_clean()
+
+    # the board over the same line: its flow alerts (medium) beside the forged records' (high)
+    board, board_log = open_page(live_line, "sam", "/")
+    expect(board.locator("#live.on")).to_be_visible(timeout=10_000)
+    expect(board.locator('article.alert[data-priority="medium"]').first).to_be_visible()
+    shot(board, "board.png")
+    board_log.assert_clean()

@@ -70,33 +70,28 @@ def test_a_wrong_password_is_refused_and_a_one_time_password_must_be_changed_fir
 
 
 def test_repeated_failures_are_throttled_and_the_page_says_when_to_try_again(
-        tmp_path_factory: pytest.TempPathFactory, browser: Any) -> None:
-    # its own console: the throttle also locks the client address (127.0.0.1) for a while
-    from .conftest import _start_console, _stop_console
-
-    live = _start_console(tmp_path_factory.mktemp("throttle"))
+        live_console: LiveConsole, browser: Any) -> None:
+    # the last test of this module on purpose: the throttle also locks the client address
+    # (127.0.0.1) for a while, so no sign-in to this module's console works after it
     ctx = browser.new_context(viewport=VIEWPORT)
     page = ctx.new_page()
     watched = Watched(page)
-    try:
-        page.goto(f"{live.url}/signin")
-        text = ""
-        for _ in range(THROTTLE_FAILURES + 1):
-            page.fill("#user", "vic")
-            page.fill("#password", "guess-guess-guess")
-            page.click("#signin-submit")
-            expect(page.locator("#signin-error .banner")).to_be_visible()
-            expect(page.locator("#signin-submit")).to_be_enabled()
-            text = page.inner_text("#signin-error")
-        assert "Too many failed sign-ins" in text and "try again in" in text, text
-        assert "auth.throttled" in text
-        # now even the right password waits
+    page.goto(f"{live_console.url}/signin")
+    text = ""
+    for _ in range(THROTTLE_FAILURES + 1):
         page.fill("#user", "vic")
-        page.fill("#password", "vic-correct-horse-1")
+        page.fill("#password", "guess-guess-guess")
         page.click("#signin-submit")
-        expect(page.locator("#signin-error")).to_contain_text("try again in")
-        assert page.url.startswith(f"{live.url}/signin")
-        watched.assert_clean()
-    finally:
-        ctx.close()
-        _stop_console(live)
+        expect(page.locator("#signin-error .banner")).to_be_visible()
+        expect(page.locator("#signin-submit")).to_be_enabled()
+        text = page.inner_text("#signin-error")
+    assert "Too many failed sign-ins" in text and "try again in" in text, text
+    assert "auth.throttled" in text
+    # now even the right password waits
+    page.fill("#user", "vic")
+    page.fill("#password", "vic-correct-horse-1")
+    page.click("#signin-submit")
+    expect(page.locator("#signin-error")).to_contain_text("try again in")
+    assert page.url.startswith(f"{live_console.url}/signin")
+    watched.assert_clean()
+    ctx.close()

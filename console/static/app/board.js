@@ -44,9 +44,13 @@ function colourOf(a) {
   return PRIORITY_COLOUR[a.priority] || "grey";
 }
 
+/** Shelved, suppressed and out-of-service alerts are not announced: they go below the rest. */
+const QUIET = new Set(["shelved", "suppressed", "out_of_service"]);
+
 function sorted() {
   return [...alerts.values()].sort((a, b) =>
-    (RANK[a.priority] ?? 3) - (RANK[b.priority] ?? 3)
+    Number(QUIET.has(a.state)) - Number(QUIET.has(b.state))
+    || (RANK[a.priority] ?? 3) - (RANK[b.priority] ?? 3)
     || (b.updated || "").localeCompare(a.updated || "")
     || a.id.localeCompare(b.id));
 }
@@ -79,8 +83,7 @@ function render() {
     ? el("div", { class: "alert-empty", id: "no-alerts" }, lamp("green"), " No alerts: the line is normal.")
     : list.map(card));
   for (const a of list) a._fresh = false;
-  const n = (p) => list.filter((a) => a.priority === p && a.state !== "shelved"
-    && a.state !== "out_of_service" && a.state !== "suppressed").length;
+  const n = (p) => list.filter((a) => a.priority === p && !QUIET.has(a.state)).length;
   const unacked = list.filter((a) => UNACKED.has(a.state)).length;
   replace(ui.counts,
     badge(`${n("high")} high`, n("high") ? "red" : "grey"),
@@ -110,7 +113,8 @@ function card(a) {
   const where = [a.station && `station ${a.station}`, a.unit && `unit ${a.unit}`, a.lot && `lot ${a.lot}`]
     .filter(Boolean).join(" · ");
   return el("article", {
-    class: ["alert", `andon-${colourOf(a)}`, unacked ? "unacked" : null, a._fresh ? "fresh" : null],
+    class: ["alert", `andon-${colourOf(a)}`, unacked ? "unacked" : null, a._fresh ? "fresh" : null,
+      QUIET.has(a.state) ? "quiet" : null],
     dataset: { id: a.id, state: a.state, priority: a.priority },
     id: `alert-${a.id}`,
   },
