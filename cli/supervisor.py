@@ -337,6 +337,7 @@ class ConsolePlan:
     note: str = ""
     first_admin: Any = None  # console_cmds.FirstAdmin
     sock: socket.socket | None = None  # bound and listening: handed to the console child
+    hint: str = ""  # how to sign in when `up` created no first admin and nobody can
 
 
 def plan_console(settings: Settings, port: int | None) -> ConsolePlan:
@@ -356,6 +357,13 @@ def plan_console(settings: Settings, port: int | None) -> ConsolePlan:
     ledger = open_ledger(settings)  # creates the schema on a fresh data dir
     try:
         admin = ensure_first_admin(settings, ledger)
+        if admin is None:
+            from linetrace.ledger.console_auth import users_with_password
+
+            with ledger.reader() as s:
+                nobody = users_with_password(s) == 0
+        else:
+            nobody = False
     finally:
         ledger.close()
     # The console's key enrolled here, before the worker writes: the log's first leaves are
@@ -370,7 +378,9 @@ def plan_console(settings: Settings, port: int | None) -> ConsolePlan:
             raise
         note = f" (port {port} is in use: took a free one)"
         sock = bind(host, 0)
-    return ConsolePlan(url_of(host, int(sock.getsockname()[1])), note, admin, sock)
+    hint = ("no user has a console password yet: an admin gives one with `linetrace users "
+            "password USER`" if nobody else "")
+    return ConsolePlan(url_of(host, int(sock.getsockname()[1])), note, admin, sock, hint)
 
 
 def _wait_console(child: Child, url: str, timeout: float = 30.0) -> None:
@@ -451,6 +461,8 @@ def run_up(settings: Settings, units: int, seed: int | None, until_idle: bool,
         if web is not None and plan.url is not None:
             _wait_console(web, plan.url)
         print(f"  console  {plan.url or ''}{plan.note}".rstrip())
+        if plan.hint:
+            print(f"  sign in  {plan.hint}")
         if plan.first_admin is not None:
             fa = plan.first_admin
             print(f"  sign in  as {fa.user} with the one-time password {fa.password} (you will "
