@@ -18,7 +18,8 @@ from linetrace.console.config import ConsoleConfig
 from linetrace.ledger.console_auth import set_password
 from linetrace.ledger.db import Ledger
 from linetrace.ledger.keys import load_or_create_plant_key
-from linetrace.ledger.users import enroll_user
+from linetrace.ledger.users import admins_with_valid_key, enroll_user
+from linetrace.schemas import signing
 from linetrace.schemas.routes import load_route_book
 from linetrace.schemas.statements import new_statement, sign_statement
 
@@ -31,22 +32,35 @@ def password_of(user: str) -> str:
     return f"{user}-correct-horse-1"
 
 
-def enrol_people(ledger: Ledger, plant: Ed25519PrivateKey,
-                 people: dict[str, str] = PEOPLE) -> dict[str, Ed25519PrivateKey]:
-    """Enrol `people` (the first admin signs their own enrolment, the others are approved
-    by that admin) and give each a console password; returns their own keys."""
+def enrol_people(ledger: Ledger, plant: Ed25519PrivateKey, people: dict[str, str] = PEOPLE,
+                 *, approver: tuple[str, Ed25519PrivateKey] | None = None
+                 ) -> dict[str, Ed25519PrivateKey]:
+    """Enrol `people` and give each a console password; returns their own keys. Without an
+    `approver` (an enrolled admin and their key) the first admin of `people` signs their own
+    enrolment and approves the others; with one (e.g. the first admin `linetrace up` made),
+    that admin approves everyone."""
     keys = {name: Ed25519PrivateKey.generate() for name in people}
-    admin = next(n for n, r in people.items() if r == "admin")
-    for name, role in sorted(people.items(), key=lambda p: p[0] != admin):
-        signer = admin
-        from linetrace.schemas import signing
-        details = {"role": role, "public_key": signing.public_key_b64(keys[name].public_key()),
-                   "keyid": signing.keyid_of(keys[name].public_key())}
+    first = next(n for n, r in people.items() if r == "admin")
+    signer, signer_key = approver if approver is not None else (first, keys[first])
+    for name, role in sorted(people.items(), key=lambda p: p[0] != first):
+        public = keys[name].public_key()
+        details = {"role": role, "public_key": signing.public_key_b64(public),
+                   "keyid": signing.keyid_of(public)}
         st = new_statement("user.add", name, details, user=signer)
-        enroll_user(ledger, plant, sign_statement(st, keys[signer]), user=name, role=role,
-                    public_key=keys[name].public_key())
-        set_password(ledger, name, password_of(name), by=admin, one_time=False)
+        enroll_user(ledger, plant, sign_statement(st, signer_key), user=name, role=role,
+                    public_key=public)
+        set_password(ledger, name, password_of(name), by=signer, one_time=False)
     return keys
+
+
+def up_admin(ledger: Ledger, keys_dir: Path) -> tuple[str, Ed25519PrivateKey] | None:
+    """The first admin `linetrace up` enrolled (`admin`, keys/admin.key), if it did."""
+    key_file = keys_dir / "admin.key"
+    with ledger.reader() as s:
+        admins = admins_with_valid_key(s)
+    if "admin" not in admins or not key_file.exists():
+        return None
+    return "admin", signing.load_private_key_pem(key_file.read_bytes())
 
 
 @dataclass
@@ -91,7 +105,7 @@ def make_console(db_url: str, data_dir: Path, **config: Any) -> Console:
     keys_dir = data_dir / "keys"
     plant, _ = load_or_create_plant_key(keys_dir)
     console_key = Ed25519PrivateKey.generate()
-    people = enrol_people(ledger, plant)
+    people = enrol_people(ledger, plant, approver=up_admin(ledger, keys_dir))
     cfg = ConsoleConfig(db_url=db_url, data_dir=data_dir, keys_dir=keys_dir,
                         routes=load_route_book(None), plant_key=plant, console_key=console_key,
                         **config)
