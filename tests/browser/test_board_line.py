@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from linetrace.ledger.alerts.conditions import alert_id
 from linetrace.schemas.envelope import format_time, parse_time
 
 from .conftest import LiveLine, shot
@@ -66,3 +67,20 @@ def test_the_line_view_shows_stations_wip_throughput_yield_and_holds(
     expect(board.locator('article.alert[data-priority="medium"]').first).to_be_visible()
     shot(board, "board.png")
     board_log.assert_clean()
+
+
+def test_an_alarm_flood_shows_its_banner_on_the_board_without_a_reload(
+        live_line: LiveLine, open_page: Any) -> None:
+    page, log = open_page(live_line, "quinn", "/")
+    expect(page.locator("#live.on")).to_be_visible(timeout=10_000)
+    expect(page.locator("#flood")).to_be_hidden()
+    # more than 10 alarms in 10 minutes (event time): the worker's tick raises the flood
+    ids = [live_line.inject_forged(f"flood-{i:02d}") for i in range(12)]
+    for aid in ids:
+        live_line.wait_alert(aid)
+    flood = live_line.wait_alert(alert_id("alerts.flood", "line"), timeout=30)
+    assert flood.active
+    banner = page.locator("#flood")
+    expect(banner).to_be_visible(timeout=2_000)
+    expect(banner).to_contain_text("flood")
+    log.assert_clean()

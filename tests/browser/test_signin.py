@@ -69,6 +69,29 @@ def test_a_wrong_password_is_refused_and_a_one_time_password_must_be_changed_fir
     ctx.close()
 
 
+def test_the_account_page_makes_a_token_shown_once_and_revokes_it(
+        live_console: LiveConsole, open_page: Any) -> None:
+    page, watched = open_page(live_console, "quinn", "/account")
+    page.fill("#token-name", "erp recall export")
+    page.click("#token-form button[type=submit]")
+    secret = page.locator("#token-secret")
+    expect(secret).to_contain_text("lt_")
+    token = secret.inner_text().strip()
+    row = page.locator("#token-rows tbody tr", has_text="erp recall export")
+    expect(row).to_contain_text("active")
+    api = live_console.console.anon()
+    assert api.get("/api/v1/alerts", headers={"Authorization": f"Bearer {token}"}
+                   ).status_code == 200
+    page.reload()  # shown once: gone after a reload, the token listed without its secret
+    expect(page.locator("#token-secret")).to_have_count(0)
+    row.locator("button.danger").click()
+    page.locator("dialog.form-dialog button[type=submit]").click()
+    expect(row).to_contain_text("revoked")
+    assert api.get("/api/v1/alerts", headers={"Authorization": f"Bearer {token}"}
+                   ).status_code == 401
+    watched.assert_clean()
+
+
 def test_repeated_failures_are_throttled_and_the_page_says_when_to_try_again(
         live_console: LiveConsole, browser: Any) -> None:
     # the last test of this module on purpose: the throttle also locks the client address
