@@ -89,7 +89,42 @@ def test_the_checkpoints_page_shows_the_signed_note_and_the_verifier_key(
     watched.assert_clean()
 
 
-@pytest.mark.parametrize("path", ["/recall", "/holds", f"/units/{HOT}"])
+def test_the_chart_module_marks_rule_violations_and_draws_the_limits(
+        line: LiveConsole, open_page: Any) -> None:
+    """chart.js itself, in the browser (the simulated line is too short for an SPC chart to
+    leave its baseline): the points, a centre line and two limits, and a red mark on each
+    point given as a violation, at that point."""
+    page, watched = open_page(line, "vic", "/spc")
+    page.wait_for_selector("#spc-list")
+    drawn = page.evaluate("""async () => {
+      const { lineChart } = await import("/assets/chart.js");
+      const pts = [1, 2, 3, 4, 5, 6, 7, 8].map((i) => [i, i === 6 ? 14 : 10 + (i % 2)]);
+      const svg = lineChart({ title: "t", metric: "test", dots: true,
+        series: [{ label: "m", points: pts, cls: "spc" }],
+        hlines: [{ y: 10.5, label: "CL", cls: "centre" }, { y: 13, label: "UCL", cls: "limit" },
+                 { y: 8, label: "LCL", cls: "limit" }],
+        marks: [{ x: 6, y: 14, cls: "violation", label: "we1" }] });
+      document.getElementById("main").append(svg);
+      const dots = [...svg.querySelectorAll(".lt-dots circle")];
+      const mark = svg.querySelector(".lt-mark.violation");
+      const six = dots[5];
+      return { dots: dots.length, hlines: svg.querySelectorAll(".lt-hline").length,
+               marks: svg.querySelectorAll(".lt-mark").length,
+               at: [mark.getAttribute("cx"), mark.getAttribute("cy")],
+               six: [six.getAttribute("cx"), six.getAttribute("cy")],
+               fill: getComputedStyle(mark).fill, dotFill: getComputedStyle(six).fill,
+               ucl: svg.querySelector(".lt-hline.limit").getAttribute("y1"),
+               top: Math.min(...dots.map((d) => Number(d.getAttribute("cy")))) };
+    }""")
+    assert drawn["dots"] == 8 and drawn["hlines"] == 3 and drawn["marks"] == 1
+    assert drawn["at"] == drawn["six"]  # the mark sits on the sixth point
+    assert drawn["fill"] != drawn["dotFill"]  # and is coloured apart from the others
+    assert float(drawn["top"]) < float(drawn["ucl"])  # the point above the UCL is drawn above it
+    watched.assert_clean()
+
+
+@pytest.mark.parametrize("path", ["/recall", "/holds", f"/units/{HOT}",
+                                  "/units/PCBA-S7301-000001"])
 def test_the_other_pages_load_without_csp_violations(
         line: LiveConsole, open_page: Any, path: str) -> None:
     page, watched = open_page(line, "sam", path)

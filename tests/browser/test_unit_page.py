@@ -72,10 +72,11 @@ def hot_gpu_index(live: LiveConsole) -> int:
 
 def chart_lines(page: Any, run: str, metric: str) -> list[dict[str, str]]:
     """The lines of one chart of one burn-in run block (`run`: a CSS selector of the block)."""
-    return page.eval_on_selector_all(
+    lines: list[dict[str, str]] = page.eval_on_selector_all(
         f"{run} svg[data-metric={metric}] path.series",
         "ps => ps.map(p => ({gpu: p.dataset.gpu, cls: p.getAttribute('class'), "
         "width: getComputedStyle(p).strokeWidth, colour: getComputedStyle(p).stroke}))")
+    return lines
 
 
 def outliers_of(lines: list[dict[str, str]]) -> list[int]:

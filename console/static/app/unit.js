@@ -84,8 +84,8 @@ function routeSteps(doc, trace) {
   }));
 }
 
-const STEP_COLOUR = { done: "green", passed: "green", completed: "green", current: "amber",
-  in_progress: "amber", failed: "red", held: "red", pending: "grey", skipped: "grey" };
+const STEP_COLOUR = { done: "green", passed: "green", completed: "green", current: "blue",
+  in_progress: "blue", failed: "red", held: "red", pending: "grey", skipped: "grey" };
 
 function renderRoute(doc, trace) {
   const steps = routeSteps(doc, trace);

@@ -12,9 +12,8 @@ const WORDS = {
           "in_control", "installed", "allowed"],
   red: ["failed", "fail", "held", "on_hold", "active", "scrapped", "error", "aborted",
         "out_of_control", "rejected", "refused"],
-  amber: ["current", "in_progress", "in_repair", "attention", "warning", "approved", "removed",
-          "waiting"],
-  blue: ["info", "baseline", "collecting", "quality", "operational"],
+  amber: ["in_repair", "attention", "warning", "approved", "removed", "waiting"],
+  blue: ["current", "in_progress", "info", "baseline", "collecting", "quality", "operational"],
 };
 
 /** The andon colour of a state, result or verdict word (grey when unknown: pending). */
