@@ -198,15 +198,32 @@ def operations(doc: dict[str, Any]) -> list[Op]:
             if method.upper() in ("GET", "POST", "PUT", "PATCH", "DELETE")]
 
 
-def declared_roles(route: APIRoute) -> frozenset[str] | None:
+def api_routes(routes: list[Any], prefix: str = "", extra: tuple[Any, ...] = ()
+               ) -> Iterator[tuple[str, APIRoute, tuple[Any, ...]]]:
+    """Every APIRoute of the app: (full path, route, the include's dependencies). FastAPI
+    keeps an included router as one node (`original_router`, `include_context`)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield prefix + route.path, route, extra
+        elif hasattr(route, "original_router") and hasattr(route, "include_context"):
+            ctx = route.include_context
+            yield from api_routes(route.original_router.routes, prefix + (ctx.prefix or ""),
+                                  extra + tuple(ctx.dependencies or ()))
+
+
+def declared_roles(route: APIRoute, extra: tuple[Any, ...] = ()) -> frozenset[str] | None:
     """The roles the route's dependencies let through (`require(...)`: their intersection;
     `principal` alone: every role); None when nothing asks for credentials."""
     signed_in = False
     allowed = set(ROLES)
+    calls: list[Any] = [d.dependency for d in extra]
     stack = list(route.dependant.dependencies)
-    while stack:
-        dep = stack.pop()
-        call = dep.call
+    while stack or calls:
+        if calls:
+            call, subs = calls.pop(), []
+        else:
+            dep = stack.pop()
+            call, subs = dep.call, dep.dependencies
         if call is auth.principal:
             signed_in = True
         code = getattr(call, "__code__", None)
@@ -214,7 +231,7 @@ def declared_roles(route: APIRoute) -> frozenset[str] | None:
             cell = call.__closure__[code.co_freevars.index("allowed")]
             allowed &= set(cell.cell_contents)
             signed_in = True
-        stack.extend(dep.dependencies)
+        stack.extend(subs)
     return frozenset(allowed) if signed_in else None
 
 
@@ -348,9 +365,10 @@ def test_every_api_route_is_in_the_openapi_document(walk: Walk) -> None:
     """The walk covers the API only if nothing under /api hides from the document."""
     listed = {(m, shape(p)) for p, item in walk.doc["paths"].items() for m in
               (k.upper() for k in item)}
-    hidden = [f"{m} {r.path}" for r in walk.console.app.routes if isinstance(r, APIRoute)
-              and r.path.startswith("/api/") for m in r.methods
-              if m != "HEAD" and (m, shape(r.path)) not in listed]
+    routes = list(api_routes(walk.console.app.routes))
+    assert len(routes) >= len(walk.ops), "the walk of the app's routes missed some"
+    hidden = [f"{m} {path}" for path, r, _ in routes if path.startswith("/api/")
+              for m in r.methods if m != "HEAD" and (m, shape(path)) not in listed]
     assert not hidden, f"API routes left out of /openapi.json: {hidden}"
 
 
@@ -358,18 +376,21 @@ def test_dependencies_match_the_table(walk: Walk) -> None:
     """What each route's dependencies let through is what ROLES_OF says (a role check done in
     the handler instead would not show up here, nor in the OpenAPI document)."""
     wrong = []
-    for route in walk.console.app.routes:
-        if not isinstance(route, APIRoute) or not route.path.startswith("/api/"):
+    seen = 0
+    for path, route, extra in api_routes(walk.console.app.routes):
+        if not path.startswith("/api/"):
             continue
         for method in route.methods - {"HEAD"}:
-            key = (method, shape(route.path))
+            key = (method, shape(path))
             if key not in ROLES_OF:
                 continue  # test_every_operation_has_a_role_entry says so
-            declared, wanted = declared_roles(route), ROLES_OF[key]
+            seen += 1
+            declared, wanted = declared_roles(route, extra), ROLES_OF[key]
             if declared != wanted:
-                wrong.append(f"{method} {route.path}: dependencies let through "
+                wrong.append(f"{method} {path}: dependencies let through "
                              f"{sorted(declared) if declared is not None else 'anyone'}, "
                              f"the table says {sorted(wanted) if wanted else 'anyone'}")
+    assert seen == len([op for op in walk.ops if op.key in ROLES_OF]), seen
     assert not wrong, "\n".join(wrong)
 
 
