@@ -274,6 +274,17 @@ def session_principal(ledger: Ledger, token: str, *, now: datetime | None = None
     """The principal of a live session, or None (unknown, idle too long, too old, or its user
     removed); touches the session."""
     t = _now(now)
+    # Most requests only read: no write transaction (on SQLite, the worker's write lock).
+    with ledger.reader() as s:
+        row = s.get(ConsoleSession, _sha(token))
+        if row is None:
+            return None
+        role = _active_role(s, row.user_id)
+        if (role is not None and t - _aware(row.created) <= SESSION_MAX
+                and (t - _aware(row.last_seen)).total_seconds() <= 30):
+            pw = s.get(ConsolePassword, row.user_id)
+            return Principal(row.user_id, role, "session", row.csrf,
+                             pw is not None and pw.must_change, _aware(row.created) + SESSION_MAX)
     with ledger.transaction() as s:
         row = s.get(ConsoleSession, _sha(token))
         if row is None:
@@ -369,6 +380,16 @@ def token_principal(ledger: Ledger, token: str, *, now: datetime | None = None
     if not token_id or not secret:
         return None
     t = _now(now)
+    with ledger.reader() as s:  # most uses only read (see session_principal)
+        row = s.get(ApiToken, token_id)
+        if (row is None or row.revoked_at is not None
+                or not hmac.compare_digest(row.secret_hash, _sha(secret))):
+            return None
+        role = _active_role(s, row.user_id)
+        if role is None:
+            return None
+        if row.last_used is not None and (t - _aware(row.last_used)).total_seconds() <= 60:
+            return Principal(row.user_id, role, f"token:{token_id}")
     with ledger.transaction() as s:
         row = s.get(ApiToken, token_id)
         if (row is None or row.revoked_at is not None

@@ -91,6 +91,12 @@ ROLES_OF: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/api/v1/verifier-key"): PUBLIC,
 }
 
+#: Role rules that depend on the body, which the handler applies after the dependencies'
+#: (operation, a valid body, the roles it allows).
+BODY_ROLES: list[tuple[tuple[str, str], dict[str, Any], frozenset[str]]] = [
+    (("POST", "/api/v1/holds"), {"scope": scope, "target": "CONTRACT-1", "reason": "walk"},
+     frozenset({"quality", "admin"})) for scope in ("lot", "mpn")]
+
 #: The one public operation that is not a GET: it must still refuse a foreign Origin.
 SIGN_IN = ("POST", "/api/v1/session")
 #: One user of each role (conftest.PEOPLE).
@@ -440,6 +446,16 @@ def test_every_role_the_table_does_not_allow_gets_403(walk: Walk) -> None:
                                                           headers=walk.bearer(role)),
                        403, "role.forbidden")
     assert checked, "no operation refuses any role"
+    walk.assert_clean()
+
+
+def test_body_dependent_role_rules_refuse_the_other_roles(walk: Walk) -> None:
+    ops = {op.key: op for op in walk.ops}
+    for key, body, allowed in BODY_ROLES:
+        assert key in ops, f"{key}: not served"
+        for role in sorted(VIEW - allowed):
+            walk.check(f"{ops[key]} {body} as {role}", ops[key].send(walk.sessions[role], body),
+                       403, "role.forbidden")
     walk.assert_clean()
 
 

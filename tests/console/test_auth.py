@@ -318,3 +318,37 @@ def test_the_audit_is_for_supervisors_quality_and_admins(console: Console) -> No
     for user in ("sam", "quinn", "ada"):
         assert console.as_(user).get("/api/v1/audit").status_code == 200
     assert console.anon().get("/api/v1/audit").status_code == 401
+
+
+# --- reads do not wait for the worker's write lock ------------------------------------------------
+
+
+def test_a_signed_in_read_does_not_wait_for_the_write_lock(console: Console) -> None:
+    """On SQLite the worker holds the write lock while it stores a batch: checking a session
+    or a token must not queue behind it (it took a write transaction on every request)."""
+    import sqlite3
+    import threading
+
+    session = console.as_("sam")
+    bearer = console.anon()
+    bearer.headers["Authorization"] = f"Bearer {console.token('sam')}"
+    assert bearer.get("/api/v1/session").status_code == 200  # first use recorded
+    path = console.ledger.url.split("sqlite:///", 1)[1]
+    worker = sqlite3.connect(path, isolation_level=None, timeout=60)
+    worker.execute("BEGIN IMMEDIATE")  # the worker's batch, in progress
+    answers: list[int] = []
+    try:
+        def ask() -> None:
+            answers.append(session.get("/api/v1/session").status_code)
+            answers.append(bearer.get("/api/v1/tokens").status_code)
+
+        asking = threading.Thread(target=ask, daemon=True)
+        asking.start()
+        asking.join(timeout=20)
+        waited = asking.is_alive()
+    finally:
+        worker.execute("ROLLBACK")
+        worker.close()
+    asking.join(timeout=70)
+    assert not waited, "a signed-in GET waited for the write lock"
+    assert answers == [200, 200]
