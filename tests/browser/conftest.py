@@ -175,17 +175,28 @@ class LiveLine(LiveConsole):
         if failed:
             raise failed[0]
 
-    def inject_forged(self, station: str, serial: str = "PCBA-T-000001") -> str:
+    def line_clock(self) -> str:
+        """The line clock now (ledger/line_clock.py), RFC 3339."""
+        from datetime import UTC, datetime
+
+        from linetrace.ledger.line_clock import line_clock
+        from linetrace.schemas.envelope import format_time
+
+        with self.ledger.reader() as s:
+            return format_time(line_clock(s, datetime.now(UTC)))
+
+    def inject_forged(self, station: str, serial: str = "PCBA-T-000001",
+                      time_: str = "2026-03-01T08:00:00.000Z") -> str:
         """A `work.started` claiming to come from `station` (not enrolled), signed by a stranger's
         key: the worker quarantines it and raises the high, latched `security.quarantine` alert
-        for `station`. Returns the alert's id."""
+        for `station` (at `time_`, the record's claimed time). Returns the alert's id."""
         from linetrace.schemas import bodies as b
         from linetrace.schemas import signing
         from linetrace.schemas.envelope import encode_event
 
         value = encode_event(
             event_type="work.started", source=station, subject=serial,
-            time="2026-03-01T08:00:00.000Z", stationseq=1, event_id=str(uuid.uuid4()),
+            time=time_, stationseq=1, event_id=str(uuid.uuid4()),
             body=b.WorkStarted(transaction_id=str(uuid.uuid4()), step=40, operation="ICT",
                                work_order="WO-1", product="PCBA-MB", kind="assembly"))
         self.produce([("line.events", serial.encode(), value,

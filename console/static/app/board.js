@@ -139,6 +139,14 @@ function card(a) {
 
 // --- actions ---------------------------------------------------------------------------------
 
+/** An action's answer: the alert plus `recorded`, `new` and the outcome's `message` (which is
+ * not the alert's message: the card keeps that). */
+function acted(doc) {
+  const had = alerts.get(doc.id);
+  const { recorded, new: isNew, message, ...alert } = doc;
+  upsert({ ...alert, message: had ? had.message : message });
+}
+
 function refused(what, a, err) {
   replace(ui.error, errorBanner(err, `${what} ${a.subject} refused`));
   toast(`${what} refused: ${errorText(err)}`, "error", 8000);
@@ -148,7 +156,7 @@ async function acknowledge(a) {
   try {
     const doc = await api("POST", `/api/v1/alerts/${encodeURIComponent(a.id)}/ack`, {});
     replace(ui.error);
-    upsert(doc);
+    acted(doc);
     toast(`Acknowledged ${a.subject}`, "ok");
   } catch (err) {
     refused("Acknowledge", a, err);
@@ -159,7 +167,7 @@ async function unshelve(a) {
   try {
     const doc = await api("POST", `/api/v1/alerts/${encodeURIComponent(a.id)}/unshelve`, {});
     replace(ui.error);
-    upsert(doc);
+    acted(doc);
     toast(`Unshelved ${a.subject}`, "ok");
   } catch (err) {
     refused("Unshelve", a, err);
@@ -183,7 +191,7 @@ async function shelve(a) {
   }).catch((err) => { refused("Shelve", a, err); return null; });
   if (doc) {
     replace(ui.error);
-    upsert(doc);
+    acted(doc);
     toast(`Shelved ${a.subject}`, "ok");
   }
 }
@@ -198,7 +206,7 @@ async function comment(a) {
   });
   if (doc) {
     replace(ui.error);
-    upsert(doc);
+    acted(doc);
     toast("Comment added", "ok");
   }
 }
