@@ -60,7 +60,8 @@ async def find_principal(request: Request, state: ConsoleState) -> Principal | N
     else:
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
-            principal = await run_in_threadpool(session_principal, state.ledger, cookie)
+            principal = await run_in_threadpool(session_principal, state.ledger, cookie,
+                                                idle=state.config.session_idle)
     request.state.principal = principal
     return principal
 

@@ -269,11 +269,12 @@ def sign_in(ledger: Ledger, user: str, password: str, *, client: str,
         return token, Principal(user, role, "session", csrf, row.must_change, t + SESSION_MAX)
 
 
-def session_principal(ledger: Ledger, token: str, *, now: datetime | None = None
-                      ) -> Principal | None:
-    """The principal of a live session, or None (unknown, idle too long, too old, or its user
-    removed); touches the session."""
+def session_principal(ledger: Ledger, token: str, *, now: datetime | None = None,
+                      idle: timedelta = SESSION_IDLE) -> Principal | None:
+    """The principal of a live session, or None (unknown, `idle` too long, too old, or its
+    user removed); touches the session."""
     t = _now(now)
+    touch = min(30.0, idle.total_seconds() / 10)  # seconds between writes of last_seen
     # Most requests only read: no write transaction (on SQLite, the worker's write lock).
     with ledger.reader() as s:
         row = s.get(ConsoleSession, _sha(token))
@@ -281,7 +282,7 @@ def session_principal(ledger: Ledger, token: str, *, now: datetime | None = None
             return None
         role = _active_role(s, row.user_id)
         if (role is not None and t - _aware(row.created) <= SESSION_MAX
-                and (t - _aware(row.last_seen)).total_seconds() <= 30):
+                and (t - _aware(row.last_seen)).total_seconds() <= touch):
             pw = s.get(ConsolePassword, row.user_id)
             return Principal(row.user_id, role, "session", row.csrf,
                              pw is not None and pw.must_change, _aware(row.created) + SESSION_MAX)
@@ -290,12 +291,12 @@ def session_principal(ledger: Ledger, token: str, *, now: datetime | None = None
         if row is None:
             return None
         role = _active_role(s, row.user_id)
-        expired = (t - _aware(row.last_seen) > SESSION_IDLE
+        expired = (t - _aware(row.last_seen) > idle
                    or t - _aware(row.created) > SESSION_MAX)
         if role is None or expired:
             s.delete(row)
             return None
-        if (t - _aware(row.last_seen)).total_seconds() > 30:  # not a write per request
+        if (t - _aware(row.last_seen)).total_seconds() > touch:  # not a write per request
             row.last_seen = t
         pw = s.get(ConsolePassword, row.user_id)
         return Principal(row.user_id, role, "session", row.csrf,

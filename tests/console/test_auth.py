@@ -352,3 +352,23 @@ def test_a_signed_in_read_does_not_wait_for_the_write_lock(console: Console) -> 
     asking.join(timeout=70)
     assert not waited, "a signed-in GET waited for the write lock"
     assert answers == [200, 200]
+
+
+def test_the_configured_idle_time_ends_sessions(tmp_path: Path) -> None:
+    """`ConsoleConfig.session_idle` is the plant's choice: the server ends sessions by it (it
+    ended them only at the built-in 8 h)."""
+    c = make_console(f"sqlite:///{tmp_path / 'ledger.db'}", tmp_path,
+                     session_idle=timedelta(minutes=10))
+    try:
+        client = c.as_("sam")
+        fresh = c.as_("vic")
+        with c.ledger.transaction() as s:
+            row = s.scalars(select(ca.ConsoleSession)
+                            .where(ca.ConsoleSession.user_id == "sam")).one()
+            row.last_seen = row.last_seen - timedelta(minutes=11)
+        assert client.get("/api/v1/session").status_code == 401
+        assert fresh.get("/api/v1/session").status_code == 200
+        assert client.get("/", follow_redirects=False).status_code == 303
+    finally:
+        c.close()
+        c.ledger.close()
