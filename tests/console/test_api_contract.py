@@ -497,6 +497,22 @@ def test_a_bad_body_gets_422_naming_the_field(walk: Walk) -> None:
     walk.assert_clean()
 
 
+def streams(op: Op) -> bool:
+    ok = op.spec.get("responses", {}).get("200", {})
+    return "text/event-stream" in ok.get("content", {})
+
+
+def test_every_read_answers_an_allowed_role_without_a_server_error(walk: Walk) -> None:
+    """On an empty ledger with made-up names: a 200 or a clear error, never a 500."""
+    for op in walk.ops:
+        if op.method != "GET" or op.key not in ROLES_OF or streams(op):
+            continue
+        role = walk.allowed_role(op)
+        client = walk.anon if walk.roles_of(op) is None else walk.sessions[role]
+        walk.check(f"{op} as {role}", op.send(client), lambda s: s < 500 and s not in (401, 403))
+    walk.assert_clean()
+
+
 def test_a_cookie_session_change_needs_the_csrf_token(walk: Walk) -> None:
     changes = [op for op in walk.protected() if op.method in WRITE_METHODS]
     assert changes
