@@ -12,12 +12,19 @@ proxies from closing an idle stream.
 A client that reconnects sends `Last-Event-ID` (browsers' EventSource does so by itself): the
 stream then starts with the alerts changed after that history row instead of the snapshot.
 Authenticated like every API call: EventSource sends the session cookie.
+
+One look serves every client: an `AlertFeed` per app polls the ledger while anyone listens and
+hands each look's events to every open stream (50 boards cost one query a look, not 50). A
+look re-reads the history rows of the last `LOOKBACK_S` seconds too and sends the ones not
+seen yet, so a row whose transaction committed after a later-numbered one (PostgreSQL: the
+worker and a person acting at once) is not skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -38,6 +45,7 @@ from ..errors import ERROR_RESPONSES
 from ..state import ConsoleState, get_state
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+log = logging.getLogger(__name__)
 
 #: The flood alert the worker's tick raises and clears (`streams.detect.alert_tick`).
 FLOOD_ALERT = alert_id(FLOOD_CONDITION, "line")
@@ -58,6 +66,11 @@ def flood_doc(view: AlertView) -> dict[str, Any]:
             "peak": view.details.get("peak"), "message": view.message}
 
 
+Chunk = tuple[int, str]  # (history id, the event's text)
+#: One look's events: (the look's number, its events); None ends a stream that fell behind.
+Batch = tuple[int, list[Chunk]] | None
+
+
 def _snapshot(state: ConsoleState) -> tuple[int, list[str]]:
     """The latest history id, and the events of every alert not normal (the flood first)."""
     with state.reader() as s:
@@ -68,51 +81,157 @@ def _snapshot(state: ConsoleState) -> tuple[int, list[str]]:
     return last, out
 
 
-def _changes(state: ConsoleState, after: int) -> tuple[int, list[str]]:
-    """Events for the alerts whose history grew after row `after`: each alert once, at its
-    latest row, in the order of those rows; the new cursor."""
+def _events_for(s: Any, rows: list[tuple[int, str]]) -> list[Chunk]:
+    """Each alert of these history rows once, at its latest row, in the order of those rows."""
+    latest: dict[str, int] = {}
+    for row_id, aid in rows:
+        latest.pop(aid, None)
+        latest[aid] = int(row_id)
+    out: list[Chunk] = []
+    for aid, row_id in latest.items():
+        view = get_alert(s, aid)
+        if aid == FLOOD_ALERT:
+            out.append((row_id, sse("flood", flood_doc(view), row_id)))
+        out.append((row_id, sse("alert", view.to_json(), row_id)))
+    return out
+
+
+def _rows_after(s: Any, after: int) -> list[tuple[int, str]]:
+    return [(int(i), str(a)) for i, a in s.execute(
+        select(AlertHistory.id, AlertHistory.alert_id).where(AlertHistory.id > after)
+        .order_by(AlertHistory.id).limit(BATCH))]
+
+
+def _changes(state: ConsoleState, after: int) -> tuple[int, list[Chunk]]:
+    """Events for the alerts whose history grew after row `after` (at most BATCH rows); the
+    new cursor."""
     with state.reader() as s:
-        rows = s.execute(select(AlertHistory.id, AlertHistory.alert_id)
-                         .where(AlertHistory.id > after).order_by(AlertHistory.id)
-                         .limit(BATCH)).all()
-        if not rows:
-            return after, []
-        latest: dict[str, int] = {}
-        for row_id, aid in rows:
-            latest.pop(aid, None)
-            latest[aid] = int(row_id)
-        out: list[str] = []
-        for aid, row_id in latest.items():
-            view = get_alert(s, aid)
-            if aid == FLOOD_ALERT:
-                out.append(sse("flood", flood_doc(view), row_id))
-            out.append(sse("alert", view.to_json(), row_id))
-        return int(rows[-1][0]), out
+        rows = _rows_after(s, after)
+        return (rows[-1][0] if rows else after), _events_for(s, rows)
+
+
+class AlertFeed:
+    """The app's one look at the ledger for every open stream (module docstring)."""
+
+    LOOKBACK_S = 5.0
+    QUEUE = 1000  # batches a slow client may fall behind before its stream is ended
+
+    def __init__(self, state: ConsoleState) -> None:
+        self.state = state
+        self.subscribers: set[asyncio.Queue[Batch]] = set()
+        self.looks = 0  # looks started so far
+        self._task: asyncio.Task[None] | None = None
+        self._seen: dict[int, float] = {}  # history ids sent in the last LOOKBACK_S
+        self._marks: list[tuple[float, int]] = []  # (when, cursor) of recent looks
+        self.cursor = 0
+        self.loop = asyncio.get_running_loop()
+        self._starting = asyncio.Lock()
+
+    async def subscribe(self) -> asyncio.Queue[Batch]:
+        """A queue of every look's events from now on (the feed starts if it was idle)."""
+        q: asyncio.Queue[Batch] = asyncio.Queue(self.QUEUE)
+        async with self._starting:
+            if self._task is None or self._task.done():
+                self.cursor = await run_in_threadpool(self._latest)
+                self._seen.clear()
+                self._marks = [(time.monotonic(), self.cursor)]
+                self.subscribers.add(q)
+                self._task = asyncio.create_task(self._run(), name="console-alert-feed")
+            else:
+                self.subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[Batch]) -> None:
+        self.subscribers.discard(q)
+
+    def _latest(self) -> int:
+        with self.state.reader() as s:
+            return int(s.scalar(select(func.max(AlertHistory.id))) or 0)
+
+    def _look(self) -> tuple[int, list[Chunk]]:
+        self.looks += 1
+        look = self.looks
+        now = time.monotonic()
+        self._marks = [m for m in self._marks if now - m[0] <= self.LOOKBACK_S]
+        floor = min((c for _, c in self._marks), default=self.cursor)
+        with self.state.reader() as s:
+            rows = [r for r in _rows_after(s, floor) if r[0] not in self._seen]
+            chunks = _events_for(s, rows)
+        for row_id, _ in rows:
+            self._seen[row_id] = now
+            self.cursor = max(self.cursor, row_id)
+        self._seen = {i: t for i, t in self._seen.items() if now - t <= 2 * self.LOOKBACK_S}
+        self._marks.append((now, self.cursor))
+        return look, chunks
+
+    async def _run(self) -> None:
+        poll = max(0.02, float(self.state.config.sse_poll))
+        while self.subscribers:
+            try:
+                look, chunks = await run_in_threadpool(self._look)
+            except Exception:  # noqa: BLE001 - a database hiccup: look again later
+                log.exception("the alert stream could not read the ledger; trying again")
+                await asyncio.sleep(max(poll, 1.0))
+                continue
+            if chunks:
+                for q in list(self.subscribers):
+                    try:
+                        q.put_nowait((look, chunks))
+                    except asyncio.QueueFull:  # too slow a reader: end its stream
+                        self.subscribers.discard(q)
+                        q.get_nowait()
+                        q.put_nowait(None)
+            else:
+                await asyncio.sleep(poll)
+
+
+def feed_of(request: Request, state: ConsoleState) -> AlertFeed:
+    feed: AlertFeed | None = getattr(request.app.state, "alert_feed", None)
+    if feed is None or feed.state is not state or feed.loop is not asyncio.get_running_loop():
+        feed = request.app.state.alert_feed = AlertFeed(state)
+    return feed
 
 
 async def _events(request: Request, state: ConsoleState, resume: int | None
                   ) -> AsyncIterator[str]:
-    poll = max(0.02, float(state.config.sse_poll))
-    if resume is None:
-        cursor, first = await run_in_threadpool(_snapshot, state)
-    else:
-        cursor, first = await run_in_threadpool(_changes, state, resume)
-    yield "retry: 2000\n\n"
-    for chunk in first:
-        yield chunk
-    last_sent = time.monotonic()
-    while not await request.is_disconnected():
-        cursor, chunks = await run_in_threadpool(_changes, state, cursor)
-        for chunk in chunks:
-            yield chunk
-        now = time.monotonic()
-        if chunks:
-            last_sent = now
-        elif now - last_sent >= PING_EVERY:
-            yield ": ping\n\n"
-            last_sent = now
-        if not chunks:
-            await asyncio.sleep(poll)
+    feed = feed_of(request, state)
+    q = await feed.subscribe()  # before the snapshot: nothing between the two is lost
+    try:
+        if resume is None:
+            cursor, first = await run_in_threadpool(_snapshot, state)
+            yield "retry: 2000\n\n"
+            for text in first:
+                yield text
+        else:
+            cursor = resume
+            yield "retry: 2000\n\n"
+            while True:
+                cursor, chunks = await run_in_threadpool(_changes, state, cursor)
+                for _, text in chunks:
+                    yield text
+                if not chunks:
+                    break
+        # A look started from here on read the ledger after the snapshot (or catch-up): all
+        # of its events are news; an earlier look's only past the cursor.
+        begun = feed.looks
+        last_sent = time.monotonic()
+        while not await request.is_disconnected():
+            try:
+                item = await asyncio.wait_for(q.get(), timeout=min(1.0, PING_EVERY))
+            except TimeoutError:
+                if time.monotonic() - last_sent >= PING_EVERY:
+                    yield ": ping\n\n"
+                    last_sent = time.monotonic()
+                continue
+            if item is None:
+                return  # fell too far behind: the client reconnects with Last-Event-ID
+            look, batch = item
+            for row_id, text in batch:
+                if look > begun or row_id > cursor:
+                    yield text
+                    last_sent = time.monotonic()
+    finally:
+        feed.unsubscribe(q)
 
 
 @router.get("/stream", response_class=StreamingResponse, responses={
