@@ -3,7 +3,11 @@ by the console's key for the signed-in user (real ledger, real alert engine)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from sqlalchemy import select
 
@@ -14,10 +18,19 @@ from linetrace.ledger.models import EventRow
 from linetrace.schemas import signing
 from linetrace.schemas.envelope import decode_stored_event
 
-from .conftest import Console
+from .conftest import Console, make_console
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 DOWN = alert_id("flow.station_down", "ict-1")
+
+
+@pytest.fixture
+def any_console(db_url: str, tmp_path: Path) -> Iterator[Console]:
+    """The console on SQLite and on PostgreSQL."""
+    c = make_console(db_url, tmp_path)
+    yield c
+    c.close()
+    c.ledger.close()
 
 
 def raise_alert(ledger: Ledger, condition: str = "flow.station_down", subject: str = "ict-1",
@@ -62,7 +75,8 @@ def test_list_show_and_kpi(console: Console) -> None:
 
 
 def test_supervisor_ack_is_attested_by_the_console_and_named_in_history(
-        console: Console) -> None:
+        any_console: Console) -> None:
+    console = any_console
     aid = raise_alert(console.ledger)
     r = console.as_("sam").post(f"/api/v1/alerts/{aid}/ack", json={"comment": "on it"})
     assert r.status_code == 200, r.text

@@ -29,6 +29,15 @@ def a_unit(console: Console, prefix: str = "SRV-C") -> tuple[Batches, str]:
 
 
 @pytest.fixture
+def any_console(db_url: str, tmp_path: Path) -> Iterator[Console]:
+    """The console on SQLite and on PostgreSQL."""
+    c = make_console(db_url, tmp_path)
+    yield c
+    c.close()
+    c.ledger.close()
+
+
+@pytest.fixture
 def user_keys_console(tmp_path: Path) -> Iterator[Console]:
     c = make_console(f"sqlite:///{tmp_path / 'ledger.db'}", tmp_path,
                      quality_release="user-keys")
@@ -37,7 +46,8 @@ def user_keys_console(tmp_path: Path) -> Iterator[Console]:
     c.ledger.close()
 
 
-def test_place_list_and_two_person_release(console: Console) -> None:
+def test_place_list_and_two_person_release(any_console: Console) -> None:
+    console = any_console
     _, serial = a_unit(console)
     quinn, rae, sam = console.as_("quinn"), console.as_("rae"), console.as_("sam")
     r = quinn.post("/api/v1/holds", json={"scope": "unit", "target": serial,
