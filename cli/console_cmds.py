@@ -125,7 +125,8 @@ def console_config(settings: Settings) -> ConsoleConfig:
     return ConsoleConfig(db_url=settings.db, data_dir=settings.data_dir,
                          keys_dir=settings.keys_dir, routes=routes, plant_key=plant,
                          console_key=key, origin=settings.origin,
-                         quality_release=cast(Any, release))
+                         quality_release=cast(Any, release),
+                         secure_cookies=settings.console_https)
 
 
 def serve(config: ConsoleConfig, sock: socket.socket, log_level: str = "info") -> None:

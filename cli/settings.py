@@ -105,6 +105,10 @@ SETTINGS: tuple[Setting, ...] = (
             "TCP port of the web console. `linetrace console` refuses a port in use (exit 2); "
             "`linetrace up` takes the next free one and says so. `--port` / `--console-port` "
             "override it. See docs/console.md."),
+    Setting("console_https", "LINETRACE_CONSOLE_HTTPS", "0",
+            "1 when people reach the console over HTTPS (a TLS-terminating reverse proxy in "
+            "front of it): its session cookie is then marked Secure, so a browser never sends "
+            "it over plain HTTP. 0 (default) for http://127.0.0.1. See docs/operations.md."),
     Setting("quality_release", "LINETRACE_QUALITY_RELEASE", "console",
             "How a quality hold is released from the console: `console` (two quality users' "
             "approvals in the console, each attested by the console's key, release it) or "
@@ -138,6 +142,7 @@ class Settings:
     console_host: str = "127.0.0.1"
     console_port: int = 8080
     quality_release: str = "console"
+    console_https: bool = False
 
     @property
     def keys_dir(self) -> Path:
@@ -237,6 +242,10 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
     if not 0 <= console_port <= 65535:
         raise ConfigurationError(f"LINETRACE_CONSOLE_PORT={raw.get('console_port')!r}: use a "
                                  "TCP port 1-65535 (default 8080; 0 = any free port)")
+    https = raw.get("console_https", "0").strip().lower()
+    if https not in ("0", "1", "true", "false", "yes", "no"):
+        raise ConfigurationError(f"LINETRACE_CONSOLE_HTTPS={https!r}: use 1 (the console is "
+                                 "reached over HTTPS: Secure cookies) or 0 (default)")
     quality_release = raw.get("quality_release", "console").strip().lower()
     if quality_release not in QUALITY_RELEASES:
         raise ConfigurationError(
@@ -265,7 +274,8 @@ def load(env: Mapping[str, str] | None = None, *, data_dir: str | None = None) -
                                      if "golden_firmware" in raw else None),
                     spc=Path(raw["spc"]).expanduser().resolve() if "spc" in raw else None,
                     console_host=console_host, console_port=console_port,
-                    quality_release=quality_release)
+                    quality_release=quality_release,
+                    console_https=https in ("1", "true", "yes"))
 
 
 assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)} - {"sources"}

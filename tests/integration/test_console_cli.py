@@ -4,6 +4,7 @@ real SQLite ledger, real HTTP to the console that `linetrace console` serves (do
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from ..conftest import linetrace_cmd, run_cli
 
 pytestmark = pytest.mark.integration
 
+_LOGS = itertools.count()
 _URL = re.compile(r"linetrace console: (http://127\.0\.0\.1:\d+/)")
 
 
@@ -28,7 +30,7 @@ class ConsoleProc:
     """`linetrace console --port 0` in its own session; its URL read from what it prints."""
 
     def __init__(self, data: Path, env: dict[str, str] | None = None) -> None:
-        self.log = data.parent / f"{data.name}-console.log"
+        self.log = data.parent / f"{data.name}-console-{next(_LOGS)}.log"
         self.proc = subprocess.Popen(
             linetrace_cmd("console", "--port", "0", "--data-dir", str(data)),
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
@@ -121,7 +123,8 @@ def test_a_port_in_use_exits_2_naming_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("env", [{"LINETRACE_QUALITY_RELEASE": "bogus"},
-                                 {"LINETRACE_CONSOLE_PORT": "99999"}])
+                                 {"LINETRACE_CONSOLE_PORT": "99999"},
+                                 {"LINETRACE_CONSOLE_HTTPS": "maybe"}])
 def test_a_bad_setting_exits_2_naming_it(tmp_path: Path, env: dict[str, str]) -> None:
     r = run_cli("console", data_dir=tmp_path / "data", env=env, timeout=60)
     assert r.returncode == 2, r.stdout + r.stderr
@@ -212,3 +215,23 @@ def test_tokens_for_someone_else_need_an_admin(
     r = run_cli("tokens", "revoke", "000000000000", data_dir=data,
                 env={"LINETRACE_USER_KEY": str(keys["admin"])})
     assert r.returncode == 1 and "no token 000000000000" in r.stderr
+
+
+def test_console_https_marks_the_session_cookie_secure(
+        plant: tuple[Path, dict[str, Path], str]) -> None:
+    data, keys, url = plant
+    r = run_cli("users", "password", "sam", "--json", data_dir=data,
+                env={"LINETRACE_USER_KEY": str(keys["admin"])})
+    password = json.loads(r.stdout)["password"]
+    plain = httpx.post(url + "api/v1/session", json={"user": "sam", "password": password},
+                       timeout=10)
+    assert plain.status_code == 200 and "secure" not in plain.headers["set-cookie"].lower()
+    behind_tls = ConsoleProc(data, env={"LINETRACE_CONSOLE_HTTPS": "1"})
+    try:
+        r = httpx.post(behind_tls.url + "api/v1/session",
+                       json={"user": "sam", "password": password}, timeout=10)
+        assert r.status_code == 200, r.text
+        cookie = r.headers["set-cookie"].lower()
+        assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    finally:
+        behind_tls.stop()
