@@ -138,11 +138,15 @@ class Ack(BaseModel):
         return _optional_text(v, "comment")
 
 
+_LIMITS = (f"{int(SHELVE_MIN.total_seconds() // 60)} minute to "
+           f"{int(SHELVE_MAX.total_seconds() // 3600)} hours")
+
+
 class Shelve(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     for_: Annotated[str, Field(alias="for", min_length=2, max_length=32,
                                description=f"how long: 30m, 2h, 1h30m, 1d (s, m, h, d); "
-                                           f"{SHELVE_MIN} to {SHELVE_MAX}")]
+                                           f"{_LIMITS}")]
     reason: Annotated[str, Field(min_length=1, max_length=_TEXT)]
 
     @field_validator("for_")
@@ -153,9 +157,9 @@ class Shelve(BaseModel):
         except AlertError as e:
             raise ValueError(e.message) from None
         if not SHELVE_MIN <= d <= SHELVE_MAX:
-            raise ValueError(f"a shelve lasts {SHELVE_MIN} to {SHELVE_MAX} (ISA-18.2: shelving "
-                             f"is time-limited), not {d}; take a longer-lasting problem out of "
-                             "service instead (a supervisor)")
+            raise ValueError(f"a shelve lasts {_LIMITS} (ISA-18.2: shelving is time-limited), "
+                             f"not {v}; take a longer-lasting problem out of service instead "
+                             "(a supervisor)")
         return v
 
     @field_validator("reason")

@@ -123,7 +123,7 @@ def test_shelve_body_is_checked_and_shelve_unshelve_work(console: Console) -> No
     sam = console.as_("sam")
     for body, field, words in (
             ({"for": "2 hours", "reason": "r"}, "body.for", "not a duration"),
-            ({"for": "30s", "reason": "r"}, "body.for", "0:01:00 to 1 day"),
+            ({"for": "30s", "reason": "r"}, "body.for", "lasts 1 minute to 24 hours"),
             ({"for": "25h", "reason": "r"}, "body.for", "out of service"),
             ({"for": "2h", "reason": "  "}, "body.reason", "may not be empty"),
             ({"for": "2h"}, "body.reason", "Field required"),
