@@ -89,8 +89,11 @@ class InterlockSettings:
                                "most 60 s", code="interlock.not_configured")
 
 
-class _Unavailable(Exception):
+class _Unavailable(StationError):
     """The console gave no answer (module docstring: `fail_closed` decides)."""
+
+    code = "interlock.unavailable"
+    retriable = True
 
 
 def _post(settings: InterlockSettings, body: bytes) -> dict[str, Any]:
@@ -132,7 +135,7 @@ async def ask(settings: InterlockSettings, station: str, serial: str, step: int,
                         for r in doc.get("reasons", []))
         return InterlockVerdict(bool(doc["allowed"]), reasons)
     except (_Unavailable, TimeoutError, KeyError, TypeError, AttributeError) as e:
-        why = str(e) or "no answer in time"
+        why = (e.message if isinstance(e, _Unavailable) else str(e)) or "no answer in time"
         if isinstance(e, TimeoutError):
             why = f"no answer within {settings.timeout_s:g} s"
         elif not isinstance(e, _Unavailable):
