@@ -66,6 +66,14 @@ async def find_principal(request: Request, state: ConsoleState) -> Principal | N
     return principal
 
 
+async def recheck(request: Request, state: ConsoleState) -> Principal | None:
+    """Look the request's credentials up again (not the cached principal): a long-lived
+    request (the alert stream) ends once its session ends or its token is revoked."""
+    if hasattr(request.state, "principal"):
+        del request.state.principal
+    return await find_principal(request, state)
+
+
 def check_csrf(request: Request, principal: Principal) -> None:
     if request.method in SAFE_METHODS or principal.via != "session":
         return
@@ -87,7 +95,15 @@ async def principal(request: Request, state: ConsoleState = Depends(get_state)) 
                        "token (Authorization: Bearer lt_...)",
                        headers={"WWW-Authenticate": 'Bearer realm="linetrace"'})
     check_csrf(request, found)
+    if found.must_change and request.url.path not in _ONE_TIME_PATHS:
+        raise ApiError(403, "auth.password_change_required", f"{found.user} signed in with a "
+                       "one-time password: choose your own first (POST "
+                       "/api/v1/session/password, or the console's account page)")
     return found
+
+
+#: What a session signed in with a one-time password may do before choosing its own.
+_ONE_TIME_PATHS = frozenset({"/api/v1/session", "/api/v1/session/password"})
 
 
 def require(*roles: str) -> Callable[..., Awaitable[Principal]]:

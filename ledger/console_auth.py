@@ -14,8 +14,9 @@ console's key (`linetrace.ledger.console_key`).
 - API tokens (`lt_<id>_<secret>`) act as the user they were made for, with that user's role at
   the time of each request; only their SHA-256 is stored; shown once; revocable.
 - The throttle: failures are counted per user name and per client address in a sliding
-  window; past `THROTTLE_FAILURES` each further failure locks that key for twice as long
-  (30 s, 60 s, ... up to 15 min). A locked key is refused before its password is checked, so a
+  window; past `THROTTLE_FAILURES` for a name (`THROTTLE_CLIENT_FAILURES` for an address,
+  which may be a whole floor behind NAT) each further failure locks that key for twice as
+  long (30 s, 60 s, ... up to 15 min). A locked key is refused before its password is checked, so a
   guesser learns nothing while locked.
 """
 
@@ -42,6 +43,8 @@ SESSION_IDLE = timedelta(hours=8)  # a shift without a request ends the session
 SESSION_MAX = timedelta(hours=12)  # and none lives longer than this
 THROTTLE_WINDOW = timedelta(minutes=15)
 THROTTLE_FAILURES = 5  # failures in the window before each further one locks the key
+# One address may be a whole floor behind NAT or a proxy: it gets more tries than one name.
+THROTTLE_CLIENT_FAILURES = 20
 THROTTLE_BASE = timedelta(seconds=30)
 THROTTLE_MAX = timedelta(minutes=15)
 MIN_PASSWORD = 10
@@ -220,7 +223,8 @@ def _fail(s: Session, keys: list[str], t: datetime) -> None:
             s.add(SigninFailures(key=key, failures=1, first=t, locked_until=None))
             continue
         row.failures += 1
-        over = row.failures - THROTTLE_FAILURES
+        over = row.failures - (THROTTLE_CLIENT_FAILURES if key.startswith("client:")
+                               else THROTTLE_FAILURES)
         if over > 0:
             lock = min(THROTTLE_BASE * (2 ** (over - 1)), THROTTLE_MAX)
             row.locked_until = t + lock

@@ -40,7 +40,7 @@ from linetrace.ledger.alerts.models import AlertHistory
 from linetrace.ledger.alerts.views import AlertView, get_alert, list_alerts
 from linetrace.ledger.console_auth import Principal
 
-from ..auth import VIEW, require
+from ..auth import VIEW, recheck, require
 from ..errors import ERROR_RESPONSES
 from ..state import ConsoleState, get_state
 
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 #: The flood alert the worker's tick raises and clears (`streams.detect.alert_tick`).
 FLOOD_ALERT = alert_id(FLOOD_CONDITION, "line")
 PING_EVERY = 15.0
+RECHECK_EVERY = 5.0  # seconds between looks at whether the credentials still hold
 #: Most history rows one look reads (a burst larger than this is sent over several looks).
 BATCH = 500
 
@@ -214,8 +215,12 @@ async def _events(request: Request, state: ConsoleState, resume: int | None
         # A look started from here on read the ledger after the snapshot (or catch-up): all
         # of its events are news; an earlier look's only past the cursor.
         begun = feed.looks
-        last_sent = time.monotonic()
+        last_sent = last_check = time.monotonic()
         while not await request.is_disconnected():
+            if time.monotonic() - last_check >= RECHECK_EVERY:
+                last_check = time.monotonic()
+                if await recheck(request, state) is None:
+                    return  # signed out, session expired, user removed or token revoked
             try:
                 item = await asyncio.wait_for(q.get(), timeout=min(1.0, PING_EVERY))
             except TimeoutError:

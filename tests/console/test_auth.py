@@ -372,3 +372,20 @@ def test_the_configured_idle_time_ends_sessions(tmp_path: Path) -> None:
     finally:
         c.close()
         c.ledger.close()
+
+
+def test_a_one_time_password_allows_nothing_but_choosing_your_own(console: Console) -> None:
+    set_password(console.ledger, "vic", "one-time-pass-123", by="ada", one_time=True)
+    c = console.anon()
+    r = c.post("/api/v1/session", json={"user": "vic", "password": "one-time-pass-123"})
+    assert r.status_code == 200 and r.json()["must_change"] is True
+    c.headers["X-CSRF-Token"] = r.json()["csrf"]
+    assert c.get("/api/v1/session").status_code == 200
+    refused = c.get("/api/v1/alerts")
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["code"] == "auth.password_change_required"
+    assert "/api/v1/session/password" in refused.json()["message"]
+    r = c.post("/api/v1/session/password",
+               json={"current": "one-time-pass-123", "new": "vics-own-password-1"})
+    assert r.status_code == 204, r.text
+    assert c.get("/api/v1/alerts").status_code == 200

@@ -92,6 +92,7 @@ def listen(client: httpx.Client, headers: dict[str, str] | None = None
                     break
                 size = int(size_line.split(b";")[0], 16)
                 if size == 0:
+                    got.put(Sse("end", {}, None, time.monotonic()))  # the server ended it
                     return
                 if len(rest) < size + 2:
                     break
@@ -249,3 +250,27 @@ def test_many_boards_share_one_look_at_the_ledger(console: Console) -> None:
         while feed.subscribers and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not feed.subscribers, "closed streams stayed subscribed"
+
+
+def test_a_stream_ends_once_its_credentials_do(console: Console,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A board left open does not outlive a revoked token or a signed-out session."""
+    monkeypatch.setattr(stream, "RECHECK_EVERY", 0.3)
+    with serve(console.app) as base:
+        token = console.token("vic")
+        with listen(httpx.Client(base_url=base, timeout=10),
+                    {"Authorization": f"Bearer {token}"}) as got:
+            time.sleep(1.0)
+            assert all(e.event != "end" for e in list(got.queue)), "ended while valid"
+            token_id = token.split("_")[1]
+            assert console.as_("ada").delete(f"/api/v1/tokens/{token_id}").status_code == 200
+            next_event(got, lambda e: e.event == "end", timeout=5)
+        board = signed_in(base, "sam")
+        with listen(board) as got:
+            time.sleep(0.6)
+            assert all(e.event != "end" for e in list(got.queue)), "ended while valid"
+            with httpx.Client(base_url=base, cookies=board.cookies, timeout=5) as same:
+                csrf = same.get("/api/v1/session").json()["csrf"]
+                assert same.delete("/api/v1/session",
+                                   headers={"X-CSRF-Token": csrf}).status_code == 204
+            next_event(got, lambda e: e.event == "end", timeout=5)
