@@ -12,7 +12,10 @@ console's key (`linetrace.ledger.console_key`).
 - Sessions: a random 256-bit token in an HttpOnly cookie; only its SHA-256 is stored, with a
   CSRF token, an idle timeout and an absolute lifetime. A removed user's sessions die with them.
 - API tokens (`lt_<id>_<secret>`) act as the user they were made for, with that user's role at
-  the time of each request; only their SHA-256 is stored; shown once; revocable.
+  the time of each request; only their SHA-256 is stored; shown once; revocable. People make
+  their own; an admin makes them for `viewer` users only (machines: stations, ERP), since what
+  a token does is attested as its user's statement (one admin holding two quality users'
+  tokens could otherwise release a quality hold alone).
 - The throttle: failures are counted per user name and per client address in a sliding
   window; past `THROTTLE_FAILURES` for a name (`THROTTLE_CLIENT_FAILURES` for an address,
   which may be a whole floor behind NAT) each further failure locks that key for twice as
@@ -358,8 +361,14 @@ def create_token(ledger: Ledger, user: str, name: str, *, by: str,
                         code="token.invalid")
     t = _now(now)
     with ledger.transaction() as s:
-        if _active_role(s, user) is None:
+        role = _active_role(s, user)
+        if role is None:
             raise AuthError(f"{user} is not an enrolled, active user", code="user.unknown")
+        if by != user and role != "viewer":
+            raise AuthError(f"{by} may not make a token that acts as {user} ({role}): the "
+                            f"console attests what a token does as its user's statement, so "
+                            f"{user} makes their own; an admin makes tokens only for viewer "
+                            "(machine) users", code="token.forbidden")
         token_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         row = ApiToken(token_id=token_id, user_id=user, name=name,

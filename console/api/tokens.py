@@ -1,7 +1,8 @@
 """API tokens for machines and scripts: made for a user, shown once, revocable.
 
-Anyone signed in may list, make and revoke their own; an admin may make one for any enrolled
-user (e.g. a `viewer` user for the stations' interlock calls) and revoke any.
+Anyone signed in may list, make and revoke their own; an admin may make one for a `viewer`
+user (a machine: the stations' interlock calls, ERP) and revoke any. Nobody makes a token that
+acts as another person who may act: what a token does is attested as its user's statement.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ async def post_token(body: NewToken, who: Principal = Depends(require(*VIEW)),
         secret, doc = await run_in_threadpool(create_token, state.ledger, user, body.name,
                                               by=who.user)
     except AuthError as e:
-        raise ApiError(422 if e.code == "token.invalid" else 404, e.code, e.message,
+        status = {"token.invalid": 422, "token.forbidden": 403}.get(e.code, 404)
+        raise ApiError(status, e.code, e.message,
                        "body.name" if e.code == "token.invalid" else "body.user") from None
     return {**doc, "token": secret}
 

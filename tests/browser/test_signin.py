@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 
 from linetrace.ledger.console_auth import THROTTLE_FAILURES, set_password
 
+from ..console.conftest import password_of
 from .conftest import VIEWPORT, LiveConsole, Watched, sign_in
 
 pytestmark = pytest.mark.integration
@@ -39,6 +40,25 @@ def test_a_supervisor_signs_in_and_lands_on_the_page_asked_for(
     watched.assert_clean()
     ctx.close()
 
+
+
+@pytest.mark.parametrize("evil", ["//evil.example/", "/\\evil.example/", "/\t/evil.example/",
+                                  "https://evil.example/", "javascript:alert(1)"])
+def test_signing_in_never_leads_to_another_site(live_console: LiveConsole, browser: Any,
+                                                evil: str) -> None:
+    """`next` is resolved as the browser would and kept on this site (an open redirect after
+    sign-in is a phishing tool)."""
+    from urllib.parse import quote
+
+    ctx = browser.new_context(viewport=VIEWPORT)
+    page = ctx.new_page()
+    page.goto(f"{live_console.url}/signin?next={quote(evil, safe='')}")
+    page.fill("#user", "sam")
+    page.fill("#password", password_of("sam"))
+    page.click("#signin-submit")
+    page.wait_for_selector("#nav-user")
+    assert page.url.startswith(live_console.url + "/"), page.url
+    ctx.close()
 
 def test_a_wrong_password_is_refused_and_a_one_time_password_must_be_changed_first(
         live_console: LiveConsole, browser: Any) -> None:

@@ -237,6 +237,12 @@ def test_a_token_is_shown_once_and_acts_as_its_user(any_console: Console) -> Non
     assert r.json()["field"] == "body.user"
     r = ada.post("/api/v1/tokens", json={"name": "x", "user": "nobody"})
     assert r.status_code == 404 and r.json()["field"] == "body.user"
+    # nor an admin's for someone who may act: the console attests a token's actions as its
+    # user's statements (two quality users' tokens would be a two-person release by one)
+    for who in ("sam", "quinn"):
+        r = ada.post("/api/v1/tokens", json={"name": "x", "user": who})
+        assert r.status_code == 403 and r.json()["code"] == "token.forbidden", r.text
+        assert r.json()["field"] == "body.user"
 
 
 def test_a_revoked_token_answers_401_and_only_owner_or_admin_revoke(

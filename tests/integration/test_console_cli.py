@@ -67,14 +67,14 @@ class ConsoleProc:
 
 
 def _enrol(data: Path, tmp: Path) -> dict[str, Path]:
-    """`admin` (the first admin, self-signed) and `sam` (supervisor) through the CLI; their
-    key files."""
+    """`admin` (the first admin, self-signed), `sam` (supervisor) and `ivy` (viewer: a
+    machine user, e.g. the stations' interlock calls) through the CLI; their key files."""
     keys = {}
-    for name in ("admin", "sam"):
+    for name in ("admin", "sam", "ivy"):
         keys[name] = tmp / f"{name}.key"
         r = run_cli("users", "keygen", "--out", str(keys[name]), data_dir=data)
         assert r.returncode == 0, r.stderr
-    for name, role in (("admin", "admin"), ("sam", "supervisor")):
+    for name, role in (("admin", "admin"), ("sam", "supervisor"), ("ivy", "viewer")):
         r = run_cli("users", "add", name, "--role", role, "--public-key", f"{keys[name]}.pub",
                     data_dir=data, env={"LINETRACE_USER_KEY": str(keys["admin"])})
         assert r.returncode == 0, r.stdout + r.stderr
@@ -180,14 +180,14 @@ def test_tokens_create_list_revoke_round_trip(
         plant: tuple[Path, dict[str, Path], str]) -> None:
     data, keys, url = plant
     admin = {"LINETRACE_USER_KEY": str(keys["admin"])}
-    r = run_cli("tokens", "create", "sam", "--name", "ict-31 interlock", "--json",
+    r = run_cli("tokens", "create", "ivy", "--name", "ict-31 interlock", "--json",
                 data_dir=data, env=admin)
     assert r.returncode == 0, r.stderr
     made = json.loads(r.stdout)
-    assert made["user"] == "sam" and made["created_by"] == "admin" and made["revoked"] is None
+    assert made["user"] == "ivy" and made["created_by"] == "admin" and made["revoked"] is None
     bearer = {"Authorization": f"Bearer {made['token']}"}
     me = httpx.get(url + "api/v1/session", headers=bearer, timeout=10)
-    assert me.status_code == 200 and me.json()["user"] == "sam", me.text
+    assert me.status_code == 200 and me.json()["user"] == "ivy", me.text
     assert me.json()["via"] == f"token:{made['id']}"
 
     listed = json.loads(run_cli("tokens", "list", "--json", data_dir=data).stdout)
@@ -212,6 +212,11 @@ def test_tokens_for_someone_else_need_an_admin(
     r = run_cli("tokens", "create", "sam", "--name", "own", "--json", data_dir=data,
                 env={"LINETRACE_USER_KEY": str(keys["sam"])})
     assert r.returncode == 0 and json.loads(r.stdout)["created_by"] == "sam"
+    # Not even an admin makes a token that acts (and is attested) as another person who may
+    # act: with two quality users' tokens one admin could release a quality hold alone.
+    r = run_cli("tokens", "create", "sam", "--name", "x", data_dir=data,
+                env={"LINETRACE_USER_KEY": str(keys["admin"])})
+    assert r.returncode == 1 and "token.forbidden" in r.stderr, r.stderr
     r = run_cli("tokens", "revoke", "000000000000", data_dir=data,
                 env={"LINETRACE_USER_KEY": str(keys["admin"])})
     assert r.returncode == 1 and "no token 000000000000" in r.stderr

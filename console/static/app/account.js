@@ -3,7 +3,8 @@
 
 import { api, forgetSession } from "/static/api.js";
 import {
-  badge, confirmDialog, el, errorBanner, fmtTime, main, nav, pageHead, param, replace, table, toast,
+  badge, confirmDialog, el, errorBanner, fmtTime, localPath, main, nav, pageHead, param, replace,
+  table, toast,
 } from "/static/ui.js";
 
 function passwordPanel(me) {
@@ -29,8 +30,7 @@ function passwordPanel(me) {
       replace(box, el("div", { class: "banner ok" }, "Password changed. Your other sessions were signed out."));
       const next = param("next");
       if (me.must_change) {
-        const to = next && next.startsWith("/") && !next.startsWith("//") ? next : "/";
-        setTimeout(() => location.assign(to), 800);
+        setTimeout(() => location.assign(localPath(next)), 800);
       }
     } catch (err) {
       replace(box, errorBanner(err, "Password not changed"));

@@ -2,14 +2,11 @@
 // password is a one-time one that must be changed).
 
 import { api, forgetSession } from "/static/api.js";
-import { errorBanner, replace } from "/static/ui.js";
+import { errorBanner, localPath, replace } from "/static/ui.js";
 
 /** Where to go after signing in: a path on this site only (never another origin). */
 function nextPath() {
-  const next = new URLSearchParams(location.search).get("next") || "/";
-  if (!next.startsWith("/") || next.startsWith("//") || next.startsWith("/\\")) return "/";
-  if (next === "/signin" || next.startsWith("/signin?")) return "/";
-  return next;
+  return localPath(new URLSearchParams(location.search).get("next"));
 }
 
 const form = document.getElementById("signin-form");

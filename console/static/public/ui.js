@@ -383,3 +383,18 @@ export function every(ms, fn) {
 export function param(name) {
   return new URLSearchParams(location.search).get(name);
 }
+
+/** `next` as a path on this site, or "/" (never another origin, whatever the browser makes
+ * of tabs, backslashes or schemes in it: it is resolved as the browser would, then checked). */
+export function localPath(next) {
+  if (!next) return "/";
+  let url;
+  try {
+    url = new URL(next, location.origin);
+  } catch {
+    return "/";
+  }
+  if (url.origin !== location.origin) return "/";
+  if (url.pathname === "/signin") return "/";
+  return url.pathname + url.search + url.hash;
+}
