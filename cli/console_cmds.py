@@ -126,7 +126,7 @@ def console_config(settings: Settings) -> ConsoleConfig:
                          keys_dir=settings.keys_dir, routes=routes, plant_key=plant,
                          console_key=key, origin=settings.origin,
                          quality_release=cast(Any, release),
-                         secure_cookies=settings.console_https)
+                         secure_cookies=settings.console_https, spc_file=settings.spc)
 
 
 def serve(config: ConsoleConfig, sock: socket.socket, log_level: str = "info") -> None:
@@ -138,7 +138,10 @@ def serve(config: ConsoleConfig, sock: socket.socket, log_level: str = "info") -
 
     server = uvicorn.Server(uvicorn.Config(
         create_app(config), log_level=log_level, access_log=log_level == "debug",
-        server_header=False, timeout_graceful_shutdown=5, lifespan="on"))
+        server_header=False, timeout_graceful_shutdown=5, lifespan="on",
+        # The client's address is the peer's: no X-Forwarded-For is believed, so nothing on
+        # this host can choose the address the sign-in throttle and the audit see.
+        proxy_headers=False))
     # uvicorn re-raises the signal that stopped it to the handler it found: a quiet one, so
     # a stop by SIGTERM or Ctrl-C is a normal end (exit 0), not a death by signal.
     quiet = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -45,6 +46,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"description": what, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
     for status, what in ((401, "no or invalid credentials"), (403, "the role may not"),
                          (422, "the request is not valid"))}
+
+log = logging.getLogger("linetrace.console")
 
 _NOT_FOUND = ("unknown", "not_found", "missing")
 _FORBIDDEN = ("user.role", "user.forbidden", "user.not_allowed", "statement.invalid",
@@ -90,6 +93,14 @@ def install(app: FastAPI) -> None:
         if field:
             body["field"] = field
         return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, e: Exception) -> JSONResponse:
+        # Logged by the server with its traceback; the client gets the error document only.
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"code": "internal", "message": "the console failed to answer "
+                             "this request; its log has the details (nothing was changed unless "
+                             "the answer to a retry says so)"}, status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:

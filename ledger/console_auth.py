@@ -36,6 +36,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import Boolean, DateTime, Integer, String, Text, delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .db import Ledger
@@ -187,12 +188,12 @@ def set_password(ledger: Ledger, user: str, password: str, *, by: str, one_time:
     asks for a new one at the first sign-in. Ends the user's sessions when set by someone
     else (a reset)."""
     check_new_password(password, user)
+    digest = _hasher.hash(password)  # before the write transaction: it takes ~50 ms
     with ledger.transaction() as s:
         if _active_role(s, user) is None:
             raise AuthError(f"{user} is not an enrolled, active user: enrol them with "
                             "`linetrace users add` first", code="user.unknown")
         row = s.get(ConsolePassword, user)
-        digest = _hasher.hash(password)
         t = _now(now)
         if row is None:
             s.add(ConsolePassword(user_id=user, hash=digest, must_change=one_time, set_at=t,
@@ -233,6 +234,29 @@ def _fail(s: Session, keys: list[str], t: datetime) -> None:
             row.locked_until = t + lock
 
 
+def _verify(digest: str | None, password: str) -> bool:
+    """argon2id verify (~50 ms, on purpose): outside any write transaction, so a stream of
+    sign-in attempts never holds the ledger's write lock (SQLite: the worker's batches)."""
+    try:
+        return _hasher.verify(digest if digest is not None else _DUMMY, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def _record_failure(ledger: Ledger, keys: list[str], t: datetime) -> int:
+    """Count a failure against `keys`; seconds until they unlock (0: not locked). Two first
+    failures at once (PostgreSQL) collide on the new row: the loser counts again."""
+    for attempt in range(3):
+        try:
+            with ledger.transaction() as s:
+                _fail(s, keys, t)
+                return _locked(s, keys, t)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    return 0
+
+
 def sign_in(ledger: Ledger, user: str, password: str, *, client: str,
             now: datetime | None = None) -> tuple[str, Principal]:
     """Check `user`'s password and open a session: returns the session token (for the cookie;
@@ -240,34 +264,27 @@ def sign_in(ledger: Ledger, user: str, password: str, *, client: str,
     saying whether the user exists."""
     t = _now(now)
     keys = [f"user:{user.lower()[:64]}", f"client:{client[:120]}"]
-    with ledger.transaction() as s:
+    with ledger.reader() as s:
         wait = _locked(s, keys, t)
-        if wait:
-            raise Throttled(f"too many failed sign-ins: try again in {wait} s (or ask an admin "
-                            "to reset the password)", wait)
         row = s.get(ConsolePassword, user)
+        digest = row.hash if row is not None else None
         role = _active_role(s, user)
-        ok = False
-        try:
-            ok = _hasher.verify(row.hash if row is not None else _DUMMY, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            ok = False
-        if not ok or row is None or role is None:
-            _fail(s, keys, t)  # committed: the refusal is raised after the transaction
-            refused = _locked(s, keys, t)
-        else:
-            refused = -1
-    if refused > 0:
-        raise Throttled(f"too many failed sign-ins: try again in {refused} s", refused)
-    if refused == 0:
+    if wait:
+        raise Throttled(f"too many failed sign-ins: try again in {wait} s (or ask an admin "
+                        "to reset the password)", wait)
+    if not _verify(digest, password) or digest is None or role is None:
+        refused = _record_failure(ledger, keys, t)
+        if refused > 0:
+            raise Throttled(f"too many failed sign-ins: try again in {refused} s", refused)
         raise AuthError("user name or password is wrong")
+    rehash = _hasher.hash(password) if _hasher.check_needs_rehash(digest) else None
     with ledger.transaction() as s:
         row = s.get(ConsolePassword, user)
         role = _active_role(s, user)
-        if row is None or role is None:  # removed between the two transactions
+        if row is None or role is None or row.hash != digest:  # changed meanwhile
             raise AuthError("user name or password is wrong")
-        if _hasher.check_needs_rehash(row.hash):
-            row.hash = _hasher.hash(password)
+        if rehash is not None:
+            row.hash = rehash
         s.execute(delete(SigninFailures).where(SigninFailures.key == keys[0]))
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(24)
@@ -326,29 +343,28 @@ def change_password(ledger: Ledger, user: str, current: str, new: str, *,
                         code="auth.weak_password")
     t = _now(now)
     keys = [f"user:{user.lower()[:64]}"]  # wrong guesses here count as failed sign-ins
-    with ledger.transaction() as s:
+    with ledger.reader() as s:
         wait = _locked(s, keys, t)
-        if wait:
-            raise Throttled(f"too many wrong passwords: try again in {wait} s", wait)
         row = s.get(ConsolePassword, user)
-        try:
-            ok = row is not None and _hasher.verify(row.hash, current)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            ok = False
-        if not ok or row is None:
-            _fail(s, keys, t)  # committed: the refusal is raised after the transaction
-            refused = _locked(s, keys, t)
-        else:
-            refused = -1
-            row.hash, row.must_change, row.set_at, row.set_by = _hasher.hash(new), False, t, user
-            q = delete(ConsoleSession).where(ConsoleSession.user_id == user)
-            if keep_session is not None:
-                q = q.where(ConsoleSession.token_hash != _sha(keep_session))
-            s.execute(q)
-    if refused > 0:
-        raise Throttled(f"too many wrong passwords: try again in {refused} s", refused)
-    if refused == 0:
+        digest = row.hash if row is not None else None
+    if wait:
+        raise Throttled(f"too many wrong passwords: try again in {wait} s", wait)
+    if digest is None or not _verify(digest, current):
+        refused = _record_failure(ledger, keys, t)
+        if refused > 0:
+            raise Throttled(f"too many wrong passwords: try again in {refused} s", refused)
         raise AuthError("the current password is wrong", code="auth.failed")
+    new_digest = _hasher.hash(new)
+    with ledger.transaction() as s:
+        row = s.get(ConsolePassword, user)
+        if row is None or row.hash != digest:
+            raise AuthError("the password changed meanwhile: sign in again",
+                            code="auth.failed")
+        row.hash, row.must_change, row.set_at, row.set_by = new_digest, False, t, user
+        q = delete(ConsoleSession).where(ConsoleSession.user_id == user)
+        if keep_session is not None:
+            q = q.where(ConsoleSession.token_hash != _sha(keep_session))
+        s.execute(q)
 
 
 def create_token(ledger: Ledger, user: str, name: str, *, by: str,

@@ -179,9 +179,13 @@ def revoke_console_key(ledger: Ledger, plant: Ed25519PrivateKey, keyid: str, *,
 # --- reading ---------------------------------------------------------------------------------
 
 
-def console_keyids(session: Session) -> set[str]:
-    """The key ids of the enrolled, not revoked console keys."""
-    return set(session.scalars(select(ConsoleKey.keyid).where(ConsoleKey.revoked_at.is_(None))))
+def console_keyids(session: Session, *, revoked: bool = False) -> set[str]:
+    """The key ids of the enrolled, not revoked console keys (`revoked`: every one ever
+    enrolled)."""
+    q = select(ConsoleKey.keyid)
+    if not revoked:
+        q = q.where(ConsoleKey.revoked_at.is_(None))
+    return set(session.scalars(q))
 
 
 #: The name the console issue's plan uses for `console_keyids`.

@@ -49,10 +49,10 @@ from linetrace.schemas.envelope import format_time
 from linetrace.schemas.statements import Statement, StatementError, read_statement
 from linetrace.schemas.statements import verify_statement
 
-from .console_key import CONSOLE_ACTIONS, ConsoleKey
+from .console_key import CONSOLE_ACTIONS, ConsoleKey, console_keyids
 from .db import Ledger
 from .errors import LedgerError
-from .models import EventRow, User, UserKey
+from .models import EventRow, StationKey, User, UserKey
 
 ROLES: tuple[str, ...] = ("viewer", "supervisor", "quality", "admin")
 
@@ -317,6 +317,11 @@ def enroll_user(ledger: Ledger, plant: Ed25519PrivateKey, signed: b.SignedStatem
         if row is not None and row.role != role:
             raise UserError(f"{user} is enrolled as {row.role}; change a role with `linetrace "
                             f"users role {user} --role {role}`", code="user.forbidden")
+        if session.get(StationKey, keyid) is not None or keyid in console_keyids(session,
+                                                                               revoked=True):
+            raise UserError(f"key {keyid} is a station's or the console's key; each person "
+                            "generates their own (`linetrace users keygen`)",
+                            code="user.forbidden")
         key = session.get(UserKey, keyid)
         if key is not None and key.user_id != user:
             raise UserError(f"key {keyid} is already enrolled for {key.user_id}; each person "

@@ -251,6 +251,7 @@ async def alert_stream(
         _: Principal = Depends(require(*VIEW)),
         state: ConsoleState = Depends(get_state)) -> StreamingResponse:
     """The live alerts as server-sent events (see the module docstring)."""
-    resume = int(last_event_id) if last_event_id and last_event_id.strip().isdigit() else None
+    text = (last_event_id or "").strip()
+    resume = int(text) if text.isascii() and text.isdigit() else None
     return StreamingResponse(_events(request, state, resume), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -138,8 +138,11 @@ def parse_duration(text: str) -> timedelta:
     if not _DURATION.match(t):
         raise AlertError(f"{text!r} is not a duration: write e.g. 30m, 2h, 1h30m or 1d "
                          "(s, m, h, d)", code="alert.invalid")
-    return timedelta(seconds=sum(int(n) * _UNITS[u]
-                                 for n, u in re.findall(r"([0-9]+)([smhd])", t)))
+    seconds = sum(int(n) * _UNITS[u] for n, u in re.findall(r"([0-9]+)([smhd])", t))
+    if seconds > 366 * 86400:  # timedelta overflows past ~2.7 million years; nobody means it
+        raise AlertError(f"{text!r} is longer than a year: write e.g. 30m, 2h or 1d",
+                         code="alert.invalid")
+    return timedelta(seconds=seconds)
 
 
 def shelve_until(duration: timedelta, now: datetime | None = None) -> str:

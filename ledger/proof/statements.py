@@ -329,6 +329,9 @@ class _Log:
         elif isinstance(body, b.HoldDisposition) and body.decided_by != body.statement.user:
             out.append(f"decided_by says {body.decided_by}, the statement is "
                        f"{body.statement.user}'s")
+        elif isinstance(body, b.UserEnrolled) and body.keyid in self.consoles:
+            out.append(f"{body.user} is enrolled with the console's key {body.keyid}: the "
+                       "console's key attests people's actions and is nobody's own")
         elif isinstance(body, _ALERT_BODIES):
             if body.user != body.statement.user:
                 out.append(f"user says {body.user}, the statement is {body.statement.user}'s")

@@ -345,3 +345,20 @@ def test_an_evidence_bundle_carries_the_consoles_enrolment_and_verifies(db_url: 
     text = said["statements"]
     keyid = signing.keyid_of(key.public_key())
     assert f"attestations by the console key of console (key id {keyid})" in text, text
+
+
+def test_the_consoles_key_is_nobodys_own(console_line: tuple[Line, Console]) -> None:
+    """Enrolled as a person's key, the console's key could sign user administration as that
+    person (and an auditor would count it as theirs): refused, as a station's key is."""
+    from linetrace.ledger.users import enroll_user
+    from linetrace.schemas.statements import new_statement, sign_statement
+
+    line, console = console_line
+    key = console.key.public_key()
+    details = {"role": "quality", "public_key": signing.public_key_b64(key),
+               "keyid": signing.keyid_of(key)}
+    st = sign_statement(new_statement("user.add", "mallory", details, user="admin"),
+                        person("admin"))
+    with pytest.raises(UserError, match="console's key") as refused:
+        enroll_user(line.ledger, line.plant, st, user="mallory", role="quality", public_key=key)
+    assert refused.value.code == "user.forbidden"

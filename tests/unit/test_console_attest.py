@@ -206,3 +206,13 @@ def test_console_events_are_system_events_on_line_holds_with_schemas() -> None:
     assert isinstance(decode_event(value).body, b.ConsoleEnrolled)
     for t in ("console.enrolled", "console.revoked"):
         assert t in SYSTEM_TYPES and t in BODY_OF_TYPE and TOPIC_OF_TYPE[t] == HOLDS
+
+
+def test_a_person_enrolled_with_the_consoles_key_is_a_problem() -> None:
+    """The auditor's replay refuses what the ledger refuses when recording: the console's key
+    enrolled as somebody's own."""
+    mallory = enrol("mallory", "quality", CONSOLE, ALICE, "alice", 7)
+    keyid = signing.keyid_of(CONSOLE.public_key())
+    assert problems(*PEOPLE, enrolled(), mallory) == [
+        f"mallory is enrolled with the console's key {keyid}: the console's key attests "
+        "people's actions and is nobody's own"]
