@@ -27,6 +27,7 @@ class ConsoleState:
         self._read: Ledger | None = None
         self._enrolled = False
         self._enrol_lock = threading.Lock()
+        self._read_lock = threading.Lock()
 
     def enrol_console_key(self) -> None:
         """Enrol the console's key in the log (a plant-signed `console.enrolled`, once per key
@@ -48,7 +49,9 @@ class ConsoleState:
     @contextmanager
     def reader(self) -> Iterator[Session]:
         if self._read is None:
-            self._read = Ledger(self.config.db_url, read_only=True)
+            with self._read_lock:  # requests run in a thread pool: open the handle once
+                if self._read is None:
+                    self._read = Ledger(self.config.db_url, read_only=True)
         with self._read.reader() as session:
             yield session
 

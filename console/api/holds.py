@@ -141,9 +141,4 @@ async def post_release(
         outcome = await run_in_threadpool(run)
     except LedgerError as e:
         raise ledger_error(e) from None
-    doc = outcome.to_json()
-    if outcome.in_force and outcome.new and "hold.approved" in outcome.recorded:
-        doc["message"] = (f"approval by {who.user} recorded; hold {hold_id} is a quality hold "
-                          "and stays in force until a second quality user confirms the release "
-                          f"(here, or `linetrace hold release {hold_id} --reason R`)")
-    return doc
+    return outcome.to_json()  # `hold release --json`, the same document
