@@ -49,9 +49,11 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Chromium (headless) through Playwright; skipped locally, failed under CI, without it."""
+    """Chromium (headless) through Playwright; skipped locally, failed under CI, without it.
+    Per module, not per session: Playwright's sync API runs an event loop in the main thread
+    while it lives, and every later test that calls `asyncio.run` would fail."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -251,7 +253,7 @@ class LiveLine(LiveConsole):
         return "\n".join(p.tail() for p in self.procs)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLine]:
     """Broker, worker and console on one data dir (the console made first: it creates the
     ledger, the plant key and PEOPLE; the worker then opens the same)."""
