@@ -33,8 +33,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import Boolean, DateTime, Integer, String, Text, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -54,9 +52,29 @@ THROTTLE_MAX = timedelta(minutes=15)
 MIN_PASSWORD = 10
 TOKEN_PREFIX = "lt_"
 
-_hasher = PasswordHasher()
-# A hash to verify against when the user has no password, so a wrong user name costs the same.
-_DUMMY = _hasher.hash(secrets.token_urlsafe(16))
+_argon2: Any = None  # argon2.PasswordHasher, made on first use (below)
+_dummy: str | None = None
+
+
+def _hasher() -> Any:
+    """argon2-cffi's PasswordHasher, imported on first use: argon2-cffi is the `[console]`
+    extra's, and this module's tables are part of every ledger (the worker and the auditor's
+    base install import it without ever hashing a password)."""
+    global _argon2
+    if _argon2 is None:
+        from argon2 import PasswordHasher
+
+        _argon2 = PasswordHasher()
+    return _argon2
+
+
+def _dummy_hash() -> str:
+    """A hash to verify against when the user has no password, so a wrong user name costs
+    the same as a wrong password."""
+    global _dummy
+    if _dummy is None:
+        _dummy = str(_hasher().hash(secrets.token_urlsafe(16)))
+    return _dummy
 
 
 class AuthError(LedgerError):
@@ -188,7 +206,7 @@ def set_password(ledger: Ledger, user: str, password: str, *, by: str, one_time:
     asks for a new one at the first sign-in. Ends the user's sessions when set by someone
     else (a reset)."""
     check_new_password(password, user)
-    digest = _hasher.hash(password)  # before the write transaction: it takes ~50 ms
+    digest = str(_hasher().hash(password))  # before the write transaction: it takes ~50 ms
     with ledger.transaction() as s:
         if _active_role(s, user) is None:
             raise AuthError(f"{user} is not an enrolled, active user: enrol them with "
@@ -237,9 +255,11 @@ def _fail(s: Session, keys: list[str], t: datetime) -> None:
 def _verify(digest: str | None, password: str) -> bool:
     """argon2id verify (~50 ms, on purpose): outside any write transaction, so a stream of
     sign-in attempts never holds the ledger's write lock (SQLite: the worker's batches)."""
+    from argon2.exceptions import InvalidHashError, VerificationError
+
     try:
-        return _hasher.verify(digest if digest is not None else _DUMMY, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return bool(_hasher().verify(digest if digest is not None else _dummy_hash(), password))
+    except (VerificationError, InvalidHashError):  # VerifyMismatchError is a VerificationError
         return False
 
 
@@ -277,7 +297,7 @@ def sign_in(ledger: Ledger, user: str, password: str, *, client: str,
         if refused > 0:
             raise Throttled(f"too many failed sign-ins: try again in {refused} s", refused)
         raise AuthError("user name or password is wrong")
-    rehash = _hasher.hash(password) if _hasher.check_needs_rehash(digest) else None
+    rehash = str(_hasher().hash(password)) if _hasher().check_needs_rehash(digest) else None
     with ledger.transaction() as s:
         row = s.get(ConsolePassword, user)
         role = _active_role(s, user)
@@ -354,7 +374,7 @@ def change_password(ledger: Ledger, user: str, current: str, new: str, *,
         if refused > 0:
             raise Throttled(f"too many wrong passwords: try again in {refused} s", refused)
         raise AuthError("the current password is wrong", code="auth.failed")
-    new_digest = _hasher.hash(new)
+    new_digest = str(_hasher().hash(new))
     with ledger.transaction() as s:
         row = s.get(ConsolePassword, user)
         if row is None or row.hash != digest:
