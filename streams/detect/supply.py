@@ -10,8 +10,10 @@ finding once), and the plant data (golden firmware, approved parts) comes from
 - `supply.unknown_lot` (subject: the lot): a part installed from a lot the ledger has no
   receipt of. Receipts travel on `line.receipts` (another topic, other partitions), so the
   finding waits a grace period of line time: it is active once the installing unit's partition
-  clock has passed the first install of the lot + `grace` and the lot is still not received;
-  it returns to normal when the receipt arrives after all. A sub-assembly built on the line
+  clock has passed the first install of the lot + `grace` and the lot is still not received
+  (and that install has been stored for `RECEIPT_WALL_GRACE` of wall time: a line faster than
+  real time passes the line-time grace within the receipts consumer's lag); it returns to
+  normal when the receipt arrives after all. A sub-assembly built on the line
   (the mainboard PCBA, whose "lot" is its work order) is never a purchased lot.
 - `supply.unapproved_mpn` (subject: `unit/MPN`): an install of an MPN not on the approved
   parts list of the unit's product (a product the list does not name is not checked). Latched.
@@ -43,6 +45,9 @@ FIRMWARE_MISMATCH = "supply.firmware_mismatch"
 #: Default line time a part's lot may go unreceived after its install (receipts travel on
 #: another topic: a worker may read them a little later than the line's events).
 RECEIPT_GRACE = timedelta(minutes=10)
+#: Wall time the first install must also have been stored for (supply_stage's tick): what the
+#: receipts' own consumer may lag behind the line's events.
+RECEIPT_WALL_GRACE = timedelta(seconds=30)
 
 
 # --- receipts ----------------------------------------------------------------------------------

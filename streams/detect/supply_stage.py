@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from linetrace.ledger.alerts.conditions import Condition, alert_id
 from linetrace.ledger.alerts.models import Alert
 from linetrace.ledger.interlock import consumed_categories
-from linetrace.ledger.models import Install, Lot, Unit
+from linetrace.ledger.models import EventRow, Install, Lot, Unit
 from linetrace.ledger.plant_data import (
     ApprovedParts, GoldenFirmware, approved_parts, golden_firmware,
 )
@@ -224,6 +224,16 @@ class SupplyStage:
         due = [x for x in lots
                if supply.unknown_lot_due(x, clocks.get(events_partition(x.first_unit)),
                                          self.grace)]
+        if not due:
+            return NO_DECISIONS
+        # ...and the install has been in the ledger a while in wall time too: receipts travel
+        # on their own topic, read by their own consumer, and a line running faster than real
+        # time (a simulation, a replay) passes 10 minutes of line time in the seconds that
+        # consumer may lag behind: its receipt is then on its way, not missing.
+        stored = dict(session.execute(select(EventRow.event_id, EventRow.recorded).where(
+            in_values(session, EventRow.event_id, sorted({x.first_event for x in due})))).all())
+        due = [x for x in due if x.first_event in stored
+               and now - aware(stored[x.first_event]) >= supply.RECEIPT_WALL_GRACE]
         if not due:
             return NO_DECISIONS
         known = existing_alerts(session, [alert_id(supply.UNKNOWN_LOT, x.lot) for x in due])
