@@ -23,8 +23,6 @@ users' own keys (`linetrace hold release`). docs/security.md "Console attestatio
 
 from __future__ import annotations
 
-import os
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,28 +79,9 @@ def load_or_create_console_key(keys_dir: Path) -> tuple[Ed25519PrivateKey, bool]
     (key, created). Written whole to a file of this call's own and linked into place, as the
     plant key is (`keys.load_or_create_plant_key`), so two consoles starting at once on a
     fresh data dir end up with one key."""
-    path = keys_dir / CONSOLE_KEY_FILE
-    if path.exists():
-        return signing.load_private_key_pem(path.read_bytes()), False
-    keys_dir.mkdir(parents=True, exist_ok=True)
-    key = signing.generate_key()
-    tmp = keys_dir / f".{CONSOLE_KEY_FILE}.{os.getpid()}.{uuid.uuid4().hex}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(signing.private_key_pem(key))
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # atomic, and never replaces a key another process placed
-        except FileExistsError:
-            return signing.load_private_key_pem(path.read_bytes()), False
-    finally:
-        tmp.unlink()
-    pub = keys_dir / f".console.pub.{os.getpid()}.{uuid.uuid4().hex}"
-    pub.write_bytes(signing.public_key_pem(key.public_key()))
-    os.replace(pub, keys_dir / "console.pub")
-    return key, True
+    from .keys import load_or_create_key  # keys imports the writer, which imports this
+
+    return load_or_create_key(keys_dir, CONSOLE_KEY_FILE.removesuffix(".key"))
 
 
 # --- enrolment -------------------------------------------------------------------------------

@@ -42,18 +42,23 @@ class KeyError_(LedgerError):
 
 
 def load_or_create_plant_key(keys_dir: Path) -> tuple[Ed25519PrivateKey, bool]:
-    """The plant's private key, created (0600) if absent. Returns (key, created).
+    """The plant's private key, created (0600) if absent. Returns (key, created)."""
+    return load_or_create_key(keys_dir, PLANT_KEY_FILE.removesuffix(".key"))
+
+
+def load_or_create_key(keys_dir: Path, name: str) -> tuple[Ed25519PrivateKey, bool]:
+    """`keys_dir/NAME.key`, created (0600, with `NAME.pub`) if absent. Returns (key, created).
 
     Several processes may be first at once (`linetrace up` and a `stations enroll`, or two
     enrolments on a fresh data dir): the key is written whole to a file of this call's own and
     linked into place, so a reader sees no file or the complete one, and exactly one key wins;
     the others load it."""
-    path = keys_dir / PLANT_KEY_FILE
+    path = keys_dir / f"{name}.key"
     if path.exists():
         return signing.load_private_key_pem(path.read_bytes()), False
     keys_dir.mkdir(parents=True, exist_ok=True)
     key = signing.generate_key()
-    tmp = keys_dir / f".{PLANT_KEY_FILE}.{os.getpid()}.{uuid.uuid4().hex}"
+    tmp = keys_dir / f".{name}.key.{os.getpid()}.{uuid.uuid4().hex}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -66,9 +71,9 @@ def load_or_create_plant_key(keys_dir: Path) -> tuple[Ed25519PrivateKey, bool]:
             return signing.load_private_key_pem(path.read_bytes()), False
     finally:
         tmp.unlink()
-    pub = keys_dir / f".plant.pub.{os.getpid()}.{uuid.uuid4().hex}"
+    pub = keys_dir / f".{name}.pub.{os.getpid()}.{uuid.uuid4().hex}"
     pub.write_bytes(signing.public_key_pem(key.public_key()))
-    os.replace(pub, keys_dir / "plant.pub")
+    os.replace(pub, keys_dir / f"{name}.pub")
     return key, True
 
 
