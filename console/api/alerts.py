@@ -36,10 +36,10 @@ from linetrace.ledger.line_clock import line_clock
 from ..auth import VIEW, require
 from ..errors import ERROR_RESPONSES, ApiError, ledger_error
 from ..state import ConsoleState, get_state
+from .text import TEXT_MAX, optional_text, required_text
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
-_TEXT = 4096
 AlertId = Annotated[str, Path(min_length=1, max_length=64,
                               description="the alert's id, e.g. `AL-0123456789ab`")]
 
@@ -115,27 +115,15 @@ async def get_one(alert_id: AlertId, _: Principal = Depends(require(*VIEW)),
 # --- acting ----------------------------------------------------------------------------------
 
 
-def _optional_text(value: str | None, field: str) -> str | None:
-    if value is not None and not value.strip():
-        raise ValueError(f"{field} is empty: give one or leave it out")
-    return value
-
-
-def _required_text(value: str, field: str) -> str:
-    if not value.strip():
-        raise ValueError(f"{field} may not be empty")
-    return value
-
-
 class Ack(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    comment: Annotated[str | None, Field(max_length=_TEXT, description="a note kept with the "
+    comment: Annotated[str | None, Field(max_length=TEXT_MAX, description="a note kept with the "
                                          "acknowledgement")] = None
 
     @field_validator("comment")
     @classmethod
     def _comment(cls, v: str | None) -> str | None:
-        return _optional_text(v, "comment")
+        return optional_text(v, "comment")
 
 
 _LIMITS = (f"{int(SHELVE_MIN.total_seconds() // 60)} minute to "
@@ -147,7 +135,7 @@ class Shelve(BaseModel):
     for_: Annotated[str, Field(alias="for", min_length=2, max_length=32,
                                description=f"how long: 30m, 2h, 1h30m, 1d (s, m, h, d); "
                                            f"{_LIMITS}")]
-    reason: Annotated[str, Field(min_length=1, max_length=_TEXT)]
+    reason: Annotated[str, Field(min_length=1, max_length=TEXT_MAX)]
 
     @field_validator("for_")
     @classmethod
@@ -165,37 +153,37 @@ class Shelve(BaseModel):
     @field_validator("reason")
     @classmethod
     def _reason(cls, v: str) -> str:
-        return _required_text(v, "reason")
+        return required_text(v, "reason")
 
 
 class OptionalReason(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: Annotated[str | None, Field(max_length=_TEXT)] = None
+    reason: Annotated[str | None, Field(max_length=TEXT_MAX)] = None
 
     @field_validator("reason")
     @classmethod
     def _reason(cls, v: str | None) -> str | None:
-        return _optional_text(v, "reason")
+        return optional_text(v, "reason")
 
 
 class Comment(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    comment: Annotated[str, Field(min_length=1, max_length=_TEXT)]
+    comment: Annotated[str, Field(min_length=1, max_length=TEXT_MAX)]
 
     @field_validator("comment")
     @classmethod
     def _comment(cls, v: str) -> str:
-        return _required_text(v, "comment")
+        return required_text(v, "comment")
 
 
 class Reason(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: Annotated[str, Field(min_length=1, max_length=_TEXT)]
+    reason: Annotated[str, Field(min_length=1, max_length=TEXT_MAX)]
 
     @field_validator("reason")
     @classmethod
     def _reason(cls, v: str) -> str:
-        return _required_text(v, "reason")
+        return required_text(v, "reason")
 
 
 async def _act(state: ConsoleState, who: Principal, alert_id: str, action: Action, *,

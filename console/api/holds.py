@@ -30,17 +30,11 @@ from linetrace.ledger.hold_views import list_holds
 from ..auth import ACT, VIEW, require
 from ..errors import ERROR_RESPONSES, ApiError, ledger_error
 from ..state import ConsoleState, get_state
+from .text import TEXT_MAX, required_text
 
 router = APIRouter(prefix="/api/v1/holds", tags=["holds"])
 
 Scope = Literal["unit", "lot", "mpn", "work_order", "station"]
-_TEXT = 4096
-
-
-def _not_blank(v: str, field: str) -> str:
-    if not v.strip():
-        raise ValueError(f"{field} may not be empty")
-    return v
 
 
 class PlaceHold(BaseModel):
@@ -50,28 +44,28 @@ class PlaceHold(BaseModel):
                                   "work order, or a station (locked)")]
     target: Annotated[str, Field(min_length=1, max_length=128,
                                  description="the serial, lot, MPN, work order or station id")]
-    reason: Annotated[str, Field(min_length=1, max_length=_TEXT)]
+    reason: Annotated[str, Field(min_length=1, max_length=TEXT_MAX)]
 
     @field_validator("target")
     @classmethod
     def _target(cls, v: str) -> str:
-        return _not_blank(v, "target")
+        return required_text(v, "target")
 
     @field_validator("reason")
     @classmethod
     def _reason(cls, v: str) -> str:
-        return _not_blank(v, "reason")
+        return required_text(v, "reason")
 
 
 class ReleaseHold(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: Annotated[str, Field(min_length=1, max_length=_TEXT,
+    reason: Annotated[str, Field(min_length=1, max_length=TEXT_MAX,
                                  description="why the hold may end")]
 
     @field_validator("reason")
     @classmethod
     def _reason(cls, v: str) -> str:
-        return _not_blank(v, "reason")
+        return required_text(v, "reason")
 
 
 @router.get("", responses=ERROR_RESPONSES)
