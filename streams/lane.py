@@ -26,6 +26,33 @@ log = logging.getLogger("linetrace.worker")
 RETRY_CAP_S = 1.0
 
 
+def since_last_rewind(records: list[SourceRecord]) -> list[SourceRecord]:
+    """The records of each partition from its last seek back on.
+
+    A consumer that seeks a partition back (to where the ledger stands) may still hand over,
+    in the same batch, records it fetched before the seek: that partition's offsets then go
+    down within the batch. The records before the last such drop are not the stream from the
+    position sought; written first, they would land past a hole and the ones before them be
+    quarantined as reordered. They are left out here and read again when the consumer gets
+    back to them (positions advance only with the data)."""
+    prev: dict[tuple[str, int], int] = {}
+    start: dict[tuple[str, int], int] = {}  # index of the partition's last drop in offsets
+    for i, r in enumerate(records):
+        if r.partition is None or r.offset is None:
+            continue
+        k = (r.topic, r.partition)
+        if k in prev and r.offset <= prev[k]:
+            start[k] = i
+        prev[k] = r.offset
+    if not start:
+        return records
+    kept = [r for i, r in enumerate(records)
+            if r.partition is None or i >= start.get((r.topic, r.partition), 0)]
+    log.info("left out %d record(s) fetched before a seek back in %s; they are read again",
+             len(records) - len(kept), ", ".join(f"{t}[{p}]" for t, p in sorted(start)))
+    return kept
+
+
 async def process_until_done(processor: BatchProcessor, records: list[SourceRecord],
                              screened: Screened | None = None) -> BatchOutcome:
     """Bad input never raises (it is dead-lettered or quarantined) and records the database
@@ -84,6 +111,7 @@ class WriteLane:
         stored, hand them to the writer and return at once. Returns {} when handed over, or
         the partitions whose records start past where the ledger stands, with the offsets to
         seek back to (nothing of the batch is written then). `after` runs once it is stored."""
+        records = since_last_rewind(records)
         try:
             screened: Screened | None = await self.processor.screen_batch(records)
         except Exception as e:  # e.g. the enrolled keys could not be read: the write retries
