@@ -36,6 +36,7 @@ from linetrace.schemas.topics import ALL_TOPICS
 
 from . import telemetry
 from .broker import BrokerView, describe
+from .errors import BrokerError
 from .faults import NO_FAULTS, Faults
 
 log = logging.getLogger("linetrace.relay")
@@ -43,8 +44,11 @@ log = logging.getLogger("linetrace.relay")
 LEASE = "relay"
 
 
-class BrokerChanged(Exception):
-    """The broker that acknowledged a publish is not the one described before it."""
+class BrokerChanged(BrokerError):
+    """The broker that acknowledged a publish is not the one described before it (internal:
+    logged by the relay, which publishes the batch again)."""
+
+    code = "broker.changed"
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,10 @@ def test_a_3s_broker_outage_logs_a_handful_of_lines_in_the_worker_and_the_statio
         assert sorted(r[0] for r in ledger.rows(station_id)) == sorted(emitted)
         assert any("further warnings and errors are counted" in ln for ln in loud), loud
         assert len(loud) <= 6, f"{len(loud)} lines:\n" + "\n".join(loud)
-        assert station and station[0].getMessage().startswith(
+        # The station says what happened first; aiokafka's own line about the connection the
+        # kill closed may come before it (counted in the bound below, summarized after).
+        own = [r for r in station if r.name.startswith("linetrace.")]
+        assert own and own[0].getMessage().startswith(
             f"station {station_id}: delivery paused"), station
         assert len(station) <= 3, "\n".join(f"{r.name}: {r.getMessage()}" for r in station)
         assert len(recovered) == 1  # and one line when it ends
