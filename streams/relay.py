@@ -163,9 +163,6 @@ class Relay:
             self._producer = p
         return self._producer
 
-    async def _view(self, producer: AIOKafkaProducer, topics: set[str]) -> BrokerView:
-        return await describe(producer.client, topics)
-
     def _ready(self, view: BrokerView, topic: str) -> bool:
         """Publish only to a topic the broker has, with the contract's partition count: a
         restarted embedded broker starts empty and acknowledges a produce to a topic it does
@@ -196,7 +193,7 @@ class Relay:
         producer = await self._ensure_producer()
         if any(r.message.kind == "system" for r in rows):
             self.faults.at("kill-before-publish")
-        before = await self._view(producer, {r.message.topic for r in rows})
+        before = await describe(producer.client, {r.message.topic for r in rows})
         if self._incarnation is not None and before.cluster_id != self._incarnation:
             log.info("outbox relay: the broker is a new one (cluster id %s, was %s); "
                      "publishing once it has the topics", before.cluster_id, self._incarnation)
@@ -231,7 +228,7 @@ class Relay:
             span.end()
         if acked:
             sent = {row.message.topic for row, _ in futures[: len(acked)]}
-            after = await self._view(producer, sent)
+            after = await describe(producer.client, sent)
             if after.cluster_id != before.cluster_id or any(
                     after.partitions.get(t) != before.partitions.get(t) for t in sent):
                 self._incarnation = after.cluster_id

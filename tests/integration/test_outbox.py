@@ -114,12 +114,33 @@ def test_only_one_relay_holds_the_lease_until_it_expires_or_is_released(ledger: 
         assert outbox.take_lease(s, "relay", "a", ttl, now=T + timedelta(seconds=17))
 
 
-async def _until(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+async def until(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     end = asyncio.get_running_loop().time() + timeout
     while not pred():
         if asyncio.get_running_loop().time() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+def backlog_of(ledger: Ledger) -> int:
+    with ledger.reader() as s:
+        return outbox.backlog(s)
+
+
+async def relay_on_a_fresh_broker(ledger: Ledger, broker: EmbeddedBroker,
+                                  policy: RelayPolicy) -> Relay:
+    """Start `broker` with every topic and a relay publishing the ledger's outbox to it."""
+    broker.start()
+    await ensure_topics(broker.bootstrap, fix_wrong_counts=True)
+    relay = Relay(ledger, broker.bootstrap, policy)
+    await relay.start()
+    return relay
+
+
+def assert_in_order_per_key(got: list, keys: tuple[str, ...]) -> None:  # type: ignore[type-arg]
+    for k in keys:
+        mine = [int(m.value[1:]) for m in got if m.key == k.encode()]
+        assert mine == sorted(mine) and mine
 
 
 def test_messages_recorded_while_the_broker_is_down_arrive_after_it_returns_in_order(
@@ -129,28 +150,25 @@ def test_messages_recorded_while_the_broker_is_down_arrive_after_it_returns_in_o
     broker = EmbeddedBroker(log_file=tmp_path / "broker.log")
 
     def backlog() -> int:
-        with ledger.reader() as s:
-            return outbox.backlog(s)
+        return backlog_of(ledger)
 
     async def scenario() -> list:  # type: ignore[type-arg]
-        broker.start()
-        await ensure_topics(broker.bootstrap, fix_wrong_counts=True)
-        relay = Relay(ledger, broker.bootstrap, RelayPolicy(poll=0.1, backoff_max=0.5))
-        await relay.start()
+        relay = await relay_on_a_fresh_broker(ledger, broker,
+                                              RelayPolicy(poll=0.1, backoff_max=0.5))
         try:
             with ledger.transaction() as s:
                 outbox.enqueue(s, [msg(i, key=f"K{i % 3}") for i in range(5)])
             relay.wake()
-            await _until(lambda: backlog() == 0, 30, "the first messages to be sent")
+            await until(lambda: backlog() == 0, 30, "the first messages to be sent")
             broker.stop()
             with ledger.transaction() as s:  # recorded while nobody can take them
                 outbox.enqueue(s, [msg(i, key=f"K{i % 3}") for i in range(5, 25)])
             relay.wake()
-            await _until(lambda: relay.stats.failures > 0, 30, "a failed publish")
+            await until(lambda: relay.stats.failures > 0, 30, "a failed publish")
             assert backlog() == 20
             broker.start()  # the same port, an empty broker
             await ensure_topics(broker.bootstrap, fix_wrong_counts=True)
-            await _until(lambda: backlog() == 0, 60, "the backlog to drain")
+            await until(lambda: backlog() == 0, 60, "the backlog to drain")
             got = await read_all(broker.bootstrap, "line.alerts", 20)
             return sorted(got, key=lambda m: (m.partition, m.offset))
         finally:
@@ -161,9 +179,7 @@ def test_messages_recorded_while_the_broker_is_down_arrive_after_it_returns_in_o
     ledger.close()
     values = [m.value for m in got]
     assert sorted(values) == sorted(f"m{i}".encode() for i in range(5, 25))
-    for k in ("K0", "K1", "K2"):  # in order per key
-        mine = [int(m.value[1:]) for m in got if m.key == k.encode()]
-        assert mine == sorted(mine) and mine
+    assert_in_order_per_key(got, ("K0", "K1", "K2"))
     ids = [dict(m.headers)[MESSAGE_ID_HEADER].decode() for m in got]
     assert len(set(ids)) == 20
 
@@ -179,20 +195,16 @@ def test_after_a_broker_restart_the_relay_waits_for_the_topics_instead_of_publis
     broker = EmbeddedBroker(log_file=tmp_path / "broker.log")
 
     def backlog() -> int:
-        with ledger.reader() as s:
-            return outbox.backlog(s)
+        return backlog_of(ledger)
 
     async def scenario() -> tuple[int, list[str], list]:  # type: ignore[type-arg]
-        broker.start()
-        await ensure_topics(broker.bootstrap, fix_wrong_counts=True)
-        relay = Relay(ledger, broker.bootstrap, RelayPolicy(poll=0.1, backoff_max=0.5,
-                                                            topic_grace=1.0))
-        await relay.start()
+        relay = await relay_on_a_fresh_broker(
+            ledger, broker, RelayPolicy(poll=0.1, backoff_max=0.5, topic_grace=1.0))
         try:
             with ledger.transaction() as s:
                 outbox.enqueue(s, [msg(i, key=f"K{i % 3}") for i in range(5)])
             relay.wake()
-            await _until(lambda: backlog() == 0, 30, "the first messages to be sent")
+            await until(lambda: backlog() == 0, 30, "the first messages to be sent")
             broker.stop()
             broker.start()  # the same port, an empty broker, no topics yet
             with ledger.transaction() as s:
@@ -202,7 +214,7 @@ def test_after_a_broker_restart_the_relay_waits_for_the_topics_instead_of_publis
             waiting = backlog()
             topics = sorted(await topics_on(broker.bootstrap))
             await ensure_topics(broker.bootstrap, fix_wrong_counts=True)
-            await _until(lambda: backlog() == 0, 60, "the backlog to drain")
+            await until(lambda: backlog() == 0, 60, "the backlog to drain")
             got = await read_all(broker.bootstrap, "line.alerts", 20)
             return waiting, topics, sorted(got, key=lambda m: (m.partition, m.offset))
         finally:
@@ -217,9 +229,7 @@ def test_after_a_broker_restart_the_relay_waits_for_the_topics_instead_of_publis
     assert waiting == 20, "the relay took the empty broker's acknowledgements as delivery"
     assert topics == [], f"the relay created {topics} on the restarted broker"
     assert sorted(m.value for m in got) == sorted(f"m{i}".encode() for i in range(5, 25))
-    for k in ("K0", "K1", "K2"):  # in order per key
-        mine = [int(m.value[1:]) for m in got if m.key == k.encode()]
-        assert mine == sorted(mine) and mine
+    assert_in_order_per_key(got, ("K0", "K1", "K2"))
 
 
 async def topics_on(bootstrap: str) -> list[str]:
