@@ -1,7 +1,8 @@
 """Fault injection points for the recovery tests (`linetrace worker --fault-inject POINT`).
 
-Each point SIGKILLs the worker at one moment that decides whether data survives, the first
-time it is reached. Nothing here runs unless a test asks for it.
+Each `kill-*` point SIGKILLs the worker at one moment that decides whether data survives, the
+first time it is reached; `jump-past-ledger` moves the consumer past what the ledger holds
+once, without killing anything. Nothing here runs unless a test asks for it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ FAULT_POINTS = {
                            "publishes it",
     "kill-after-publish": "after the broker acknowledged an outbox message, before the relay "
                           "marks it sent",
+    "jump-past-ledger": "the first batch read is dropped and the consumer moves to the end of "
+                        "its partitions, past what the ledger holds (as a seek to Kafka's "
+                        "committed offsets ahead of the ledger would)",
 }
 
 
@@ -28,6 +32,15 @@ class Faults:
         if point is not None and point not in FAULT_POINTS:
             raise ValueError(f"unknown fault point {point!r}; one of {sorted(FAULT_POINTS)}")
         self.point = point
+        self._fired: set[str] = set()
+
+    def once(self, point: str) -> bool:
+        """True the first time the armed point `point` is reached (points that do not kill)."""
+        if self.point != point or point in self._fired:
+            return False
+        self._fired.add(point)
+        log.warning("fault injection: %s (%s)", point, FAULT_POINTS[point])
+        return True
 
     def at(self, point: str) -> None:
         """Die here if this is the armed point."""

@@ -241,7 +241,8 @@ class BatchProcessor:
                 self._db_down = False
             return result
 
-    def _stored_next(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    def stored_next(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Where the ledger says each partition's next record is, in this broker incarnation."""
         with self.ledger.reader() as s:
             stored = stored_positions(s, {k[0] for k in keys})
         return {k: resume_offset(stored.get(k), self.incarnation) for k in keys}
@@ -262,7 +263,7 @@ class BatchProcessor:
         nexts: dict[tuple[str, int], int] = {}
         ask = [k for k, o in first.items() if k not in self._next or o > self._next[k]]
         while ask:  # confirm against the ledger (another worker may have written)
-            got = await self.in_writer(self._stored_next, ask)
+            got = await self.in_writer(self.stored_next, ask)
             self._next.update(got)
             nexts.update(got)
             # Another lane may have cleared what this worker knows meanwhile (a rebalance, a
@@ -351,7 +352,8 @@ class BatchProcessor:
         telemetry.COMMIT_SECONDS.record(time.perf_counter() - started)
         telemetry.BATCH_SIZE.record(len(records), {"messaging.destination.name": records[0].topic}
                                     if records else {})
-        self._next.update(positions)
+        for k, o in positions.items():  # never back (ledger/positions.advance)
+            self._next[k] = max(self._next.get(k, o), o)
         self._end_record_spans(dict(screened.spans), outcome)
         if self.checkpoints is not None and outcome.stored:
             cp = self.checkpoints

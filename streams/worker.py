@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +37,7 @@ from .batch_consumer import FETCH_MAX_WAIT_MS, BatchConsumer
 from .lane import WriteLane, process_until_done
 from .processor import BatchProcessor, CheckpointPolicy
 from .restart_guard import BrokerRestartGuard
+from .stall import StallWatch
 
 log = logging.getLogger("linetrace.worker")
 
@@ -208,6 +210,45 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
         except Exception as e:
             log.error("periodic stage retry failed: %r", e)
 
+    watch = StallWatch()
+
+    async def watch_stalls() -> None:
+        """Read again a partition whose records stopped reaching the ledger although the broker
+        holds more (streams/stall.py): the position check runs only on records that arrive."""
+        try:
+            tps = sorted(tp for tp in app.consumer.assignment() if tp.topic in input_names)
+            if not tps:
+                return
+            stored = await asyncio.get_running_loop().run_in_executor(
+                None, processor.stored_next, [(tp.topic, tp.partition) for tp in tps])
+        except Exception as e:  # the ledger DB is away: nothing is written anyway
+            log.debug("stall watch skipped: %r", e)
+            return
+        ends: dict[tuple[str, int], int | None] = {}
+        for tp in tps:  # as the last fetch answer said: no request of its own
+            try:
+                ends[(tp.topic, tp.partition)] = app.consumer.highwater(tp)
+            except Exception:  # moved away meanwhile
+                ends[(tp.topic, tp.partition)] = None
+        due = watch.observe(time.monotonic(), stored, ends)
+        if due:
+            # Faust's last offset handed over to the agent, per partition (for the log)
+            read_at: Any = app.consumer._read_offset  # type: ignore[attr-defined]
+            log.warning("records of %s stopped reaching the ledger for %.0f s although the broker "
+                        "holds more; reading them again from the ledger's positions (the "
+                        "consumer had handed over up to %s)", ", ".join(
+                            f"{t}[{p}]@{o} (end {ends.get((t, p))})"
+                            for (t, p), o in sorted(due.items())),
+                        watch.after_s, {f"{t}[{p}]": read_at.get(TP(t, p)) for t, p in due})
+            guard.start_at({TP(t, p): o for (t, p), o in due.items()})
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def _watch_stalls() -> None:
+        # A loop, not a Faust timer: a slow ledger read must not log "timer overlapping".
+        while True:
+            await asyncio.sleep(2.0)
+            await watch_stalls()
+
     batch_topics = [TELEMETRY] if cfg.telemetry_batches else []
     for spec in INPUT_TOPICS:
         if spec.name in batch_topics:
@@ -227,6 +268,10 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
                 if guard.rewinds != seen_rewinds:
                     await lane.drain()
                     await refresh_incarnation()
+                if faults.once("jump-past-ledger"):
+                    guard.start_at(dict(await app.consumer.highwaters(
+                        *{TP(r.topic, r.partition or 0) for r in records})))
+                    continue
                 if faults.point == "kill-before-write":  # Kafka ahead of the ledger
                     await lane.drain()
                     ends: dict[TP, int] = {}

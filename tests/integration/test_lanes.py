@@ -107,7 +107,7 @@ def test_the_position_check_survives_another_lane_forgetting_positions(
     ledger = enrolled(db_url, tmp_path / "keys")
     proc = processor(ledger)
     a, b = records(20), records(20, first=21)
-    real = proc._stored_next
+    real = proc.stored_next
     calls = 0
 
     def stored_next_and_forget(keys):  # type: ignore[no-untyped-def]
@@ -122,7 +122,7 @@ def test_the_position_check_survives_another_lane_forgetting_positions(
         lane = WriteLane(proc)
         assert await lane.submit(a) == {}
         await lane.drain()
-        proc._stored_next = stored_next_and_forget  # type: ignore[method-assignment]
+        proc.stored_next = stored_next_and_forget  # type: ignore[method-assignment]
         proc._next.pop(next(iter(ends(b))))  # one partition unknown: the ledger is asked
         assert await lane.submit(b) == {}
         await lane.drain()
@@ -162,5 +162,41 @@ def test_a_batch_holding_records_from_before_and_after_a_seek_back_writes_only_t
         assert rejected(ledger) == []
         assert stored_ids(ledger) == ids(everything)
         assert positions(ledger) == ends(everything)
+    finally:
+        ledger.close()
+
+
+def test_records_read_again_below_the_ledgers_position_never_move_it_back(
+        db_url: str, tmp_path: Path) -> None:
+    """A restarted worker reads again from Kafka's committed offsets (behind the ledger when a
+    worker died between the ledger's commit and Kafka's). A batch of only those records stores
+    nothing new and must leave the positions where they are: moved back, the next records
+    looked as if they started past a hole, and the worker kept seeking back (measured: a
+    position at 4 set back to 3 by such a batch). A broker that restarted empty (another
+    incarnation) still replaces them."""
+    ledger = enrolled(db_url, tmp_path / "keys")
+    proc = processor(ledger)
+    everything = records(40)
+    again = everything[:10]  # offsets below where the ledger stands
+
+    async def scenario() -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+        lane = WriteLane(proc)
+        assert await lane.submit(everything) == {}
+        await lane.drain()
+        assert await lane.submit(again) == {}
+        await lane.drain()
+        after_again = positions(ledger)
+        proc.incarnation = "restarted"  # offsets begin at 0 again in the new log
+        proc.forget_positions()
+        assert await lane.submit(again) == {}
+        await lane.drain()
+        await proc.stop()
+        return after_again, positions(ledger)
+
+    try:
+        after_again, after_restart = asyncio.run(asyncio.wait_for(scenario(), 120))
+        assert after_again == ends(everything)
+        assert after_restart == {**ends(everything), **ends(again)}
+        assert stored_ids(ledger) == ids(everything) and rejected(ledger) == []
     finally:
         ledger.close()

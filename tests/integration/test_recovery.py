@@ -166,3 +166,35 @@ def test_a_system_event_committed_before_a_crash_is_published_after_the_restart_
             EventRow.type == "material.checked")) == 3  # read back: duplicates, not new events
         assert s.scalar(select(func.count()).select_from(Rejected)) == 0
     ledger.close()
+
+
+def test_a_consumer_moved_past_the_ledger_with_nothing_left_to_read_goes_back_for_the_rest(
+        broker: str, line_dir: Path, tmp_path: Path) -> None:
+    """The position check (`gaps`) runs on records that arrive. A consumer moved past what the
+    ledger holds with nothing left to fetch behind it delivers none, and the partitions' tails
+    waited forever: one CI run's restarted worker stored nothing more for 120 s after seeking
+    two partitions back. The `jump-past-ledger` point drops the first batch and moves the
+    consumer to the end of every partition; the worker must notice that the ledger stands
+    still behind the broker and read the rest again."""
+    key = _enrol(line_dir, tmp_path, "ict-32", "ict")
+    serials = [f"PCBA-J-{i % 7:06d}" for i in range(60)]
+    values = [work_started("ict-32", serial, i + 1) for i, serial in enumerate(serials)]
+    asyncio.run(produce(broker, [("line.events", serial.encode(), v, signing.sign_value(v, key))
+                                 for serial, v in zip(serials, values, strict=True)]))
+    ledger = Ledger(f"sqlite:///{line_dir / 'ledger.db'}")
+    # A window long enough for the first batch to take every event: nothing arrives after it.
+    worker = Proc(linetrace_cmd("worker", "--data-dir", str(line_dir), "--fault-inject",
+                                "jump-past-ledger"), line_dir / "worker-jump.out",
+                  env={"LINETRACE_BATCH_WINDOW": "1.0"})
+    try:
+        wait_for(lambda: _stored(ledger, "ict-32") >= 60, timeout=120,
+                 what="every event after the consumer moved past the ledger")
+        _assert_exactly_once(ledger, "ict-32", 60)
+        log = worker.log.read_text(errors="replace")
+        assert "fault injection: jump-past-ledger" in log
+        assert "stopped reaching the ledger" in log
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{worker.tail()}") from None
+    finally:
+        worker.stop()
+        ledger.close()
