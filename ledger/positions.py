@@ -9,12 +9,10 @@ never "already drained".
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
-from sqlalchemy import and_, case, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .models import IngestPosition
@@ -41,30 +39,3 @@ def resume_offset(stored: Position | None, incarnation: str | None) -> int:
             and stored.incarnation != incarnation:
         return 0  # a new log: read it from the start
     return stored.next_offset
-
-
-def advance(session: Session, positions: Mapping[tuple[str, int], int], incarnation: str | None,
-            now: datetime) -> None:
-    """Record that the batch being committed read each partition up to `positions` (the next
-    offset to read). A position never goes back within one broker incarnation: a batch of
-    records read again below it (a seek back, a rebalance from Kafka's older committed offsets)
-    stored nothing new, and moving the position back would make the next records look as if
-    they started past a hole. Another incarnation (the broker restarted empty: offsets begin
-    at 0 again) replaces the position."""
-    if not positions:
-        return
-    table = IngestPosition.__table__
-    ins = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = ins(table)
-    new = stmt.excluded
-    same_log = ~and_(table.c.incarnation.is_not(None), new.incarnation.is_not(None),
-                     table.c.incarnation != new.incarnation)
-    greatest = func.greatest if session.get_bind().dialect.name == "postgresql" else func.max
-    stmt = stmt.on_conflict_do_update(index_elements=["topic", "partition"], set_={
-        "next_offset": case((same_log, greatest(table.c.next_offset, new.next_offset)),
-                            else_=new.next_offset),
-        "incarnation": func.coalesce(new.incarnation, table.c.incarnation),
-        "updated": new.updated})
-    session.execute(stmt, [{"topic": t, "partition": p, "next_offset": o,
-                            "incarnation": incarnation, "updated": now}
-                           for (t, p), o in positions.items()])

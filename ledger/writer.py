@@ -27,8 +27,7 @@ from . import log as merkle_log
 from . import outbox, pending, security_alerts, telemetry_store
 from .db import Ledger
 from .system_events import SystemContext, derive, register_plant_key
-from .models import EventRow, Rejected, StationKey, StationPosition
-from .positions import advance as advance_positions
+from .models import EventRow, IngestPosition, Rejected, StationKey, StationPosition
 from .projections import PROJECTIONS, project_batch
 from .records import BatchOutcome, Candidate, Rejection
 from .sql import insert_ignore, upsert
@@ -406,7 +405,10 @@ def write_batch(
                 security_alerts.raise_security_alerts(  # quarantined / absurd times: alerts
                     session, out.rejections, known, _station_seqs(session, out.stored), now)
                 if positions:
-                    advance_positions(session, positions, incarnation, now)
+                    upsert(session, IngestPosition.__table__,  # type: ignore[arg-type]
+                           [{"topic": t, "partition": p, "next_offset": o, "incarnation": incarnation,
+                             "updated": now}
+                            for (t, p), o in positions.items()], ["topic", "partition"])
                 return out
         except IntegrityError:
             # A key another writer stored meanwhile, or an event id reused past the station's

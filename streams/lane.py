@@ -54,11 +54,15 @@ def since_last_rewind(records: list[SourceRecord]) -> list[SourceRecord]:
 
 
 async def process_until_done(processor: BatchProcessor, records: list[SourceRecord],
-                             screened: Screened | None = None) -> BatchOutcome:
+                             screened: Screened | None = None,
+                             generation: int | None = None) -> BatchOutcome:
     """Bad input never raises (it is dead-lettered or quarantined) and records the database
     cannot store are isolated; what still fails is a bug or an outage (screening could not
     read the enrolled keys). Never skip the batch (Faust would ack it): retry it, logging
-    once, until it goes through. `screened`: the batch already screened (first try only)."""
+    once, until it goes through. `screened`: the batch already screened (first try only);
+    `generation`: the processor's when the records were read (default: now)."""
+    if generation is None:
+        generation = processor.generation
     delay = 0.1
     failing = False
     while True:
@@ -67,7 +71,7 @@ async def process_until_done(processor: BatchProcessor, records: list[SourceReco
                 first, screened = screened, None
                 outcome = await processor.write_screened(first)
             else:
-                outcome = await processor.process(records)
+                outcome = await processor.process(records, generation)
             if failing:
                 log.warning("batch of %d records written after earlier failures", len(records))
             return outcome
@@ -112,8 +116,9 @@ class WriteLane:
         the partitions whose records start past where the ledger stands, with the offsets to
         seek back to (nothing of the batch is written then). `after` runs once it is stored."""
         records = since_last_rewind(records)
+        generation = self.processor.generation
         try:
-            screened: Screened | None = await self.processor.screen_batch(records)
+            screened: Screened | None = await self.processor.screen_batch(records, generation)
         except Exception as e:  # e.g. the enrolled keys could not be read: the write retries
             if not is_transient(e):
                 log.exception("screening a batch of %d records failed; it is retried",
@@ -125,11 +130,11 @@ class WriteLane:
             if screened is not None:
                 self.processor.discard(screened)
             return behind
-        self._inflight = asyncio.create_task(self._write(records, screened, after))
+        self._inflight = asyncio.create_task(self._write(records, screened, generation, after))
         return {}
 
     async def _write(self, records: list[SourceRecord], screened: Screened | None,
-                     after: Callable[[BatchOutcome], None] | None) -> None:
-        outcome = await process_until_done(self.processor, records, screened)
+                     generation: int, after: Callable[[BatchOutcome], None] | None) -> None:
+        outcome = await process_until_done(self.processor, records, screened, generation)
         if after is not None:
             after(outcome)

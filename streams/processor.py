@@ -79,6 +79,9 @@ class Screened:
     rejections: list[Rejection]
     spans: dict[tuple[str, int | None, int | None], Span]
     batch: Span | None  # the batch's span (None: not tracing)
+    #: `BatchProcessor.generation` when the batch was read: what the worker knows of the
+    #: ledger's positions is kept up to date from it only if nothing cleared it meanwhile
+    generation: int = 0
 
 
 @dataclass
@@ -127,6 +130,7 @@ class BatchProcessor:
             if screen_thread else None)
         self.incarnation: str | None = None  # the broker's, stored with the positions
         self._next: dict[tuple[str, int], int] = {}  # where the ledger stands, this incarnation
+        self.generation = 0  # bumped whenever `_next` is cleared (`forget_positions`)
         self.stats = Stats()
         self._started = False
         self._db_down = False
@@ -241,6 +245,11 @@ class BatchProcessor:
                 self._db_down = False
             return result
 
+    @property
+    def db_down(self) -> bool:
+        """The last ledger call failed for an outage (and none has succeeded since)."""
+        return self._db_down
+
     def stored_next(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Where the ledger says each partition's next record is, in this broker incarnation."""
         with self.ledger.reader() as s:
@@ -248,7 +257,9 @@ class BatchProcessor:
         return {k: resume_offset(stored.get(k), self.incarnation) for k in keys}
 
     def forget_positions(self) -> None:
-        """After an assignment or a broker restart: ask the ledger again."""
+        """After an assignment or a broker restart: ask the ledger again. A batch read before
+        this and written after it no longer updates what the worker knows."""
+        self.generation += 1
         self._next.clear()
 
     async def gaps(self, records: Sequence[SourceRecord]) -> dict[tuple[str, int], int]:
@@ -274,9 +285,10 @@ class BatchProcessor:
         # partition waiting here, logged: skipping records is an operator's decision.
         return {k: nexts[k] for k, o in first.items() if o > nexts[k]}
 
-    async def process(self, records: list[SourceRecord]) -> BatchOutcome:
+    async def process(self, records: list[SourceRecord],
+                      generation: int | None = None) -> BatchOutcome:
         """Screen and write one batch (what `screen_batch` then `write_screened` do)."""
-        return await self.write_screened(await self.screen_batch(records))
+        return await self.write_screened(await self.screen_batch(records, generation))
 
     async def _screen(self, records: list[SourceRecord]) -> tuple[list[Candidate], list[Rejection]]:
         if self.screener is None:
@@ -286,9 +298,12 @@ class BatchProcessor:
         return await asyncio.get_running_loop().run_in_executor(self.screener, self.screen_all,
                                                                 records)
 
-    async def screen_batch(self, records: list[SourceRecord]) -> Screened:
+    async def screen_batch(self, records: list[SourceRecord],
+                           generation: int | None = None) -> Screened:
         """Rules 1 and 2 over a batch; nothing is written. A lane screens the next batch while
-        the writer stores the previous one."""
+        the writer stores the previous one. `generation`: `self.generation` when the records
+        were read (default: now)."""
+        read_in = self.generation if generation is None else generation
         await self.start()
         contexts = [telemetry.context_of(r.headers) for r in records] \
             if telemetry.tracing() else None
@@ -317,7 +332,8 @@ class BatchProcessor:
                 ctx = trace.set_span_in_context(span)
                 traced.append(replace(c, record=replace(
                     c.record, headers=telemetry.with_context(c.record.headers, ctx))))
-        return Screened(records, traced, rejections, spans, batch if contexts is not None else None)
+        return Screened(records, traced, rejections, spans, batch if contexts is not None else None,
+                        read_in)
 
     def discard(self, screened: Screened) -> None:
         """A screened batch that will not be written (it starts past a hole): end its spans."""
@@ -338,11 +354,17 @@ class BatchProcessor:
 
     async def _write_screened(self, screened: Screened) -> BatchOutcome:
         records, batch = screened.records, screened.batch or INVALID_SPAN
-        positions: dict[tuple[str, int], int] = {}
+        read: dict[tuple[str, int], int] = {}
         for r in records:
             if r.partition is not None and r.offset is not None:
                 k = (r.topic, r.partition)
-                positions[k] = max(positions.get(k, 0), r.offset + 1)
+                read[k] = max(read.get(k, 0), r.offset + 1)
+        # A position never goes back: a partition read again below where the ledger stands (a
+        # seek back, a rebalance from Kafka's older committed offsets) stored nothing new, and
+        # moved back it would make the next records look as if they started past a hole.
+        current = screened.generation == self.generation
+        known = self._next if current else {}
+        positions = {k: o for k, o in read.items() if o > known.get(k, -1)}
         self.pipeline.parent = screened.batch
         started = time.perf_counter()
         with telemetry.child_span("write ledger", batch, {"db.system": self.ledger.dialect,
@@ -352,8 +374,8 @@ class BatchProcessor:
         telemetry.COMMIT_SECONDS.record(time.perf_counter() - started)
         telemetry.BATCH_SIZE.record(len(records), {"messaging.destination.name": records[0].topic}
                                     if records else {})
-        for k, o in positions.items():  # never back (ledger/positions.advance)
-            self._next[k] = max(self._next.get(k, o), o)
+        if current and screened.generation == self.generation:  # nothing cleared it meanwhile
+            self._next.update(positions)
         self._end_record_spans(dict(screened.spans), outcome)
         if self.checkpoints is not None and outcome.stored:
             cp = self.checkpoints

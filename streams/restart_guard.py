@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 from collections import defaultdict
 from typing import Any
 
@@ -51,11 +52,21 @@ class BrokerRestartGuard:
         self.rewinds = 0
         self._original: Any = None
         self._seeks: dict[Any, int] = {}  # tp -> offset to start from (the ledger's position)
+        self._keep_last: set[Any] = set()  # seeks that keep the record the restart check reads
+        # `start_at` runs on the event loop, the seeks in Faust's consumer thread
+        self._seeks_lock = threading.Lock()
 
-    def start_at(self, positions: dict[Any, int]) -> None:
+    def start_at(self, positions: dict[Any, int], keep_last: bool = False) -> None:
         """Seek these partitions to these offsets before the next fetch (called on assignment
-        with the positions the ledger holds: Kafka's committed offsets are not the truth)."""
-        self._seeks.update(positions)
+        with the positions the ledger holds: Kafka's committed offsets are not the truth).
+        `keep_last`: the seek goes back within the log this worker reads (the stall watch):
+        the last record handed over stays the one the broker-restart check asks for."""
+        with self._seeks_lock:
+            self._seeks.update(positions)
+            if keep_last:
+                self._keep_last.update(positions)
+            else:
+                self._keep_last.difference_update(positions)
 
     def install(self) -> None:
         """Wrap the consumer thread's fetch (idempotent; call once the consumer exists)."""
@@ -72,13 +83,18 @@ class BrokerRestartGuard:
 
     def _apply_seeks(self, consumer: Any) -> None:
         assigned = consumer.assignment()
-        due = {tp: off for tp, off in self._seeks.items() if tp in assigned}
+        with self._seeks_lock:
+            due = {tp: off for tp, off in self._seeks.items() if tp in assigned}
+            keep = self._keep_last & set(due)
+            for tp in due:
+                del self._seeks[tp]
+            self._keep_last -= set(due)
         if not due:
             return
         for tp, offset in due.items():
             consumer.seek(tp, offset)
-            self._seeks.pop(tp, None)
-            self.last.pop(tp, None)
+            if tp not in keep:
+                self.last.pop(tp, None)
         self._reset_bookkeeping(due)
         log.info("resumed %d partition(s) at the ledger's positions: %s", len(due), ", ".join(
             f"{tp[0]}[{tp[1]}]@{off}" for tp, off in sorted(due.items())))

@@ -15,7 +15,7 @@ data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 Key = tuple[str, int]
@@ -27,19 +27,30 @@ Key = tuple[str, int]
 STALL_AFTER_S = 10.0
 
 
+#: A high watermark older than this (the last fetch answer for the partition) is not evidence:
+#: the broker may be away, and the watch waits for it rather than guess.
+FRESH_S = 5.0
+
+
 @dataclass
 class StallWatch:
     after_s: float = STALL_AFTER_S
     _since: dict[Key, tuple[int, float]] = field(default_factory=dict)  # position, when seen
 
-    def observe(self, now: float, stored: Mapping[Key, int],
-                ends: Mapping[Key, int | None]) -> dict[Key, int]:
+    def reset(self) -> None:
+        """Nothing known (the ledger could not be read): every wait starts over."""
+        self._since.clear()
+
+    def observe(self, now: float, stored: Mapping[Key, int], ends: Mapping[Key, int | None],
+                busy: Collection[Key] = ()) -> dict[Key, int]:
         """The partitions to read again from the ledger's position, with that position.
 
         `stored`: the ledger's next offset per assigned partition; `ends`: the broker's end
-        offset (high watermark) as the consumer last saw it, None when not known yet. A
-        partition is due when its position stood still for `after_s` with records past it;
-        after a rewind it gets `after_s` again before the next."""
+        offset (high watermark) from a recent fetch answer, None when there is none (not
+        fetched yet, the broker away); `busy`: partitions whose batch is in the writer now
+        (a slow write is not a stall: they wait, without starting over). A partition is due
+        when its position stood still for `after_s` with records past it; after a rewind it
+        gets `after_s` again before the next."""
         due: dict[Key, int] = {}
         for key in list(self._since):
             if key not in stored:  # no longer assigned here
@@ -48,9 +59,9 @@ class StallWatch:
             end = ends.get(key)
             seen = self._since.get(key)
             if end is None or end <= position or seen is None or seen[0] != position:
-                self._since[key] = (position, now)  # caught up, or moving: start over
+                self._since[key] = (position, now)  # caught up, moving or unknown: start over
                 continue
-            if now - seen[1] >= self.after_s:
+            if now - seen[1] >= self.after_s and key not in busy:
                 due[key] = position
                 self._since[key] = (position, now)
         return due

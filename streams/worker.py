@@ -37,7 +37,7 @@ from .batch_consumer import FETCH_MAX_WAIT_MS, BatchConsumer
 from .lane import WriteLane, process_until_done
 from .processor import BatchProcessor, CheckpointPolicy
 from .restart_guard import BrokerRestartGuard
-from .stall import StallWatch
+from .stall import FRESH_S, StallWatch
 
 log = logging.getLogger("linetrace.worker")
 
@@ -188,6 +188,7 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
         guard.start_at(await loop.run_in_executor(None, read))
 
     lanes: list[WriteLane] = []  # one per agent, and the batch consumer's
+    lane_of: dict[str, WriteLane] = {}  # the agents' lanes by topic
     readers: list[BatchConsumer] = []
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
@@ -215,22 +216,31 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
     async def watch_stalls() -> None:
         """Read again a partition whose records stopped reaching the ledger although the broker
         holds more (streams/stall.py): the position check runs only on records that arrive."""
+        tps = sorted(tp for tp in app.consumer.assignment() if tp.topic in input_names)
+        if not tps:
+            return
         try:
-            tps = sorted(tp for tp in app.consumer.assignment() if tp.topic in input_names)
-            if not tps:
-                return
+            if processor.db_down:
+                raise ConnectionError("the ledger DB is down")
             stored = await asyncio.get_running_loop().run_in_executor(
                 None, processor.stored_next, [(tp.topic, tp.partition) for tp in tps])
-        except Exception as e:  # the ledger DB is away: nothing is written anyway
+        except Exception as e:  # nothing is written meanwhile: every wait starts over
+            watch.reset()
             log.debug("stall watch skipped: %r", e)
             return
+        fetcher: Any = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+        fresh_ms = (time.time() - FRESH_S) * 1000
         ends: dict[tuple[str, int], int | None] = {}
-        for tp in tps:  # as the last fetch answer said: no request of its own
+        for tp in tps:  # as the last fetch answer said, if recent: no request of its own
             try:
-                ends[(tp.topic, tp.partition)] = app.consumer.highwater(tp)
+                polled = fetcher.last_poll_timestamp(tp)
+                hw = app.consumer.highwater(tp)
             except Exception:  # moved away meanwhile
-                ends[(tp.topic, tp.partition)] = None
-        due = watch.observe(time.monotonic(), stored, ends)
+                polled = hw = None
+            ends[(tp.topic, tp.partition)] = hw if polled is not None and polled >= fresh_ms \
+                else None
+        busy = {k for k in stored if k[0] in lane_of and lane_of[k[0]].busy}
+        due = watch.observe(time.monotonic(), stored, ends, busy)
         if due:
             # Faust's last offset handed over to the agent, per partition (for the log)
             read_at: Any = app.consumer._read_offset  # type: ignore[attr-defined]
@@ -240,14 +250,17 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
                             f"{t}[{p}]@{o} (end {ends.get((t, p))})"
                             for (t, p), o in sorted(due.items())),
                         watch.after_s, {f"{t}[{p}]": read_at.get(TP(t, p)) for t, p in due})
-            guard.start_at({TP(t, p): o for (t, p), o in due.items()})
+            guard.start_at({TP(t, p): o for (t, p), o in due.items()}, keep_last=True)
 
     @app.task  # type: ignore[untyped-decorator]
     async def _watch_stalls() -> None:
         # A loop, not a Faust timer: a slow ledger read must not log "timer overlapping".
         while True:
             await asyncio.sleep(2.0)
-            await watch_stalls()
+            try:
+                await watch_stalls()
+            except Exception as e:  # e.g. a rebalance under it: the next round looks again
+                log.debug("stall watch: %r", e)
 
     batch_topics = [TELEMETRY] if cfg.telemetry_batches else []
     for spec in INPUT_TOPICS:
@@ -257,6 +270,7 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
                           value_serializer="raw", partitions=spec.partitions, internal=False)
         lane = WriteLane(processor)
         lanes.append(lane)
+        lane_of[spec.name] = lane
 
         async def ingest(stream: Any, lane: WriteLane = lane) -> Any:
             async for events in stream.take_events(cfg.batch_size, within=cfg.batch_window):

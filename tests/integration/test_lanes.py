@@ -42,8 +42,8 @@ def test_a_lane_screens_the_next_batch_while_the_writer_stores_the_previous(
     proc.write_isolating = slow_write  # type: ignore[method-assignment]
     real_screen = proc.screen_batch
 
-    async def screen_and_open(recs):  # type: ignore[no-untyped-def]
-        out = await real_screen(recs)
+    async def screen_and_open(recs, *rest):  # type: ignore[no-untyped-def]
+        out = await real_screen(recs, *rest)
         if recs is batches[1]:
             gate.set()  # screened while batch 0 sat in the writer
         return out
@@ -198,5 +198,31 @@ def test_records_read_again_below_the_ledgers_position_never_move_it_back(
         assert after_again == ends(everything)
         assert after_restart == {**ends(everything), **ends(again)}
         assert stored_ids(ledger) == ids(everything) and rejected(ledger) == []
+    finally:
+        ledger.close()
+
+
+def test_a_batch_read_before_the_worker_forgot_its_positions_does_not_teach_it_old_ones(
+        db_url: str, tmp_path: Path) -> None:
+    """A rebalance or a broker restart clears what the worker knows of the ledger's positions
+    (`forget_positions`) while another lane's batch, read before, is still being written. That
+    batch's ends must not come back as what the worker knows: after a broker restart they are
+    offsets of the old log, too high for the new one, and the position check would let a hole
+    in the new log through."""
+    ledger = enrolled(db_url, tmp_path / "keys")
+    proc = processor(ledger)
+    batch = records(20)
+
+    async def scenario() -> None:
+        screened = await proc.screen_batch(batch)  # read in this generation
+        proc.forget_positions()                    # meanwhile: a rebalance elsewhere
+        await proc.write_screened(screened)
+        await proc.stop()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 120))
+        assert stored_ids(ledger) == ids(batch)
+        assert positions(ledger) == ends(batch)  # the ledger holds the data and its positions
+        assert proc._next == {}  # the worker asks the ledger again before trusting any
     finally:
         ledger.close()

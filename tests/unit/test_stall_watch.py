@@ -42,3 +42,21 @@ def test_a_partition_moved_elsewhere_is_forgotten() -> None:
     assert watch.observe(11, {P0: 3, P1: 4}, {P0: 9, P1: 9}) == {P1: 4}
     assert watch.observe(20, {P0: 3, P1: 4}, {P0: 9, P1: 9}) == {}
     assert watch.observe(21, {P0: 3, P1: 4}, {P0: 9, P1: 9}) == {P0: 3, P1: 4}
+
+
+def test_a_partition_whose_batch_is_in_the_writer_waits_without_starting_over() -> None:
+    watch = StallWatch(after_s=10)
+    assert watch.observe(0, {P0: 5}, {P0: 9}) == {}
+    assert watch.observe(12, {P0: 5}, {P0: 9}, busy={P0}) == {}  # a slow write, not a stall
+    assert watch.observe(14, {P0: 5}, {P0: 9}) == {P0: 5}  # idle now, still standing still
+
+
+def test_after_the_ledger_could_not_be_read_every_wait_starts_over() -> None:
+    """After a DB outage with a backlog the first read must not fire at once: the lane's
+    retried batch is about to move the position."""
+    watch = StallWatch(after_s=10)
+    watch.observe(0, {P0: 5}, {P0: 9})
+    watch.reset()  # the read failed at 5..25
+    assert watch.observe(26, {P0: 5}, {P0: 9}) == {}
+    assert watch.observe(35, {P0: 5}, {P0: 9}) == {}
+    assert watch.observe(36, {P0: 5}, {P0: 9}) == {P0: 5}
