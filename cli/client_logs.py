@@ -87,7 +87,9 @@ def quiet_client_logs(names: tuple[str, ...] = CLIENT_LOGGERS, quiet_s: float = 
     """Install a `Burst` handler on each of `names` (idempotent)."""
     for name in names:
         logger = logging.getLogger(name)
-        if any(isinstance(h, Burst) for h in logger.handlers):
-            continue
-        logger.addHandler(Burst(name, quiet_s))
+        # Off again even if the handler is there: a logging configuration applied since (a
+        # library's dictConfig) may have turned it on, and every record would then reach the
+        # root twice, once folded and once as it came.
         logger.propagate = False
+        if not any(isinstance(h, Burst) for h in logger.handlers):
+            logger.addHandler(Burst(name, quiet_s))

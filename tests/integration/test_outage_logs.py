@@ -50,7 +50,10 @@ def test_a_3s_broker_outage_logs_a_handful_of_lines_in_the_worker_and_the_statio
     from linetrace.schemas.signing import load_private_key_pem
     from linetrace.stations.sync_client import SyncStationClient
 
+    from linetrace.cli.client_logs import quiet_client_logs
+
     _need_broker()
+    quiet_client_logs()  # as every `linetrace` command does before a station starts
     port = _free_port()
     bootstrap = f"127.0.0.1:{port}"
     broker = _start_broker(line_dir, port)

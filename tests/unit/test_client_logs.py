@@ -40,3 +40,19 @@ def test_a_burst_is_its_first_record_and_a_summary(caplog: pytest.LogCaptureFixt
         # quiet again: the next error starts a new burst and is logged at once
         noisy.error("Unable connect to node %s", 99)
         assert caplog.records[-1].getMessage().startswith("Unable connect to node 99")
+
+
+def test_installing_again_turns_propagation_off_again(caplog: pytest.LogCaptureFixture) -> None:
+    """Something turned the library logger's propagation back on after the handler was put
+    there (one full run's outage test saw each aiokafka error twice: folded, and as it came).
+    Calling `quiet_client_logs` again, as each command and station start does, mends it."""
+    name = "test.noisy.reset"
+    quiet_client_logs((name,), quiet_s=0.2)
+    noisy = logging.getLogger(name)
+    noisy.propagate = True  # as a logging configuration applied since may leave it
+    quiet_client_logs((name,), quiet_s=0.2)
+    assert noisy.propagate is False
+    assert sum(isinstance(h, Burst) for h in noisy.handlers) == 1
+    with caplog.at_level(logging.INFO):
+        noisy.error("Unable connect to node %s", 1)
+        assert [r.getMessage()[:26] for r in caplog.records] == ["Unable connect to node 1 ["]
