@@ -92,15 +92,22 @@ def _assert_exactly_once(ledger: Ledger, source: str, n: int) -> None:
         assert merkle_log.tree_size(s) == events  # one leaf per event, none twice
 
 
+def _sixty_events(broker: str, line_dir: Path, tmp_path: Path, station: str,
+                  prefix: str) -> Ledger:
+    """60 signed events of an enrolled ICT station over 7 boards (7 of the 8 partitions) on the
+    broker, before any worker runs; the ledger they are to reach."""
+    key = _enrol(line_dir, tmp_path, station, "ict")
+    serials = [f"{prefix}-{i % 7:06d}" for i in range(60)]
+    values = [work_started(station, serial, i + 1) for i, serial in enumerate(serials)]
+    asyncio.run(produce(broker, [("line.events", serial.encode(), v, signing.sign_value(v, key))
+                                 for serial, v in zip(serials, values, strict=True)]))
+    return Ledger(f"sqlite:///{line_dir / 'ledger.db'}")
+
+
 @pytest.mark.parametrize("fault", ["kill-before-write", "kill-after-write"])
 def test_a_worker_killed_around_the_ledger_commit_loses_nothing_and_writes_nothing_twice(
         broker: str, line_dir: Path, tmp_path: Path, fault: str) -> None:
-    key = _enrol(line_dir, tmp_path, "ict-31", "ict")
-    serials = [f"PCBA-K-{i % 7:06d}" for i in range(60)]
-    values = [work_started("ict-31", serial, i + 1) for i, serial in enumerate(serials)]
-    asyncio.run(produce(broker, [("line.events", serial.encode(), v, signing.sign_value(v, key))
-                                 for serial, v in zip(serials, values, strict=True)]))
-    ledger = Ledger(f"sqlite:///{line_dir / 'ledger.db'}")
+    ledger = _sixty_events(broker, line_dir, tmp_path, "ict-31", "PCBA-K")
 
     first = _killed_at(line_dir, fault)
     stored = _stored(ledger, "ict-31")
@@ -176,12 +183,7 @@ def test_a_consumer_moved_past_the_ledger_with_nothing_left_to_read_goes_back_fo
     two partitions back. The `jump-past-ledger` point drops the first batch and moves the
     consumer to the end of every partition; the worker must notice that the ledger stands
     still behind the broker and read the rest again."""
-    key = _enrol(line_dir, tmp_path, "ict-32", "ict")
-    serials = [f"PCBA-J-{i % 7:06d}" for i in range(60)]
-    values = [work_started("ict-32", serial, i + 1) for i, serial in enumerate(serials)]
-    asyncio.run(produce(broker, [("line.events", serial.encode(), v, signing.sign_value(v, key))
-                                 for serial, v in zip(serials, values, strict=True)]))
-    ledger = Ledger(f"sqlite:///{line_dir / 'ledger.db'}")
+    ledger = _sixty_events(broker, line_dir, tmp_path, "ict-32", "PCBA-J")
     # A window long enough for the first batch to take every event: nothing arrives after it.
     worker = Proc(linetrace_cmd("worker", "--data-dir", str(line_dir), "--fault-inject",
                                 "jump-past-ledger"), line_dir / "worker-jump.out",
