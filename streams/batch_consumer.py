@@ -31,7 +31,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from linetrace.ledger.positions import resume_offset, stored_positions
 from linetrace.ledger.records import BatchOutcome, SourceRecord
 
 from .lane import WriteLane
@@ -93,16 +92,9 @@ class BatchConsumer:
         """Seek each newly assigned partition to the ledger's position."""
         if self.on_rewind is not None:
             await self.on_rewind()  # the broker's incarnation, read afresh
-        processor = self.processor
-        loop = asyncio.get_running_loop()
-
-        def read() -> dict[TopicPartition, int]:
-            with processor.ledger.reader() as s:
-                stored = stored_positions(s, set(self.topics))
-            return {tp: resume_offset(stored.get((tp.topic, tp.partition)),
-                                      processor.incarnation) for tp in assigned}
-
-        self.guard.start_at(dict(await loop.run_in_executor(None, read)))
+        stored = await asyncio.get_running_loop().run_in_executor(
+            None, self.processor.stored_next, [(tp.topic, tp.partition) for tp in assigned])
+        self.guard.start_at({tp: stored[(tp.topic, tp.partition)] for tp in assigned})
 
     async def run(self) -> None:
         """Consume until `stop`; the batch in the writer is stored before returning."""

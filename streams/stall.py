@@ -26,7 +26,6 @@ Key = tuple[str, int]
 #: worker cannot read the positions then).
 STALL_AFTER_S = 10.0
 
-
 #: A high watermark older than this (the last fetch answer for the partition) is not evidence:
 #: the broker may be away, and the watch waits for it rather than guess.
 FRESH_S = 5.0

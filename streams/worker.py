@@ -27,8 +27,6 @@ from linetrace.ledger.records import BatchOutcome, SourceRecord
 from linetrace.schemas.routes import RouteBook, packaged_routes
 from linetrace.schemas.topics import ALL_TOPICS, INPUT_TOPICS, TELEMETRY
 
-from linetrace.ledger.positions import resume_offset, stored_positions
-
 from .broker import EMBEDDED_CLUSTER_PREFIX, cluster_id, wait_for_topics
 from .faults import Faults
 from .relay import Relay
@@ -177,15 +175,9 @@ def build_app(cfg: WorkerConfig) -> tuple[faust.App, BatchProcessor]:
         guard.install()
         await refresh_incarnation()
         tps = [tp for tp in assigned if tp.topic in input_names]
-        loop = asyncio.get_running_loop()
-
-        def read() -> dict[Any, int]:
-            with ledger.reader() as s:
-                stored = stored_positions(s, input_names)
-            return {tp: resume_offset(stored.get((tp.topic, tp.partition)),
-                                      processor.incarnation) for tp in tps}
-
-        guard.start_at(await loop.run_in_executor(None, read))
+        stored = await asyncio.get_running_loop().run_in_executor(
+            None, processor.stored_next, [(tp.topic, tp.partition) for tp in tps])
+        guard.start_at({tp: stored[(tp.topic, tp.partition)] for tp in tps})
 
     lanes: list[WriteLane] = []  # one per agent, and the batch consumer's
     lane_of: dict[str, WriteLane] = {}  # the agents' lanes by topic
